@@ -1,0 +1,211 @@
+"""create_app(settings): routes, middleware, error mapping and lifespan. No chat logic here."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import broadcast as broadcast_backends
+from .consent import Policies
+from .errors import ChatError, TooLarge
+from .hub import Hub
+from .sessions import Signer, hash_id, new_id
+from .settings import Settings
+from .sockets import agent_socket, visitor_socket
+from .storage import Clock, open_store, utc_now
+from .storage.base import iso
+from .web import admin, agent, widget
+from .web.common import MAX_BODY_BYTES, AppState, app_state, asset_dir, error_response
+
+log = logging.getLogger("chatserver")
+access_log = logging.getLogger("chatserver.access")
+
+
+async def healthz(request: Request) -> Response:
+    state = app_state(request)
+    try:
+        await state.store.ping()
+        await state.broadcast.ping()
+    except Exception:
+        log.exception("health check failed")
+        return JSONResponse({"status": "unavailable"}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+def _csp(path: str, frame_ancestors: str) -> str:
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+        f"form-action 'self'; frame-src 'self'; frame-ancestors {frame_ancestors}"
+    )
+
+
+class EdgeMiddleware:
+    """Body size limit, security headers on every response, and a PII-free access log.
+
+    The access log records method, path without its query string, status and duration: query
+    strings can hold search terms or one-time tokens.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        ancestors = " ".join(["'self'", *settings.allowed_origins])
+        self.widget_csp = _csp("/widget", ancestors)
+        self.default_csp = _csp("/", "'none'")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        started = time.perf_counter()
+        status = 0
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > MAX_BODY_BYTES
+                except ValueError:
+                    too_big = True
+                if too_big:
+                    await JSONResponse(TooLarge("Request bodies may be at most 64 KiB.").to_dict(),
+                                       status_code=413)(scope, receive, send)
+                    access_log.info("%s %s 413", scope["method"], path)
+                    return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    raise TooLarge("Request bodies may be at most 64 KiB.")
+            return message
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"server"]
+                present = {k.lower() for k, _ in headers}
+                csp = self.widget_csp if path == "/widget" else self.default_csp
+                extra = [
+                    (b"content-security-policy", csp.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"same-origin"),
+                    (b"cross-origin-opener-policy", b"same-origin"),
+                    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+                ]
+                if path != "/widget":
+                    extra.append((b"x-frame-options", b"DENY"))
+                if scope.get("scheme") == "https":
+                    extra.append((b"strict-transport-security", b"max-age=31536000"))
+                headers += [(k, v) for k, v in extra if k not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_with_headers)
+        finally:
+            access_log.info("%s %s %s %.1fms", scope["method"], path, status,
+                            (time.perf_counter() - started) * 1000)
+
+
+async def _chat_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ChatError)
+    return error_response(request, exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    error = ChatError(exc.detail if isinstance(exc.detail, str) else "Request refused.",
+                      code=codes.get(exc.status_code, "http_error"))
+    error.status = exc.status_code
+    response = error_response(request, error)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s: %s", request.method, request.url.path,
+              type(exc).__name__)
+    return JSONResponse({"error": "internal_error", "message": "Something went wrong on our "
+                         "side; nothing you sent was lost."}, status_code=500)
+
+
+async def _print_setup_link(store: Any, settings: Settings) -> None:
+    if await store.count_admins() > 0:
+        return
+    raw = new_id()
+    expires = store.clock() + timedelta(hours=1)
+    await store.create_setup_token(hash_id(raw), iso(expires))
+    base = settings.extra.get("public_url", "http://127.0.0.1:8000")
+    # Printed, not logged: the link is a one-time secret for whoever started the server.
+    print(f"No admin yet. Create the first admin within an hour at:\n  {base}/setup?token={raw}",
+          file=sys.stdout, flush=True)
+
+
+def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
+    env = Environment(
+        loader=FileSystemLoader(str(asset_dir("templates"))),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+    )
+    templates = Jinja2Templates(env=env)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = await open_store(settings.database_url, clock)
+        fanout = broadcast_backends.create(settings.broadcast_url)
+        await fanout.connect()
+        policies = Policies(store)
+        await policies.ensure_default()
+        hub = Hub(store, fanout)
+        app.state.chat = AppState(
+            settings=settings, store=store, broadcast=fanout, hub=hub, policies=policies,
+            signer=Signer(settings.secret_key), templates=templates,
+        )
+        await _print_setup_link(store, settings)
+        try:
+            yield
+        finally:
+            await hub.shutdown()
+            await fanout.disconnect()
+            await store.close()
+
+    routes = [
+        *widget.routes,
+        *agent.routes,
+        *admin.routes,
+        Route("/healthz", healthz),
+        WebSocketRoute("/ws/visitor", visitor_socket),
+        WebSocketRoute("/ws/agent", agent_socket),
+        Mount("/static", StaticFiles(directory=str(asset_dir("static"))), name="static"),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            ChatError: _chat_error,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+    )
+    app.add_middleware(EdgeMiddleware, settings=settings)
+    return app

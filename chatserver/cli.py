@@ -1,0 +1,194 @@
+"""The `chatserver` command: parse, call, print. Every subcommand works on the configured store."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from . import __version__, audit, passwords
+from .consent import Policies
+from .errors import ChatError
+from .settings import SETTINGS, Settings, SettingsError, load
+from .storage import Store, open_store
+
+WS_MAX_BYTES = 64 * 1024
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = args.data_dir
+    return load(overrides)
+
+
+async def _with_store(settings: Settings, job: Callable[[Store], Awaitable[int]]) -> int:
+    store = await open_store(settings.database_url)
+    try:
+        await Policies(store).ensure_default()
+        return await job(store)
+    finally:
+        await store.close()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    settings = _settings(args)
+    host = "localhost" if args.host in {"127.0.0.1", "::1", "0.0.0.0", "::"} else args.host  # noqa: S104
+    settings.extra["public_url"] = f"http://{host}:{args.port}"
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    print(f"chatserver {__version__}: data in {settings.data_dir}, "
+          f"open {settings.extra['public_url']}/", flush=True)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        ws_max_size=WS_MAX_BYTES,
+        ws_per_message_deflate=False,
+        access_log=False,
+        server_header=False,
+        log_config=None,
+        log_level=settings.log_level,
+    )
+    return 0
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != first:
+        raise SystemExit("The two passwords differ.")
+    return first
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    password = _read_password(args.password_stdin)
+    reason = passwords.check_policy(password)
+    if reason:
+        print(reason, file=sys.stderr)
+        return 2
+    name = args.name.strip()
+    if not 1 <= len(name) <= 100 or any(ch.isspace() for ch in name):
+        print("A name is 1-100 characters without spaces.", file=sys.stderr)
+        return 2
+
+    async def job(store: Store) -> int:
+        staff = await store.add_staff(name, args.role, passwords.hash_password(password))
+        await audit.record(store, actor="cli", action="staff.create", target=f"staff:{staff.id}",
+                           detail={"role": staff.role})
+        print(f"added {staff.name} ({staff.role})")
+        return 0
+
+    return asyncio.run(_with_store(_settings(args), job))
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    async def job(store: Store) -> int:
+        for staff in await store.list_staff():
+            print(f"{staff.name}\t{staff.role}\t{staff.state}")
+        return 0
+
+    return asyncio.run(_with_store(_settings(args), job))
+
+
+def cmd_policy_publish(args: argparse.Namespace) -> int:
+    text = Path(args.file).read_text(encoding="utf-8")
+
+    async def job(store: Store) -> int:
+        policy = await Policies(store).publish(
+            text, version=args.version, summary=args.summary,
+            effective_date=args.effective_date or date.today().isoformat(),
+        )
+        await audit.record(store, actor="cli", action="policy.publish",
+                           target=f"policy:{policy.version}", detail={"sha256": policy.sha256})
+        print(f"published policy {policy.version} ({policy.sha256[:12]}); it is now current")
+        return 0
+
+    return asyncio.run(_with_store(_settings(args), job))
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    async def job(store: Store) -> int:
+        entries = await store.all_audit()
+        broken = audit.verify(entries)
+        if broken is None:
+            print(f"audit log intact: {len(entries)} entries")
+            return 0
+        print(f"audit log broken at entry {broken['id']} ({broken['action']} at {broken['at']})")
+        return 1
+
+    return asyncio.run(_with_store(_settings(args), job))
+
+
+def parser() -> argparse.ArgumentParser:
+    env_help = "\n".join(f"  {s.env}: {s.help} (default: {s.default or 'see text'})"
+                         for s in SETTINGS.values())
+    p = argparse.ArgumentParser(
+        prog="chatserver", description="A privacy-first live chat server.",
+        epilog="Settings come from flags, then these environment variables:\n" + env_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=__version__)
+    p.add_argument("--data-dir", help="overrides CHATSERVER_DATA_DIR")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=cmd_serve)
+
+    user = sub.add_parser("user", help="staff accounts").add_subparsers(dest="action",
+                                                                         required=True)
+    add = user.add_parser("add", help="create an agent or admin")
+    add.add_argument("name")
+    add.add_argument("--role", choices=["agent", "admin"], required=True)
+    add.add_argument("--password-stdin", action="store_true",
+                     help="read the password from standard input instead of a prompt")
+    add.set_defaults(func=cmd_user_add)
+    user.add_parser("list", help="name, role and state of every staff account").set_defaults(
+        func=cmd_user_list)
+
+    policy = sub.add_parser("policy", help="privacy-policy versions").add_subparsers(
+        dest="action", required=True)
+    publish = policy.add_parser("publish", help="publish a new version (Markdown file)")
+    publish.add_argument("file")
+    publish.add_argument("--version", required=True)
+    publish.add_argument("--summary", required=True, help="short summary of the changes")
+    publish.add_argument("--effective-date", help="YYYY-MM-DD (default: today)")
+    publish.set_defaults(func=cmd_policy_publish)
+
+    audit_cmd = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action",
+                                                                             required=True)
+    audit_cmd.add_parser("verify", help="check the hash chain").set_defaults(
+        func=cmd_audit_verify)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except (SettingsError, ChatError) as exc:
+        print(getattr(exc, "message", str(exc)), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

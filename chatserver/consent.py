@@ -1,0 +1,181 @@
+"""Policy versions, consent and what a visitor may do.
+
+The current policy is cached in memory (it changes only by publishing) so the chat hot path never
+reads it; a publish through this process refreshes the cache, and the cache expires after a few
+seconds so other processes see a publish soon too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import markdown
+
+from .errors import ConsentRequired, NotFound, ValidationFailed
+from .storage.base import PolicyVersion, Store, VisitorSession
+
+BUNDLED_VERSION = "1.01"
+BUNDLED_DATE = "2018-02-27"
+BUNDLED_SUMMARY = "First published version."
+CACHE_SECONDS = 5.0
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def bundled_policy() -> PolicyVersion:
+    text = (resources.files("chatserver") / "bundled" / "privacy-policy-1.01.md").read_text(
+        encoding="utf-8"
+    )
+    return PolicyVersion(BUNDLED_VERSION, BUNDLED_DATE, BUNDLED_SUMMARY, text, sha256_text(text))
+
+
+def render(text: str) -> str:
+    """Markdown to HTML with raw HTML neutralised: a policy file cannot inject markup."""
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;")
+    return str(markdown.markdown(escaped, extensions=["sane_lists"], output_format="html"))
+
+
+def public(policy: PolicyVersion) -> dict[str, Any]:
+    return {
+        "version": policy.version,
+        "effective_date": policy.effective_date,
+        "summary": policy.summary,
+        "sha256": policy.sha256,
+        "html": render(policy.text),
+    }
+
+
+VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.\-]{0,31}$")
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass
+class Policies:
+    store: Store
+    _current: PolicyVersion | None = None
+    _loaded_at: float = 0.0
+
+    async def ensure_default(self) -> PolicyVersion:
+        """Publish the bundled policy as 1.01 when none is published yet."""
+        current = await self.store.current_policy()
+        if current is None:
+            current = await self.store.publish_policy(bundled_policy())
+        self._set(current)
+        return current
+
+    def _set(self, policy: PolicyVersion) -> None:
+        self._current = policy
+        self._loaded_at = time.monotonic()
+
+    async def current(self) -> PolicyVersion:
+        if self._current is None or time.monotonic() - self._loaded_at > CACHE_SECONDS:
+            found = await self.store.current_policy()
+            if found is None:
+                found = await self.ensure_default()
+            self._set(found)
+        assert self._current is not None
+        return self._current
+
+    async def publish(
+        self, text: str, *, version: str, summary: str, effective_date: str
+    ) -> PolicyVersion:
+        if not VERSION_RE.match(version):
+            raise ValidationFailed("A version is 1-32 letters, digits, dots or dashes.",
+                                   field="version")
+        if not DATE_RE.match(effective_date):
+            raise ValidationFailed("The effective date must look like 2026-12-31.",
+                                   field="effective_date")
+        if not summary.strip() or len(summary) > 2000:
+            raise ValidationFailed("A summary of changes (1-2000 characters) is required.",
+                                   field="summary")
+        if not text.strip():
+            raise ValidationFailed("The policy text is empty.", field="text")
+        published = await self.store.publish_policy(
+            PolicyVersion(version, effective_date, summary.strip(), text, sha256_text(text))
+        )
+        self._set(published)
+        return published
+
+    async def get(self, version: str) -> PolicyVersion:
+        found = await self.store.get_policy(version)
+        if found is None:
+            raise NotFound("No policy has that version.")
+        return found
+
+
+def require_chat_consent(session: VisitorSession, current: PolicyVersion) -> str:
+    """The session's customer id, when it may chat; ConsentRequired otherwise."""
+    if session.consent_version != current.version:
+        raise ConsentRequired(
+            "Please read and accept the current privacy policy first."
+            if session.consent_version
+            else "Please read and accept the privacy policy first."
+        )
+    if session.customer_id is None:
+        raise ConsentRequired("Please tell us your name and email first.",
+                              code="customer_required")
+    return session.customer_id
+
+
+# -- the pre-chat form --------------------------------------------------------------------------
+
+# One address, pragmatic rather than RFC 5322 complete: what a support team can reply to.
+EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
+                      r"[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+CC_FIELDS = {"cc", "bcc"}
+VISITOR_FIELDS = {"name", "email", "company"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _text(data: dict[str, Any], key: str, low: int, high: int, label: str) -> str:
+    value = data.get(key, "")
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise ValidationFailed(f"{label} must be text.", field=key)
+    value = " ".join(value.split())
+    if _CONTROL.search(value):
+        raise ValidationFailed(f"{label} contains characters that are not allowed.", field=key)
+    if not low <= len(value) <= high:
+        if low:
+            raise ValidationFailed(f"{label} must be {low} to {high} characters.", field=key)
+        raise ValidationFailed(f"{label} may have at most {high} characters.", field=key)
+    return value
+
+
+def validate_customer(data: Any) -> dict[str, str]:
+    """Check the pre-chat form (and account corrections): name, one email, company."""
+    if not isinstance(data, dict):
+        raise ValidationFailed("Send a JSON object with name, email and company.")
+    lowered = {str(k).lower() for k in data}
+    if lowered & CC_FIELDS or any(k.endswith(("_cc", "_bcc")) for k in lowered):
+        raise ValidationFailed(
+            "Copies to other people (CC/BCC) are not allowed: we only take the address of the "
+            "person writing, with their consent.",
+            field="email", code="cc_not_allowed",
+        )
+    unknown = set(data) - VISITOR_FIELDS
+    if unknown:
+        name = sorted(str(k)[:40] for k in unknown)[0]
+        raise ValidationFailed(f"Unknown field {name!r}.", field=name, code="unknown_field")
+    name = _text(data, "name", 1, 100, "Name")
+    raw_email = data.get("email")
+    if not isinstance(raw_email, str):
+        raise ValidationFailed("Email must be text.", field="email")
+    email = raw_email.strip()
+    if re.search(r"[,;\s]", email) or email.count("@") > 1:
+        raise ValidationFailed(
+            "Give one email address only: copies to other people are not allowed.",
+            field="email", code="cc_not_allowed",
+        )
+    if len(email) > 254 or not EMAIL_RE.match(email):
+        raise ValidationFailed("That does not look like an email address.", field="email")
+    company = _text(data, "company", 0, 200, "Company")
+    return {"name": name, "email": email, "company": company}

@@ -1,0 +1,186 @@
+"""Conversations, presence and fan-out.
+
+Every change is stored first and published second: `post()` returns only after the message is
+durably stored, and the broadcast merely tells listening sockets about it. A socket that misses a
+publication catches up with `resume`, which reads storage.
+
+Channels: `conv:<id>` carries a conversation's message, typing and status frames; `queue` tells
+agents the set of open conversations changed; `session:<hash>` ends a signed-in session's sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from . import protocol
+from .broadcast import Broadcast, Subscription
+from .errors import Forbidden, NotFound
+from .storage.base import Conversation, ConversationSummary, Message, Staff, Store
+
+log = logging.getLogger("chatserver.hub")
+QUEUE_DEBOUNCE_SECONDS = 0.05
+
+
+def conversation_channel(conversation_id: str) -> str:
+    return f"conv:{conversation_id}"
+
+
+def session_channel(session_hash: str) -> str:
+    return f"session:{session_hash}"
+
+
+QUEUE_CHANNEL = "queue"
+
+
+def queue_item(summary: ConversationSummary) -> dict[str, Any]:
+    c = summary.conversation
+    return {
+        "conversation_id": c.id,
+        "status": c.status,
+        "customer": summary.customer,
+        "waiting_since": c.created_at,
+        "last_message": summary.last_message,
+        "agent": c.agent_name,
+        "agent_id": c.agent_id,
+        "policy_version": summary.policy_version,
+        "last_seq": c.last_seq,
+    }
+
+
+class Hub:
+    def __init__(self, store: Store, broadcast: Broadcast) -> None:
+        self.store = store
+        self.broadcast = broadcast
+        self._agents: dict[int, int] = {}  # staff id -> open agent sockets in this process
+        self._queue_task: asyncio.Task[None] | None = None
+
+    # -- presence ---------------------------------------------------------------------------
+
+    def agent_connected(self, staff_id: int) -> None:
+        self._agents[staff_id] = self._agents.get(staff_id, 0) + 1
+
+    def agent_disconnected(self, staff_id: int) -> None:
+        left = self._agents.get(staff_id, 0) - 1
+        if left > 0:
+            self._agents[staff_id] = left
+        else:
+            self._agents.pop(staff_id, None)
+
+    def agents_online(self) -> bool:
+        return bool(self._agents)
+
+    # -- subscriptions ----------------------------------------------------------------------
+
+    def subscribe(self, channel: str, listener: Callable[[str], None]) -> Subscription:
+        return self.broadcast.subscribe(channel, listener)
+
+    # -- conversation changes ---------------------------------------------------------------
+
+    async def post(
+        self,
+        conversation_id: str,
+        *,
+        sender: str,
+        sender_id: str,
+        author: str,
+        body: str,
+        client_msg_id: str | None,
+    ) -> Message:
+        """Store a message, then publish it; a repeat of a client_msg_id is not published again."""
+        message, new, status = await self.store.append_message(
+            conversation_id, sender=sender, sender_id=sender_id, author=author, body=body,
+            client_msg_id=client_msg_id,
+        )
+        if new:
+            await self.broadcast.publish(
+                conversation_channel(conversation_id), protocol.dump(message.frame())
+            )
+            if status == "queued":  # the waiting list shows the latest words
+                self.queue_changed()
+        return message
+
+    async def claim(self, conversation_id: str, staff: Staff) -> tuple[Conversation, bool]:
+        """Claim for this agent; True when this call claimed it (False: it was theirs already)."""
+        claimed, now_claimed = await self.store.claim_conversation(conversation_id, staff.id)
+        if now_claimed:
+            await self.post(
+                conversation_id, sender="system", sender_id="system", author="system",
+                body=f"{staff.name} joined the conversation.", client_msg_id=None,
+            )
+            await self._status(claimed)
+            self.queue_changed()
+        return claimed, now_claimed
+
+    async def close(self, conversation_id: str, *, by: str) -> Conversation | None:
+        closed = await self.store.close_conversation(conversation_id)
+        if closed is None:
+            return None
+        await self.post(
+            conversation_id, sender="system", sender_id="system", author="system",
+            body=f"The conversation was closed by {by}.", client_msg_id=None,
+        )
+        await self._status(closed)
+        self.queue_changed()
+        return closed
+
+    async def _status(self, conversation: Conversation) -> None:
+        frame = {
+            "type": "status",
+            "conversation_id": conversation.id,
+            "status": conversation.status,
+            "agent": conversation.agent_name,
+        }
+        await self.broadcast.publish(conversation_channel(conversation.id), protocol.dump(frame))
+
+    async def typing(self, conversation_id: str, *, sender: str, author: str, state: bool) -> None:
+        frame = {
+            "type": "typing",
+            "conversation_id": conversation_id,
+            "sender": sender,
+            "author": author,
+            "state": state,
+        }
+        await self.broadcast.publish(conversation_channel(conversation_id), protocol.dump(frame))
+
+    async def end_session(self, session_hash: str, code: int) -> None:
+        """Close every socket of a signed-in session, in every process."""
+        await self.broadcast.publish(session_channel(session_hash), str(code))
+
+    async def check_agent_access(self, conversation_id: str, staff: Staff) -> Conversation:
+        """Agents read queued conversations and their own; admins read any."""
+        conversation = await self.store.get_conversation(conversation_id)
+        if conversation is None:
+            raise NotFound("No such conversation.")
+        if (
+            staff.role != "admin"
+            and conversation.status != "queued"
+            and conversation.agent_id != staff.id
+        ):
+            raise Forbidden("That conversation belongs to another agent.")
+        return conversation
+
+    # -- the agents' queue ------------------------------------------------------------------
+
+    async def queue_frame(self) -> dict[str, Any]:
+        summaries = await self.store.open_conversations()
+        return {"type": "queue", "conversations": [queue_item(s) for s in summaries]}
+
+    def queue_changed(self) -> None:
+        """Tell agents the queue changed, coalescing bursts into one read and one frame."""
+        if self._queue_task is None or self._queue_task.done():
+            self._queue_task = asyncio.get_running_loop().create_task(self._publish_queue())
+
+    async def _publish_queue(self) -> None:
+        await asyncio.sleep(QUEUE_DEBOUNCE_SECONDS)
+        try:
+            frame = await self.queue_frame()
+            await self.broadcast.publish(QUEUE_CHANNEL, protocol.dump(frame))
+        except Exception:  # a failed refresh must not break the caller; the next change retries
+            log.exception("queue refresh failed")
+
+    async def shutdown(self) -> None:
+        if self._queue_task is not None:
+            self._queue_task.cancel()

@@ -1,0 +1,170 @@
+"""WebSocket frames: text in, validated frames out, and frames back to text. No I/O here.
+
+`parse_visitor` and `parse_agent` turn one text frame into a typed frame or raise `ProtocolError`
+naming what was wrong; `dump` serialises a server frame. See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+MAX_FRAME_BYTES = 64 * 1024
+MAX_BODY_CHARS = 4000
+MAX_CLIENT_MSG_ID = 100
+MAX_CONVERSATION_ID = 64
+
+
+class ProtocolError(ValueError):
+    """A frame that cannot be accepted; `code` goes into the error frame."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def frame(self) -> dict[str, str]:
+        return {"type": "error", "code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    after_seq: int
+    conversation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    body: str
+    client_msg_id: str
+    conversation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    state: bool
+    conversation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    conversation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    conversation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+Frame = Resume | Message | Typing | Close | Claim | Ping
+Audience = Literal["visitor", "agent"]
+
+# The fields each frame type takes, per audience; "type" is implied.
+_FIELDS: dict[Audience, dict[str, set[str]]] = {
+    "visitor": {
+        "resume": {"after_seq"},
+        "message": {"body", "client_msg_id"},
+        "typing": {"state"},
+        "close": set(),
+        "ping": set(),
+    },
+    "agent": {
+        "resume": {"conversation_id", "after_seq"},
+        "message": {"conversation_id", "body", "client_msg_id"},
+        "typing": {"conversation_id", "state"},
+        "close": {"conversation_id"},
+        "claim": {"conversation_id"},
+        "ping": set(),
+    },
+}
+
+
+def _load(text: str | bytes) -> dict[str, Any]:
+    if isinstance(text, bytes):
+        raise ProtocolError("binary_not_supported", "Frames must be JSON text, not binary.")
+    if len(text) > MAX_FRAME_BYTES // 4 and len(text.encode()) > MAX_FRAME_BYTES:
+        raise ProtocolError("too_large", "Frames must be at most 64 KiB.")
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise ProtocolError("invalid_json", "The frame is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("invalid_frame", "A frame must be a JSON object with a type.")
+    return data
+
+
+def _str(data: dict[str, Any], key: str, limit: int) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ProtocolError("invalid_field", f"'{key}' must be a non-empty string.")
+    if len(value) > limit:
+        raise ProtocolError("invalid_field", f"'{key}' must be at most {limit} characters.")
+    return value
+
+
+def _body(data: dict[str, Any]) -> str:
+    value = data.get("body")
+    if not isinstance(value, str) or not value.strip():
+        raise ProtocolError("invalid_field", "'body' must be a non-empty string.")
+    if len(value) > MAX_BODY_CHARS:
+        raise ProtocolError(
+            "body_too_long", f"A message may hold at most {MAX_BODY_CHARS} characters."
+        )
+    if "\x00" in value:
+        raise ProtocolError("invalid_field", "'body' must not contain NUL characters.")
+    return value
+
+
+def parse(text: str | bytes, audience: Audience) -> Frame:
+    """Validate one client frame for `audience`; raise ProtocolError on anything amiss."""
+    data = _load(text)
+    kind = data.get("type")
+    allowed = _FIELDS[audience]
+    if not isinstance(kind, str) or kind not in allowed:
+        raise ProtocolError("unknown_type", f"Unknown frame type {str(kind)[:40]!r}.")
+    extra = set(data) - allowed[kind] - {"type"}
+    if extra:
+        names = ", ".join(sorted(str(k)[:40] for k in extra)[:5])
+        raise ProtocolError("unknown_field", f"Unexpected field(s) for '{kind}': {names}.")
+    conv = (
+        _str(data, "conversation_id", MAX_CONVERSATION_ID)
+        if "conversation_id" in allowed[kind]
+        else None
+    )
+    if kind == "message":
+        return Message(
+            body=_body(data),
+            client_msg_id=_str(data, "client_msg_id", MAX_CLIENT_MSG_ID),
+            conversation_id=conv,
+        )
+    if kind == "resume":
+        after = data.get("after_seq")
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise ProtocolError("invalid_field", "'after_seq' must be a whole number >= 0.")
+        return Resume(after_seq=after, conversation_id=conv)
+    if kind == "typing":
+        state = data.get("state")
+        if not isinstance(state, bool):
+            raise ProtocolError("invalid_field", "'state' must be true or false.")
+        return Typing(state=state, conversation_id=conv)
+    if kind == "close":
+        return Close(conversation_id=conv)
+    if kind == "claim":
+        assert conv is not None
+        return Claim(conversation_id=conv)
+    return Ping()
+
+
+def dump(frame: dict[str, Any]) -> str:
+    """Serialise a server frame compactly; keys keep their insertion order."""
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+def error(code: str, message: str) -> dict[str, str]:
+    return {"type": "error", "code": code, "message": message}

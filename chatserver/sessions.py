@@ -1,0 +1,87 @@
+"""Signed cookies, session ids and CSRF tokens.
+
+A cookie holds an itsdangerous-signed random identifier and nothing else. The server keeps only a
+SHA-256 of that identifier, so neither the cookie nor the database row says anything about a
+person, and a copy of the database cannot be replayed as cookies. Each purpose has its own salt, so
+a value signed for one purpose is worthless for another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+VISITOR_COOKIE = "chat_session"
+STAFF_COOKIE = "chat_staff"
+CSRF_COOKIE = "chat_csrf"
+
+VISITOR_MAX_AGE = 30 * 24 * 3600
+CSRF_MAX_AGE = 12 * 3600
+
+# Everything the server may set, shown on /cookies; a test checks every Set-Cookie is listed here.
+COOKIES: list[dict[str, str]] = [
+    {
+        "name": VISITOR_COOKIE,
+        "purpose": "Keeps a customer's chat session after they accepted the privacy policy.",
+        "lifetime": "30 days after the last consent, or until the account is terminated.",
+        "contents": "A random identifier with a signature. No name, email, company, IP or "
+        "message.",
+        "attributes": "HttpOnly; SameSite=Lax; Path=/; Secure under HTTPS",
+    },
+    {
+        "name": STAFF_COOKIE,
+        "purpose": "Keeps an agent or admin signed in.",
+        "lifetime": "Until the browser closes, sign-out, or the sign-in expires on the server.",
+        "contents": "A random identifier with a signature. Nothing else.",
+        "attributes": "HttpOnly; SameSite=Strict; Path=/; Secure under HTTPS",
+    },
+    {
+        "name": CSRF_COOKIE,
+        "purpose": "Proves that a staff sign-in or sign-out form was sent from our own page.",
+        "lifetime": "12 hours.",
+        "contents": "A random value with a signature. Nothing else.",
+        "attributes": "HttpOnly; SameSite=Strict; Path=/; Secure under HTTPS",
+    },
+]
+
+
+def new_id() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_id(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Signer:
+    secret: str
+
+    def _serializer(self, purpose: str) -> URLSafeTimedSerializer:
+        return URLSafeTimedSerializer(self.secret, salt=f"chatserver.{purpose}")
+
+    def sign(self, purpose: str, value: str) -> str:
+        return self._serializer(purpose).dumps(value)
+
+    def unsign(self, purpose: str, token: str | None, max_age: int | None = None) -> str | None:
+        """The signed value, or None for anything forged, tampered, expired or malformed."""
+        if not token or len(token) > 512:
+            return None
+        try:
+            value = self._serializer(purpose).loads(token, max_age=max_age)
+        except (BadSignature, ValueError, TypeError, UnicodeError):
+            return None
+        return value if isinstance(value, str) else None
+
+    # CSRF: double submit of one signed random value, in a cookie and in the form.
+    def new_csrf(self) -> str:
+        return self.sign("csrf", new_id())
+
+    def csrf_matches(self, cookie: str | None, form_value: str | None) -> bool:
+        a = self.unsign("csrf", cookie, CSRF_MAX_AGE)
+        b = self.unsign("csrf", form_value, CSRF_MAX_AGE)
+        return a is not None and b is not None and hmac.compare_digest(a, b)

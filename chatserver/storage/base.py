@@ -1,0 +1,249 @@
+"""The Store interface: every read and write of durable state goes through it.
+
+Implementations: `sqlite.py` (embedded default) and, later, PostgreSQL. Callers never see SQL.
+Times are ISO 8601 UTC strings produced by the store's injected clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyVersion:
+    version: str
+    effective_date: str
+    summary: str
+    text: str
+    sha256: str
+    published_at: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    id: str
+    name: str
+    email: str
+    company: str
+    created_at: str
+    updated_at: str
+    last_active_at: str
+
+    def public(self) -> dict[str, str]:
+        return {"name": self.name, "email": self.email, "company": self.company}
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorSession:
+    id: str
+    customer_id: str | None
+    consent_version: str | None  # the newest consent not withdrawn, if any
+
+
+@dataclass(frozen=True, slots=True)
+class Staff:
+    id: int
+    name: str
+    role: str
+    state: str
+    created_at: str
+    password_hash: str = ""
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "role": self.role, "state": self.state}
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: str
+    customer_id: str
+    status: str
+    agent_id: int | None
+    agent_name: str | None
+    created_at: str
+    claimed_at: str | None
+    closed_at: str | None
+    last_seq: int
+    last_message_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    conversation_id: str
+    seq: int
+    sender: str
+    sender_id: str
+    author: str
+    body: str
+    client_msg_id: str | None
+    sent_at: str
+
+    def frame(self) -> dict[str, Any]:
+        return {
+            "type": "message",
+            "conversation_id": self.conversation_id,
+            "seq": self.seq,
+            "sender": self.sender,
+            "author": self.author,
+            "body": self.body,
+            "sent_at": self.sent_at,
+            "client_msg_id": self.client_msg_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationSummary:
+    """A conversation with what lists and queues show of it."""
+
+    conversation: Conversation
+    customer: dict[str, str]
+    policy_version: str | None
+    message_count: int
+    last_message: dict[str, Any] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self.conversation)
+        data["customer"] = self.customer
+        data["policy_version"] = self.policy_version
+        data["message_count"] = self.message_count
+        data["last_message"] = self.last_message
+        return data
+
+
+AuditHasher = Callable[[str, dict[str, Any]], str]
+
+
+class Store(Protocol):
+    """Durable state. Each method is one transaction; writes are durable when they return."""
+
+    clock: Clock
+
+    async def close(self) -> None: ...
+    async def ping(self) -> None:
+        """Raise when the database does not answer."""
+
+    # policy
+    async def publish_policy(self, policy: PolicyVersion) -> PolicyVersion:
+        """Add a version; it becomes current. Raises Conflict when the version exists."""
+
+    async def current_policy(self) -> PolicyVersion | None: ...
+    async def get_policy(self, version: str) -> PolicyVersion | None: ...
+    async def list_policies(self) -> list[PolicyVersion]: ...
+
+    # visitors
+    async def create_visitor_session(self, session_id: str) -> None: ...
+    async def get_visitor_session(self, session_id: str) -> VisitorSession | None:
+        """The session unless unknown or revoked."""
+
+    async def add_consent(
+        self,
+        session_id: str,
+        *,
+        policy_version: str,
+        policy_sha256: str,
+        ip: str | None,
+        user_agent: str | None,
+        method: str,
+        on_behalf: bool,
+    ) -> dict[str, Any]: ...
+
+    async def save_customer(
+        self, session_id: str, *, name: str, email: str, company: str
+    ) -> Customer:
+        """Create the session's customer, or correct it when the session has one."""
+
+    async def get_customer(self, customer_id: str) -> Customer | None: ...
+    async def record_access(
+        self, session_id: str, kind: str, ip: str | None, user_agent: str | None
+    ) -> None: ...
+
+    # conversations and messages
+    async def open_conversation(self, customer_id: str) -> tuple[Conversation, bool]:
+        """The customer's open conversation, or a new queued one; True when it was made now."""
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None: ...
+    async def claim_conversation(
+        self, conversation_id: str, staff_id: int
+    ) -> tuple[Conversation, bool]:
+        """Make it active for this agent; True when this call claimed it.
+
+        Raises AlreadyClaimed, ConversationClosed or NotFound.
+        """
+
+    async def close_conversation(self, conversation_id: str) -> Conversation | None:
+        """Close it; None when it was closed already. NotFound when missing."""
+
+    async def append_message(
+        self,
+        conversation_id: str,
+        *,
+        sender: str,
+        sender_id: str,
+        author: str,
+        body: str,
+        client_msg_id: str | None,
+    ) -> tuple[Message, bool, str]:
+        """Store with the next seq; returns the message, whether it is new, and the
+        conversation's status. A repeated client_msg_id returns the first copy and False.
+        Raises ConversationClosed for a closed conversation (system messages excepted)."""
+
+    async def messages_after(
+        self, conversation_id: str, after_seq: int, limit: int = 1000
+    ) -> list[Message]: ...
+    async def open_conversations(self) -> list[ConversationSummary]:
+        """Queued and active conversations, oldest first, for the agents' queue."""
+
+    async def search_conversations(
+        self, *, status: str | None = None, query: str | None = None, limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[ConversationSummary], int]:
+        """A page of conversations, newest first, and the total that match."""
+
+    async def conversation_summary(self, conversation_id: str) -> ConversationSummary | None: ...
+
+    # staff
+    async def add_staff(self, name: str, role: str, password_hash: str) -> Staff: ...
+    async def get_staff(self, staff_id: int) -> Staff | None: ...
+    async def get_staff_by_name(self, name: str) -> Staff | None: ...
+    async def list_staff(self) -> list[Staff]: ...
+    async def count_admins(self) -> int: ...
+    async def set_password(self, staff_id: int, password_hash: str) -> None: ...
+    async def create_staff_session(self, session_id: str, staff_id: int, expires_at: str) -> None: ...
+    async def get_staff_session(self, session_id: str) -> Staff | None:
+        """The signed-in staff member unless the session is unknown, revoked or expired."""
+
+    async def revoke_staff_session(self, session_id: str) -> None: ...
+    async def record_login(
+        self, staff_id: int | None, ip: str | None, user_agent: str | None, outcome: str
+    ) -> None: ...
+    async def login_events(self, staff_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    # first-admin setup
+    async def create_setup_token(self, token_hash: str, expires_at: str) -> None: ...
+    async def use_setup_token(self, token_hash: str) -> bool:
+        """Mark it used; False when unknown, used or expired."""
+
+    async def setup_token_valid(self, token_hash: str) -> bool: ...
+
+    # audit
+    async def append_audit(
+        self, entry: dict[str, Any], hasher: AuditHasher
+    ) -> dict[str, Any]:
+        """Append after the last entry; hasher(prev_hash, entry) gives the new entry's hash."""
+
+    async def list_audit(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]: ...
+    async def all_audit(self) -> list[dict[str, Any]]:
+        """Every entry, oldest first, for verification."""

@@ -1,0 +1,800 @@
+"""The embedded SQLite store.
+
+One writer thread owns the only writing connection; writes queue up and run in batches inside one
+`BEGIN IMMEDIATE` transaction, each job in its own savepoint, then one commit with
+`synchronous=FULL` (group commit: one fsync serves every message that arrived meanwhile, and no
+caller hears "stored" before the commit returns). Reads run on a small pool of reader connections,
+which WAL lets proceed beside the writer. `secure_delete` overwrites deleted content.
+
+We call the stdlib sqlite3 module from our own threads rather than through aiosqlite: a batch is
+one thread hop for the whole transaction, where aiosqlite makes one hop per statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..errors import AlreadyClaimed, Conflict, ConversationClosed, NotFound
+from .base import (
+    AuditHasher,
+    Clock,
+    Conversation,
+    ConversationSummary,
+    Customer,
+    Message,
+    PolicyVersion,
+    Staff,
+    VisitorSession,
+    iso,
+    utc_now,
+)
+
+T = TypeVar("T")
+Job = Callable[[sqlite3.Connection], Any]
+MAX_BATCH = 512
+
+_CONVERSATION_COLUMNS = """
+    c.id, c.customer_id, c.status, c.agent_id, s.name, c.created_at, c.claimed_at, c.closed_at,
+    c.last_seq, c.last_message_at
+"""
+_CONVERSATION_FROM = "conversations c LEFT JOIN staff s ON s.id = c.agent_id"
+# Author names are read at display time, so a corrected customer name shows everywhere.
+_MESSAGE_SELECT = """
+    SELECT m.conversation_id, m.seq, m.sender, m.sender_id,
+           CASE m.sender WHEN 'visitor' THEN cu.name WHEN 'agent' THEN st.name ELSE 'system' END,
+           m.body, m.client_msg_id, m.sent_at
+    FROM messages m
+    JOIN conversations c ON c.id = m.conversation_id
+    JOIN customers cu ON cu.id = c.customer_id
+    LEFT JOIN staff st ON m.sender = 'agent' AND st.id = CAST(m.sender_id AS INTEGER)
+"""
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA secure_delete=ON")
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+def _conversation(row: tuple[Any, ...]) -> Conversation:
+    return Conversation(*row)
+
+
+def _message(row: tuple[Any, ...]) -> Message:
+    return Message(*row)
+
+
+def _staff(row: tuple[Any, ...]) -> Staff:
+    return Staff(
+        id=row[0], name=row[1], role=row[2], state=row[3], created_at=row[4],
+        password_hash=row[5],
+    )
+
+
+def migrations() -> list[tuple[int, str]]:
+    folder = resources.files("chatserver.storage") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
+    return sorted(found)
+
+
+class SQLiteStore:
+    def __init__(self, path: Path, clock: Clock = utc_now) -> None:
+        self.path = path
+        self.clock = clock
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._reader_pool = ThreadPoolExecutor(4, thread_name_prefix="sqlite-reader")
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._writer: sqlite3.Connection | None = None
+        self._jobs: list[tuple[Job, asyncio.Future[Any]]] = []
+        self._flushing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def open(self) -> SQLiteStore:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        self._writer = await loop.run_in_executor(self._writer_pool, self._open_writer)
+        return self
+
+    def _open_writer(self) -> sqlite3.Connection:
+        conn = _connect(str(self.path))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        done = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
+        for version, sql in migrations():
+            if version in done:
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in sql.split(";\n"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?)", (version, iso(self.clock()))
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return conn
+
+    async def close(self) -> None:
+        await self._idle.wait()
+        loop = asyncio.get_running_loop()
+        if self._writer is not None:
+            await loop.run_in_executor(self._writer_pool, self._writer.close)
+            self._writer = None
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        self._writer_pool.shutdown(wait=True)
+        self._reader_pool.shutdown(wait=True)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _write(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._jobs.append((job, future))
+        if not self._flushing:
+            self._flushing = True
+            self._idle.clear()
+            asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._jobs:
+                batch, self._jobs = self._jobs[:MAX_BATCH], self._jobs[MAX_BATCH:]
+                try:
+                    results = await loop.run_in_executor(self._writer_pool, self._run_batch, batch)
+                except BaseException as exc:  # the commit itself failed: nobody's write stuck
+                    results = [exc] * len(batch)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._flushing = False
+            self._idle.set()
+
+    def _run_batch(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> list[Any]:
+        conn = self._writer
+        assert conn is not None, "store is closed"
+        results: list[Any] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for job, _ in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    results.append(job(conn))
+                    conn.execute("RELEASE job")
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    results.append(exc)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return results
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(str(self.path))
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    async def _read(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader_pool, lambda: job(self._reader()))
+
+    def _now(self) -> str:
+        return iso(self.clock())
+
+    async def ping(self) -> None:
+        await self._read(lambda c: c.execute("SELECT 1").fetchone())
+
+    # -- policy -----------------------------------------------------------------------------
+
+    async def publish_policy(self, policy: PolicyVersion) -> PolicyVersion:
+        now = self._now()
+
+        def job(c: sqlite3.Connection) -> PolicyVersion:
+            if c.execute(
+                "SELECT 1 FROM policy_versions WHERE version = ?", (policy.version,)
+            ).fetchone():
+                raise Conflict(f"Policy version {policy.version} exists already.",
+                               code="version_exists")
+            (ordinal,) = c.execute(
+                "SELECT COALESCE(MAX(ordinal), 0) + 1 FROM policy_versions"
+            ).fetchone()
+            c.execute(
+                "INSERT INTO policy_versions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (policy.version, policy.effective_date, policy.summary, policy.text,
+                 policy.sha256, now, ordinal),
+            )
+            return PolicyVersion(policy.version, policy.effective_date, policy.summary,
+                                 policy.text, policy.sha256, now)
+
+        return await self._write(job)
+
+    _POLICY = "SELECT version, effective_date, summary, text, sha256, published_at FROM policy_versions"
+
+    async def current_policy(self) -> PolicyVersion | None:
+        row = await self._read(
+            lambda c: c.execute(self._POLICY + " ORDER BY ordinal DESC LIMIT 1").fetchone()
+        )
+        return PolicyVersion(*row) if row else None
+
+    async def get_policy(self, version: str) -> PolicyVersion | None:
+        row = await self._read(
+            lambda c: c.execute(self._POLICY + " WHERE version = ?", (version,)).fetchone()
+        )
+        return PolicyVersion(*row) if row else None
+
+    async def list_policies(self) -> list[PolicyVersion]:
+        rows = await self._read(
+            lambda c: c.execute(self._POLICY + " ORDER BY ordinal DESC").fetchall()
+        )
+        return [PolicyVersion(*r) for r in rows]
+
+    # -- visitors ---------------------------------------------------------------------------
+
+    async def create_visitor_session(self, session_id: str) -> None:
+        now = self._now()
+        await self._write(
+            lambda c: c.execute(
+                "INSERT INTO visitor_sessions (id, created_at, last_seen_at) VALUES (?, ?, ?)",
+                (session_id, now, now),
+            )
+        )
+
+    async def get_visitor_session(self, session_id: str) -> VisitorSession | None:
+        def job(c: sqlite3.Connection) -> VisitorSession | None:
+            row = c.execute(
+                """SELECT s.id, s.customer_id,
+                          (SELECT policy_version FROM consents WHERE session_id = s.id
+                           AND withdrawn_at IS NULL ORDER BY id DESC LIMIT 1)
+                   FROM visitor_sessions s WHERE s.id = ? AND s.revoked_at IS NULL""",
+                (session_id,),
+            ).fetchone()
+            return VisitorSession(*row) if row else None
+
+        return await self._read(job)
+
+    async def add_consent(
+        self, session_id: str, *, policy_version: str, policy_sha256: str, ip: str | None,
+        user_agent: str | None, method: str, on_behalf: bool,
+    ) -> dict[str, Any]:
+        now = self._now()
+
+        def job(c: sqlite3.Connection) -> dict[str, Any]:
+            row = c.execute(
+                "SELECT customer_id FROM visitor_sessions WHERE id = ? AND revoked_at IS NULL",
+                (session_id,),
+            ).fetchone()
+            if row is None:
+                raise NotFound("That session has ended.")
+            c.execute(
+                """INSERT INTO consents (session_id, customer_id, policy_version, policy_sha256,
+                   given_at, ip, user_agent, method, on_behalf) VALUES (?,?,?,?,?,?,?,?,?)""",
+                (session_id, row[0], policy_version, policy_sha256, now, ip, user_agent, method,
+                 int(on_behalf)),
+            )
+            c.execute("UPDATE visitor_sessions SET last_seen_at = ? WHERE id = ?", (now, session_id))
+            return {"policy_version": policy_version, "policy_sha256": policy_sha256,
+                    "given_at": now, "method": method, "on_behalf": on_behalf}
+
+        return await self._write(job)
+
+    async def save_customer(
+        self, session_id: str, *, name: str, email: str, company: str
+    ) -> Customer:
+        now = self._now()
+
+        def job(c: sqlite3.Connection) -> Customer:
+            row = c.execute(
+                "SELECT customer_id FROM visitor_sessions WHERE id = ? AND revoked_at IS NULL",
+                (session_id,),
+            ).fetchone()
+            if row is None:
+                raise NotFound("That session has ended.")
+            customer_id = row[0]
+            if customer_id is None:
+                customer_id = "cu_" + secrets.token_hex(10)
+                c.execute(
+                    """INSERT INTO customers (id, name, email, company, created_at, updated_at,
+                       last_active_at) VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                    (customer_id, name, email, company, now, now, now),
+                )
+                c.execute(
+                    "UPDATE visitor_sessions SET customer_id = ? WHERE id = ?",
+                    (customer_id, session_id),
+                )
+                c.execute(
+                    "UPDATE consents SET customer_id = ? WHERE session_id = ?",
+                    (customer_id, session_id),
+                )
+            else:
+                c.execute(
+                    """UPDATE customers SET name = ?, email = ?, company = ?, updated_at = ?,
+                       last_active_at = ? WHERE id = ?""",
+                    (name, email, company, now, now, customer_id),
+                )
+            return self._customer(c, customer_id)
+
+        return await self._write(job)
+
+    @staticmethod
+    def _customer(c: sqlite3.Connection, customer_id: str) -> Customer:
+        row = c.execute(
+            """SELECT id, name, email, company, created_at, updated_at, last_active_at
+               FROM customers WHERE id = ?""",
+            (customer_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFound("No such customer.")
+        return Customer(*row)
+
+    async def get_customer(self, customer_id: str) -> Customer | None:
+        def job(c: sqlite3.Connection) -> Customer | None:
+            try:
+                return self._customer(c, customer_id)
+            except NotFound:
+                return None
+
+        return await self._read(job)
+
+    async def record_access(
+        self, session_id: str, kind: str, ip: str | None, user_agent: str | None
+    ) -> None:
+        now = self._now()
+
+        def job(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO access_events (session_id, at, kind, ip, user_agent) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (session_id, now, kind, ip, user_agent),
+            )
+            c.execute("UPDATE visitor_sessions SET last_seen_at = ? WHERE id = ?", (now, session_id))
+            c.execute(
+                """UPDATE customers SET last_active_at = ? WHERE id =
+                   (SELECT customer_id FROM visitor_sessions WHERE id = ?)""",
+                (now, session_id),
+            )
+
+        await self._write(job)
+
+    # -- conversations ----------------------------------------------------------------------
+
+    @staticmethod
+    def _get_conversation(c: sqlite3.Connection, conversation_id: str) -> Conversation | None:
+        row = c.execute(
+            f"SELECT {_CONVERSATION_COLUMNS} FROM {_CONVERSATION_FROM} WHERE c.id = ?",
+            (conversation_id,),
+        ).fetchone()
+        return _conversation(row) if row else None
+
+    async def open_conversation(self, customer_id: str) -> tuple[Conversation, bool]:
+        now = self._now()
+
+        def job(c: sqlite3.Connection) -> tuple[Conversation, bool]:
+            row = c.execute(
+                f"""SELECT {_CONVERSATION_COLUMNS} FROM {_CONVERSATION_FROM}
+                    WHERE c.customer_id = ? AND c.status != 'closed'
+                    ORDER BY c.created_at DESC LIMIT 1""",
+                (customer_id,),
+            ).fetchone()
+            if row:
+                return _conversation(row), False
+            conversation_id = "cv_" + secrets.token_hex(10)
+            c.execute(
+                "INSERT INTO conversations (id, customer_id, status, created_at) "
+                "VALUES (?, ?, 'queued', ?)",
+                (conversation_id, customer_id, now),
+            )
+            found = self._get_conversation(c, conversation_id)
+            assert found is not None
+            return found, True
+
+        return await self._write(job)
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        return await self._read(lambda c: self._get_conversation(c, conversation_id))
+
+    async def claim_conversation(
+        self, conversation_id: str, staff_id: int
+    ) -> tuple[Conversation, bool]:
+        now = self._now()
+
+        def job(c: sqlite3.Connection) -> tuple[Conversation, bool]:
+            found = self._get_conversation(c, conversation_id)
+            if found is None:
+                raise NotFound("No such conversation.")
+            if found.status == "closed":
+                raise ConversationClosed()
+            if found.status == "active":
+                if found.agent_id == staff_id:
+                    return found, False
+                raise AlreadyClaimed()
+            c.execute(
+                "UPDATE conversations SET status = 'active', agent_id = ?, claimed_at = ? "
+                "WHERE id = ? AND status = 'queued'",
+                (staff_id, now, conversation_id),
+            )
+            claimed = self._get_conversation(c, conversation_id)
+            assert claimed is not None
+            return claimed, True
+
+        return await self._write(job)
+
+    async def close_conversation(self, conversation_id: str) -> Conversation | None:
+        now = self._now()
+
+        def job(c: sqlite3.Connection) -> Conversation | None:
+            found = self._get_conversation(c, conversation_id)
+            if found is None:
+                raise NotFound("No such conversation.")
+            if found.status == "closed":
+                return None
+            c.execute(
+                "UPDATE conversations SET status = 'closed', closed_at = ? WHERE id = ?",
+                (now, conversation_id),
+            )
+            return self._get_conversation(c, conversation_id)
+
+        return await self._write(job)
+
+    async def append_message(
+        self, conversation_id: str, *, sender: str, sender_id: str, author: str, body: str,
+        client_msg_id: str | None,
+    ) -> tuple[Message, bool, str]:
+        now = self._now()
+
+        def job(c: sqlite3.Connection) -> tuple[Message, bool, str]:
+            if client_msg_id is not None:
+                row = c.execute(
+                    _MESSAGE_SELECT + " WHERE m.conversation_id = ? AND m.sender = ? "
+                    "AND m.sender_id = ? AND m.client_msg_id = ?",
+                    (conversation_id, sender, sender_id, client_msg_id),
+                ).fetchone()
+                if row:
+                    (status,) = c.execute(
+                        "SELECT status FROM conversations WHERE id = ?", (conversation_id,)
+                    ).fetchone()
+                    return _message(row), False, status
+            row = c.execute(
+                "UPDATE conversations SET last_seq = last_seq + 1, last_message_at = ? "
+                "WHERE id = ? RETURNING last_seq, customer_id, status",
+                (now, conversation_id),
+            ).fetchone()
+            if row is None:
+                raise NotFound("No such conversation.")
+            seq, customer_id, status = row
+            if status == "closed" and sender != "system":
+                raise ConversationClosed()
+            c.execute(
+                "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (conversation_id, seq, sender, sender_id, body, client_msg_id, now),
+            )
+            if sender == "visitor":
+                c.execute(
+                    "UPDATE customers SET last_active_at = ? WHERE id = ?", (now, customer_id)
+                )
+            message = Message(conversation_id, seq, sender, sender_id, author, body,
+                              client_msg_id, now)
+            return message, True, status
+
+        return await self._write(job)
+
+    async def messages_after(
+        self, conversation_id: str, after_seq: int, limit: int = 1000
+    ) -> list[Message]:
+        rows = await self._read(
+            lambda c: c.execute(
+                _MESSAGE_SELECT + " WHERE m.conversation_id = ? AND m.seq > ? "
+                "ORDER BY m.seq LIMIT ?",
+                (conversation_id, after_seq, limit),
+            ).fetchall()
+        )
+        return [_message(r) for r in rows]
+
+    _SUMMARY = f"""
+        SELECT {_CONVERSATION_COLUMNS}, cu.name, cu.email, cu.company,
+               (SELECT policy_version FROM consents WHERE customer_id = c.customer_id
+                ORDER BY id DESC LIMIT 1),
+               (SELECT COUNT(*) FROM messages WHERE conversation_id = c.id),
+               lm.seq, lm.sender, lm.body, lm.sent_at
+        FROM {_CONVERSATION_FROM}
+        JOIN customers cu ON cu.id = c.customer_id
+        LEFT JOIN messages lm ON lm.conversation_id = c.id AND lm.seq = (
+            SELECT MAX(seq) FROM messages WHERE conversation_id = c.id AND sender != 'system')
+    """
+
+    @staticmethod
+    def _summary(row: tuple[Any, ...]) -> ConversationSummary:
+        conversation = _conversation(row[:10])
+        name, email, company, version, count, lseq, lsender, lbody, lsent = row[10:]
+        last = (
+            {"seq": lseq, "sender": lsender, "body": lbody[:200], "sent_at": lsent}
+            if lseq is not None
+            else None
+        )
+        return ConversationSummary(
+            conversation=conversation,
+            customer={"name": name, "email": email, "company": company},
+            policy_version=version,
+            message_count=count,
+            last_message=last,
+        )
+
+    async def open_conversations(self) -> list[ConversationSummary]:
+        rows = await self._read(
+            lambda c: c.execute(
+                self._SUMMARY + " WHERE c.status IN ('queued', 'active') ORDER BY c.created_at"
+            ).fetchall()
+        )
+        return [self._summary(r) for r in rows]
+
+    async def conversation_summary(self, conversation_id: str) -> ConversationSummary | None:
+        row = await self._read(
+            lambda c: c.execute(self._SUMMARY + " WHERE c.id = ?", (conversation_id,)).fetchone()
+        )
+        return self._summary(row) if row else None
+
+    async def search_conversations(
+        self, *, status: str | None = None, query: str | None = None, limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[ConversationSummary], int]:
+        where: list[str] = []
+        args: list[Any] = []
+        if status:
+            where.append("c.status = ?")
+            args.append(status)
+        if query:
+            like = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append(
+                "(cu.name LIKE ? ESCAPE '\\' OR cu.email LIKE ? ESCAPE '\\' OR "
+                "cu.company LIKE ? ESCAPE '\\' OR c.id = ? OR EXISTS (SELECT 1 FROM messages "
+                "WHERE conversation_id = c.id AND body LIKE ? ESCAPE '\\'))"
+            )
+            args += [like, like, like, query, like]
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+
+        def job(c: sqlite3.Connection) -> tuple[list[ConversationSummary], int]:
+            rows = c.execute(
+                self._SUMMARY + clause + " ORDER BY c.created_at DESC LIMIT ? OFFSET ?",
+                (*args, limit, offset),
+            ).fetchall()
+            (total,) = c.execute(
+                "SELECT COUNT(*) FROM conversations c JOIN customers cu ON cu.id = c.customer_id"
+                + clause,
+                args,
+            ).fetchone()
+            return [self._summary(r) for r in rows], total
+
+        return await self._read(job)
+
+    # -- staff ------------------------------------------------------------------------------
+
+    _STAFF = "SELECT id, name, role, state, created_at, password_hash FROM staff"
+
+    async def add_staff(self, name: str, role: str, password_hash: str) -> Staff:
+        now = self._now()
+
+        def job(c: sqlite3.Connection) -> Staff:
+            if c.execute("SELECT 1 FROM staff WHERE name = ?", (name,)).fetchone():
+                raise Conflict(f"A staff member named {name!r} exists already.",
+                               code="name_taken")
+            cur = c.execute(
+                "INSERT INTO staff (name, role, password_hash, created_at) VALUES (?, ?, ?, ?)",
+                (name, role, password_hash, now),
+            )
+            return _staff(c.execute(self._STAFF + " WHERE id = ?", (cur.lastrowid,)).fetchone())
+
+        return await self._write(job)
+
+    async def get_staff(self, staff_id: int) -> Staff | None:
+        row = await self._read(
+            lambda c: c.execute(self._STAFF + " WHERE id = ?", (staff_id,)).fetchone()
+        )
+        return _staff(row) if row else None
+
+    async def get_staff_by_name(self, name: str) -> Staff | None:
+        row = await self._read(
+            lambda c: c.execute(self._STAFF + " WHERE name = ?", (name,)).fetchone()
+        )
+        return _staff(row) if row else None
+
+    async def list_staff(self) -> list[Staff]:
+        rows = await self._read(lambda c: c.execute(self._STAFF + " ORDER BY name").fetchall())
+        return [_staff(r) for r in rows]
+
+    async def count_admins(self) -> int:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT COUNT(*) FROM staff WHERE role = 'admin' AND state = 'active'"
+            ).fetchone()
+        )
+        return int(row[0])
+
+    async def set_password(self, staff_id: int, password_hash: str) -> None:
+        await self._write(
+            lambda c: c.execute(
+                "UPDATE staff SET password_hash = ? WHERE id = ?", (password_hash, staff_id)
+            )
+        )
+
+    async def create_staff_session(self, session_id: str, staff_id: int, expires_at: str) -> None:
+        now = self._now()
+        await self._write(
+            lambda c: c.execute(
+                "INSERT INTO staff_sessions (id, staff_id, created_at, last_seen_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (session_id, staff_id, now, now, expires_at),
+            )
+        )
+
+    async def get_staff_session(self, session_id: str) -> Staff | None:
+        now = self._now()
+        row = await self._read(
+            lambda c: c.execute(
+                """SELECT st.id, st.name, st.role, st.state, st.created_at, st.password_hash
+                   FROM staff_sessions ss JOIN staff st ON st.id = ss.staff_id
+                   WHERE ss.id = ? AND ss.revoked_at IS NULL AND ss.expires_at > ?
+                   AND st.state = 'active'""",
+                (session_id, now),
+            ).fetchone()
+        )
+        return _staff(row) if row else None
+
+    async def revoke_staff_session(self, session_id: str) -> None:
+        now = self._now()
+        await self._write(
+            lambda c: c.execute(
+                "UPDATE staff_sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (now, session_id),
+            )
+        )
+
+    async def record_login(
+        self, staff_id: int | None, ip: str | None, user_agent: str | None, outcome: str
+    ) -> None:
+        now = self._now()
+        await self._write(
+            lambda c: c.execute(
+                "INSERT INTO login_events (at, staff_id, ip, user_agent, outcome) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (now, staff_id, ip, user_agent, outcome),
+            )
+        )
+
+    async def login_events(
+        self, staff_id: int | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        clause = " WHERE staff_id = ?" if staff_id is not None else ""
+        args: tuple[Any, ...] = (staff_id,) if staff_id is not None else ()
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT id, at, staff_id, ip, user_agent, outcome FROM login_events"
+                + clause + " ORDER BY id DESC LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+        )
+        keys = ("id", "at", "staff_id", "ip", "user_agent", "outcome")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    # -- setup tokens -----------------------------------------------------------------------
+
+    async def create_setup_token(self, token_hash: str, expires_at: str) -> None:
+        now = self._now()
+        await self._write(
+            lambda c: c.execute(
+                "INSERT INTO setup_tokens (token_hash, created_at, expires_at) VALUES (?, ?, ?)",
+                (token_hash, now, expires_at),
+            )
+        )
+
+    async def use_setup_token(self, token_hash: str) -> bool:
+        now = self._now()
+
+        def job(c: sqlite3.Connection) -> bool:
+            cur = c.execute(
+                "UPDATE setup_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL "
+                "AND expires_at > ?",
+                (now, token_hash, now),
+            )
+            return cur.rowcount == 1
+
+        return await self._write(job)
+
+    async def setup_token_valid(self, token_hash: str) -> bool:
+        now = self._now()
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT 1 FROM setup_tokens WHERE token_hash = ? AND used_at IS NULL "
+                "AND expires_at > ?",
+                (token_hash, now),
+            ).fetchone()
+        )
+        return row is not None
+
+    # -- audit ------------------------------------------------------------------------------
+
+    _AUDIT_KEYS = ("id", "at", "actor", "action", "ip", "target", "detail", "prev_hash", "hash")
+
+    def _audit_row(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        entry = dict(zip(self._AUDIT_KEYS, row, strict=True))
+        entry["detail"] = json.loads(entry["detail"])
+        return entry
+
+    async def append_audit(self, entry: dict[str, Any], hasher: AuditHasher) -> dict[str, Any]:
+        now = self._now()
+
+        def job(c: sqlite3.Connection) -> dict[str, Any]:
+            last = c.execute("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
+            prev_id, prev_hash = last if last else (0, "")
+            full = {
+                "id": prev_id + 1,
+                "at": now,
+                "actor": entry["actor"],
+                "action": entry["action"],
+                "ip": entry.get("ip"),
+                "target": entry.get("target"),
+                "detail": entry.get("detail") or {},
+            }
+            digest = hasher(prev_hash, full)
+            c.execute(
+                "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (full["id"], now, full["actor"], full["action"], full["ip"], full["target"],
+                 json.dumps(full["detail"], sort_keys=True), prev_hash, digest),
+            )
+            return {**full, "prev_hash": prev_hash, "hash": digest}
+
+        return await self._write(job)
+
+    async def list_audit(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT * FROM audit_log ORDER BY id DESC LIMIT ? OFFSET ?", (limit, offset)
+            ).fetchall()
+        )
+        return [self._audit_row(r) for r in rows]
+
+    async def all_audit(self) -> list[dict[str, Any]]:
+        rows = await self._read(
+            lambda c: c.execute("SELECT * FROM audit_log ORDER BY id").fetchall()
+        )
+        return [self._audit_row(r) for r in rows]

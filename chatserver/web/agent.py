@@ -1,0 +1,246 @@
+"""Routes for staff: sign-in and sign-out, first-admin setup, the agent dashboard page."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from .. import audit, passwords
+from ..errors import ChatError, Forbidden, ValidationFailed
+from ..sessions import CSRF_COOKIE, CSRF_MAX_AGE, STAFF_COOKIE, hash_id, new_id
+from ..storage.base import Staff, iso
+from .common import (
+    app_state,
+    check_origin,
+    clear_cookie,
+    client_ip,
+    current_staff,
+    page,
+    read_json,
+    require_staff,
+    set_cookie,
+    staff_session_hash,
+    user_agent,
+)
+
+log = logging.getLogger("chatserver.web")
+
+
+class InvalidCredentials(ChatError):
+    status = 401
+    code = "invalid_credentials"
+    message = "That name and password do not match an active account."
+
+
+async def sign_in(request: Request, username: str, password: str) -> tuple[Staff, str]:
+    """Check a password, record the attempt, and open a new session (a fresh id every time)."""
+    state = app_state(request)
+    ip, agent = client_ip(request), user_agent(request)
+    staff = await state.store.get_staff_by_name(username) if 0 < len(username) <= 100 else None
+    ok = passwords.verify(staff.password_hash if staff else None, password)
+    if staff is None or not ok or staff.state != "active":
+        outcome = "unknown_user" if staff is None else "bad_password" if not ok else "disabled"
+        await state.store.record_login(staff.id if staff else None, ip, agent, outcome)
+        log.info("staff sign-in refused outcome=%s", outcome)
+        raise InvalidCredentials()
+    raw = new_id()
+    expires = state.store.clock() + timedelta(hours=state.settings.staff_session_hours)
+    await state.store.create_staff_session(hash_id(raw), staff.id, iso(expires))
+    await state.store.record_login(staff.id, ip, agent, "success")
+    await audit.record(state.store, actor=f"staff:{staff.id}", action="staff.login", ip=ip,
+                       target=f"staff:{staff.id}")
+    log.info("staff signed in staff=%s", staff.id)
+    return staff, state.signer.sign(STAFF_COOKIE, raw)
+
+
+async def sign_out(request: Request) -> None:
+    state = app_state(request)
+    session_hash = staff_session_hash(request)
+    staff = await current_staff(request)
+    if session_hash is None:
+        return
+    await state.store.revoke_staff_session(session_hash)
+    await state.hub.end_session(session_hash, 4401)
+    if staff is not None:
+        await audit.record(state.store, actor=f"staff:{staff.id}", action="staff.logout",
+                           ip=client_ip(request), target=f"staff:{staff.id}")
+
+
+def _set_staff_cookie(response: Response, request: Request, value: str) -> None:
+    set_cookie(response, request, STAFF_COOKIE, value, max_age=None, samesite="strict")
+
+
+def _safe_next(value: str | None, default: str) -> str:
+    """Only a local path: never an open redirect."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return default
+    parts = urlsplit(value)
+    return default if parts.scheme or parts.netloc else value
+
+
+def login_page(
+    request: Request, *, next_path: str, error: str | None = None, status: int = 200
+) -> Response:
+    state = app_state(request)
+    token = state.signer.new_csrf()
+    title = "Admin sign-in" if next_path.startswith("/admin") else "Agent sign-in"
+    response = page(
+        request, "login.html",
+        {"title": title, "csrf_token": token, "error": error, "next": next_path},
+        status=status,
+    )
+    set_cookie(response, request, CSRF_COOKIE, token, max_age=CSRF_MAX_AGE, samesite="strict")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def staff_page(request: Request, template: str, staff: Staff, title: str) -> Response:
+    state = app_state(request)
+    token = request.cookies.get(CSRF_COOKIE)
+    if state.signer.unsign("csrf", token, CSRF_MAX_AGE) is None:
+        token = state.signer.new_csrf()
+    response = page(request, template, {"title": title, "staff": staff.public(),
+                                        "csrf_token": token})
+    set_cookie(response, request, CSRF_COOKIE, token or "", max_age=CSRF_MAX_AGE,
+               samesite="strict")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def agent_page(request: Request) -> Response:
+    staff = await current_staff(request)
+    if staff is None:
+        return login_page(request, next_path="/agent")
+    return staff_page(request, "agent.html", staff, "Agent dashboard")
+
+
+async def form_login(request: Request) -> Response:
+    """The HTML sign-in form: CSRF-checked, then a redirect to where the user was going."""
+    check_origin(request)
+    state = app_state(request)
+    form = await request.form()
+    next_path = _safe_next(str(form.get("next") or ""), "/agent")
+    if not state.signer.csrf_matches(request.cookies.get(CSRF_COOKIE),
+                                     str(form.get("csrf_token") or "")):
+        return login_page(request, next_path=next_path, status=403,
+                          error="The form expired. Please try again.")
+    try:
+        _, cookie = await sign_in(request, str(form.get("username") or "").strip(),
+                                  str(form.get("password") or ""))
+    except InvalidCredentials as exc:
+        return login_page(request, next_path=next_path, error=exc.message, status=401)
+    response = RedirectResponse(next_path, status_code=303)
+    _set_staff_cookie(response, request, cookie)
+    return response
+
+
+async def form_logout(request: Request) -> Response:
+    check_origin(request)
+    state = app_state(request)
+    form = await request.form()
+    if not state.signer.csrf_matches(request.cookies.get(CSRF_COOKIE),
+                                     str(form.get("csrf_token") or "")):
+        raise Forbidden("The form expired. Please reload the page.", code="csrf_failed")
+    await sign_out(request)
+    response = RedirectResponse("/agent", status_code=303)
+    clear_cookie(response, request, STAFF_COOKIE, "strict")
+    return response
+
+
+async def api_login(request: Request) -> Response:
+    body = await read_json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("username"), str) or not isinstance(
+        body.get("password"), str
+    ):
+        raise ValidationFailed("Send username and password as text.")
+    staff, cookie = await sign_in(request, body["username"].strip(), body["password"])
+    response = JSONResponse({"staff": staff.public()})
+    _set_staff_cookie(response, request, cookie)
+    return response
+
+
+async def api_logout(request: Request) -> Response:
+    check_origin(request)
+    await sign_out(request)
+    response = JSONResponse({"ok": True})
+    clear_cookie(response, request, STAFF_COOKIE, "strict")
+    return response
+
+
+async def api_staff_me(request: Request) -> Response:
+    staff = await require_staff(request)
+    return JSONResponse({"staff": staff.public()})
+
+
+# -- first-admin setup ------------------------------------------------------------------------
+
+
+async def setup_page(request: Request) -> Response:
+    state = app_state(request)
+    token = request.query_params.get("token", "")
+    valid = bool(token) and await state.store.setup_token_valid(hash_id(token))
+    if not valid or await state.store.count_admins() > 0:
+        return page(request, "setup.html", {"title": "Set up", "valid": False}, status=404)
+    csrf = state.signer.new_csrf()
+    response = page(request, "setup.html", {"title": "Create the first admin", "valid": True,
+                                            "token": token, "csrf_token": csrf, "error": None})
+    set_cookie(response, request, CSRF_COOKIE, csrf, max_age=CSRF_MAX_AGE, samesite="strict")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+async def setup_submit(request: Request) -> Response:
+    check_origin(request)
+    state = app_state(request)
+    form = await request.form()
+    token = str(form.get("token") or "")
+    name = str(form.get("username") or "").strip()
+    password = str(form.get("password") or "")
+
+    def again(error: str, status: int) -> Response:
+        csrf = state.signer.new_csrf()
+        response = page(request, "setup.html", {"title": "Create the first admin", "valid": True,
+                                                "token": token, "csrf_token": csrf,
+                                                "error": error, "username": name}, status=status)
+        set_cookie(response, request, CSRF_COOKIE, csrf, max_age=CSRF_MAX_AGE, samesite="strict")
+        return response
+
+    if not state.signer.csrf_matches(request.cookies.get(CSRF_COOKIE),
+                                     str(form.get("csrf_token") or "")):
+        return again("The form expired. Please try again.", 403)
+    if not 1 <= len(name) <= 100 or any(ch.isspace() for ch in name):
+        return again("Choose a name of 1-100 characters without spaces.", 422)
+    reason = passwords.check_policy(password)
+    if reason:
+        return again(reason, 422)
+    if password != str(form.get("password2") or ""):
+        return again("The two passwords differ.", 422)
+    if await state.store.count_admins() > 0 or not await state.store.use_setup_token(
+        hash_id(token)
+    ):
+        return page(request, "setup.html", {"title": "Set up", "valid": False}, status=404)
+    staff = await state.store.add_staff(name, "admin", passwords.hash_password(password))
+    await audit.record(state.store, actor="setup", action="staff.create", ip=client_ip(request),
+                       target=f"staff:{staff.id}", detail={"role": "admin"})
+    _, cookie = await sign_in(request, name, password)
+    response = RedirectResponse("/admin", status_code=303)
+    _set_staff_cookie(response, request, cookie)
+    return response
+
+
+routes = [
+    Route("/agent", agent_page),
+    Route("/staff/login", form_login, methods=["POST"]),
+    Route("/staff/logout", form_logout, methods=["POST"]),
+    Route("/api/staff/login", api_login, methods=["POST"]),
+    Route("/api/staff/logout", api_logout, methods=["POST"]),
+    Route("/api/staff/me", api_staff_me),
+    Route("/setup", setup_page, methods=["GET"]),
+    Route("/setup", setup_submit, methods=["POST"]),
+]

@@ -1,0 +1,185 @@
+"""What every HTTP handler needs: app state, identity, origins, JSON bodies, cookies, pages."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.templating import Jinja2Templates
+
+from .. import __version__
+from ..broadcast import Broadcast
+from ..consent import Policies
+from ..errors import BadRequest, ChatError, Forbidden, ForeignOrigin, NotSignedIn, TooLarge
+from ..hub import Hub
+from ..sessions import STAFF_COOKIE, VISITOR_COOKIE, Signer, hash_id
+from ..settings import Settings
+from ..storage.base import Staff, Store, VisitorSession
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def asset_dir(name: str) -> Path:
+    """`static/` or `templates/`: inside the installed package, else at the repository root."""
+    package = Path(__file__).resolve().parent.parent
+    installed = package / name
+    return installed if installed.is_dir() else package.parent / name
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    store: Store
+    broadcast: Broadcast
+    hub: Hub
+    policies: Policies
+    signer: Signer
+    templates: Jinja2Templates
+
+
+def app_state(conn: HTTPConnection) -> AppState:
+    state: AppState = conn.app.state.chat
+    return state
+
+
+def client_ip(conn: HTTPConnection) -> str | None:
+    return conn.client.host if conn.client else None
+
+
+def user_agent(conn: HTTPConnection) -> str | None:
+    agent = conn.headers.get("user-agent")
+    return agent[:512] if agent else None
+
+
+def own_origin(conn: HTTPConnection) -> str:
+    scheme = "https" if conn.url.scheme in {"https", "wss"} else "http"
+    return f"{scheme}://{conn.headers.get('host', '')}".lower()
+
+
+def is_https(conn: HTTPConnection) -> bool:
+    return conn.url.scheme in {"https", "wss"}
+
+
+def origin_allowed(conn: HTTPConnection, origin: str | None) -> bool:
+    """No Origin (a script, not a browser) is judged by cookies alone; else an exact match."""
+    if origin is None:
+        return True
+    origin = origin.lower()
+    return origin == own_origin(conn) or origin in app_state(conn).settings.allowed_origins
+
+
+def check_origin(conn: HTTPConnection) -> None:
+    if not origin_allowed(conn, conn.headers.get("origin")):
+        raise ForeignOrigin()
+    if conn.headers.get("sec-fetch-site") == "cross-site" and conn.headers.get("origin") is None:
+        raise ForeignOrigin()
+
+
+async def read_json(request: Request) -> Any:
+    """The request's JSON body, after the origin, media type and size checks."""
+    check_origin(request)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":
+        raise ChatError("Send the body as application/json.", code="unsupported_media_type")
+    size = 0
+    chunks = []
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise TooLarge("Request bodies may be at most 64 KiB.")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks) or b"null")
+    except (ValueError, RecursionError):
+        raise BadRequest("The body is not valid JSON.", code="invalid_json") from None
+
+
+def secure_cookie(conn: HTTPConnection) -> bool:
+    forced = app_state(conn).settings.secure_cookies
+    return is_https(conn) if forced is None else forced
+
+
+def set_cookie(
+    response: Response,
+    conn: HTTPConnection,
+    name: str,
+    value: str,
+    *,
+    max_age: int | None,
+    samesite: str = "lax",
+) -> None:
+    response.set_cookie(
+        name, value, max_age=max_age, path="/", httponly=True, samesite=samesite,  # type: ignore[arg-type]
+        secure=secure_cookie(conn),
+    )
+
+
+def clear_cookie(response: Response, conn: HTTPConnection, name: str, samesite: str) -> None:
+    response.delete_cookie(
+        name, path="/", httponly=True, samesite=samesite,  # type: ignore[arg-type]
+        secure=secure_cookie(conn),
+    )
+
+
+# -- identity ---------------------------------------------------------------------------------
+
+
+def visitor_session_hash(conn: HTTPConnection) -> str | None:
+    raw = app_state(conn).signer.unsign(VISITOR_COOKIE, conn.cookies.get(VISITOR_COOKIE))
+    return hash_id(raw) if raw else None
+
+
+async def current_visitor(conn: HTTPConnection) -> VisitorSession | None:
+    session_hash = visitor_session_hash(conn)
+    if session_hash is None:
+        return None
+    return await app_state(conn).store.get_visitor_session(session_hash)
+
+
+def staff_session_hash(conn: HTTPConnection) -> str | None:
+    raw = app_state(conn).signer.unsign(STAFF_COOKIE, conn.cookies.get(STAFF_COOKIE))
+    return hash_id(raw) if raw else None
+
+
+async def current_staff(conn: HTTPConnection) -> Staff | None:
+    session_hash = staff_session_hash(conn)
+    if session_hash is None:
+        return None
+    return await app_state(conn).store.get_staff_session(session_hash)
+
+
+async def require_staff(conn: HTTPConnection, role: str | None = None) -> Staff:
+    staff = await current_staff(conn)
+    if staff is None:
+        raise NotSignedIn()
+    if role == "admin" and staff.role != "admin":
+        raise Forbidden("Only admins may do that.")
+    return staff
+
+
+# -- responses --------------------------------------------------------------------------------
+
+
+def page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
+    templates = app_state(request).templates
+    response: HTMLResponse = templates.TemplateResponse(
+        request, name, {"version": __version__, **context}, status_code=status
+    )
+    return response
+
+
+def error_response(request: HTTPConnection, exc: ChatError) -> Response:
+    if request.url.path.startswith("/api/") or "text/html" not in request.headers.get(
+        "accept", ""
+    ):
+        return JSONResponse(exc.to_dict(), status_code=exc.status)
+    return page(
+        request,  # type: ignore[arg-type]
+        "error.html",
+        {"title": "Something is not right", "message": exc.message, "status": exc.status},
+        status=exc.status,
+    )

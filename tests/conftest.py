@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from .support import Agent, Server, Visitor
+
+_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One running server shared by the tests that do not care about its settings."""
+    srv = Server(tmp_path_factory.mktemp("shared") / "data",
+                 env={"CHATSERVER_LIMITS_EXEMPT": "127.0.0.1"})
+    srv.start()
+    srv.add_staff("admin", "admin")
+    srv.add_staff("agent", "agent")
+    srv.add_staff("agent2", "agent")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start a server of the test's own, with extra environment settings."""
+    started: list[Server] = []
+
+    def make(**env: str) -> Server:
+        srv = Server(tmp_path / f"data{len(started)}", env=env)
+        started.append(srv.start())
+        return srv
+
+    yield make
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture
+async def visitor(server: Server) -> AsyncIterator[Visitor]:
+    v = Visitor(server)
+    await v.start(name=f"Visitor {next(_names)}", email=f"v{next(_names)}@example.com")
+    yield v
+    await v.aclose()
+
+
+@pytest.fixture
+async def agent(server: Server) -> AsyncIterator[Agent]:
+    a = await Agent(server, "agent").login()
+    yield a
+    await a.aclose()
+
+
+@pytest.fixture
+async def admin(server: Server) -> AsyncIterator[Agent]:
+    a = await Agent(server, "admin").login()
+    yield a
+    await a.aclose()

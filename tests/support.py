@@ -1,0 +1,225 @@
+"""Test helpers: a real server in a subprocess, and clients that speak to it as browsers would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+
+STAFF_PASSWORD = "correct horse battery staple"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """`chatserver serve` in its own process, on a free port, with its own data folder."""
+
+    data_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    _log_file: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def origin(self) -> str:
+        return self.url
+
+    def environ(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHATSERVER_")}
+        env.update({"CHATSERVER_DATA_DIR": str(self.data_dir), **self.env})
+        return env
+
+    def start(self) -> Server:
+        if not self.port:
+            self.port = free_port()
+        self.log_path = self.data_dir.parent / f"server-{self.port}.log"
+        if self._log_file is None:
+            self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "chatserver", "serve", "--port", str(self.port)],
+            env=self.environ(), stdout=self._log_file, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("server exited:\n" + self.log())
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("server did not start:\n" + self.log())
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "chatserver", *args], env=self.environ(), input=stdin,
+            capture_output=True, text=True, timeout=60,
+        )
+
+    def add_staff(self, name: str, role: str = "agent") -> None:
+        done = self.cli("user", "add", name, "--role", role, "--password-stdin",
+                        stdin=STAFF_PASSWORD + "\n")
+        assert done.returncode == 0, done.stderr
+
+
+def cookie_header(client: httpx.AsyncClient) -> str:
+    return "; ".join(f"{c.name}={c.value}" for c in client.cookies.jar)
+
+
+class Socket:
+    """A WebSocket client that keeps every frame it receives.
+
+    `wait_for` returns the first received frame, not taken before, that matches; frames that did
+    not match stay available, so the order in which a test asks does not matter.
+    """
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.frames: list[dict[str, Any]] = []
+        self._taken: set[int] = set()
+
+    async def send(self, frame: dict[str, Any] | str | bytes) -> None:
+        await self.ws.send(frame if isinstance(frame, (str, bytes)) else json.dumps(frame))
+
+    async def _receive(self, timeout: float) -> None:
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        self.frames.append(json.loads(raw))
+
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5
+    ) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        checked = 0
+        while True:
+            for index in range(checked, len(self.frames)):
+                if index not in self._taken and predicate(self.frames[index]):
+                    self._taken.add(index)
+                    return self.frames[index]
+            checked = 0
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"no matching frame; got {self.frames[-5:]}")
+            await self._receive(remaining)
+
+    async def wait_type(self, kind: str, timeout: float = 5, **fields: Any) -> dict[str, Any]:
+        return await self.wait_for(
+            lambda f: f.get("type") == kind and all(f.get(k) == v for k, v in fields.items()),
+            timeout,
+        )
+
+    async def closed_code(self, timeout: float = 5) -> int | None:
+        """Read until the server closes; the close code it sent."""
+        try:
+            async with asyncio.timeout(timeout):
+                async for raw in self.ws:
+                    self.frames.append(json.loads(raw))
+        except Exception:  # noqa: BLE001 - a ConnectionClosedError still carries the code
+            pass
+        return self.ws.close_code
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+async def open_socket(server: Server, path: str, cookies: str = "", origin: str | None = None
+                      ) -> Socket:
+    headers = {"Cookie": cookies} if cookies else {}
+    ws = await connect(server.ws_url + path, additional_headers=headers,
+                       origin=origin, open_timeout=5)  # type: ignore[arg-type]
+    return Socket(ws)
+
+
+class Visitor:
+    """A customer: consents, fills the pre-chat form, chats."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.http = httpx.AsyncClient(base_url=server.url, timeout=10)
+
+    async def consent(self, version: str = "1.01", **extra: Any) -> httpx.Response:
+        return await self.http.post("/api/consent", json={"policy_version": version, **extra})
+
+    async def register(self, name: str = "Ada Lovelace", email: str = "ada@example.com",
+                       company: str = "Analytical Engines") -> httpx.Response:
+        return await self.http.post("/api/visitor",
+                                    json={"name": name, "email": email, "company": company})
+
+    async def start(self, **who: str) -> Visitor:
+        assert (await self.consent()).status_code == 200
+        response = await self.register(**who)
+        assert response.status_code == 200, response.text
+        return self
+
+    async def socket(self, origin: str | None = None) -> Socket:
+        return await open_socket(self.server, "/ws/visitor", cookie_header(self.http), origin)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+class Agent:
+    def __init__(self, server: Server, name: str) -> None:
+        self.server = server
+        self.name = name
+        self.http = httpx.AsyncClient(base_url=server.url, timeout=10)
+
+    async def login(self) -> Agent:
+        response = await self.http.post(
+            "/api/staff/login", json={"username": self.name, "password": STAFF_PASSWORD}
+        )
+        assert response.status_code == 200, response.text
+        return self
+
+    async def socket(self, origin: str | None = None) -> Socket:
+        return await open_socket(self.server, "/ws/agent", cookie_header(self.http), origin)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
