@@ -48,6 +48,7 @@ class Peer:
         self.closing = False
         self.close_code: int | None = None
         self._sender = asyncio.get_running_loop().create_task(self._send_loop())
+        self._closer: asyncio.Task[None] | None = None
 
     def send(self, text: str) -> None:
         """Queue a frame without waiting; safe to call from broadcast listeners."""
@@ -56,6 +57,7 @@ class Peer:
         try:
             self.queue.put_nowait(text)
         except asyncio.QueueFull:
+            log.info("dropping a socket whose send queue is full")
             self.close(CLOSE_TOO_SLOW, "too far behind; reconnect and resume")
 
     def send_frame(self, frame: dict[str, Any]) -> None:
@@ -71,7 +73,7 @@ class Peer:
             return
         self.closing = True
         self.close_code = code
-        asyncio.get_running_loop().create_task(self._close(code, reason))
+        self._closer = asyncio.get_running_loop().create_task(self._close(code, reason))
 
     async def _close(self, code: int, reason: str) -> None:
         # Let what is queued go out first (an error frame before a 4429, say), briefly.
@@ -100,8 +102,12 @@ class Peer:
             log.debug("send failed", exc_info=True)
             self.closing = True
 
-    def stop(self) -> None:
+    async def finish(self) -> None:
+        """After the receive loop: let a close we started complete, then stop sending."""
         self.closing = True
+        if self._closer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._closer, 5)
         self._sender.cancel()
 
 
@@ -203,7 +209,7 @@ async def visitor_socket(ws: WebSocket) -> None:
     try:
         async for text in _frames(ws):
             if peer.closing:
-                break
+                continue  # we are closing: read on until the close handshake completes
             try:
                 frame = protocol.parse(text, "visitor")
             except protocol.ProtocolError as exc:
@@ -218,7 +224,7 @@ async def visitor_socket(ws: WebSocket) -> None:
     finally:
         for sub in subs:
             sub.cancel()
-        peer.stop()
+        await peer.finish()
         log.info("visitor socket closed conversation=%s", conversation_id)
 
 
@@ -290,7 +296,7 @@ async def agent_socket(ws: WebSocket) -> None:
         limiter = Limiter(ws, peer)
         async for text in _frames(ws):
             if peer.closing:
-                break
+                continue  # we are closing: read on until the close handshake completes
             try:
                 frame = protocol.parse(text, "agent")
             except protocol.ProtocolError as exc:
@@ -310,7 +316,7 @@ async def agent_socket(ws: WebSocket) -> None:
         hub.agent_disconnected(staff.id)
         for sub in [*subs, *watched.values()]:
             sub.cancel()
-        peer.stop()
+        await peer.finish()
         log.info("agent socket closed staff=%s", staff.id)
 
 

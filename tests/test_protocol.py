@@ -1,0 +1,77 @@
+"""protocol.py turns text into validated frames without any I/O."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chatserver import protocol
+
+
+def test_visitor_message_parses() -> None:
+    """A well-formed visitor message becomes a Message frame with its fields."""
+    frame = protocol.parse('{"type":"message","body":"hi","client_msg_id":"a1"}', "visitor")
+    assert frame == protocol.Message(body="hi", client_msg_id="a1")
+
+
+def test_agent_frames_need_a_conversation_id() -> None:
+    """Agent frames name their conversation; without it they are refused."""
+    assert protocol.parse('{"type":"claim","conversation_id":"cv_1"}', "agent") == protocol.Claim(
+        "cv_1")
+    with pytest.raises(protocol.ProtocolError) as err:
+        protocol.parse('{"type":"typing","state":true}', "agent")
+    assert err.value.code == "invalid_field"
+
+
+def test_visitor_may_not_claim() -> None:
+    """claim is an agent frame only."""
+    with pytest.raises(protocol.ProtocolError) as err:
+        protocol.parse('{"type":"claim","conversation_id":"x"}', "visitor")
+    assert err.value.code == "unknown_type"
+
+
+@pytest.mark.parametrize("after", [True, 1.5, -1, None, "2"])
+def test_resume_takes_a_whole_number(after: object) -> None:
+    """after_seq must be an int >= 0 (not a bool, float, string or null)."""
+    with pytest.raises(protocol.ProtocolError):
+        protocol.parse(json.dumps({"type": "resume", "after_seq": after}), "visitor")
+
+
+def test_body_limit_is_4000_characters() -> None:
+    """4000 characters pass, 4001 do not; the limit counts characters, not bytes."""
+    ok = protocol.parse(json.dumps({"type": "message", "body": "é" * 4000, "client_msg_id": "x"}),
+                        "visitor")
+    assert isinstance(ok, protocol.Message)
+    with pytest.raises(protocol.ProtocolError) as err:
+        protocol.parse(json.dumps({"type": "message", "body": "é" * 4001, "client_msg_id": "x"}),
+                       "visitor")
+    assert err.value.code == "body_too_long"
+
+
+def test_oversized_and_binary_frames_are_refused() -> None:
+    """Frames over 64 KiB and binary frames are errors, not crashes."""
+    with pytest.raises(protocol.ProtocolError) as big:
+        protocol.parse('{"type":"ping","x":"' + "a" * 70000 + '"}', "visitor")
+    assert big.value.code == "too_large"
+    with pytest.raises(protocol.ProtocolError) as binary:
+        protocol.parse(b"\x00", "visitor")
+    assert binary.value.code == "binary_not_supported"
+
+
+def test_deeply_nested_json_is_an_error() -> None:
+    """Pathological nesting is reported as invalid JSON instead of overflowing the stack."""
+    with pytest.raises(protocol.ProtocolError) as err:
+        protocol.parse("[" * 100000 + "]" * 100000, "visitor")
+    assert err.value.code in {"invalid_json", "too_large"}
+
+
+def test_dump_is_compact_and_keeps_unicode() -> None:
+    """Server frames are compact JSON with unicode kept as is."""
+    assert protocol.dump({"type": "ack", "body": "ü"}) == '{"type":"ack","body":"ü"}'
+
+
+def test_error_frame_shape() -> None:
+    """Errors carry type, code and message."""
+    err = protocol.ProtocolError("invalid_json", "bad")
+    assert err.frame() == {"type": "error", "code": "invalid_json", "message": "bad"}

@@ -1,0 +1,40 @@
+"""The code passes ruff and mypy, and `pip install .` ships the pages and assets."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_ruff_is_clean() -> None:
+    """ruff finds nothing in the package, tests and bench."""
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "chatserver", "tests", "bench"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mypy_is_clean() -> None:
+    """mypy --strict finds nothing in the package."""
+    done = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_wheel_ships_static_templates_migrations_and_policy(tmp_path: Path) -> None:
+    """The built wheel holds static/, templates/, the SQL migrations and the bundled policy."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    [wheel] = tmp_path.glob("chatserver-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for expected in ("chatserver/static/widget.js", "chatserver/templates/widget.html",
+                     "chatserver/templates/_base.html",
+                     "chatserver/storage/migrations/001_initial.sql",
+                     "chatserver/bundled/privacy-policy-1.01.md"):
+        assert expected in names, expected

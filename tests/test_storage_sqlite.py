@@ -1,0 +1,131 @@
+"""The SQLite store, used directly: seq, idempotency, claims, group commit, settings of the file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from chatserver.consent import bundled_policy
+from chatserver.errors import AlreadyClaimed, Conflict, ConversationClosed
+from chatserver.storage import open_store
+from chatserver.storage.base import Store
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> Store:
+    s = await open_store(f"sqlite://{tmp_path / 'chat.db'}")
+    await s.publish_policy(bundled_policy())
+    yield s  # type: ignore[misc]
+    await s.close()
+
+
+async def _customer(store: Store, name: str = "Ada") -> str:
+    await store.create_visitor_session("s-" + name)
+    customer = await store.save_customer("s-" + name, name=name, email="a@example.com",
+                                         company="")
+    return customer.id
+
+
+async def test_concurrent_posts_get_gapless_seqs(store: Store) -> None:
+    """Hundreds of concurrent appends to one conversation get seq 1..N with no gap or repeat."""
+    conversation, created = await store.open_conversation(await _customer(store))
+    assert created
+    results = await asyncio.gather(*[
+        store.append_message(conversation.id, sender="visitor", sender_id="c", author="Ada",
+                             body=f"m{n}", client_msg_id=f"id{n}")
+        for n in range(300)
+    ])
+    assert sorted(m.seq for m, _, _ in results) == list(range(1, 301))
+    stored = await store.messages_after(conversation.id, 0, 1000)
+    assert [m.seq for m in stored] == list(range(1, 301))
+
+
+async def test_client_msg_id_is_idempotent_per_sender(store: Store) -> None:
+    """A repeated client_msg_id from the same sender returns the first message, not a new one."""
+    conversation, _ = await store.open_conversation(await _customer(store))
+    first, new1, _ = await store.append_message(conversation.id, sender="visitor", sender_id="c",
+                                                author="Ada", body="x", client_msg_id="same")
+    again, new2, _ = await store.append_message(conversation.id, sender="visitor", sender_id="c",
+                                                author="Ada", body="x", client_msg_id="same")
+    other, new3, _ = await store.append_message(conversation.id, sender="agent", sender_id="1",
+                                                author="Bo", body="y", client_msg_id="same")
+    assert (new1, new2, new3) == (True, False, True)
+    assert again.seq == first.seq == 1 and other.seq == 2
+
+
+async def test_one_open_conversation_per_customer(store: Store) -> None:
+    """open_conversation returns the open one; after closing, a new one is made."""
+    customer = await _customer(store)
+    a, made_a = await store.open_conversation(customer)
+    b, made_b = await store.open_conversation(customer)
+    assert a.id == b.id and made_a and not made_b
+    await store.close_conversation(a.id)
+    c, made_c = await store.open_conversation(customer)
+    assert made_c and c.id != a.id
+
+
+async def test_claims_are_exclusive_and_closed_is_final(store: Store) -> None:
+    """Only one agent claims; a closed conversation takes no claim and no message."""
+    agent1 = await store.add_staff("one", "agent", "h")
+    agent2 = await store.add_staff("two", "agent", "h")
+    conversation, _ = await store.open_conversation(await _customer(store))
+    claimed, now = await store.claim_conversation(conversation.id, agent1.id)
+    assert now and claimed.status == "active" and claimed.agent_name == "one"
+    again, now_again = await store.claim_conversation(conversation.id, agent1.id)
+    assert not now_again
+    with pytest.raises(AlreadyClaimed):
+        await store.claim_conversation(conversation.id, agent2.id)
+    assert (await store.close_conversation(conversation.id)) is not None
+    assert (await store.close_conversation(conversation.id)) is None
+    with pytest.raises(ConversationClosed):
+        await store.claim_conversation(conversation.id, agent2.id)
+    with pytest.raises(ConversationClosed):
+        await store.append_message(conversation.id, sender="visitor", sender_id="c",
+                                   author="Ada", body="late", client_msg_id="late")
+
+
+async def test_a_failing_job_does_not_undo_its_batch_neighbours(store: Store) -> None:
+    """In one group commit, a job that raises is rolled back alone; the others are stored."""
+    conversation, _ = await store.open_conversation(await _customer(store))
+    outcomes = await asyncio.gather(
+        store.append_message(conversation.id, sender="visitor", sender_id="c", author="Ada",
+                             body="kept", client_msg_id="k1"),
+        store.add_staff("dup", "agent", "h"),
+        store.add_staff("dup", "agent", "h"),
+        store.append_message(conversation.id, sender="visitor", sender_id="c", author="Ada",
+                             body="kept too", client_msg_id="k2"),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(o, Conflict) for o in outcomes) == 1
+    bodies = [m.body for m in await store.messages_after(conversation.id, 0)]
+    assert bodies == ["kept", "kept too"]
+
+
+async def test_corrected_name_shows_in_old_messages(store: Store) -> None:
+    """Authors are read at display time, so a corrected name shows in earlier messages too."""
+    customer = await _customer(store, "Old")
+    conversation, _ = await store.open_conversation(customer)
+    await store.append_message(conversation.id, sender="visitor", sender_id=customer,
+                               author="Old", body="hi", client_msg_id="1")
+    await store.save_customer("s-Old", name="New", email="n@example.com", company="")
+    [message] = await store.messages_after(conversation.id, 0)
+    assert message.author == "New"
+
+
+async def test_database_file_settings(store: Store, tmp_path: Path) -> None:
+    """The file is in WAL mode with the schema migrated; secure_delete is on for our connections."""
+    conn = sqlite3.connect(tmp_path / "chat.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    versions = [v for (v,) in conn.execute("SELECT version FROM schema_migrations")]
+    assert versions == [1]
+    conn.close()
+    assert await store.current_policy() is not None
+
+
+async def test_policy_versions_are_immutable(store: Store) -> None:
+    """Publishing an existing version again is refused."""
+    with pytest.raises(Conflict):
+        await store.publish_policy(bundled_policy())
