@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import date
@@ -50,6 +51,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if settings.log_level != "debug":
+        # uvicorn logs each socket handshake with the client's IP at info level.
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     print(f"chatserver {__version__}: data in {settings.data_dir}, "
           f"open {settings.extra['public_url']}/", flush=True)
     uvicorn.run(
@@ -179,6 +183,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The database holds personal data: files we create are readable by our user only.
+    os.umask(0o077)
     args = parser().parse_args(argv)
     try:
         result: int = args.func(args)

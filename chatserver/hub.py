@@ -114,7 +114,8 @@ class Hub:
             self.queue_changed()
         return claimed, now_claimed
 
-    async def close(self, conversation_id: str, *, by: str) -> Conversation | None:
+    async def close(self, conversation_id: str, *, by: str, by_kind: str) -> Conversation | None:
+        """Close it; `by` names who did for the notice, `by_kind` is visitor or agent."""
         closed = await self.store.close_conversation(conversation_id)
         if closed is None:
             return None
@@ -122,17 +123,19 @@ class Hub:
             conversation_id, sender="system", sender_id="system", author="system",
             body=f"The conversation was closed by {by}.", client_msg_id=None,
         )
-        await self._status(closed)
+        await self._status(closed, closed_by=by_kind)
         self.queue_changed()
         return closed
 
-    async def _status(self, conversation: Conversation) -> None:
-        frame = {
+    async def _status(self, conversation: Conversation, closed_by: str | None = None) -> None:
+        frame: dict[str, Any] = {
             "type": "status",
             "conversation_id": conversation.id,
             "status": conversation.status,
             "agent": conversation.agent_name,
         }
+        if closed_by:
+            frame["closed_by"] = closed_by
         await self.broadcast.publish(conversation_channel(conversation.id), protocol.dump(frame))
 
     async def typing(self, conversation_id: str, *, sender: str, author: str, state: bool) -> None:

@@ -168,12 +168,12 @@ def _networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network
 
 def _origins(value: str) -> tuple[str, ...]:
     origins = []
-    for part in filter(None, (p.strip() for p in value.split(","))):
+    for part in filter(None, (p.strip().rstrip("/").lower() for p in value.split(","))):
         if not part.startswith(("http://", "https://")) or part.count("/") != 2:
             raise SettingsError(
                 f"CHATSERVER_ALLOWED_ORIGINS: {part!r} is not an origin like https://example.com"
             )
-        origins.append(part.rstrip("/").lower())
+        origins.append(part)
     return tuple(origins)
 
 
@@ -209,7 +209,7 @@ def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None
     overrides = overrides or {}
     env = dict(os.environ if environ is None else environ)
     data_dir = Path(_raw("data_dir", overrides, env)).expanduser().resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     database_url = _raw("database_url", overrides, env) or f"sqlite:///{data_dir / 'chat.db'}"
     secret = _raw("secret_key", overrides, env) or load_secret(data_dir)
     level = _raw("log_level", overrides, env).lower()

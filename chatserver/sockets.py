@@ -138,7 +138,8 @@ class Limiter:
         self.exempt = state.settings.is_exempt(client_ip(ws))
         self.bucket = TokenBucket(state.settings.rate_messages, state.settings.rate_window_seconds)
 
-    def allow(self, frame: protocol.Frame) -> bool:
+    def allow(self, frame: protocol.Frame | None) -> bool:
+        """Charge one frame (None: one that failed to parse); False once over the limit."""
         if self.exempt:
             return True
         cost = 1.0 if isinstance(frame, protocol.Message) else CHEAP_FRAME_COST
@@ -213,7 +214,8 @@ async def visitor_socket(ws: WebSocket) -> None:
             try:
                 frame = protocol.parse(text, "visitor")
             except protocol.ProtocolError as exc:
-                peer.send_frame(exc.frame())
+                if limiter.allow(None):  # bad frames count too, or errors could be flooded
+                    peer.send_frame(exc.frame())
                 continue
             if not limiter.allow(frame):
                 continue
@@ -245,7 +247,7 @@ async def _visitor_frame(
     elif isinstance(frame, protocol.Typing):
         await hub.typing(conversation_id, sender="visitor", author=author, state=frame.state)
     elif isinstance(frame, protocol.Close):
-        await hub.close(conversation_id, by="the customer")
+        await hub.close(conversation_id, by="the customer", by_kind="visitor")
     elif isinstance(frame, protocol.Ping):
         peer.send_frame({"type": "pong"})
 
@@ -300,7 +302,8 @@ async def agent_socket(ws: WebSocket) -> None:
             try:
                 frame = protocol.parse(text, "agent")
             except protocol.ProtocolError as exc:
-                peer.send_frame(exc.frame())
+                if limiter.allow(None):
+                    peer.send_frame(exc.frame())
                 continue
             if not limiter.allow(frame):
                 continue
@@ -358,7 +361,7 @@ async def _agent_frame(
         found = await state.store.get_conversation(conversation_id)
         if found is None or found.agent_id != staff.id:
             if isinstance(frame, protocol.Close) and found and found.status == "queued":
-                await hub.close(conversation_id, by=staff.name)
+                await hub.close(conversation_id, by=staff.name, by_kind="agent")
                 return
             raise Forbidden("Claim the conversation first.", code="not_claimed")
         watch(conversation_id)
@@ -372,4 +375,4 @@ async def _agent_frame(
     elif isinstance(frame, protocol.Typing):
         await hub.typing(conversation_id, sender="agent", author=staff.name, state=frame.state)
     elif isinstance(frame, protocol.Close):
-        await hub.close(conversation_id, by=staff.name)
+        await hub.close(conversation_id, by=staff.name, by_kind="agent")

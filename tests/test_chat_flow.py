@@ -73,7 +73,7 @@ async def test_visitor_and_agent_chat_through_claim_and_close(
 
     await ags.send({"type": "close", "conversation_id": conversation_id})
     closed = await vs.wait_type("status", status="closed")
-    assert closed["conversation_id"] == conversation_id
+    assert closed["conversation_id"] == conversation_id and closed["closed_by"] == "agent"
     note = await vs.wait_type("message", sender="system", seq=4)
     assert "closed" in note["body"]
     await vs.send({"type": "message", "body": "one more thing", "client_msg_id": _id()})
