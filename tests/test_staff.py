@@ -70,6 +70,11 @@ async def test_api_login_success_sets_staff_cookie(server: Server) -> None:
                       if h.startswith("chat_staff="))
         lowered = header.lower()
         assert "httponly" in lowered and "path=/" in lowered and "samesite=" in lowered
+        # Every sign-in gets a fresh session id, even with a session cookie already present.
+        again = await client.post("/api/staff/login",
+                                  json={"username": "agent", "password": STAFF_PASSWORD})
+        assert _cookie_value(again, "chat_staff") not in {None, _cookie_value(response,
+                                                                              "chat_staff")}
 
 
 async def test_api_login_failures_look_the_same(server: Server) -> None:
@@ -350,6 +355,29 @@ async def test_first_admin_setup(make_server: Callable[..., Server]) -> None:
     # The one-time token appears once in the log, where it was printed: requests do not log it.
     assert server.log().count(token) == 1
     assert "long enough pw" not in server.log()
+
+
+async def test_setup_name_clash_keeps_the_link_usable(make_server: Callable[..., Server]) -> None:
+    """Choosing a name that an agent already has is refused without using up the one-time link."""
+    server = make_server()
+    server.add_staff("helper", "agent")  # an agent, but still no admin: the link stays valid
+    token = await _setup_token(server)
+    async with _client(server) as client:
+        form = await client.get("/setup", params={"token": token}, headers=HTML)
+        assert form.status_code == 200
+        clash = await client.post("/setup", headers=HTML, data={
+            "token": token, "csrf_token": _csrf(form.text), "username": "helper",
+            "password": "long enough pw", "password2": "long enough pw"})
+        assert clash.status_code in {409, 422}
+        assert "chat_staff" not in _set_cookie_names(clash)
+
+        again = await client.get("/setup", params={"token": token}, headers=HTML)
+        assert again.status_code == 200, "a refused name used up the one-time setup link"
+        done = await client.post("/setup", data={
+            "token": token, "csrf_token": _csrf(again.text), "username": "boss",
+            "password": "long enough pw", "password2": "long enough pw"})
+        assert done.status_code == 303
+        assert done.headers["location"] == "/admin"
 
 
 async def test_setup_link_dies_once_an_admin_exists(server: Server) -> None:

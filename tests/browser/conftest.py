@@ -8,6 +8,7 @@ import pytest
 from playwright.async_api import Browser, async_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
+HAVE_CHROMIUM = CHROMIUM.exists()
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -15,7 +16,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     """Debian's headless Chromium, driven by Playwright. CI installs it; elsewhere we skip."""
-    if not CHROMIUM.exists():
+    if not HAVE_CHROMIUM:
         if os.environ.get("CI"):
             pytest.fail("/usr/bin/chromium is missing: .ci/run installs it with apt-get")
         pytest.skip("/usr/bin/chromium is not installed (apt-get install chromium)")
