@@ -96,6 +96,12 @@ class ConversationClosed(Conflict):
     message = "This conversation is closed."
 
 
+class UnsupportedMediaType(ChatError):
+    status = 415
+    code = "unsupported_media_type"
+    message = "Send the body as application/json."
+
+
 class TooLarge(ChatError):
     status = 413
     close_code = 1009

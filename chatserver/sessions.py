@@ -30,7 +30,8 @@ COOKIES: list[dict[str, str]] = [
         "lifetime": "30 days after the last consent, or until the account is terminated.",
         "contents": "A random identifier with a signature. No name, email, company, IP or "
         "message.",
-        "attributes": "HttpOnly; SameSite=Lax; Path=/; Secure under HTTPS",
+        "attributes": "HttpOnly; Path=/; under HTTPS SameSite=None; Secure; Partitioned (so the "
+        "widget works embedded in your site, in that site's partition only), else SameSite=Lax",
     },
     {
         "name": STAFF_COOKIE,

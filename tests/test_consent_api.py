@@ -8,7 +8,7 @@ import json
 import re
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -263,7 +263,7 @@ async def test_non_json_body_is_refused(consented: Visitor) -> None:
         ({}, json.dumps(VALID).encode()),
     ):
         response = await consented.http.post("/api/visitor", content=content, headers=headers)
-        assert response.status_code in {400, 415}, response.text
+        assert response.status_code == 415, response.text
         assert response.json()["error"] == "unsupported_media_type"
 
 
@@ -460,3 +460,16 @@ async def test_no_cookie_holds_personal_data_and_all_are_listed(server: Server) 
             for needle in forbidden:
                 assert needle.lower().encode() not in lowered, (cookie, needle, decoded)
         assert f"<code>{cookie}</code>" in listed, f"{cookie} is not listed on /cookies"
+
+
+async def test_secure_visitor_cookie_works_embedded_cross_site(
+    make_server: Callable[..., Server],
+) -> None:
+    """Under Secure cookies the visitor cookie is SameSite=None; Secure; Partitioned, for iframes."""
+    server = make_server(CHATSERVER_SECURE_COOKIES="on")
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        response = await client.post("/api/consent", json={"policy_version": "1.01"})
+    header = response.headers["set-cookie"].lower()
+    assert header.startswith("chat_session=")
+    for attribute in ("samesite=none", "secure", "partitioned", "httponly", "path=/"):
+        assert attribute in header, attribute

@@ -233,8 +233,14 @@ class Store(Protocol):
 
     # first-admin setup
     async def create_setup_token(self, token_hash: str, expires_at: str) -> None: ...
-    async def use_setup_token(self, token_hash: str) -> bool:
-        """Mark it used; False when unknown, used or expired."""
+    async def create_first_admin(
+        self, token_hash: str, name: str, password_hash: str
+    ) -> Staff | None:
+        """Spend the setup token and create the admin, together or not at all.
+
+        None when the token is unknown, used or expired, or an admin exists; Conflict when the
+        name is taken (the token stays usable).
+        """
 
     async def setup_token_valid(self, token_hash: str) -> bool: ...
 

@@ -727,16 +727,28 @@ class SQLiteStore:
             )
         )
 
-    async def use_setup_token(self, token_hash: str) -> bool:
+    async def create_first_admin(
+        self, token_hash: str, name: str, password_hash: str
+    ) -> Staff | None:
         now = self._now()
 
-        def job(c: sqlite3.Connection) -> bool:
-            cur = c.execute(
+        def job(c: sqlite3.Connection) -> Staff | None:
+            if c.execute("SELECT 1 FROM staff WHERE role = 'admin' AND state = 'active'").fetchone():
+                return None
+            if c.execute("SELECT 1 FROM staff WHERE name = ?", (name,)).fetchone():
+                raise Conflict(f"A staff member named {name!r} exists already.", code="name_taken")
+            used = c.execute(
                 "UPDATE setup_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL "
                 "AND expires_at > ?",
                 (now, token_hash, now),
             )
-            return cur.rowcount == 1
+            if used.rowcount != 1:
+                return None
+            cur = c.execute(
+                "INSERT INTO staff (name, role, password_hash, created_at) VALUES (?, 'admin', ?, ?)",
+                (name, password_hash, now),
+            )
+            return _staff(c.execute(self._STAFF + " WHERE id = ?", (cur.lastrowid,)).fetchone())
 
         return await self._write(job)
 

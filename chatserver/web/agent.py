@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from .. import audit, passwords
-from ..errors import ChatError, Forbidden, ValidationFailed
+from ..errors import ChatError, Conflict, Forbidden, ValidationFailed
 from ..sessions import CSRF_COOKIE, CSRF_MAX_AGE, STAFF_COOKIE, hash_id, new_id
 from ..storage.base import Staff, iso
 from .common import (
@@ -221,11 +221,14 @@ async def setup_submit(request: Request) -> Response:
         return again(reason, 422)
     if password != str(form.get("password2") or ""):
         return again("The two passwords differ.", 422)
-    if await state.store.count_admins() > 0 or not await state.store.use_setup_token(
-        hash_id(token)
-    ):
+    try:
+        staff = await state.store.create_first_admin(
+            hash_id(token), name, passwords.hash_password(password)
+        )
+    except Conflict:
+        return again("That name is taken; choose another.", 409)
+    if staff is None:
         return page(request, "setup.html", {"title": "Set up", "valid": False}, status=404)
-    staff = await state.store.add_staff(name, "admin", passwords.hash_password(password))
     await audit.record(state.store, actor="setup", action="staff.create", ip=client_ip(request),
                        target=f"staff:{staff.id}", detail={"role": "admin"})
     _, cookie = await sign_in(request, name, password)

@@ -14,7 +14,15 @@ from starlette.templating import Jinja2Templates
 from .. import __version__
 from ..broadcast import Broadcast
 from ..consent import Policies
-from ..errors import BadRequest, ChatError, Forbidden, ForeignOrigin, NotSignedIn, TooLarge
+from ..errors import (
+    BadRequest,
+    ChatError,
+    Forbidden,
+    ForeignOrigin,
+    NotSignedIn,
+    TooLarge,
+    UnsupportedMediaType,
+)
 from ..hub import Hub
 from ..sessions import STAFF_COOKIE, VISITOR_COOKIE, Signer, hash_id
 from ..settings import Settings
@@ -84,7 +92,7 @@ async def read_json(request: Request) -> Any:
     check_origin(request)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "application/json":
-        raise ChatError("Send the body as application/json.", code="unsupported_media_type")
+        raise UnsupportedMediaType()
     size = 0
     chunks = []
     async for chunk in request.stream():
@@ -116,6 +124,26 @@ def set_cookie(
         name, value, max_age=max_age, path="/", httponly=True, samesite=samesite,  # type: ignore[arg-type]
         secure=secure_cookie(conn),
     )
+
+
+def set_visitor_cookie(response: Response, conn: HTTPConnection, value: str, max_age: int) -> None:
+    """The widget's cookie must reach the server from an iframe on the customer's own site.
+
+    Under HTTPS it is `SameSite=None; Secure; Partitioned`: sent from the embedding site, and
+    kept in that site's partition only, so it cannot follow the visitor to other sites. Over
+    plain HTTP (local trials) browsers refuse SameSite=None, so it is Lax there.
+    """
+    if secure_cookie(conn):
+        response.set_cookie(VISITOR_COOKIE, value, max_age=max_age, path="/", httponly=True,
+                            samesite="none", secure=True)
+        # Starlette writes the Partitioned attribute only on Python 3.14+; add it ourselves.
+        for index in range(len(response.raw_headers) - 1, -1, -1):
+            key, header = response.raw_headers[index]
+            if key == b"set-cookie" and header.startswith(VISITOR_COOKIE.encode() + b"="):
+                response.raw_headers[index] = (key, header + b"; Partitioned")
+                break
+    else:
+        set_cookie(response, conn, VISITOR_COOKIE, value, max_age=max_age)
 
 
 def clear_cookie(response: Response, conn: HTTPConnection, name: str, samesite: str) -> None:

@@ -19,7 +19,7 @@ from .common import (
     current_visitor,
     page,
     read_json,
-    set_cookie,
+    set_visitor_cookie,
     user_agent,
     visitor_session_hash,
 )
@@ -137,8 +137,8 @@ async def api_consent(request: Request) -> Response:
         {"policy_version": receipt["policy_version"], "given_at": receipt["given_at"]}
     )
     if raw is not None:
-        set_cookie(response, request, VISITOR_COOKIE, state.signer.sign(VISITOR_COOKIE, raw),
-                   max_age=VISITOR_MAX_AGE)
+        set_visitor_cookie(response, request, state.signer.sign(VISITOR_COOKIE, raw),
+                           VISITOR_MAX_AGE)
     return response
 
 

@@ -1,0 +1,474 @@
+/* The chat widget inside the /widget iframe: policy -> pre-chat form -> chat.
+   Nothing is written to cookies or storage by this script; the server sets the one session
+   cookie only after consent. Un-acked messages live in memory. User text goes in via textContent. */
+(() => {
+  'use strict';
+  const $ = (id) => document.getElementById(id);
+  const root = $('chat');
+  const inFrame = window.parent !== window;
+  const LIMIT = 4000;
+  const mk = (tag, cls, text) => {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text != null) e.textContent = text;
+    return e;
+  };
+  const say = (id, text) => { $(id).textContent = text || ''; };
+  const uuid = () => (crypto.randomUUID ? crypto.randomUUID()
+    : '10000000-1000-4000-8000-100000000000'.replace(/[018]/g, (c) =>
+      (c ^ (crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16)));
+
+  // Accent colour from the embed: validated, then set through CSSOM (allowed by the CSP).
+  const color = root.dataset.color || '';
+  if (/^#([0-9a-f]{3}|[0-9a-f]{6})$/i.test(color)) {
+    const hex = color.length === 4 ? color.replace(/[0-9a-f]/gi, '$&$&') : color;
+    const n = parseInt(hex.slice(1), 16);
+    const yiq = ((n >> 16) * 299 + ((n >> 8) & 255) * 587 + (n & 255) * 114) / 1000;
+    const st = document.documentElement.style;
+    st.setProperty('--accent', hex);
+    st.setProperty('--accent-fg', yiq > 170 ? '#1b1f24' : '#ffffff');
+    if (yiq > 170) st.setProperty('--link', '#1b1f24'); // a light accent is unreadable as text
+  }
+
+  async function api(method, path, body) {
+    const opts = { method, credentials: 'same-origin', cache: 'no-store', headers: {} };
+    if (body !== undefined) {
+      opts.headers['Content-Type'] = 'application/json';
+      opts.body = JSON.stringify(body);
+    }
+    const r = await fetch(path, opts);
+    let data = {};
+    try { data = (await r.json()) || {}; } catch (e) { /* not JSON */ }
+    return { status: r.status, ok: r.ok, data };
+  }
+
+  // ---- screens --------------------------------------------------------------------------
+  const SCREENS = ['loading', 'policy', 'blocked', 'form', 'chat'];
+  function show(name, focus) {
+    for (const s of SCREENS) $('screen-' + s).hidden = s !== name;
+    root.dataset.screen = name;
+    $('chat-tools').hidden = name !== 'chat';
+    if (name !== 'chat') say('subtitle', "We're happy to help.");
+    if (focus) focus.focus({ preventScroll: name === 'policy' });
+  }
+  function unreachable(retry) {
+    say('loading-msg', "Can't reach the chat right now.");
+    $('retry').hidden = false;
+    $('retry').onclick = () => { $('retry').hidden = true; say('loading-msg', 'Loading…'); retry(); };
+    show('loading', $('retry'));
+  }
+
+  let me = null;
+  async function route() {
+    let r;
+    try { r = await api('GET', '/api/me'); } catch (e) { return unreachable(route); }
+    if (r.status === 401) return showPolicy(false);
+    if (!r.ok) return unreachable(route);
+    me = r.data;
+    if (me.policy_version && me.policy_version !== policy.version && !(await reloadPolicy())) {
+      return unreachable(route);
+    }
+    if (!me.consent || !me.consent.current) return showPolicy(!!me.consent);
+    if (!me.customer) return showForm();
+    openChat();
+  }
+
+  // ---- 1. policy and consent ------------------------------------------------------------
+  let policy = { version: root.dataset.policyVersion, sha256: root.dataset.policySha256 };
+  async function reloadPolicy() {
+    try {
+      const r = await api('GET', '/api/policy');
+      if (!r.ok) return false;
+      policy = r.data;
+      // Trusted HTML: the server renders the published policy; it is not visitor input.
+      $('policy-html').innerHTML = policy.html;
+      say('policy-summary', policy.summary);
+      return true;
+    } catch (e) { return false; }
+  }
+  function showPolicy(changed, note) {
+    $('policy-changed').hidden = !changed;
+    say('policy-version', policy.version);
+    $('accept').checked = false;
+    $('on-behalf').checked = false;
+    $('start').disabled = true;
+    say('policy-error', note);
+    $('policy-html').scrollTop = 0;
+    show('policy', $('policy-title'));
+  }
+  $('accept').addEventListener('change', () => { $('start').disabled = !$('accept').checked; });
+  $('policy-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    if (!$('accept').checked) return;
+    const btn = $('start');
+    btn.disabled = true;
+    say('policy-error', '');
+    try {
+      const r = await api('POST', '/api/consent', {
+        policy_version: policy.version, policy_sha256: policy.sha256,
+        on_behalf: $('on-behalf').checked,
+      });
+      if (r.status === 409) {
+        if (!(await reloadPolicy())) throw new Error('policy');
+        return showPolicy(true, 'The privacy policy was just updated. Please read it and accept again.');
+      }
+      if (!r.ok) {
+        btn.disabled = false;
+        return say('policy-error', r.data.message || 'Something went wrong. Please try again.');
+      }
+      const m = await api('GET', '/api/me');
+      if (m.status === 401) return show('blocked', $('blocked-title'));
+      if (!m.ok) throw new Error('me');
+      me = m.data;
+      if (me.customer) openChat(); else showForm();
+    } catch (e) {
+      btn.disabled = !$('accept').checked;
+      say('policy-error', "Can't reach the chat right now. Please try again.");
+    }
+  });
+  $('blocked-retry').addEventListener('click', route);
+
+  // ---- 2. pre-chat form -----------------------------------------------------------------
+  const FIELDS = ['name', 'email', 'company'];
+  const FIELD_MSG = {
+    invalid_name: 'Please enter your name (up to 100 characters).',
+    invalid_email: 'Please enter a valid email address.',
+    invalid_company: 'Please use at most 200 characters.',
+    cc_not_allowed: 'Please enter just one email address. Copies (CC) are not allowed.',
+  };
+  function fieldError(f, text) {
+    say('e-' + f, text);
+    const input = $('f-' + f);
+    if (text) input.setAttribute('aria-invalid', 'true'); else input.removeAttribute('aria-invalid');
+  }
+  function showForm() {
+    FIELDS.forEach((f) => fieldError(f, ''));
+    say('form-error', '');
+    const c = me && me.customer;
+    if (c) FIELDS.forEach((f) => { $('f-' + f).value = c[f] || ''; });
+    show('form', $('f-name'));
+  }
+  $('visitor-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const v = {};
+    FIELDS.forEach((f) => { v[f] = $('f-' + f).value.trim(); fieldError(f, ''); });
+    say('form-error', '');
+    let bad = null;
+    if (!v.name) { fieldError('name', 'Please enter your name.'); bad = bad || 'name'; }
+    if (!v.email || !$('f-email').validity.valid) {
+      fieldError('email', FIELD_MSG.invalid_email); bad = bad || 'email';
+    }
+    if (bad) return $('f-' + bad).focus();
+    const btn = $('form-submit');
+    btn.disabled = true;
+    try {
+      const r = await api('POST', '/api/visitor', v);
+      if (r.ok) {
+        me = Object.assign(me || {}, { customer: r.data.customer });
+        return openChat();
+      }
+      if (r.status === 401 || r.status === 403) return route();
+      const code = r.data.error;
+      let f = code === 'cc_not_allowed' ? 'email' : r.data.field;
+      if (r.status === 422 && FIELDS.includes(f)) {
+        fieldError(f, FIELD_MSG[code] || r.data.message || 'Please check this field.');
+        return $('f-' + f).focus();
+      }
+      say('form-error', r.data.message || 'Something went wrong. Please try again.');
+    } catch (e) {
+      say('form-error', "Can't reach the chat right now. Please try again.");
+    } finally {
+      btn.disabled = false;
+    }
+  });
+
+  // ---- 3. chat --------------------------------------------------------------------------
+  const list = $('messages');
+  const scroller = $('scroller');
+  const ta = $('text');
+  const msgs = new Map();   // seq -> element; a seq is never shown twice
+  const outbox = new Map(); // client_msg_id -> {body, el}; in memory until acked
+  let ws = null, ready = false, retryTimer = 0, pingTimer = 0, backoff = 500;
+  let convId = null, liveFrom = 0, contig = 0, ended = false, agentsOnline = true, agent = null;
+
+  const hhmm = (t) => {
+    const d = t ? new Date(t) : new Date();
+    return isNaN(d) ? '' : String(d.getHours()).padStart(2, '0') + ':' + String(d.getMinutes()).padStart(2, '0');
+  };
+  function render(m, pending) {
+    const sender = m.sender === 'visitor' || m.sender === 'agent' ? m.sender : 'system';
+    const el = mk('div', 'msg msg-' + sender + (pending ? ' pending' : ''));
+    if (sender === 'system') {
+      el.append(mk('span', 'sys', m.body), mk('span', 'meta', hhmm(m.sent_at)));
+    } else {
+      el.append(mk('div', 'bubble', m.body), mk('div', 'meta'));
+      stamp(el, m, pending);
+    }
+    return el;
+  }
+  function stamp(el, m, pending) {
+    const who = m.sender === 'visitor' ? 'You' : m.author || 'Support';
+    el.classList.toggle('pending', !!pending);
+    el.lastChild.textContent = pending ? 'Sending…' : who + ' · ' + hhmm(m.sent_at);
+  }
+  function place(el, seq) {
+    el.dataset.seq = seq;
+    msgs.set(seq, el);
+    while (msgs.has(contig + 1)) contig++;
+    let ref = list.lastElementChild; // pending bubbles (no seq) stay last
+    while (ref && (!ref.dataset.seq || +ref.dataset.seq > seq)) ref = ref.previousElementSibling;
+    list.insertBefore(el, ref ? ref.nextElementSibling : list.firstElementChild);
+  }
+  const nearBottom = () => scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 60;
+  const toBottom = () => { scroller.scrollTop = scroller.scrollHeight; };
+
+  function onMessage(f) {
+    if (!Number.isInteger(f.seq) || (f.conversation_id && f.conversation_id !== convId)) return;
+    const p = f.sender === 'visitor' && f.client_msg_id ? outbox.get(f.client_msg_id) : null;
+    if (p) outbox.delete(f.client_msg_id);
+    if (msgs.has(f.seq)) { if (p && p.el !== msgs.get(f.seq)) p.el.remove(); return; }
+    const stick = nearBottom() || !!p;
+    let el;
+    if (p) { el = p.el; stamp(el, f); } else el = render(f);
+    place(el, f.seq);
+    if (f.sender === 'agent') typingOff();
+    if (f.sender !== 'visitor' && f.seq > liveFrom) bumpUnread();
+    if (stick) toBottom();
+  }
+  function onAck(f) {
+    const p = outbox.get(f.client_msg_id);
+    if (!p) return;
+    outbox.delete(f.client_msg_id);
+    if (msgs.has(f.seq)) return p.el.remove();
+    stamp(p.el, { sender: 'visitor' });
+    place(p.el, f.seq);
+  }
+  function clearList() {
+    msgs.clear();
+    contig = 0;
+    list.replaceChildren(...[...outbox.values()].map((p) => p.el));
+  }
+
+  // Status: the banner says what is happening while queued; the subtitle names the agent.
+  function setStatus(status, name) {
+    if (name) agent = name;
+    ended = status === 'closed';
+    const b = $('banner');
+    b.hidden = status !== 'queued';
+    b.textContent = agentsOnline ? 'Waiting for an agent…'
+      : "No agent is online right now. Leave a message and we'll answer here.";
+    say('subtitle', status === 'active' ? (agent ? 'You are chatting with ' + agent : 'An agent has joined')
+      : status === 'closed' ? 'Conversation ended' : "We're happy to help.");
+    $('ended').hidden = !ended;
+    $('composer').hidden = ended;
+    $('end').disabled = ended;
+    if (ended) { typingOff(); setTyping(false); toBottom(); }
+  }
+
+  const RECONNECTING = 'Reconnecting…';
+  let toastTimer = 0;
+  function toast(text, ms) {
+    const t = $('toast');
+    t.textContent = text;
+    t.hidden = !text;
+    clearTimeout(toastTimer);
+    if (text && ms) toastTimer = setTimeout(() => { t.hidden = true; }, ms);
+  }
+  const ERRORS = {
+    body_too_long: 'That message is too long (max 4000 characters).',
+    rate_limited: 'You are sending messages too quickly. Retrying in a moment…', // then 4429
+    conversation_closed: 'This conversation has ended; your message was not sent.',
+  };
+  function onError(f) {
+    toast(ERRORS[f.code] || f.message || 'Something went wrong.', 5000);
+    if (f.code === 'conversation_closed' || f.code === 'body_too_long') {
+      for (const p of outbox.values()) {
+        p.el.classList.replace('pending', 'failed');
+        p.el.lastChild.textContent = 'Not sent';
+      }
+      outbox.clear();
+    }
+  }
+
+  let typingTimer = 0;
+  function typingOff() { $('typing').hidden = true; clearTimeout(typingTimer); }
+  function onTyping(f) {
+    if (f.sender === 'visitor') return;
+    if (!f.state) return typingOff();
+    say('typing', (f.author || agent || 'Support') + ' is typing…');
+    $('typing').hidden = false;
+    clearTimeout(typingTimer);
+    typingTimer = setTimeout(typingOff, 8000); // in case the "stopped" frame is lost
+  }
+
+  function transmit(frame) {
+    if (!ws || ws.readyState !== 1 || !ready) return false;
+    ws.send(JSON.stringify(frame));
+    return true;
+  }
+  function flush() {
+    for (const [id, p] of outbox) transmit({ type: 'message', body: p.body, client_msg_id: id });
+  }
+
+  function connect() {
+    clearTimeout(retryTimer);
+    if (ws) { const old = ws; ws = null; old.onclose = null; old.close(1000); }
+    const sock = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws/visitor');
+    let welcomed = false;
+    ws = sock;
+    ready = false;
+    sock.onmessage = (ev) => {
+      if (sock !== ws) return;
+      let f;
+      try { f = JSON.parse(ev.data); } catch (e) { return; }
+      if (!f || typeof f !== 'object') return;
+      switch (f.type) {
+        case 'welcome':
+          welcomed = true;
+          backoff = 500;
+          if ($('toast').textContent === RECONNECTING) toast('');
+          if (f.conversation_id !== convId) {
+            if (convId) clearList();
+            convId = f.conversation_id;
+            liveFrom = f.last_seq || 0;
+            agent = null;
+          }
+          agentsOnline = f.agents_online !== false;
+          setStatus(f.status, f.agent);
+          ready = true;
+          sock.send(JSON.stringify({ type: 'resume', after_seq: contig }));
+          flush();
+          if (root.dataset.screen === 'chat' && !ended) toBottom();
+          break;
+        case 'message': onMessage(f); break;
+        case 'ack': onAck(f); break;
+        case 'status':
+          if (!f.conversation_id || f.conversation_id === convId) setStatus(f.status, f.agent);
+          break;
+        case 'typing': onTyping(f); break;
+        case 'error': onError(f); break;
+      }
+    };
+    sock.onclose = async (ev) => {
+      if (sock !== ws) return;
+      ws = null;
+      ready = false;
+      typingOn = false;
+      typingOff();
+      if (ev.code === 4401) { outbox.clear(); clearList(); convId = null; } // session ended or erased
+      if (ev.code === 4401 || ev.code === 4403) return route();
+      if (ev.code === 1008) return toast('This website may not use our chat.');
+      if (ended) return; // reconnecting now would open a new conversation; wait for the button
+      if (!welcomed) {
+        // A refused handshake looks like 1006: check whether consent or the cookie is gone.
+        try {
+          const r = await api('GET', '/api/me');
+          if (r.status === 401 || (r.ok && (!r.data.consent || !r.data.consent.current || !r.data.customer))) {
+            return route();
+          }
+        } catch (e) { /* offline: keep retrying */ }
+      }
+      if (ev.code === 4429) backoff = Math.max(backoff, 5000); // let the rate bucket refill
+      else toast(RECONNECTING);
+      const delay = backoff * (0.7 + Math.random() * 0.6);
+      backoff = Math.min(backoff * 2, 15000);
+      retryTimer = setTimeout(connect, delay);
+    };
+  }
+
+  function openChat() {
+    show('chat', ta);
+    if (!ws) connect();
+    clearInterval(pingTimer);
+    pingTimer = setInterval(() => transmit({ type: 'ping' }), 25000);
+  }
+
+  function send() {
+    const body = ta.value.trim();
+    if (!body || ended) return;
+    if (body.length > LIMIT) return toast(ERRORS.body_too_long, 5000);
+    const id = uuid();
+    const el = render({ sender: 'visitor', body }, true);
+    list.append(el);
+    outbox.set(id, { body, el });
+    transmit({ type: 'message', body, client_msg_id: id });
+    ta.value = '';
+    input();
+    setTyping(false);
+    toBottom();
+  }
+
+  let typingOn = false, typingAt = 0, idleTimer = 0;
+  function setTyping(state) {
+    clearTimeout(idleTimer);
+    if (!state && !typingOn) return;
+    if (transmit({ type: 'typing', state })) { typingOn = state; typingAt = Date.now(); }
+  }
+  function input() {
+    const n = ta.value.length;
+    const c = $('count');
+    c.textContent = n > LIMIT - 500 ? n + ' / ' + LIMIT : '';
+    c.classList.toggle('over', n >= LIMIT);
+    ta.style.height = 'auto';
+    ta.style.height = Math.min(ta.scrollHeight, 120) + 'px';
+  }
+  ta.addEventListener('input', () => {
+    input();
+    if (!ta.value.trim()) return setTyping(false);
+    if (!typingOn || Date.now() - typingAt >= 2000) setTyping(true);
+    clearTimeout(idleTimer);
+    idleTimer = setTimeout(() => setTyping(false), 3000);
+  });
+  ta.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) { ev.preventDefault(); send(); }
+  });
+  $('composer').addEventListener('submit', (ev) => { ev.preventDefault(); send(); ta.focus(); });
+
+  let confirmTimer = 0;
+  $('end').addEventListener('click', () => {
+    const b = $('end');
+    if (!b.classList.contains('confirm')) {
+      b.classList.add('confirm');
+      b.textContent = 'Click again to end';
+      confirmTimer = setTimeout(() => { b.classList.remove('confirm'); b.textContent = 'End chat'; }, 4000);
+      return;
+    }
+    clearTimeout(confirmTimer);
+    b.classList.remove('confirm');
+    b.textContent = 'End chat';
+    if (!transmit({ type: 'close' })) toast('Not connected. Please try again in a moment.', 4000);
+  });
+  $('new-chat').addEventListener('click', () => {
+    ended = false;
+    $('ended').hidden = true;
+    $('composer').hidden = false;
+    connect();
+    ta.focus();
+  });
+  window.addEventListener('online', () => { if (!ws && convId && !ended) { backoff = 500; connect(); } });
+
+  // ---- unread count and the embedding page ------------------------------------------------
+  let unread = 0, parentOpen = true;
+  const baseTitle = document.title;
+  const seen = () => !document.hidden && parentOpen;
+  function postUnread() {
+    if (inFrame) window.parent.postMessage({ type: 'chat:unread', count: unread }, '*');
+    document.title = (unread ? '(' + unread + ') ' : '') + baseTitle;
+  }
+  function bumpUnread() { if (!seen()) { unread++; postUnread(); } }
+  function resetUnread() { if (unread && seen()) { unread = 0; postUnread(); } }
+  window.addEventListener('focus', resetUnread);
+  document.addEventListener('visibilitychange', resetUnread);
+  window.addEventListener('message', (ev) => {
+    // The embed tells us whether its panel is open; only a boolean, only from our parent.
+    if (ev.source !== window.parent || !ev.data || ev.data.type !== 'chat:visible') return;
+    parentOpen = !!ev.data.open;
+    if (parentOpen) { resetUnread(); if (root.dataset.screen === 'chat') ta.focus(); }
+  });
+  const minimise = () => window.parent.postMessage({ type: 'chat:close' }, '*');
+  $('minimise').hidden = !inFrame;
+  $('minimise').addEventListener('click', minimise);
+  document.addEventListener('keydown', (ev) => { if (ev.key === 'Escape' && inFrame) minimise(); });
+
+  route();
+})();
