@@ -12,6 +12,7 @@ from chatserver.consent import bundled_policy
 from chatserver.errors import AlreadyClaimed, Conflict, ConversationClosed
 from chatserver.storage import open_store
 from chatserver.storage.base import Store
+from chatserver.storage.sqlite import migrations
 
 
 @pytest.fixture
@@ -120,7 +121,8 @@ async def test_database_file_settings(store: Store, tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "chat.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     versions = [v for (v,) in conn.execute("SELECT version FROM schema_migrations")]
-    assert versions == [1]
+    assert versions == [number for number, _ in migrations()]
+    assert versions[0] == 1
     conn.close()
     assert await store.current_policy() is not None
 
