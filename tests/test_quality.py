@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_ruff_is_clean() -> None:
     """ruff finds nothing in the package, tests and bench."""
-    done = subprocess.run([sys.executable, "-m", "ruff", "check", "chatserver", "tests", "bench"],
+    paths = [p for p in ("chatserver", "tests", "bench") if (ROOT / p).is_dir()]
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", *paths],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
