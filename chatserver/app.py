@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
@@ -21,6 +22,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import broadcast as broadcast_backends
+from . import privacy
 from .consent import Policies
 from .errors import ChatError, TooLarge
 from .hub import Hub
@@ -29,7 +31,7 @@ from .settings import Settings
 from .sockets import agent_socket, visitor_socket
 from .storage import Clock, open_store, utc_now
 from .storage.base import iso
-from .web import admin, agent, widget
+from .web import account, admin, agent, widget
 from .web.common import MAX_BODY_BYTES, AppState, app_state, asset_dir, error_response
 
 log = logging.getLogger("chatserver")
@@ -182,15 +184,25 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             signer=Signer(settings.secret_key), templates=templates,
         )
         await _print_setup_link(store, settings)
+        purger = (
+            asyncio.get_running_loop().create_task(privacy.purge_forever(store, hub, settings))
+            if settings.purge_interval_seconds > 0
+            else None
+        )
         try:
             yield
         finally:
+            if purger is not None:
+                purger.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purger
             await hub.shutdown()
             await fanout.disconnect()
             await store.close()
 
     routes = [
         *widget.routes,
+        *account.routes,
         *agent.routes,
         *admin.routes,
         Route("/healthz", healthz),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import logging
 import os
 import sys
@@ -13,7 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from . import __version__, audit, passwords
+from . import __version__, audit, passwords, privacy
 from .consent import Policies
 from .errors import ChatError
 from .settings import SETTINGS, Settings, SettingsError, load
@@ -51,9 +52,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if settings.log_level != "debug":
-        # uvicorn logs each socket handshake with the client's IP at info level.
-        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     print(f"chatserver {__version__}: data in {settings.data_dir}, "
           f"open {settings.extra['public_url']}/", flush=True)
     uvicorn.run(
@@ -65,7 +63,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=False,
         server_header=False,
         log_config=None,
-        log_level=settings.log_level,
+        # uvicorn logs each socket handshake with the client's IP at info level: only its
+        # warnings and errors reach our log, unless debugging.
+        log_level="debug" if settings.log_level == "debug" else "warning",
     )
     return 0
 
@@ -125,6 +125,51 @@ def cmd_policy_publish(args: argparse.Namespace) -> int:
     return asyncio.run(_with_store(_settings(args), job))
 
 
+def cmd_purge(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def job(store: Store) -> int:
+        result = await privacy.purge(store, None, settings, dry_run=args.dry_run, actor="cli")
+        counts = result["counts"]
+        verb = "would wipe" if args.dry_run else "wiped"
+        print(f"{verb}: {counts['accounts']} accounts ({counts['messages']} messages), "
+              f"{counts['closed_conversations']} closed conversations, "
+              f"{counts['access_events']} access records")
+        return 0
+
+    return asyncio.run(_with_store(settings, job))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    async def job(store: Store) -> int:
+        customers = await store.customers_by_email(args.email)
+        if not customers:
+            print("no customer has that email", file=sys.stderr)
+            return 1
+        documents = [await privacy.export_document(store, c.id) for c in customers]
+        # One customer: the same document as GET /api/me/export; several: a list of them.
+        out = documents[0] if len(documents) == 1 else documents
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+        return 0
+
+    return asyncio.run(_with_store(_settings(args), job))
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    async def job(store: Store) -> int:
+        customers = await store.customers_by_email(args.email)
+        if not customers:
+            print("no customer has that email", file=sys.stderr)
+            return 1
+        for customer in customers:
+            result = await privacy.erase(store, None, customer.id, reason="cli", actor="cli")
+            print(f"erased {result['id']}: {result['conversations']} conversations, "
+                  f"{result['messages']} messages, {result['sessions']} sessions")
+        return 0
+
+    return asyncio.run(_with_store(_settings(args), job))
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     async def job(store: Store) -> int:
         entries = await store.all_audit()
@@ -174,6 +219,16 @@ def parser() -> argparse.ArgumentParser:
     publish.add_argument("--summary", required=True, help="short summary of the changes")
     publish.add_argument("--effective-date", help="YYYY-MM-DD (default: today)")
     publish.set_defaults(func=cmd_policy_publish)
+
+    purge = sub.add_parser("purge", help="apply the retention rules now; prints counts only")
+    purge.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    purge.set_defaults(func=cmd_purge)
+    export = sub.add_parser("export", help="print a customer's data as JSON")
+    export.add_argument("--email", required=True)
+    export.set_defaults(func=cmd_export)
+    erase = sub.add_parser("erase", help="terminate a customer's account and wipe its data now")
+    erase.add_argument("--email", required=True)
+    erase.set_defaults(func=cmd_erase)
 
     audit_cmd = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action",
                                                                              required=True)

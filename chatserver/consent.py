@@ -150,8 +150,11 @@ def _text(data: dict[str, Any], key: str, low: int, high: int, label: str) -> st
     return value
 
 
-def validate_customer(data: Any) -> dict[str, str]:
-    """Check the pre-chat form (and account corrections): name, one email, company."""
+def validate_customer(data: Any, *, partial: bool = False) -> dict[str, str]:
+    """Check the pre-chat form: name, one email, company.
+
+    With `partial` (an account correction) only the fields present are checked and returned.
+    """
     if not isinstance(data, dict):
         raise ValidationFailed("Send a JSON object with name, email and company.")
     lowered = {str(k).lower() for k in data}
@@ -165,11 +168,22 @@ def validate_customer(data: Any) -> dict[str, str]:
     if unknown:
         name = sorted(str(k)[:40] for k in unknown)[0]
         raise ValidationFailed(f"Unknown field {name!r}.", field=name, code="unknown_field")
-    name = _text(data, "name", 1, 100, "Name")
-    raw_email = data.get("email")
-    if not isinstance(raw_email, str):
+    if partial and not data:
+        raise ValidationFailed("Send at least one of name, email and company.")
+    checked: dict[str, str] = {}
+    if not partial or "name" in data:
+        checked["name"] = _text(data, "name", 1, 100, "Name")
+    if not partial or "email" in data:
+        checked["email"] = _email(data.get("email"))
+    if not partial or "company" in data:
+        checked["company"] = _text(data, "company", 0, 200, "Company")
+    return checked
+
+
+def _email(raw: Any) -> str:
+    if not isinstance(raw, str):
         raise ValidationFailed("Email must be text.", field="email")
-    email = raw_email.strip()
+    email = raw.strip()
     if re.search(r"[,;\s]", email) or email.count("@") > 1:
         raise ValidationFailed(
             "Give one email address only: copies to other people are not allowed.",
@@ -177,5 +191,4 @@ def validate_customer(data: Any) -> dict[str, str]:
         )
     if len(email) > 254 or not EMAIL_RE.match(email):
         raise ValidationFailed("That does not look like an email address.", field="email")
-    company = _text(data, "company", 0, 200, "Company")
-    return {"name": name, "email": email, "company": company}
+    return email

@@ -86,6 +86,14 @@ class PolicyOutdated(Conflict):
     message = "A newer privacy policy has been published; please read and accept it."
 
 
+class LegalHold(Conflict):
+    code = "legal_hold"
+    message = (
+        "This account is under a legal hold, so its data cannot be deleted now. "
+        "Contact us to learn more."
+    )
+
+
 class AlreadyClaimed(Conflict):
     code = "already_claimed"
     message = "Another agent has already taken this conversation."

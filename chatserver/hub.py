@@ -5,7 +5,8 @@ durably stored, and the broadcast merely tells listening sockets about it. A soc
 publication catches up with `resume`, which reads storage.
 
 Channels: `conv:<id>` carries a conversation's message, typing and status frames; `queue` tells
-agents the set of open conversations changed; `session:<hash>` ends a signed-in session's sockets.
+agents the set of open conversations changed; `session:<hash>` ends a signed-in session's sockets;
+`policy` announces a newly published policy version.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def session_channel(session_hash: str) -> str:
 
 
 QUEUE_CHANNEL = "queue"
+POLICY_CHANNEL = "policy"  # payload: the version just published
 
 
 def queue_item(summary: ConversationSummary) -> dict[str, Any]:
@@ -147,6 +149,10 @@ class Hub:
             "state": state,
         }
         await self.broadcast.publish(conversation_channel(conversation_id), protocol.dump(frame))
+
+    async def policy_published(self, version: str) -> None:
+        """Visitors whose consent is to an older version stop chatting until they accept."""
+        await self.broadcast.publish(POLICY_CHANNEL, version)
 
     async def end_session(self, session_hash: str, code: int) -> None:
         """Close every socket of a signed-in session, in every process."""

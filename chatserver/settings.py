@@ -54,6 +54,34 @@ SETTINGS: dict[str, Setting] = {
         "365",
         "Days of inactivity after which an account with nothing open is wiped; 0 wipes at once.",
     ),
+    "access_retention_days": Setting(
+        "CHATSERVER_ACCESS_RETENTION_DAYS",
+        "30",
+        "Days after which access records (IP address and user agent of each visit) are deleted.",
+    ),
+    "conversation_retention_days": Setting(
+        "CHATSERVER_CONVERSATION_RETENTION_DAYS",
+        "365",
+        "Days after closing at which a conversation and its messages are deleted; 0 deletes "
+        "closed conversations at the next purge.",
+    ),
+    "purge_interval_seconds": Setting(
+        "CHATSERVER_PURGE_INTERVAL_SECONDS",
+        "3600",
+        "How often the server applies the retention rules; 0 turns the periodic purge off "
+        "(run `chatserver purge` instead).",
+    ),
+    "contact_email": Setting(
+        "CHATSERVER_CONTACT_EMAIL",
+        "",
+        "Where customers write about privacy; shown on the policy, account and widget pages.",
+    ),
+    "subprocessors_file": Setting(
+        "CHATSERVER_SUBPROCESSORS_FILE",
+        "",
+        "A JSON file listing the sub-processors (trusted support tools) shown on the policy "
+        "page: [{\"name\", \"purpose\", \"data\", \"country\"}]. Empty: none are used.",
+    ),
     "secure_cookies": Setting(
         "CHATSERVER_SECURE_COOKIES",
         "auto",
@@ -103,6 +131,11 @@ class Settings:
     secret_key: str
     allowed_origins: tuple[str, ...]
     retention_days: int
+    access_retention_days: int
+    conversation_retention_days: int
+    purge_interval_seconds: int
+    contact_email: str
+    subprocessors_file: str
     secure_cookies: bool | None  # None: decided per request by its scheme
     limits_exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     rate_messages: int
@@ -222,6 +255,17 @@ def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None
         secret_key=secret,
         allowed_origins=_origins(_raw("allowed_origins", overrides, env)),
         retention_days=_int("retention_days", _raw("retention_days", overrides, env)),
+        access_retention_days=_int(
+            "access_retention_days", _raw("access_retention_days", overrides, env)
+        ),
+        conversation_retention_days=_int(
+            "conversation_retention_days", _raw("conversation_retention_days", overrides, env)
+        ),
+        purge_interval_seconds=_int(
+            "purge_interval_seconds", _raw("purge_interval_seconds", overrides, env)
+        ),
+        contact_email=_raw("contact_email", overrides, env).strip(),
+        subprocessors_file=_raw("subprocessors_file", overrides, env).strip(),
         secure_cookies=_secure(_raw("secure_cookies", overrides, env)),
         limits_exempt=_networks(_raw("limits_exempt", overrides, env)),
         rate_messages=_int("rate_messages", _raw("rate_messages", overrides, env), 1),

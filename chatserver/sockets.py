@@ -19,7 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from . import consent, protocol
 from .broadcast import Subscription
 from .errors import ChatError, ConsentRequired, Forbidden
-from .hub import QUEUE_CHANNEL, conversation_channel, session_channel
+from .hub import POLICY_CHANNEL, QUEUE_CHANNEL, conversation_channel, session_channel
 from .ratelimit import TokenBucket
 from .storage.base import Staff
 from .web.common import (
@@ -34,6 +34,8 @@ from .web.common import (
 log = logging.getLogger("chatserver.sockets")
 REPLAY_CHUNK = 200
 CLOSE_TOO_SLOW = 1013
+CLOSE_NO_CONSENT = 4403
+_OUTDATED = "The privacy policy changed; please read and accept it to go on chatting."
 # Frames that are not stored cost less than messages against the same bucket.
 CHEAP_FRAME_COST = 0.25
 
@@ -193,9 +195,17 @@ async def visitor_socket(ws: WebSocket) -> None:
         state.hub.queue_changed()
     conversation_id = conversation.id
     peer = Peer(ws, state.settings.send_queue_size)
+    consented = session.consent_version
+
+    def on_policy(version: str) -> None:
+        if version != consented:
+            peer.send_frame(protocol.error("consent_required", _OUTDATED))
+            peer.close(CLOSE_NO_CONSENT, "policy changed")
+
     subs: list[Subscription] = [
         state.hub.subscribe(conversation_channel(conversation_id), _listener(peer, "visitor")),
         state.hub.subscribe(session_channel(session.id), _ender(peer)),
+        state.hub.subscribe(POLICY_CHANNEL, on_policy),
     ]
     log.info("visitor socket open conversation=%s", conversation_id)
     peer.send_frame({
@@ -218,6 +228,12 @@ async def visitor_socket(ws: WebSocket) -> None:
                     peer.send_frame(exc.frame())
                 continue
             if not limiter.allow(frame):
+                continue
+            if isinstance(frame, protocol.Message) and (
+                await state.policies.current()
+            ).version != consented:
+                # A policy published in another process: found within the cache's few seconds.
+                on_policy("")
                 continue
             try:
                 await _visitor_frame(ws, peer, frame, conversation_id, customer.id, customer.name)

@@ -41,6 +41,7 @@ class Customer:
     created_at: str
     updated_at: str
     last_active_at: str
+    legal_hold: bool = False
 
     def public(self) -> dict[str, str]:
         return {"name": self.name, "email": self.email, "company": self.company}
@@ -213,6 +214,46 @@ class Store(Protocol):
         """A page of conversations, newest first, and the total that match."""
 
     async def conversation_summary(self, conversation_id: str) -> ConversationSummary | None: ...
+
+    # privacy rights
+    async def update_customer(self, customer_id: str, fields: dict[str, str]) -> Customer: ...
+    async def customers_by_email(self, email: str) -> list[Customer]:
+        """Every customer with this email, compared case-insensitively."""
+
+    async def list_consents(self, customer_id: str) -> list[dict[str, Any]]:
+        """The customer's consent receipts, newest first."""
+
+    async def session_consents(self, session_id: str) -> list[dict[str, Any]]: ...
+    async def withdraw_consents(self, session_id: str) -> int:
+        """Withdraw every standing consent given in this session (and by its customer)."""
+
+    async def customer_sessions(self, customer_id: str) -> list[str]: ...
+    async def export_customer(self, customer_id: str) -> dict[str, Any]:
+        """Everything held about the customer, as plain JSON-ready data."""
+
+    async def erase_customer(self, customer_id: str, *, reason: str) -> dict[str, Any]:
+        """Delete the customer and all their data in one transaction; keep a PII-free tombstone.
+
+        Returns the tombstone with the ids of the sessions and conversations that were removed.
+        Raises LegalHold when the customer is on hold, NotFound when unknown.
+        """
+
+    async def erase_session(self, session_id: str, *, reason: str) -> dict[str, Any]:
+        """Erase the session's customer, or, without one, the session and its consents."""
+
+    async def purge(
+        self, *, account_cutoff: str, access_cutoff: str, conversation_cutoff: str,
+        dry_run: bool,
+    ) -> dict[str, Any]:
+        """Apply the retention rules in one transaction (rolled back on a dry run)."""
+
+    async def compact(self) -> None:
+        """Make deleted content unrecoverable from the files (WAL checkpoint and truncate)."""
+
+    async def set_legal_hold(self, customer_id: str, hold: bool) -> Customer: ...
+    async def list_customers(
+        self, *, query: str | None, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]: ...
 
     # staff
     async def add_staff(self, name: str, role: str, password_hash: str) -> Staff: ...

@@ -17,13 +17,14 @@ import json
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import AlreadyClaimed, Conflict, ConversationClosed, NotFound
+from ..errors import AlreadyClaimed, Conflict, ConversationClosed, LegalHold, NotFound
 from .base import (
     AuditHasher,
     Clock,
@@ -75,6 +76,42 @@ def _conversation(row: tuple[Any, ...]) -> Conversation:
 
 def _message(row: tuple[Any, ...]) -> Message:
     return Message(*row)
+
+
+_CUSTOMER = (
+    "SELECT id, name, email, company, created_at, updated_at, last_active_at, legal_hold "
+    "FROM customers"
+)
+_CONSENT_KEYS = ("policy_version", "policy_sha256", "given_at", "method", "on_behalf",
+                 "withdrawn_at", "ip", "user_agent")
+_CONSENT = (
+    "SELECT policy_version, policy_sha256, given_at, method, on_behalf, withdrawn_at, ip, "
+    "user_agent FROM consents"
+)
+
+
+def _customer(row: tuple[Any, ...]) -> Customer:
+    return Customer(id=row[0], name=row[1], email=row[2], company=row[3], created_at=row[4],
+                    updated_at=row[5], last_active_at=row[6], legal_hold=bool(row[7]))
+
+
+def _like(query: str) -> str:
+    """A LIKE pattern matching `query` literally anywhere (used with ESCAPE '\\')."""
+    return "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _consent(row: tuple[Any, ...]) -> dict[str, Any]:
+    data = dict(zip(_CONSENT_KEYS, row, strict=True))
+    data["on_behalf"] = bool(data["on_behalf"])
+    return data
+
+
+class _DryRun(Exception):
+    """Raised to roll a job back while handing out what it would have done."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__("dry run")
+        self.result = result
 
 
 def _staff(row: tuple[Any, ...]) -> Staff:
@@ -359,14 +396,10 @@ class SQLiteStore:
 
     @staticmethod
     def _customer(c: sqlite3.Connection, customer_id: str) -> Customer:
-        row = c.execute(
-            """SELECT id, name, email, company, created_at, updated_at, last_active_at
-               FROM customers WHERE id = ?""",
-            (customer_id,),
-        ).fetchone()
+        row = c.execute(_CUSTOMER + " WHERE id = ?", (customer_id,)).fetchone()
         if row is None:
             raise NotFound("No such customer.")
-        return Customer(*row)
+        return _customer(row)
 
     async def get_customer(self, customer_id: str) -> Customer | None:
         def job(c: sqlite3.Connection) -> Customer | None:
@@ -584,7 +617,7 @@ class SQLiteStore:
             where.append("c.status = ?")
             args.append(status)
         if query:
-            like = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            like = _like(query)
             where.append(
                 "(cu.name LIKE ? ESCAPE '\\' OR cu.email LIKE ? ESCAPE '\\' OR "
                 "cu.company LIKE ? ESCAPE '\\' OR c.id = ? OR EXISTS (SELECT 1 FROM messages "
@@ -604,6 +637,283 @@ class SQLiteStore:
                 args,
             ).fetchone()
             return [self._summary(r) for r in rows], total
+
+        return await self._read(job)
+
+
+    # -- privacy rights ---------------------------------------------------------------------
+
+    async def update_customer(self, customer_id: str, fields: dict[str, str]) -> Customer:
+        now = self._now()
+        allowed = {k: v for k, v in fields.items() if k in {"name", "email", "company"}}
+
+        def job(c: sqlite3.Connection) -> Customer:
+            self._customer(c, customer_id)
+            for key, value in allowed.items():
+                c.execute(f"UPDATE customers SET {key} = ? WHERE id = ?", (value, customer_id))
+            c.execute("UPDATE customers SET updated_at = ?, last_active_at = ? WHERE id = ?",
+                      (now, now, customer_id))
+            return self._customer(c, customer_id)
+
+        return await self._write(job)
+
+    async def customers_by_email(self, email: str) -> list[Customer]:
+        rows = await self._read(
+            lambda c: c.execute(_CUSTOMER + " WHERE lower(email) = lower(?) ORDER BY created_at",
+                                (email.strip(),)).fetchall()
+        )
+        return [_customer(r) for r in rows]
+
+    async def list_consents(self, customer_id: str) -> list[dict[str, Any]]:
+        rows = await self._read(
+            lambda c: c.execute(_CONSENT + " WHERE customer_id = ? ORDER BY id DESC",
+                                (customer_id,)).fetchall()
+        )
+        return [_consent(r) for r in rows]
+
+    async def session_consents(self, session_id: str) -> list[dict[str, Any]]:
+        rows = await self._read(
+            lambda c: c.execute(_CONSENT + " WHERE session_id = ? ORDER BY id DESC",
+                                (session_id,)).fetchall()
+        )
+        return [_consent(r) for r in rows]
+
+    async def withdraw_consents(self, session_id: str) -> int:
+        now = self._now()
+
+        def job(c: sqlite3.Connection) -> int:
+            cur = c.execute(
+                """UPDATE consents SET withdrawn_at = ? WHERE withdrawn_at IS NULL AND (
+                   session_id = ? OR customer_id = (
+                       SELECT customer_id FROM visitor_sessions WHERE id = ?))""",
+                (now, session_id, session_id),
+            )
+            return cur.rowcount
+
+        return await self._write(job)
+
+    async def customer_sessions(self, customer_id: str) -> list[str]:
+        rows = await self._read(
+            lambda c: c.execute("SELECT id FROM visitor_sessions WHERE customer_id = ?",
+                                (customer_id,)).fetchall()
+        )
+        return [r[0] for r in rows]
+
+    async def export_customer(self, customer_id: str) -> dict[str, Any]:
+        def job(c: sqlite3.Connection) -> dict[str, Any]:
+            customer = self._customer(c, customer_id)
+            conversations = []
+            for row in c.execute(
+                f"SELECT {_CONVERSATION_COLUMNS} FROM {_CONVERSATION_FROM} "
+                "WHERE c.customer_id = ? ORDER BY c.created_at", (customer_id,)
+            ).fetchall():
+                conv = _conversation(row)
+                messages = [
+                    _message(m).frame() for m in c.execute(
+                        _MESSAGE_SELECT + " WHERE m.conversation_id = ? ORDER BY m.seq",
+                        (conv.id,)).fetchall()
+                ]
+                conversations.append({
+                    "id": conv.id, "status": conv.status, "created_at": conv.created_at,
+                    "claimed_at": conv.claimed_at, "closed_at": conv.closed_at,
+                    "agent": conv.agent_name, "messages": messages,
+                })
+            sessions = [
+                {"ref": sid[:12], "created_at": created, "last_seen_at": seen,
+                 "revoked_at": revoked}
+                for sid, created, seen, revoked in c.execute(
+                    "SELECT id, created_at, last_seen_at, revoked_at FROM visitor_sessions "
+                    "WHERE customer_id = ? ORDER BY created_at", (customer_id,)).fetchall()
+            ]
+            access = [
+                {"session_ref": sid[:12], "at": at, "kind": kind, "ip": ip,
+                 "user_agent": agent}
+                for sid, at, kind, ip, agent in c.execute(
+                    """SELECT a.session_id, a.at, a.kind, a.ip, a.user_agent
+                       FROM access_events a JOIN visitor_sessions s ON s.id = a.session_id
+                       WHERE s.customer_id = ? ORDER BY a.id""", (customer_id,)).fetchall()
+            ]
+            consents = [_consent(r) for r in c.execute(
+                _CONSENT + " WHERE customer_id = ? ORDER BY id", (customer_id,)).fetchall()]
+            return {
+                "account": {**customer.public(), "id": customer.id,
+                            "created_at": customer.created_at,
+                            "updated_at": customer.updated_at,
+                            "last_active_at": customer.last_active_at,
+                            "legal_hold": customer.legal_hold},
+                "consents": consents,
+                "conversations": conversations,
+                "sessions": sessions,
+                "access_records": access,
+            }
+
+        return await self._read(job)
+
+    def _erase(self, c: sqlite3.Connection, customer_id: str, reason: str, now: str
+               ) -> dict[str, Any]:
+        customer = self._customer(c, customer_id)
+        if customer.legal_hold:
+            raise LegalHold()
+        sessions = [r[0] for r in c.execute(
+            "SELECT id FROM visitor_sessions WHERE customer_id = ?", (customer_id,))]
+        conversations = [r[0] for r in c.execute(
+            "SELECT id FROM conversations WHERE customer_id = ?", (customer_id,))]
+        marks = ",".join("?" * len(conversations))
+        (messages,) = c.execute(
+            f"SELECT COUNT(*) FROM messages WHERE conversation_id IN ({marks})", conversations
+        ).fetchone() if conversations else (0,)
+        versions = sorted({r[0] for r in c.execute(
+            "SELECT policy_version FROM consents WHERE customer_id = ?", (customer_id,))})
+        smarks = ",".join("?" * len(sessions))
+        consents = c.execute(
+            f"DELETE FROM consents WHERE customer_id = ? OR session_id IN ({smarks})",
+            (customer_id, *sessions)).rowcount
+        access = c.execute(
+            f"DELETE FROM access_events WHERE session_id IN ({smarks})", sessions
+        ).rowcount if sessions else 0
+        if conversations:
+            c.execute(f"DELETE FROM messages WHERE conversation_id IN ({marks})", conversations)
+            c.execute(f"DELETE FROM conversations WHERE id IN ({marks})", conversations)
+        c.execute("DELETE FROM visitor_sessions WHERE customer_id = ?", (customer_id,))
+        c.execute("DELETE FROM customers WHERE id = ?", (customer_id,))
+        tombstone = {
+            "id": "er_" + secrets.token_hex(10), "at": now, "reason": reason,
+            "conversations": len(conversations), "messages": messages,
+            "sessions": len(sessions), "consents": consents, "access_events": access,
+            "policy_versions": versions,
+        }
+        c.execute(
+            "INSERT INTO erasures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (tombstone["id"], now, reason, len(conversations), messages, len(sessions),
+             consents, access, json.dumps(versions)),
+        )
+        return {**tombstone, "session_ids": sessions, "conversation_ids": conversations}
+
+    async def erase_customer(self, customer_id: str, *, reason: str) -> dict[str, Any]:
+        now = self._now()
+        result = await self._write(lambda c: self._erase(c, customer_id, reason, now))
+        await self.compact()
+        return result
+
+    async def erase_session(self, session_id: str, *, reason: str) -> dict[str, Any]:
+        now = self._now()
+
+        def job(c: sqlite3.Connection) -> dict[str, Any]:
+            row = c.execute("SELECT customer_id FROM visitor_sessions WHERE id = ?",
+                            (session_id,)).fetchone()
+            if row is None:
+                raise NotFound("That session has ended.")
+            if row[0] is not None:
+                return self._erase(c, row[0], reason, now)
+            versions = sorted({r[0] for r in c.execute(
+                "SELECT policy_version FROM consents WHERE session_id = ?", (session_id,))})
+            consents = c.execute("DELETE FROM consents WHERE session_id = ?",
+                                 (session_id,)).rowcount
+            access = c.execute("DELETE FROM access_events WHERE session_id = ?",
+                               (session_id,)).rowcount
+            c.execute("DELETE FROM visitor_sessions WHERE id = ?", (session_id,))
+            tombstone = {"id": "er_" + secrets.token_hex(10), "at": now, "reason": reason,
+                         "conversations": 0, "messages": 0, "sessions": 1,
+                         "consents": consents, "access_events": access,
+                         "policy_versions": versions}
+            c.execute("INSERT INTO erasures VALUES (?, ?, ?, 0, 0, 1, ?, ?, ?)",
+                      (tombstone["id"], now, reason, consents, access, json.dumps(versions)))
+            return {**tombstone, "session_ids": [session_id], "conversation_ids": []}
+
+        result = await self._write(job)
+        await self.compact()
+        return result
+
+    async def purge(
+        self, *, account_cutoff: str, access_cutoff: str, conversation_cutoff: str,
+        dry_run: bool,
+    ) -> dict[str, Any]:
+        now = self._now()
+
+        def job(c: sqlite3.Connection) -> dict[str, Any]:
+            held = "SELECT id FROM customers WHERE legal_hold = 1"
+            access = c.execute(
+                f"""DELETE FROM access_events WHERE at <= ? AND session_id NOT IN (
+                    SELECT id FROM visitor_sessions WHERE customer_id IN ({held}))""",
+                (access_cutoff,),
+            ).rowcount
+            old = [r[0] for r in c.execute(
+                f"""SELECT id FROM conversations WHERE status = 'closed' AND closed_at <= ?
+                    AND customer_id NOT IN ({held})""", (conversation_cutoff,))]
+            for conversation_id in old:
+                c.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation_id,))
+                c.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+            stale = [r[0] for r in c.execute(
+                """SELECT id FROM customers cu WHERE legal_hold = 0 AND last_active_at <= ?
+                   AND NOT EXISTS (SELECT 1 FROM conversations WHERE customer_id = cu.id
+                                   AND status != 'closed')""", (account_cutoff,))]
+            erased = [self._erase(c, customer_id, "retention", now) for customer_id in stale]
+            result = {
+                "counts": {"accounts": len(erased), "closed_conversations": len(old),
+                           "access_events": access,
+                           "messages": sum(e["messages"] for e in erased)},
+                "session_ids": [s for e in erased for s in e["session_ids"]],
+                "conversation_ids": old + [x for e in erased for x in e["conversation_ids"]],
+            }
+            if dry_run:
+                raise _DryRun(result)
+            return result
+
+        try:
+            result = await self._write(job)
+        except _DryRun as dry:
+            return {**dry.result, "dry_run": True}
+        await self.compact()
+        return {**result, "dry_run": False}
+
+    async def compact(self) -> None:
+        def checkpoint() -> None:
+            conn = self._writer
+            assert conn is not None
+            for _ in range(50):  # readers holding an old snapshot block a full checkpoint
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    return
+                time.sleep(0.02)
+
+        await self._write(lambda c: None)  # flush queued writes first
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer_pool, checkpoint)
+
+    async def set_legal_hold(self, customer_id: str, hold: bool) -> Customer:
+        def job(c: sqlite3.Connection) -> Customer:
+            self._customer(c, customer_id)
+            c.execute("UPDATE customers SET legal_hold = ? WHERE id = ?", (int(hold), customer_id))
+            return self._customer(c, customer_id)
+
+        return await self._write(job)
+
+    async def list_customers(
+        self, *, query: str | None, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        clause, args = "", []
+        if query:
+            like = _like(query)
+            clause = (" WHERE name LIKE ? ESCAPE '\\' OR email LIKE ? ESCAPE '\\' "
+                      "OR company LIKE ? ESCAPE '\\' OR id = ?")
+            args = [like, like, like, query]
+
+        def job(c: sqlite3.Connection) -> tuple[list[dict[str, Any]], int]:
+            rows = c.execute(
+                _CUSTOMER.replace("FROM customers", ", (SELECT COUNT(*) FROM conversations "
+                                  "WHERE customer_id = customers.id) FROM customers")
+                + clause + " ORDER BY last_active_at DESC LIMIT ? OFFSET ?",
+                (*args, limit, offset),
+            ).fetchall()
+            (total,) = c.execute("SELECT COUNT(*) FROM customers" + clause, args).fetchone()
+            items = []
+            for row in rows:
+                customer = _customer(row[:8])
+                items.append({**customer.public(), "id": customer.id,
+                              "created_at": customer.created_at,
+                              "last_active_at": customer.last_active_at,
+                              "legal_hold": customer.legal_hold, "conversations": row[8]})
+            return items, total
 
         return await self._read(job)
 

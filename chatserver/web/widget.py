@@ -9,8 +9,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from .. import consent
-from ..errors import ConsentRequired, NotSignedIn, PolicyOutdated, ValidationFailed
+from .. import consent, privacy
+from ..errors import ConsentRequired, PolicyOutdated, ValidationFailed
 from ..sessions import COOKIES, VISITOR_COOKIE, VISITOR_MAX_AGE, hash_id, new_id
 from .common import (
     app_state,
@@ -79,8 +79,21 @@ async def policy_page(request: Request) -> Response:
                 {"version": p.version, "effective_date": p.effective_date, "summary": p.summary}
                 for p in history
             ],
+            "practice": _practice(request),
         },
     )
+
+
+def _practice(request: Request) -> dict[str, Any]:
+    """What this server actually does, from its settings: shown beside the policy text."""
+    settings = app_state(request).settings
+    return {
+        "retention_days": settings.retention_days,
+        "access_retention_days": settings.access_retention_days,
+        "conversation_retention_days": settings.conversation_retention_days,
+        "contact_email": settings.contact_email,
+        "subprocessors": privacy.subprocessors(settings),
+    }
 
 
 async def api_policy(request: Request) -> Response:
@@ -98,7 +111,7 @@ async def api_consent(request: Request) -> Response:
     body = await read_json(request)
     if not isinstance(body, dict) or not isinstance(body.get("policy_version"), str):
         raise ValidationFailed("Name the policy_version you accept.", field="policy_version")
-    unknown = set(body) - {"policy_version", "policy_sha256", "on_behalf"}
+    unknown = set(body) - {"policy_version", "policy_sha256", "on_behalf", "method"}
     if unknown:
         name = sorted(str(k)[:40] for k in unknown)[0]
         raise ValidationFailed(f"Unknown field {name!r}.", field=name, code="unknown_field")
@@ -111,6 +124,9 @@ async def api_consent(request: Request) -> Response:
     on_behalf = body.get("on_behalf", False)
     if not isinstance(on_behalf, bool):
         raise ValidationFailed("on_behalf must be true or false.", field="on_behalf")
+    method = body.get("method", "widget")
+    if method not in {"widget", "account"}:
+        raise ValidationFailed("method is widget or account.", field="method")
 
     session_hash = visitor_session_hash(request)
     session = await state.store.get_visitor_session(session_hash) if session_hash else None
@@ -130,7 +146,7 @@ async def api_consent(request: Request) -> Response:
         policy_sha256=current.sha256,
         ip=client_ip(request),
         user_agent=user_agent(request),
-        method="widget",
+        method=method,
         on_behalf=on_behalf,
     )
     response = JSONResponse(
@@ -159,28 +175,6 @@ async def api_visitor(request: Request) -> Response:
     return JSONResponse({"customer": customer.public()})
 
 
-async def api_me(request: Request) -> Response:
-    state = app_state(request)
-    session = await current_visitor(request)
-    if session is None:
-        raise NotSignedIn("No chat session: accept the privacy policy to start one.")
-    current = await state.policies.current()
-    customer = await state.store.get_customer(session.customer_id) if session.customer_id else None
-    consent_info: dict[str, Any] | None = None
-    if session.consent_version:
-        consent_info = {
-            "policy_version": session.consent_version,
-            "current": session.consent_version == current.version,
-        }
-    return JSONResponse(
-        {
-            "customer": customer.public() if customer else None,
-            "consent": consent_info,
-            "policy_version": current.version,
-        }
-    )
-
-
 routes = [
     Route("/", index),
     Route("/widget.js", widget_js),
@@ -191,5 +185,4 @@ routes = [
     Route("/cookies", cookies_page),
     Route("/api/consent", api_consent, methods=["POST"]),
     Route("/api/visitor", api_visitor, methods=["POST"]),
-    Route("/api/me", api_me, methods=["GET"]),
 ]

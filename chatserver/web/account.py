@@ -1,0 +1,124 @@
+"""Routes for a customer's own data: view, correct, export, withdraw consent, erase."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .. import consent, privacy
+from ..errors import NotFound, NotSignedIn
+from ..sessions import VISITOR_COOKIE
+from ..storage.base import VisitorSession
+from .common import app_state, check_origin, clear_cookie, current_visitor, page, read_json
+
+log = logging.getLogger("chatserver.web")
+CLOSE_NO_CONSENT = 4403
+
+
+async def _session(request: Request) -> VisitorSession:
+    session = await current_visitor(request)
+    if session is None:
+        raise NotSignedIn("No chat session in this browser.")
+    return session
+
+
+def _customer_id(session: VisitorSession) -> str:
+    if session.customer_id is None:
+        raise NotFound("This session has no account details yet.", code="no_customer")
+    return session.customer_id
+
+
+async def account_page(request: Request) -> Response:
+    settings = app_state(request).settings
+    return page(request, "account.html",
+                {"title": "Your data", "contact_email": settings.contact_email})
+
+
+async def api_me(request: Request) -> Response:
+    state = app_state(request)
+    session = await _session(request)
+    current = await state.policies.current()
+    customer = await state.store.get_customer(session.customer_id) if session.customer_id else None
+    consents = (await state.store.list_consents(customer.id) if customer
+                else await state.store.session_consents(session.id))
+    consent_info: dict[str, Any] | None = None
+    if session.consent_version:
+        consent_info = {
+            "policy_version": session.consent_version,
+            "current": session.consent_version == current.version,
+        }
+    return JSONResponse(
+        {
+            "customer": customer.public() if customer else None,
+            "consent": consent_info,
+            "policy_version": current.version,
+            "consents": [
+                {k: v for k, v in c.items() if k not in {"ip", "user_agent"}} for c in consents
+            ],
+            "legal_hold": customer.legal_hold if customer else False,
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def api_correct(request: Request) -> Response:
+    state = app_state(request)
+    body = await read_json(request)
+    session = await _session(request)
+    fields = consent.validate_customer(body, partial=True)
+    customer = await state.store.update_customer(_customer_id(session), fields)
+    state.hub.queue_changed()  # dashboards show the corrected details at once
+    return JSONResponse({"customer": customer.public()})
+
+
+async def api_export(request: Request) -> Response:
+    state = app_state(request)
+    session = await _session(request)
+    document = await privacy.export_document(state.store, _customer_id(session))
+    return Response(
+        json.dumps(document, ensure_ascii=False, indent=2),
+        media_type="application/json",
+        headers={"Content-Disposition": 'attachment; filename="my-chat-data.json"',
+                 "Cache-Control": "no-store"},
+    )
+
+
+async def api_erase(request: Request) -> Response:
+    state = app_state(request)
+    check_origin(request)
+    session = await _session(request)
+    result = await privacy.erase(
+        state.store, state.hub, session.customer_id, session_id=session.id,
+        reason="request", actor="customer", ip=None,
+    )
+    response = JSONResponse({"erased": True, "erasure_id": result["id"]})
+    clear_cookie(response, request, VISITOR_COOKIE, "lax")
+    return response
+
+
+async def api_withdraw(request: Request) -> Response:
+    """Withdrawing is one request, as easy as consenting; chat stops until consent is given."""
+    state = app_state(request)
+    await read_json(request)
+    session = await _session(request)
+    withdrawn = await state.store.withdraw_consents(session.id)
+    await state.hub.end_session(session.id, CLOSE_NO_CONSENT)
+    log.info("consent withdrawn session=%s", session.id[:12])
+    return JSONResponse({"withdrawn": withdrawn})
+
+
+routes = [
+    Route("/account", account_page),
+    Route("/api/me", api_me, methods=["GET"]),
+    Route("/api/me", api_correct, methods=["PATCH"]),
+    Route("/api/me", api_erase, methods=["DELETE"]),
+    Route("/api/me/export", api_export, methods=["GET"]),
+    Route("/api/consent/withdraw", api_withdraw, methods=["POST"]),
+]
+
+
