@@ -31,7 +31,7 @@ from .settings import Settings
 from .sockets import agent_socket, visitor_socket
 from .storage import Clock, open_store, utc_now
 from .storage.base import iso
-from .web import account, admin, agent, widget
+from .web import account, admin, admin_privacy, admin_staff, agent, widget
 from .web.common import MAX_BODY_BYTES, AppState, app_state, asset_dir, error_response
 
 log = logging.getLogger("chatserver")
@@ -205,6 +205,8 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         *account.routes,
         *agent.routes,
         *admin.routes,
+        *admin_privacy.routes,
+        *admin_staff.routes,
         Route("/healthz", healthz),
         WebSocketRoute("/ws/visitor", visitor_socket),
         WebSocketRoute("/ws/agent", agent_socket),

@@ -81,7 +81,7 @@ def _read_password(from_stdin: bool) -> str:
 
 def cmd_user_add(args: argparse.Namespace) -> int:
     password = _read_password(args.password_stdin)
-    reason = passwords.check_policy(password)
+    reason = passwords.check_policy(password, args.name.strip())
     if reason:
         print(reason, file=sys.stderr)
         return 2
@@ -147,6 +147,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             print("no customer has that email", file=sys.stderr)
             return 1
         documents = [await privacy.export_document(store, c.id) for c in customers]
+        for customer in customers:
+            await audit.record(store, actor="cli", action="customer.export",
+                               target=f"customer:{customer.id}")
         # One customer: the same document as GET /api/me/export; several: a list of them.
         out = documents[0] if len(documents) == 1 else documents
         print(json.dumps(out, ensure_ascii=False, indent=2))

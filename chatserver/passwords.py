@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import gzip
+from importlib import resources
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
@@ -13,13 +17,35 @@ MIN_LENGTH = 12
 MAX_LENGTH = 128
 
 
-def check_policy(password: str) -> str | None:
-    """A reason the password is refused, or None when it is acceptable."""
+@functools.cache
+def common_passwords() -> frozenset[str]:
+    """About 20,000 of the most common passwords (the list Django ships, BSD licence)."""
+    data = (resources.files("chatserver") / "bundled" / "common-passwords.txt.gz").read_bytes()
+    return frozenset(gzip.decompress(data).decode().split())
+
+
+def check_policy(password: str, name: str | None = None) -> str | None:
+    """A reason the password is refused, or None when it is acceptable.
+
+    Length and commonness only: no composition rules (NIST SP 800-63B)."""
     if len(password) < MIN_LENGTH:
         return f"Passwords need at least {MIN_LENGTH} characters."
     if len(password) > MAX_LENGTH:
         return f"Passwords may have at most {MAX_LENGTH} characters."
+    lowered = password.lower()
+    if lowered in common_passwords() or len(set(lowered)) < 4:
+        return "That password is too common; choose another."
+    if name and name.lower() in lowered:
+        return "The password must not contain the account name."
     return None
+
+
+def login_delay(failed: int) -> float:
+    """Seconds to wait after the last failure before the next attempt counts: none for the
+    first five, then doubling from one second up to fifteen minutes."""
+    if failed < 5:
+        return 0.0
+    return float(min(2 ** (failed - 5), 900))
 
 
 def hash_password(password: str) -> str:

@@ -6,6 +6,7 @@ import csv
 import html
 import io
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from .storage.base import ConversationSummary, Message
@@ -22,6 +23,20 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 def neutralise(cell: str) -> str:
     return "'" + cell if cell.startswith(_FORMULA_START) else cell
+
+
+CSV_HEADER = ["conversation_id", "seq", "sent_at", "sender", "author", "body"]
+
+
+def csv_cells(m: Message) -> list[str]:
+    return [neutralise(str(v)) for v in (m.conversation_id, m.seq, m.sent_at, m.sender,
+                                         m.author, m.body)]
+
+
+def csv_rows(rows: Iterable[list[str]]) -> str:
+    out = io.StringIO()
+    csv.writer(out).writerows(rows)
+    return out.getvalue()
 
 
 def header(summary: ConversationSummary) -> dict[str, Any]:
@@ -45,13 +60,7 @@ def render(fmt: str, summary: ConversationSummary, messages: list[Message]) -> s
             ensure_ascii=False, indent=2,
         )
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(["conversation_id", "seq", "sent_at", "sender", "author", "body"])
-        for m in messages:
-            writer.writerow([neutralise(str(v)) for v in (
-                m.conversation_id, m.seq, m.sent_at, m.sender, m.author, m.body)])
-        return out.getvalue()
+        return csv_rows([CSV_HEADER, *(csv_cells(m) for m in messages)])
     if fmt == "html":
         return _html(summary, messages)
     return _txt(summary, messages)

@@ -62,6 +62,8 @@ class Staff:
     state: str
     created_at: str
     password_hash: str = ""
+    failed_logins: int = 0
+    last_failed_at: str | None = None
 
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "role": self.role, "state": self.state}
@@ -125,6 +127,18 @@ class ConversationSummary:
 
 
 AuditHasher = Callable[[str, dict[str, Any]], str]
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationSearch:
+    """Filters for the admin's conversation list; every one is optional and they combine."""
+
+    status: str | None = None
+    query: str | None = None  # customer name, email, company or id, or words in messages
+    email: str | None = None  # the customer's exact email
+    agent_id: int | None = None
+    created_from: str | None = None  # ISO times, inclusive
+    created_before: str | None = None  # exclusive
 
 
 class Store(Protocol):
@@ -208,10 +222,15 @@ class Store(Protocol):
         """Queued and active conversations, oldest first, for the agents' queue."""
 
     async def search_conversations(
-        self, *, status: str | None = None, query: str | None = None, limit: int = 50,
-        offset: int = 0,
+        self, search: ConversationSearch, *, limit: int = 50, offset: int = 0,
     ) -> tuple[list[ConversationSummary], int]:
         """A page of conversations, newest first, and the total that match."""
+
+    async def messages_between(
+        self, created_from: str | None, created_before: str | None, after_id: int, limit: int
+    ) -> tuple[list[Message], int]:
+        """Messages sent in the range, in storage order after `after_id` (keyset paging for
+        streamed exports), and the id to continue after."""
 
     async def conversation_summary(self, conversation_id: str) -> ConversationSummary | None: ...
 
@@ -262,7 +281,21 @@ class Store(Protocol):
     async def list_staff(self) -> list[Staff]: ...
     async def count_admins(self) -> int: ...
     async def set_password(self, staff_id: int, password_hash: str) -> None: ...
-    async def create_staff_session(self, session_id: str, staff_id: int, expires_at: str) -> None: ...
+    async def update_staff(
+        self, staff_id: int, *, role: str | None = None, state: str | None = None
+    ) -> Staff:
+        """Change role or state; Conflict `last_admin` when no active admin would remain."""
+
+    async def revoke_staff_sessions(self, staff_id: int) -> list[str]:
+        """End every session of this staff member; the ids of those that were open."""
+
+    async def note_login(self, staff_id: int, ok: bool) -> None:
+        """Count a failed sign-in (for the growing delay), or reset the count on success."""
+
+    async def customer_access(self, customer_id: str) -> list[dict[str, Any]]: ...
+    async def create_staff_session(
+        self, session_id: str, staff_id: int, expires_at: str
+    ) -> None: ...
     async def get_staff_session(self, session_id: str) -> Staff | None:
         """The signed-in staff member unless the session is unknown, revoked or expired."""
 
@@ -291,6 +324,12 @@ class Store(Protocol):
     ) -> dict[str, Any]:
         """Append after the last entry; hasher(prev_hash, entry) gives the new entry's hash."""
 
-    async def list_audit(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]: ...
+    async def list_audit(
+        self, limit: int = 100, offset: int = 0, *, actor: str | None = None,
+        action: str | None = None, target: str | None = None, since: str | None = None,
+        before: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Entries newest first, filtered by any of actor, action (or its prefix), target and
+        a time range."""
     async def all_audit(self) -> list[dict[str, Any]]:
         """Every entry, oldest first, for verification."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import sqlite3
 import threading
@@ -29,6 +30,7 @@ from .base import (
     AuditHasher,
     Clock,
     Conversation,
+    ConversationSearch,
     ConversationSummary,
     Customer,
     Message,
@@ -106,6 +108,24 @@ def _consent(row: tuple[Any, ...]) -> dict[str, Any]:
     return data
 
 
+def _fts_query(text: str) -> str | None:
+    """User words to an FTS5 query: "a quoted phrase" as a phrase, else every word (AND).
+
+    Each word is quoted, so FTS5 operators typed by a user are taken as plain words."""
+    stripped = text.strip()
+    if len(stripped) > 2 and stripped[0] == stripped[-1] == '"':
+        words = re.findall(r"\w+", stripped[1:-1])
+        return '"' + " ".join(words) + '"' if words else None
+    words = re.findall(r"\w+", stripped)
+    return " ".join(f'"{w}"*' for w in words) if words else None  # prefixes: "print" finds "printer"
+
+
+def _merge_search_index(c: sqlite3.Connection) -> None:
+    """Merge the full-text index into one segment: FTS5 records deletions as markers in new
+    segments, so without a merge the erased words would stay readable in the old ones."""
+    c.execute("INSERT INTO messages_fts (messages_fts) VALUES ('optimize')")
+
+
 class _DryRun(Exception):
     """Raised to roll a job back while handing out what it would have done."""
 
@@ -117,8 +137,23 @@ class _DryRun(Exception):
 def _staff(row: tuple[Any, ...]) -> Staff:
     return Staff(
         id=row[0], name=row[1], role=row[2], state=row[3], created_at=row[4],
-        password_hash=row[5],
+        password_hash=row[5], failed_logins=row[6], last_failed_at=row[7],
     )
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements; triggers hold semicolons of their own."""
+    statements, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        if not buffer and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        raise ValueError("a migration ends in the middle of a statement")
+    return statements
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -165,9 +200,8 @@ class SQLiteStore:
                 continue
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for statement in sql.split(";\n"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in _statements(sql):
+                    conn.execute(statement)
                 conn.execute(
                     "INSERT INTO schema_migrations VALUES (?, ?)", (version, iso(self.clock()))
                 )
@@ -539,7 +573,8 @@ class SQLiteStore:
             if status == "closed" and sender != "system":
                 raise ConversationClosed()
             c.execute(
-                "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (conversation_id, seq, sender, sender_id, body, "
+                "client_msg_id, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (conversation_id, seq, sender, sender_id, body, client_msg_id, now),
             )
             if sender == "visitor":
@@ -608,22 +643,38 @@ class SQLiteStore:
         return self._summary(row) if row else None
 
     async def search_conversations(
-        self, *, status: str | None = None, query: str | None = None, limit: int = 50,
-        offset: int = 0,
+        self, search: ConversationSearch, *, limit: int = 50, offset: int = 0,
     ) -> tuple[list[ConversationSummary], int]:
         where: list[str] = []
         args: list[Any] = []
-        if status:
+        if search.status:
             where.append("c.status = ?")
-            args.append(status)
-        if query:
-            like = _like(query)
+            args.append(search.status)
+        if search.email:
+            where.append("lower(cu.email) = lower(?)")
+            args.append(search.email)
+        if search.agent_id is not None:
+            where.append("c.agent_id = ?")
+            args.append(search.agent_id)
+        if search.created_from:
+            where.append("c.created_at >= ?")
+            args.append(search.created_from)
+        if search.created_before:
+            where.append("c.created_at < ?")
+            args.append(search.created_before)
+        if search.query:
+            like = _like(search.query)
+            match = _fts_query(search.query)
+            words = (
+                " OR c.id IN (SELECT m.conversation_id FROM messages_fts "
+                "JOIN messages m ON m.id = messages_fts.rowid WHERE messages_fts MATCH ?)"
+                if match else ""
+            )
             where.append(
                 "(cu.name LIKE ? ESCAPE '\\' OR cu.email LIKE ? ESCAPE '\\' OR "
-                "cu.company LIKE ? ESCAPE '\\' OR c.id = ? OR EXISTS (SELECT 1 FROM messages "
-                "WHERE conversation_id = c.id AND body LIKE ? ESCAPE '\\'))"
+                f"cu.company LIKE ? ESCAPE '\\' OR c.id = ?{words})"
             )
-            args += [like, like, like, query, like]
+            args += [like, like, like, search.query, *([match] if match else [])]
         clause = (" WHERE " + " AND ".join(where)) if where else ""
 
         def job(c: sqlite3.Connection) -> tuple[list[ConversationSummary], int]:
@@ -640,6 +691,26 @@ class SQLiteStore:
 
         return await self._read(job)
 
+    async def messages_between(
+        self, created_from: str | None, created_before: str | None, after_id: int, limit: int
+    ) -> tuple[list[Message], int]:
+        where: list[str] = ["m.id > ?"]
+        args: list[Any] = [after_id]
+        if created_from:
+            where.append("m.sent_at >= ?")
+            args.append(created_from)
+        if created_before:
+            where.append("m.sent_at < ?")
+            args.append(created_before)
+        rows = await self._read(
+            lambda c: c.execute(
+                _MESSAGE_SELECT.replace("SELECT m.conversation_id", "SELECT m.id, m.conversation_id")
+                + " WHERE " + " AND ".join(where) + " ORDER BY m.id LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+        )
+        last = rows[-1][0] if rows else after_id
+        return [_message(r[1:]) for r in rows], last
 
     # -- privacy rights ---------------------------------------------------------------------
 
@@ -774,6 +845,7 @@ class SQLiteStore:
         if conversations:
             c.execute(f"DELETE FROM messages WHERE conversation_id IN ({marks})", conversations)
             c.execute(f"DELETE FROM conversations WHERE id IN ({marks})", conversations)
+            _merge_search_index(c)
         c.execute("DELETE FROM visitor_sessions WHERE customer_id = ?", (customer_id,))
         c.execute("DELETE FROM customers WHERE id = ?", (customer_id,))
         tombstone = {
@@ -843,6 +915,8 @@ class SQLiteStore:
             for conversation_id in old:
                 c.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation_id,))
                 c.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+            if old:
+                _merge_search_index(c)
             stale = [r[0] for r in c.execute(
                 """SELECT id FROM customers cu WHERE legal_hold = 0 AND last_active_at <= ?
                    AND NOT EXISTS (SELECT 1 FROM conversations WHERE customer_id = cu.id
@@ -919,7 +993,10 @@ class SQLiteStore:
 
     # -- staff ------------------------------------------------------------------------------
 
-    _STAFF = "SELECT id, name, role, state, created_at, password_hash FROM staff"
+    _STAFF = (
+        "SELECT id, name, role, state, created_at, password_hash, failed_logins, last_failed_at "
+        "FROM staff"
+    )
 
     async def add_staff(self, name: str, role: str, password_hash: str) -> Staff:
         now = self._now()
@@ -967,6 +1044,61 @@ class SQLiteStore:
             )
         )
 
+    async def update_staff(
+        self, staff_id: int, *, role: str | None = None, state: str | None = None
+    ) -> Staff:
+        def job(c: sqlite3.Connection) -> Staff:
+            found = c.execute(self._STAFF + " WHERE id = ?", (staff_id,)).fetchone()
+            if found is None:
+                raise NotFound("No such staff member.")
+            if role is not None:
+                c.execute("UPDATE staff SET role = ? WHERE id = ?", (role, staff_id))
+            if state is not None:
+                c.execute("UPDATE staff SET state = ? WHERE id = ?", (state, staff_id))
+            (admins,) = c.execute(
+                "SELECT COUNT(*) FROM staff WHERE role = 'admin' AND state = 'active'"
+            ).fetchone()
+            if admins == 0:  # rolled back: the job's savepoint undoes the update
+                raise Conflict("That would leave no active admin.", code="last_admin")
+            return _staff(c.execute(self._STAFF + " WHERE id = ?", (staff_id,)).fetchone())
+
+        return await self._write(job)
+
+    async def revoke_staff_sessions(self, staff_id: int) -> list[str]:
+        now = self._now()
+
+        def job(c: sqlite3.Connection) -> list[str]:
+            ids = [r[0] for r in c.execute(
+                "SELECT id FROM staff_sessions WHERE staff_id = ? AND revoked_at IS NULL",
+                (staff_id,))]
+            c.execute("UPDATE staff_sessions SET revoked_at = ? WHERE staff_id = ? "
+                      "AND revoked_at IS NULL", (now, staff_id))
+            return ids
+
+        return await self._write(job)
+
+    async def note_login(self, staff_id: int, ok: bool) -> None:
+        now = self._now()
+        if ok:
+            await self._write(lambda c: c.execute(
+                "UPDATE staff SET failed_logins = 0, last_failed_at = NULL WHERE id = ?",
+                (staff_id,)))
+        else:
+            await self._write(lambda c: c.execute(
+                "UPDATE staff SET failed_logins = failed_logins + 1, last_failed_at = ? "
+                "WHERE id = ?", (now, staff_id)))
+
+    async def customer_access(self, customer_id: str) -> list[dict[str, Any]]:
+        rows = await self._read(
+            lambda c: c.execute(
+                """SELECT a.at, a.kind, a.ip, a.user_agent FROM access_events a
+                   JOIN visitor_sessions s ON s.id = a.session_id
+                   WHERE s.customer_id = ? ORDER BY a.id DESC LIMIT 500""",
+                (customer_id,),
+            ).fetchall()
+        )
+        return [dict(zip(("at", "kind", "ip", "user_agent"), r, strict=True)) for r in rows]
+
     async def create_staff_session(self, session_id: str, staff_id: int, expires_at: str) -> None:
         now = self._now()
         await self._write(
@@ -981,7 +1113,8 @@ class SQLiteStore:
         now = self._now()
         row = await self._read(
             lambda c: c.execute(
-                """SELECT st.id, st.name, st.role, st.state, st.created_at, st.password_hash
+                """SELECT st.id, st.name, st.role, st.state, st.created_at, st.password_hash,
+                          st.failed_logins, st.last_failed_at
                    FROM staff_sessions ss JOIN staff st ON st.id = ss.staff_id
                    WHERE ss.id = ? AND ss.revoked_at IS NULL AND ss.expires_at > ?
                    AND st.state = 'active'""",
@@ -1107,10 +1240,26 @@ class SQLiteStore:
 
         return await self._write(job)
 
-    async def list_audit(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    async def list_audit(
+        self, limit: int = 100, offset: int = 0, *, actor: str | None = None,
+        action: str | None = None, target: str | None = None, since: str | None = None,
+        before: str | None = None,
+    ) -> list[dict[str, Any]]:
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value, op in (("actor", actor, "="), ("target", target, "="),
+                                  ("at", since, ">="), ("at", before, "<")):
+            if value:
+                where.append(f"{column} {op} ?")
+                args.append(value)
+        if action:  # "transcript" matches transcript.view and transcript.download
+            where.append("(action = ? OR action LIKE ? ESCAPE '\\')")
+            args += [action, _like(action + ".")[1:]]
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
         rows = await self._read(
             lambda c: c.execute(
-                "SELECT * FROM audit_log ORDER BY id DESC LIMIT ? OFFSET ?", (limit, offset)
+                "SELECT * FROM audit_log" + clause + " ORDER BY id DESC LIMIT ? OFFSET ?",
+                (*args, limit, offset),
             ).fetchall()
         )
         return [self._audit_row(r) for r in rows]

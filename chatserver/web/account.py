@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .. import consent, privacy
+from .. import audit, consent, privacy
 from ..errors import NotFound, NotSignedIn
 from ..sessions import VISITOR_COOKIE
 from ..storage.base import VisitorSession
@@ -79,7 +79,10 @@ async def api_correct(request: Request) -> Response:
 async def api_export(request: Request) -> Response:
     state = app_state(request)
     session = await _session(request)
-    document = await privacy.export_document(state.store, _customer_id(session))
+    customer_id = _customer_id(session)
+    document = await privacy.export_document(state.store, customer_id)
+    await audit.record(state.store, actor="customer", action="customer.export",
+                       target=f"customer:{customer_id}")
     return Response(
         json.dumps(document, ensure_ascii=False, indent=2),
         media_type="application/json",

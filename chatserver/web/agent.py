@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -37,21 +37,43 @@ class InvalidCredentials(ChatError):
     message = "That name and password do not match an active account."
 
 
+def _throttled(staff: Staff, now: datetime) -> bool:
+    """After repeated failures an account answers only after a growing delay."""
+    wait = passwords.login_delay(staff.failed_logins)
+    if not wait or staff.last_failed_at is None:
+        return False
+    last = datetime.fromisoformat(staff.last_failed_at.replace("Z", "+00:00"))
+    return now < last + timedelta(seconds=wait)
+
+
 async def sign_in(request: Request, username: str, password: str) -> tuple[Staff, str]:
-    """Check a password, record the attempt, and open a new session (a fresh id every time)."""
+    """Check a password, record the attempt, and open a new session (a fresh id every time).
+
+    Unknown names, wrong passwords, disabled and throttled accounts all get the same answer
+    after the same work (one argon2 verification), so none can be told from another."""
     state = app_state(request)
     ip, agent = client_ip(request), user_agent(request)
     staff = await state.store.get_staff_by_name(username) if 0 < len(username) <= 100 else None
     ok = passwords.verify(staff.password_hash if staff else None, password)
-    if staff is None or not ok or staff.state != "active":
-        outcome = "unknown_user" if staff is None else "bad_password" if not ok else "disabled"
+    throttled = staff is not None and _throttled(staff, state.store.clock())
+    if staff is None or not ok or staff.state != "active" or throttled:
+        outcome = ("unknown_user" if staff is None else "throttled" if throttled
+                   else "bad_password" if not ok else "disabled")
         await state.store.record_login(staff.id if staff else None, ip, agent, outcome)
+        if staff is not None and outcome in {"bad_password", "throttled"}:
+            await state.store.note_login(staff.id, ok=False)
+        await audit.record(state.store, actor=f"staff:{staff.id}" if staff else "anonymous",
+                           action="staff.login_failed", ip=ip,
+                           target=f"staff:{staff.id}" if staff else None,
+                           detail={"outcome": outcome})
         log.info("staff sign-in refused outcome=%s", outcome)
         raise InvalidCredentials()
     raw = new_id()
     expires = state.store.clock() + timedelta(hours=state.settings.staff_session_hours)
     await state.store.create_staff_session(hash_id(raw), staff.id, iso(expires))
     await state.store.record_login(staff.id, ip, agent, "success")
+    if staff.failed_logins:
+        await state.store.note_login(staff.id, ok=True)
     await audit.record(state.store, actor=f"staff:{staff.id}", action="staff.login", ip=ip,
                        target=f"staff:{staff.id}")
     log.info("staff signed in staff=%s", staff.id)
@@ -216,7 +238,7 @@ async def setup_submit(request: Request) -> Response:
         return again("The form expired. Please try again.", 403)
     if not 1 <= len(name) <= 100 or any(ch.isspace() for ch in name):
         return again("Choose a name of 1-100 characters without spaces.", 422)
-    reason = passwords.check_policy(password)
+    reason = passwords.check_policy(password, name)
     if reason:
         return again(reason, 422)
     if password != str(form.get("password2") or ""):

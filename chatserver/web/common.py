@@ -22,6 +22,7 @@ from ..errors import (
     NotSignedIn,
     TooLarge,
     UnsupportedMediaType,
+    ValidationFailed,
 )
 from ..hub import Hub
 from ..sessions import STAFF_COOKIE, VISITOR_COOKIE, Signer, hash_id
@@ -151,6 +152,20 @@ def clear_cookie(response: Response, conn: HTTPConnection, name: str, samesite: 
         name, path="/", httponly=True, samesite=samesite,  # type: ignore[arg-type]
         secure=secure_cookie(conn),
     )
+
+
+def query_int(conn: HTTPConnection, name: str, default: int, high: int) -> int:
+    """A whole-number query parameter between 0 and `high`, or a 422 naming it."""
+    raw = conn.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationFailed(f"{name} must be a whole number.", field=name) from None
+    if not 0 <= value <= high:
+        raise ValidationFailed(f"{name} must be between 0 and {high}.", field=name)
+    return value
 
 
 # -- identity ---------------------------------------------------------------------------------

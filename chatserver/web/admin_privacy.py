@@ -1,0 +1,105 @@
+"""Admin routes for privacy: policy versions, customers, legal holds, erasure, retention."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .. import audit, privacy
+from ..errors import ValidationFailed
+from .common import app_state, check_origin, client_ip, query_int, read_json, require_staff
+
+PAGE_LIMIT = 200
+
+
+
+async def list_policies(request: Request) -> Response:
+    await require_staff(request, "admin")
+    policies = await app_state(request).store.list_policies()
+    return JSONResponse({"policies": [
+        {"version": p.version, "effective_date": p.effective_date, "summary": p.summary,
+         "sha256": p.sha256, "published_at": p.published_at} for p in policies]})
+
+
+async def publish_policy(request: Request) -> Response:
+    staff = await require_staff(request, "admin")
+    state = app_state(request)
+    body = await read_json(request)
+    if not isinstance(body, dict) or not all(
+        isinstance(body.get(k), str) for k in ("version", "effective_date", "summary", "text")
+    ):
+        raise ValidationFailed("Send version, effective_date, summary and text as text.")
+    policy = await state.policies.publish(
+        body["text"], version=body["version"].strip(), summary=body["summary"],
+        effective_date=body["effective_date"].strip(),
+    )
+    await audit.record(state.store, actor=f"staff:{staff.id}", action="policy.publish",
+                       ip=client_ip(request), target=f"policy:{policy.version}",
+                       detail={"sha256": policy.sha256})
+    await state.hub.policy_published(policy.version)
+    return JSONResponse({"policy": {"version": policy.version,
+                                    "effective_date": policy.effective_date,
+                                    "summary": policy.summary, "sha256": policy.sha256,
+                                    "published_at": policy.published_at}})
+
+
+async def list_customers(request: Request) -> Response:
+    await require_staff(request, "admin")
+    query = (request.query_params.get("q") or "").strip()[:200] or None
+    items, total = await app_state(request).store.list_customers(
+        query=query, limit=query_int(request, "limit", 50, PAGE_LIMIT),
+        offset=query_int(request, "offset", 0, 10**9),
+    )
+    return JSONResponse({"customers": items, "total": total},
+                        headers={"Cache-Control": "no-store"})
+
+
+async def legal_hold(request: Request) -> Response:
+    staff = await require_staff(request, "admin")
+    state = app_state(request)
+    body = await read_json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("hold"), bool):
+        raise ValidationFailed("Send {\"hold\": true} or {\"hold\": false}.", field="hold")
+    customer_id = request.path_params["customer_id"]
+    customer = await state.store.set_legal_hold(customer_id, body["hold"])
+    await audit.record(state.store, actor=f"staff:{staff.id}",
+                       action="customer.legal_hold" if body["hold"] else "customer.legal_release",
+                       ip=client_ip(request), target=f"customer:{customer_id}")
+    items, _ = await state.store.list_customers(query=customer_id, limit=1, offset=0)
+    return JSONResponse({"customer": items[0] if items else customer.public()})
+
+
+async def erase_customer(request: Request) -> Response:
+    staff = await require_staff(request, "admin")
+    check_origin(request)
+    state = app_state(request)
+    result = await privacy.erase(state.store, state.hub, request.path_params["customer_id"],
+                                 reason="admin", actor=f"staff:{staff.id}",
+                                 ip=client_ip(request))
+    counts = {k: result[k] for k in ("conversations", "messages", "sessions", "consents",
+                                     "access_events")}
+    return JSONResponse({"erased": True, "erasure_id": result["id"], "counts": counts})
+
+
+async def run_purge(request: Request) -> Response:
+    staff = await require_staff(request, "admin")
+    state = app_state(request)
+    body = await read_json(request)
+    dry_run = body.get("dry_run", True) if isinstance(body, dict) else None
+    if not isinstance(dry_run, bool):
+        raise ValidationFailed("dry_run must be true or false.", field="dry_run")
+    result = await privacy.purge(state.store, state.hub, state.settings, dry_run=dry_run,
+                                 actor=f"staff:{staff.id}", ip=client_ip(request))
+    return JSONResponse(result)
+
+
+
+routes = [
+    Route("/api/admin/policies", list_policies, methods=["GET"]),
+    Route("/api/admin/policies", publish_policy, methods=["POST"]),
+    Route("/api/admin/customers", list_customers),
+    Route("/api/admin/customers/{customer_id}/legal-hold", legal_hold, methods=["POST"]),
+    Route("/api/admin/customers/{customer_id}", erase_customer, methods=["DELETE"]),
+    Route("/api/admin/purge", run_purge, methods=["POST"]),
+]

@@ -1,0 +1,187 @@
+"""Admin routes for people: staff accounts, their sign-in history, customers' access records,
+and the audit log with filters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .. import audit, passwords
+from ..errors import NotFound, ValidationFailed
+from ..storage.base import Staff
+from .common import app_state, client_ip, query_int, read_json, require_staff
+
+CLOSE_SESSION_ENDED = 4401
+ROLES = {"agent", "admin"}
+STATES = {"active", "disabled"}
+
+
+def _item(staff: Staff, last_login: str | None = None) -> dict[str, Any]:
+    return {**staff.public(), "created_at": staff.created_at, "last_login": last_login}
+
+
+def _staff_id(request: Request) -> int:
+    raw = request.path_params["staff_id"]
+    if not raw.isdigit():
+        raise NotFound("No such staff member.")
+    return int(raw)
+
+
+async def _end_sessions(request: Request, staff_id: int) -> int:
+    """Revoke every session of a staff member and close their open sockets."""
+    state = app_state(request)
+    ended = await state.store.revoke_staff_sessions(staff_id)
+    for session_id in ended:
+        await state.hub.end_session(session_id, CLOSE_SESSION_ENDED)
+    return len(ended)
+
+
+async def list_staff(request: Request) -> Response:
+    await require_staff(request, "admin")
+    store = app_state(request).store
+    items = []
+    for staff in await store.list_staff():
+        logins = await store.login_events(staff.id, limit=20)
+        last = next((e["at"] for e in logins if e["outcome"] == "success"), None)
+        items.append(_item(staff, last))
+    return JSONResponse({"staff": items}, headers={"Cache-Control": "no-store"})
+
+
+def _password(body: dict[str, Any], name: str) -> str:
+    password = body.get("password")
+    if not isinstance(password, str):
+        raise ValidationFailed("Give a password.", field="password")
+    reason = passwords.check_policy(password, name)
+    if reason:
+        raise ValidationFailed(reason, field="password", code="weak_password")
+    return password
+
+
+async def add_staff(request: Request) -> Response:
+    actor = await require_staff(request, "admin")
+    state = app_state(request)
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise ValidationFailed("Send name, role and password.")
+    name = body.get("name")
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 100 or any(
+        ch.isspace() for ch in name.strip()
+    ):
+        raise ValidationFailed("A name is 1-100 characters without spaces.", field="name")
+    if body.get("role") not in ROLES:
+        raise ValidationFailed("role is agent or admin.", field="role")
+    password = _password(body, name.strip())
+    staff = await state.store.add_staff(name.strip(), body["role"],
+                                        passwords.hash_password(password))
+    await audit.record(state.store, actor=f"staff:{actor.id}", action="staff.create",
+                       ip=client_ip(request), target=f"staff:{staff.id}",
+                       detail={"role": staff.role})
+    return JSONResponse({"staff": _item(staff)})
+
+
+async def change_staff(request: Request) -> Response:
+    """Change a role, or disable or enable an account; disabling ends its sessions at once."""
+    actor = await require_staff(request, "admin")
+    state = app_state(request)
+    body = await read_json(request)
+    if not isinstance(body, dict) or not body or set(body) - {"role", "state"}:
+        raise ValidationFailed("Send role and/or state.")
+    role, new_state = body.get("role"), body.get("state")
+    if role is not None and role not in ROLES:
+        raise ValidationFailed("role is agent or admin.", field="role")
+    if new_state is not None and new_state not in STATES:
+        raise ValidationFailed("state is active or disabled.", field="state")
+    staff_id = _staff_id(request)
+    staff = await state.store.update_staff(staff_id, role=role, state=new_state)
+    if new_state == "disabled" or role is not None:
+        # A new role takes effect on the next sign-in; nobody keeps powers they lost.
+        await _end_sessions(request, staff_id)
+    await audit.record(state.store, actor=f"staff:{actor.id}", action="staff.update",
+                       ip=client_ip(request), target=f"staff:{staff_id}",
+                       detail={k: v for k, v in body.items() if v is not None})
+    return JSONResponse({"staff": _item(staff)})
+
+
+async def reset_password(request: Request) -> Response:
+    actor = await require_staff(request, "admin")
+    state = app_state(request)
+    body = await read_json(request)
+    staff = await state.store.get_staff(_staff_id(request))
+    if staff is None:
+        raise NotFound("No such staff member.")
+    password = _password(body if isinstance(body, dict) else {}, staff.name)
+    await state.store.set_password(staff.id, passwords.hash_password(password))
+    await state.store.note_login(staff.id, ok=True)
+    ended = await _end_sessions(request, staff.id)
+    await audit.record(state.store, actor=f"staff:{actor.id}", action="staff.password_reset",
+                       ip=client_ip(request), target=f"staff:{staff.id}")
+    return JSONResponse({"ok": True, "sessions_ended": ended})
+
+
+async def force_logout(request: Request) -> Response:
+    actor = await require_staff(request, "admin")
+    state = app_state(request)
+    staff_id = _staff_id(request)
+    if await state.store.get_staff(staff_id) is None:
+        raise NotFound("No such staff member.")
+    ended = await _end_sessions(request, staff_id)
+    await audit.record(state.store, actor=f"staff:{actor.id}", action="staff.force_logout",
+                       ip=client_ip(request), target=f"staff:{staff_id}",
+                       detail={"sessions": ended})
+    return JSONResponse({"sessions_ended": ended})
+
+
+async def login_history(request: Request) -> Response:
+    await require_staff(request, "admin")
+    staff_id = _staff_id(request)
+    events = await app_state(request).store.login_events(
+        staff_id, limit=query_int(request, "limit", 100, 1000))
+    return JSONResponse({"logins": events}, headers={"Cache-Control": "no-store"})
+
+
+async def customer_access(request: Request) -> Response:
+    staff = await require_staff(request, "admin")
+    state = app_state(request)
+    customer_id = request.path_params["customer_id"]
+    if await state.store.get_customer(customer_id) is None:
+        raise NotFound("No such customer.")
+    records = await state.store.customer_access(customer_id)
+    await audit.record(state.store, actor=f"staff:{staff.id}", action="customer.access_view",
+                       ip=client_ip(request), target=f"customer:{customer_id}")
+    return JSONResponse({"access": records}, headers={"Cache-Control": "no-store"})
+
+
+async def audit_log(request: Request) -> Response:
+    await require_staff(request, "admin")
+    params = request.query_params
+    entries = await app_state(request).store.list_audit(
+        query_int(request, "limit", 100, 1000), query_int(request, "offset", 0, 10**9),
+        actor=params.get("actor") or None, action=params.get("action") or None,
+        target=params.get("target") or None, since=params.get("since") or None,
+        before=params.get("before") or None,
+    )
+    return JSONResponse({"entries": entries}, headers={"Cache-Control": "no-store"})
+
+
+async def audit_verify(request: Request) -> Response:
+    await require_staff(request, "admin")
+    broken = audit.verify(await app_state(request).store.all_audit())
+    return JSONResponse({"intact": broken is None,
+                         "first_broken_id": broken["id"] if broken else None})
+
+
+routes = [
+    Route("/api/admin/staff", list_staff, methods=["GET"]),
+    Route("/api/admin/staff", add_staff, methods=["POST"]),
+    Route("/api/admin/staff/{staff_id}", change_staff, methods=["PATCH"]),
+    Route("/api/admin/staff/{staff_id}/password", reset_password, methods=["POST"]),
+    Route("/api/admin/staff/{staff_id}/logout", force_logout, methods=["POST"]),
+    Route("/api/admin/staff/{staff_id}/logins", login_history),
+    Route("/api/admin/customers/{customer_id}/access", customer_access),
+    Route("/api/admin/audit", audit_log),
+    Route("/api/admin/audit/verify", audit_verify),
+]
+
