@@ -43,7 +43,7 @@
   }
 
   // ---- screens --------------------------------------------------------------------------
-  const SCREENS = ['loading', 'policy', 'blocked', 'form', 'chat'];
+  const SCREENS = ['loading', 'policy', 'blocked', 'form', 'chat', 'done'];
   function show(name, focus) {
     for (const s of SCREENS) $('screen-' + s).hidden = s !== name;
     root.dataset.screen = name;
@@ -62,13 +62,15 @@
   async function route() {
     let r;
     try { r = await api('GET', '/api/me'); } catch (e) { return unreachable(route); }
-    if (r.status === 401) return showPolicy(false);
+    if (r.status === 401) { me = null; return showPolicy(); }
     if (!r.ok) return unreachable(route);
     me = r.data;
     if (me.policy_version && me.policy_version !== policy.version && !(await reloadPolicy())) {
       return unreachable(route);
     }
-    if (!me.consent || !me.consent.current) return showPolicy(!!me.consent);
+    if (!me.consent || !me.consent.current) {
+      return showPolicy(me.consent ? 1 : (me.consents || []).length ? 2 : 0); // 1 outdated, 2 withdrawn
+    }
     if (!me.customer) return showForm();
     openChat();
   }
@@ -86,8 +88,12 @@
       return true;
     } catch (e) { return false; }
   }
-  function showPolicy(changed, note) {
-    $('policy-changed').hidden = !changed;
+  function showPolicy(why, note) {
+    $('policy-changed').hidden = !why;
+    say('policy-why', why === 2 ? 'You withdrew your consent.' : 'Our privacy policy changed.');
+    say('policy-summary', why === 2 ? 'To chat again, please accept the privacy policy.' : policy.summary);
+    $('decline').hidden = !me; // a session exists: offer to end the chat or delete the account
+    declineReset();
     say('policy-version', policy.version);
     $('accept').checked = false;
     $('on-behalf').checked = false;
@@ -110,7 +116,7 @@
       });
       if (r.status === 409) {
         if (!(await reloadPolicy())) throw new Error('policy');
-        return showPolicy(true, 'The privacy policy was just updated. Please read it and accept again.');
+        return showPolicy(1, 'The privacy policy was just updated. Please read it and accept again.');
       }
       if (!r.ok) {
         btn.disabled = false;
@@ -127,6 +133,51 @@
     }
   });
   $('blocked-retry').addEventListener('click', route);
+
+  // Declining a changed policy: end the chat, or delete the account at once.
+  function eraseAsk(on) {
+    $('erase-ask').hidden = $('erase-no').hidden = !on;
+    $('stop').hidden = on;
+    $('decline-opts').classList.toggle('ask', on);
+    say('erase', on ? 'Yes, delete everything' : 'Delete my account');
+    say('erase-error', '');
+  }
+  function declineReset() {
+    $('decline-opts').hidden = true;
+    $('dont').setAttribute('aria-expanded', 'false');
+    eraseAsk(false);
+  }
+  $('dont').addEventListener('click', () => {
+    const open = $('decline-opts').hidden;
+    declineReset();
+    $('decline-opts').hidden = !open;
+    $('dont').setAttribute('aria-expanded', String(open));
+    if (open) $('decline-opts').scrollIntoView({ block: 'nearest' });
+  });
+  function done(deleted) {
+    say('done-title', deleted ? 'Your account and data were deleted.' : 'This chat has ended');
+    $('done-text').hidden = $('done-back').hidden = deleted;
+    show('done', $('done-title'));
+  }
+  $('stop').addEventListener('click', () => done(false));
+  $('done-back').addEventListener('click', route);
+  $('erase-no').addEventListener('click', () => { eraseAsk(false); $('erase').focus(); });
+  $('erase').addEventListener('click', async () => {
+    if ($('erase-ask').hidden) return eraseAsk(true);
+    const btn = $('erase');
+    btn.disabled = true;
+    if (ws) { ws.onclose = null; ws.close(1000); ws = null; } // its 4401 must not reopen the policy
+    clearTimeout(retryTimer);
+    try {
+      const r = await api('DELETE', '/api/me');
+      if (r.status === 401) return route();
+      if (!r.ok) return say('erase-error', r.data.message || 'Something went wrong. Nothing was deleted.');
+      outbox.clear(); clearList(); convId = null; me = null;
+      done(true);
+    } catch (e) {
+      say('erase-error', "Can't reach the chat right now. Please try again.");
+    } finally { btn.disabled = false; }
+  });
 
   // ---- 2. pre-chat form -----------------------------------------------------------------
   const FIELDS = ['name', 'email', 'company'];
