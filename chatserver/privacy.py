@@ -24,8 +24,15 @@ EXPORT_FORMAT = "chatserver.export/1"
 CLOSE_SESSION_ENDED = 4401
 
 
-async def export_document(store: Store, customer_id: str) -> dict[str, Any]:
-    data = await store.export_customer(customer_id)
+async def export_document(
+    store: Store, customer_id: str | None, *, session_id: str | None = None
+) -> dict[str, Any]:
+    """Everything held: the customer's, or a session's that never gave its details."""
+    if customer_id is not None:
+        data = await store.export_customer(customer_id)
+    else:
+        assert session_id is not None
+        data = await store.export_session(session_id)
     return {"format": EXPORT_FORMAT, "exported_at": iso(store.clock()), **data}
 
 

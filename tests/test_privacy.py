@@ -69,6 +69,13 @@ async def test_corrections_need_a_session_and_an_account(server: Server) -> None
     await v.consent()
     response = await v.http.patch("/api/me", json={"name": "x"})
     assert response.status_code == 404 and response.json()["error"] == "no_customer"
+    # What is held for such a session (its consent and access records) is still exported.
+    export = await v.http.get("/api/me/export")
+    assert export.status_code == 200
+    document = export.json()
+    jsonschema.validate(document, SCHEMA, format_checker=jsonschema.FormatChecker())
+    assert document["account"] is None and len(document["consents"]) == 1
+    assert document["access_records"][0]["kind"] == "session_start"
     await v.aclose()
 
 

@@ -250,6 +250,9 @@ class Store(Protocol):
     async def export_customer(self, customer_id: str) -> dict[str, Any]:
         """Everything held about the customer, as plain JSON-ready data."""
 
+    async def export_session(self, session_id: str) -> dict[str, Any]:
+        """What is held for a session that never gave its details: consents and access."""
+
     async def erase_customer(self, customer_id: str, *, reason: str) -> dict[str, Any]:
         """Delete the customer and all their data in one transaction; keep a PII-free tombstone.
 

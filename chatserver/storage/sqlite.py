@@ -820,6 +820,29 @@ class SQLiteStore:
 
         return await self._read(job)
 
+    async def export_session(self, session_id: str) -> dict[str, Any]:
+        def job(c: sqlite3.Connection) -> dict[str, Any]:
+            row = c.execute("SELECT created_at, last_seen_at, revoked_at FROM visitor_sessions "
+                            "WHERE id = ?", (session_id,)).fetchone()
+            if row is None:
+                raise NotFound("That session has ended.")
+            return {
+                "account": None,
+                "consents": [_consent(r) for r in c.execute(
+                    _CONSENT + " WHERE session_id = ? ORDER BY id", (session_id,))],
+                "conversations": [],
+                "sessions": [{"ref": session_id[:12], "created_at": row[0],
+                              "last_seen_at": row[1], "revoked_at": row[2]}],
+                "access_records": [
+                    {"session_ref": session_id[:12], "at": at, "kind": kind, "ip": ip,
+                     "user_agent": agent}
+                    for at, kind, ip, agent in c.execute(
+                        "SELECT at, kind, ip, user_agent FROM access_events WHERE session_id = ? "
+                        "ORDER BY id", (session_id,))],
+            }
+
+        return await self._read(job)
+
     def _erase(self, c: sqlite3.Connection, customer_id: str, reason: str, now: str
                ) -> dict[str, Any]:
         customer = self._customer(c, customer_id)
@@ -912,8 +935,10 @@ class SQLiteStore:
             old = [r[0] for r in c.execute(
                 f"""SELECT id FROM conversations WHERE status = 'closed' AND closed_at <= ?
                     AND customer_id NOT IN ({held})""", (conversation_cutoff,))]
+            closed_messages = 0
             for conversation_id in old:
-                c.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation_id,))
+                closed_messages += c.execute("DELETE FROM messages WHERE conversation_id = ?",
+                                             (conversation_id,)).rowcount
                 c.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
             if old:
                 _merge_search_index(c)
@@ -925,7 +950,7 @@ class SQLiteStore:
             result = {
                 "counts": {"accounts": len(erased), "closed_conversations": len(old),
                            "access_events": access,
-                           "messages": sum(e["messages"] for e in erased)},
+                           "messages": closed_messages + sum(e["messages"] for e in erased)},
                 "session_ids": [s for e in erased for s in e["session_ids"]],
                 "conversation_ids": old + [x for e in erased for x in e["conversation_ids"]],
             }

@@ -12,9 +12,8 @@ from starlette.routing import Route
 
 from .. import audit, consent, privacy
 from ..errors import NotFound, NotSignedIn
-from ..sessions import VISITOR_COOKIE
 from ..storage.base import VisitorSession
-from .common import app_state, check_origin, clear_cookie, current_visitor, page, read_json
+from .common import app_state, check_origin, clear_visitor_cookie, current_visitor, page, read_json
 
 log = logging.getLogger("chatserver.web")
 CLOSE_NO_CONSENT = 4403
@@ -79,10 +78,10 @@ async def api_correct(request: Request) -> Response:
 async def api_export(request: Request) -> Response:
     state = app_state(request)
     session = await _session(request)
-    customer_id = _customer_id(session)
-    document = await privacy.export_document(state.store, customer_id)
+    document = await privacy.export_document(state.store, session.customer_id,
+                                             session_id=session.id)
     await audit.record(state.store, actor="customer", action="customer.export",
-                       target=f"customer:{customer_id}")
+                       target=f"customer:{session.customer_id}" if session.customer_id else None)
     return Response(
         json.dumps(document, ensure_ascii=False, indent=2),
         media_type="application/json",
@@ -100,7 +99,7 @@ async def api_erase(request: Request) -> Response:
         reason="request", actor="customer", ip=None,
     )
     response = JSONResponse({"erased": True, "erasure_id": result["id"]})
-    clear_cookie(response, request, VISITOR_COOKIE, "lax")
+    clear_visitor_cookie(response, request)
     return response
 
 

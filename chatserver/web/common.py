@@ -147,6 +147,12 @@ def set_visitor_cookie(response: Response, conn: HTTPConnection, value: str, max
         set_cookie(response, conn, VISITOR_COOKIE, value, max_age=max_age)
 
 
+def clear_visitor_cookie(response: Response, conn: HTTPConnection) -> None:
+    """Expire the visitor cookie with the attributes it was set with, or an embedded browser
+    (partitioned, cross-site) would ignore the deletion."""
+    set_visitor_cookie(response, conn, "", 0)
+
+
 def clear_cookie(response: Response, conn: HTTPConnection, name: str, samesite: str) -> None:
     response.delete_cookie(
         name, path="/", httponly=True, samesite=samesite,  # type: ignore[arg-type]
