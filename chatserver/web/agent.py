@@ -60,7 +60,9 @@ async def sign_in(request: Request, username: str, password: str) -> tuple[Staff
         outcome = ("unknown_user" if staff is None else "throttled" if throttled
                    else "bad_password" if not ok else "disabled")
         await state.store.record_login(staff.id if staff else None, ip, agent, outcome)
-        if staff is not None and outcome in {"bad_password", "throttled"}:
+        if staff is not None and outcome == "bad_password":
+            # Attempts refused during the delay do not lengthen it: otherwise anyone could
+            # keep a colleague locked out for good by trying now and then.
             await state.store.note_login(staff.id, ok=False)
         await audit.record(state.store, actor=f"staff:{staff.id}" if staff else "anonymous",
                            action="staff.login_failed", ip=ip,
