@@ -26,6 +26,7 @@ from . import privacy
 from .consent import Policies
 from .errors import ChatError, TooLarge
 from .hub import Hub
+from .limits import Limits
 from .sessions import Signer, hash_id, new_id
 from .settings import Settings
 from .sockets import agent_socket, visitor_socket
@@ -180,7 +181,8 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         await policies.ensure_default()
         hub = Hub(store, fanout)
         app.state.chat = AppState(
-            settings=settings, store=store, broadcast=fanout, hub=hub, policies=policies,
+            settings=settings, store=store, broadcast=fanout, limits=Limits(settings), hub=hub,
+            policies=policies,
             signer=Signer(settings.secret_key), templates=templates,
         )
         await _print_setup_link(store, settings)

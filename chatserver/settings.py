@@ -102,6 +102,37 @@ SETTINGS: dict[str, Setting] = {
         "10",
         "Length of the message rate window, in seconds.",
     ),
+    "ip_rate_messages": Setting(
+        "CHATSERVER_IP_RATE_MESSAGES",
+        "120",
+        "Messages all sockets of one IP address may send per rate window together.",
+    ),
+    "max_sockets_per_session": Setting(
+        "CHATSERVER_MAX_SOCKETS_PER_SESSION",
+        "8",
+        "Open sockets one visitor or staff session may hold (tabs, windows).",
+    ),
+    "max_sockets_per_ip": Setting(
+        "CHATSERVER_MAX_SOCKETS_PER_IP",
+        "64",
+        "Open sockets one IP address may hold.",
+    ),
+    "new_conversations_per_ip_hour": Setting(
+        "CHATSERVER_NEW_CONVERSATIONS_PER_IP_HOUR",
+        "30",
+        "New conversations one IP address may start in an hour.",
+    ),
+    "socket_idle_seconds": Setting(
+        "CHATSERVER_SOCKET_IDLE_SECONDS",
+        "120",
+        "A socket that sends nothing (not even the clients' 25-second ping) for this long is "
+        "closed with 1001; clients reconnect and resume.",
+    ),
+    "staff_idle_minutes": Setting(
+        "CHATSERVER_STAFF_IDLE_MINUTES",
+        "60",
+        "A staff sign-in unused for this long ends; an open dashboard counts as use.",
+    ),
     "send_queue_size": Setting(
         "CHATSERVER_SEND_QUEUE_SIZE",
         "256",
@@ -140,6 +171,12 @@ class Settings:
     limits_exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     rate_messages: int
     rate_window_seconds: float
+    ip_rate_messages: int
+    max_sockets_per_session: int
+    max_sockets_per_ip: int
+    new_conversations_per_ip_hour: int
+    socket_idle_seconds: float
+    staff_idle_minutes: float
     send_queue_size: int
     staff_session_hours: float
     log_level: str
@@ -270,6 +307,19 @@ def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None
         limits_exempt=_networks(_raw("limits_exempt", overrides, env)),
         rate_messages=_int("rate_messages", _raw("rate_messages", overrides, env), 1),
         rate_window_seconds=_float("rate_window_seconds", _raw("rate_window_seconds", overrides, env)),
+        ip_rate_messages=_int("ip_rate_messages", _raw("ip_rate_messages", overrides, env), 1),
+        max_sockets_per_session=_int(
+            "max_sockets_per_session", _raw("max_sockets_per_session", overrides, env), 1
+        ),
+        max_sockets_per_ip=_int("max_sockets_per_ip", _raw("max_sockets_per_ip", overrides, env), 1),
+        new_conversations_per_ip_hour=_int(
+            "new_conversations_per_ip_hour",
+            _raw("new_conversations_per_ip_hour", overrides, env), 1,
+        ),
+        socket_idle_seconds=_float(
+            "socket_idle_seconds", _raw("socket_idle_seconds", overrides, env)
+        ),
+        staff_idle_minutes=_float("staff_idle_minutes", _raw("staff_idle_minutes", overrides, env)),
         send_queue_size=_int("send_queue_size", _raw("send_queue_size", overrides, env), 8),
         staff_session_hours=_float("staff_session_hours", _raw("staff_session_hours", overrides, env)),
         log_level=level,

@@ -1,31 +1,29 @@
-"""The two WebSocket endpoints: origin, identity, consent, then the receive and send loops.
+"""The two WebSocket endpoints: origin, identity, consent and limits, then the receive loop.
 
-Each socket gets a `Peer`: a bounded queue drained by its own sender task, so a slow reader only
-ever delays itself; when its queue is full it is disconnected (close 1013) and resumes later from
-storage. Replays are sent directly, under the same lock, so a large history exerts backpressure on
-the socket that asked for it instead of overflowing its queue.
+The socket plumbing (send queue, idle timeout, rate limits) is in connection.py; what a frame
+does is decided here and carried out by the hub.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from . import consent, protocol
 from .broadcast import Subscription
-from .errors import ChatError, ConsentRequired, Forbidden
+from .connection import Limiter, Peer, ender, frames, listener, refuse
+from .errors import ChatError, ConsentRequired, Forbidden, NotFound, NotSignedIn, RateLimited
 from .hub import POLICY_CHANNEL, QUEUE_CHANNEL, conversation_channel, session_channel
-from .ratelimit import TokenBucket
 from .storage.base import Staff
 from .web.common import (
     app_state,
     client_ip,
     origin_allowed,
+    staff_for_session,
     staff_session_hash,
     user_agent,
     visitor_session_hash,
@@ -33,138 +31,10 @@ from .web.common import (
 
 log = logging.getLogger("chatserver.sockets")
 REPLAY_CHUNK = 200
-CLOSE_TOO_SLOW = 1013
 CLOSE_NO_CONSENT = 4403
+CLOSE_SESSION_ENDED = 4401
+SESSION_RECHECK_SECONDS = 60.0
 _OUTDATED = "The privacy policy changed; please read and accept it to go on chatting."
-# Frames that are not stored cost less than messages against the same bucket.
-CHEAP_FRAME_COST = 0.25
-
-
-class Peer:
-    """One open socket's outgoing side."""
-
-    def __init__(self, ws: WebSocket, queue_size: int) -> None:
-        self.ws = ws
-        self.queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
-        self.lock = asyncio.Lock()
-        self.closing = False
-        self.close_code: int | None = None
-        self._sender = asyncio.get_running_loop().create_task(self._send_loop())
-        self._closer: asyncio.Task[None] | None = None
-
-    def send(self, text: str) -> None:
-        """Queue a frame without waiting; safe to call from broadcast listeners."""
-        if self.closing:
-            return
-        try:
-            self.queue.put_nowait(text)
-        except asyncio.QueueFull:
-            log.info("dropping a socket whose send queue is full")
-            self.close(CLOSE_TOO_SLOW, "too far behind; reconnect and resume")
-
-    def send_frame(self, frame: dict[str, Any]) -> None:
-        self.send(protocol.dump(frame))
-
-    async def replay(self, frames: list[dict[str, Any]]) -> None:
-        async with self.lock:
-            for frame in frames:
-                await self.ws.send_text(protocol.dump(frame))
-
-    def close(self, code: int, reason: str = "") -> None:
-        if self.closing:
-            return
-        self.closing = True
-        self.close_code = code
-        self._closer = asyncio.get_running_loop().create_task(self._close(code, reason))
-
-    async def _close(self, code: int, reason: str) -> None:
-        # Let what is queued go out first (an error frame before a 4429, say), briefly.
-        if not self._sender.done():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.queue.join(), 1.0)
-        self._sender.cancel()
-        try:
-            async with self.lock:
-                await self.ws.close(code, reason)
-        except Exception:  # already closed by the other side
-            log.debug("close after disconnect", exc_info=True)
-
-    async def _send_loop(self) -> None:
-        try:
-            while True:
-                text = await self.queue.get()
-                try:
-                    async with self.lock:
-                        await self.ws.send_text(text)
-                finally:
-                    self.queue.task_done()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the socket went away; the receive loop notices and cleans up
-            log.debug("send failed", exc_info=True)
-            self.closing = True
-
-    async def finish(self) -> None:
-        """After the receive loop: let a close we started complete, then stop sending."""
-        self.closing = True
-        if self._closer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._closer, 5)
-        self._sender.cancel()
-
-
-async def _refuse(ws: WebSocket, exc: ChatError) -> None:
-    """Accept only to explain: an error frame and a close code the client can act on."""
-    await ws.accept()
-    await ws.send_text(protocol.dump(protocol.error(exc.code, exc.message)))
-    await ws.close(exc.close_code or 1008, exc.code)
-
-
-async def _frames(ws: WebSocket) -> Any:
-    """Yield each text frame; binary frames come as bytes. Ends on disconnect."""
-    while True:
-        try:
-            message = await ws.receive()
-        except (WebSocketDisconnect, RuntimeError):
-            return
-        if message["type"] == "websocket.disconnect":
-            return
-        text = message.get("text")
-        yield text if text is not None else (message.get("bytes") or b"")
-
-
-class Limiter:
-    def __init__(self, ws: WebSocket, peer: Peer) -> None:
-        state = app_state(ws)
-        self.peer = peer
-        self.exempt = state.settings.is_exempt(client_ip(ws))
-        self.bucket = TokenBucket(state.settings.rate_messages, state.settings.rate_window_seconds)
-
-    def allow(self, frame: protocol.Frame | None) -> bool:
-        """Charge one frame (None: one that failed to parse); False once over the limit."""
-        if self.exempt:
-            return True
-        cost = 1.0 if isinstance(frame, protocol.Message) else CHEAP_FRAME_COST
-        if self.bucket.take(cost):
-            return True
-        self.peer.send_frame(protocol.error("rate_limited", "Too many messages; slow down."))
-        self.peer.close(4429, "rate limited")
-        return False
-
-
-def _listener(peer: Peer, skip_typing_from: str) -> Callable[[str], None]:
-    own_typing = f'"sender":"{skip_typing_from}"'
-
-    def listen(payload: str) -> None:
-        if payload.startswith('{"type":"typing"') and own_typing in payload:
-            return  # nobody needs to see their own typing
-        peer.send(payload)
-
-    return listen
-
-
-def _ender(peer: Peer) -> Callable[[str], None]:
-    return lambda code: peer.close(int(code), "session ended")
 
 
 async def visitor_socket(ws: WebSocket) -> None:
@@ -175,24 +45,42 @@ async def visitor_socket(ws: WebSocket) -> None:
     session_hash = visitor_session_hash(ws)
     session = await state.store.get_visitor_session(session_hash) if session_hash else None
     if session is None:
-        from .errors import NotSignedIn
-
-        await _refuse(ws, NotSignedIn("No chat session: accept the privacy policy first."))
+        await refuse(ws, NotSignedIn("No chat session: accept the privacy policy first."))
         return
     try:
         customer_id = consent.require_chat_consent(session, await state.policies.current())
     except ConsentRequired as exc:
-        await _refuse(ws, exc)
+        await refuse(ws, exc)
         return
     customer = await state.store.get_customer(customer_id)
     if customer is None:
-        await _refuse(ws, ConsentRequired(code="customer_required"))
+        await refuse(ws, ConsentRequired(code="customer_required"))
         return
+    ip = client_ip(ws)
+    try:
+        conversation, _ = await state.store.open_conversation(customer_id, create=False)
+    except NotFound:
+        if not state.limits.allow_new_conversation(ip):
+            await refuse(ws, RateLimited("Too many new conversations from your address; "
+                                         "please try again later."))
+            return
+        conversation, _ = await state.store.open_conversation(customer_id)
+        state.hub.queue_changed()
+    refused = state.limits.open_socket(ip, session.id)
+    if refused:
+        await refuse(ws, RateLimited(refused, code="too_many_sockets"))
+        return
+    try:
+        await _visitor_session(ws, session, customer, conversation)
+    finally:
+        state.limits.close_socket(ip, session.id)
+
+
+async def _visitor_session(ws: WebSocket, session: Any, customer: Any, conversation: Any
+                           ) -> None:
+    state = app_state(ws)
     await ws.accept()
     await state.store.record_access(session.id, "socket", client_ip(ws), user_agent(ws))
-    conversation, created = await state.store.open_conversation(customer_id)
-    if created:
-        state.hub.queue_changed()
     conversation_id = conversation.id
     peer = Peer(ws, state.settings.send_queue_size)
     consented = session.consent_version
@@ -203,8 +91,8 @@ async def visitor_socket(ws: WebSocket) -> None:
             peer.close(CLOSE_NO_CONSENT, "policy changed")
 
     subs: list[Subscription] = [
-        state.hub.subscribe(conversation_channel(conversation_id), _listener(peer, "visitor")),
-        state.hub.subscribe(session_channel(session.id), _ender(peer)),
+        state.hub.subscribe(conversation_channel(conversation_id), listener(peer, "visitor")),
+        state.hub.subscribe(session_channel(session.id), ender(peer)),
         state.hub.subscribe(POLICY_CHANNEL, on_policy),
     ]
     log.info("visitor socket open conversation=%s", conversation_id)
@@ -216,9 +104,9 @@ async def visitor_socket(ws: WebSocket) -> None:
         "last_seq": conversation.last_seq,
         "agent": conversation.agent_name,
     })
-    limiter = Limiter(ws, peer)
+    limiter = Limiter(ws, peer, state.limits)
     try:
-        async for text in _frames(ws):
+        async for text in frames(ws, peer, state.settings.socket_idle_seconds):
             if peer.closing:
                 continue  # we are closing: read on until the close handshake completes
             try:
@@ -283,16 +171,27 @@ async def agent_socket(ws: WebSocket) -> None:
         await ws.close(1008)
         return
     session_hash = staff_session_hash(ws)
-    staff = await state.store.get_staff_session(session_hash) if session_hash else None
+    staff = await staff_for_session(ws, session_hash) if session_hash else None
     if staff is None or session_hash is None:
-        from .errors import NotSignedIn
-
-        await _refuse(ws, NotSignedIn())
+        await refuse(ws, NotSignedIn())
         return
+    ip = client_ip(ws)
+    refused = state.limits.open_socket(ip, session_hash)
+    if refused:
+        await refuse(ws, RateLimited(refused, code="too_many_sockets"))
+        return
+    try:
+        await _agent_session(ws, staff, session_hash)
+    finally:
+        state.limits.close_socket(ip, session_hash)
+
+
+async def _agent_session(ws: WebSocket, staff: Staff, session_hash: str) -> None:
+    state = app_state(ws)
     await ws.accept()
     hub = state.hub
     peer = Peer(ws, state.settings.send_queue_size)
-    listen = _listener(peer, "agent")
+    listen = listener(peer, "agent")
     watched: dict[str, Subscription] = {}
 
     def watch(conversation_id: str) -> None:
@@ -301,7 +200,7 @@ async def agent_socket(ws: WebSocket) -> None:
 
     subs = [
         hub.subscribe(QUEUE_CHANNEL, peer.send),
-        hub.subscribe(session_channel(session_hash), _ender(peer)),
+        hub.subscribe(session_channel(session_hash), ender(peer)),
     ]
     hub.agent_connected(staff.id)
     log.info("agent socket open staff=%s", staff.id)
@@ -311,10 +210,17 @@ async def agent_socket(ws: WebSocket) -> None:
             if item["status"] == "active" and item["agent_id"] == staff.id:
                 watch(item["conversation_id"])
         peer.send_frame(queue)
-        limiter = Limiter(ws, peer)
-        async for text in _frames(ws):
+        limiter = Limiter(ws, peer, state.limits)
+        checked = time.monotonic()
+        async for text in frames(ws, peer, state.settings.socket_idle_seconds):
             if peer.closing:
                 continue  # we are closing: read on until the close handshake completes
+            if time.monotonic() - checked > SESSION_RECHECK_SECONDS:
+                # An open dashboard keeps its sign-in alive, within its absolute lifetime.
+                checked = time.monotonic()
+                if await staff_for_session(ws, session_hash) is None:
+                    peer.close(CLOSE_SESSION_ENDED, "session ended")
+                    continue
             try:
                 frame = protocol.parse(text, "agent")
             except protocol.ProtocolError as exc:

@@ -186,8 +186,12 @@ class Store(Protocol):
     ) -> None: ...
 
     # conversations and messages
-    async def open_conversation(self, customer_id: str) -> tuple[Conversation, bool]:
-        """The customer's open conversation, or a new queued one; True when it was made now."""
+    async def open_conversation(
+        self, customer_id: str, *, create: bool = True
+    ) -> tuple[Conversation, bool]:
+        """The customer's open conversation, or a new queued one; True when it was made now.
+
+        With create=False, NotFound instead of making one."""
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None: ...
     async def claim_conversation(
@@ -299,8 +303,10 @@ class Store(Protocol):
     async def create_staff_session(
         self, session_id: str, staff_id: int, expires_at: str
     ) -> None: ...
-    async def get_staff_session(self, session_id: str) -> Staff | None:
-        """The signed-in staff member unless the session is unknown, revoked or expired."""
+    async def get_staff_session(self, session_id: str, idle_cutoff: str | None = None
+                                ) -> Staff | None:
+        """The signed-in staff member unless the session is unknown, revoked, expired or unused
+        since `idle_cutoff`; a use refreshes the session's idle clock."""
 
     async def revoke_staff_session(self, session_id: str) -> None: ...
     async def record_login(

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -474,7 +475,9 @@ class SQLiteStore:
         ).fetchone()
         return _conversation(row) if row else None
 
-    async def open_conversation(self, customer_id: str) -> tuple[Conversation, bool]:
+    async def open_conversation(
+        self, customer_id: str, *, create: bool = True
+    ) -> tuple[Conversation, bool]:
         now = self._now()
 
         def job(c: sqlite3.Connection) -> tuple[Conversation, bool]:
@@ -486,6 +489,8 @@ class SQLiteStore:
             ).fetchone()
             if row:
                 return _conversation(row), False
+            if not create:
+                raise NotFound("No open conversation.")
             conversation_id = "cv_" + secrets.token_hex(10)
             c.execute(
                 "INSERT INTO conversations (id, customer_id, status, created_at) "
@@ -1134,19 +1139,26 @@ class SQLiteStore:
             )
         )
 
-    async def get_staff_session(self, session_id: str) -> Staff | None:
+    async def get_staff_session(self, session_id: str, idle_cutoff: str | None = None
+                                ) -> Staff | None:
         now = self._now()
         row = await self._read(
             lambda c: c.execute(
                 """SELECT st.id, st.name, st.role, st.state, st.created_at, st.password_hash,
-                          st.failed_logins, st.last_failed_at
+                          st.failed_logins, st.last_failed_at, ss.last_seen_at
                    FROM staff_sessions ss JOIN staff st ON st.id = ss.staff_id
                    WHERE ss.id = ? AND ss.revoked_at IS NULL AND ss.expires_at > ?
-                   AND st.state = 'active'""",
-                (session_id, now),
+                   AND ss.last_seen_at > ? AND st.state = 'active'""",
+                (session_id, now, idle_cutoff or ""),
             ).fetchone()
         )
-        return _staff(row) if row else None
+        if row is None:
+            return None
+        if row[8] < iso(self.clock() - timedelta(minutes=1)):
+            # Refresh the idle clock at most once a minute: a write per request is waste.
+            await self._write(lambda c: c.execute(
+                "UPDATE staff_sessions SET last_seen_at = ? WHERE id = ?", (now, session_id)))
+        return _staff(row[:8])
 
     async def revoke_staff_session(self, session_id: str) -> None:
         now = self._now()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,10 @@ from ..errors import (
     ValidationFailed,
 )
 from ..hub import Hub
+from ..limits import Limits
 from ..sessions import STAFF_COOKIE, VISITOR_COOKIE, Signer, hash_id
 from ..settings import Settings
-from ..storage.base import Staff, Store, VisitorSession
+from ..storage.base import Staff, Store, VisitorSession, iso
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -44,6 +46,7 @@ class AppState:
     settings: Settings
     store: Store
     broadcast: Broadcast
+    limits: Limits
     hub: Hub
     policies: Policies
     signer: Signer
@@ -198,7 +201,13 @@ async def current_staff(conn: HTTPConnection) -> Staff | None:
     session_hash = staff_session_hash(conn)
     if session_hash is None:
         return None
-    return await app_state(conn).store.get_staff_session(session_hash)
+    return await staff_for_session(conn, session_hash)
+
+
+async def staff_for_session(conn: HTTPConnection, session_hash: str) -> Staff | None:
+    state = app_state(conn)
+    idle = state.store.clock() - timedelta(minutes=state.settings.staff_idle_minutes)
+    return await state.store.get_staff_session(session_hash, iso(idle))
 
 
 async def require_staff(conn: HTTPConnection, role: str | None = None) -> Staff:

@@ -1,0 +1,168 @@
+"""One open socket's plumbing: its bounded send queue, its receive loop with an idle timeout,
+its rate limits, and the polite refusal.
+
+Each socket gets a `Peer`: a bounded queue drained by its own sender task, so a slow reader only
+ever delays itself; when its queue is full it is disconnected (close 1013) and resumes later from
+storage. Replays are sent directly, under the same lock, so a large history exerts backpressure on
+the socket that asked for it instead of overflowing its queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from . import protocol
+from .errors import ChatError
+from .limits import Limits
+from .web.common import client_ip
+
+log = logging.getLogger("chatserver.sockets")
+CLOSE_TOO_SLOW = 1013
+CLOSE_IDLE = 1001
+CLOSE_RATE_LIMITED = 4429
+# Frames that are not stored cost less than messages against the same buckets.
+CHEAP_FRAME_COST = 0.25
+
+
+class Peer:
+    """One open socket's outgoing side."""
+
+    def __init__(self, ws: WebSocket, queue_size: int) -> None:
+        self.ws = ws
+        self.queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
+        self.lock = asyncio.Lock()
+        self.closing = False
+        self.close_code: int | None = None
+        self._sender = asyncio.get_running_loop().create_task(self._send_loop())
+        self._closer: asyncio.Task[None] | None = None
+
+    def send(self, text: str) -> None:
+        """Queue a frame without waiting; safe to call from broadcast listeners."""
+        if self.closing:
+            return
+        try:
+            self.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            log.info("dropping a socket whose send queue is full")
+            self.close(CLOSE_TOO_SLOW, "too far behind; reconnect and resume")
+
+    def send_frame(self, frame: dict[str, Any]) -> None:
+        self.send(protocol.dump(frame))
+
+    async def replay(self, frames: list[dict[str, Any]]) -> None:
+        async with self.lock:
+            for frame in frames:
+                await self.ws.send_text(protocol.dump(frame))
+
+    def close(self, code: int, reason: str = "") -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self.close_code = code
+        self._closer = asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        # Let what is queued go out first (an error frame before a 4429, say), briefly.
+        if not self._sender.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.queue.join(), 1.0)
+        self._sender.cancel()
+        try:
+            async with self.lock:
+                await self.ws.close(code, reason)
+        except Exception:  # already closed by the other side
+            log.debug("close after disconnect", exc_info=True)
+
+    async def _send_loop(self) -> None:
+        try:
+            while True:
+                text = await self.queue.get()
+                try:
+                    async with self.lock:
+                        await self.ws.send_text(text)
+                finally:
+                    self.queue.task_done()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the socket went away; the receive loop notices and cleans up
+            log.debug("send failed", exc_info=True)
+            self.closing = True
+
+    async def finish(self) -> None:
+        """After the receive loop: let a close we started complete, then stop sending."""
+        self.closing = True
+        if self._closer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._closer, 5)
+        self._sender.cancel()
+
+
+async def refuse(ws: WebSocket, exc: ChatError) -> None:
+    """Accept only to explain: an error frame and a close code the client can act on."""
+    await ws.accept()
+    await ws.send_text(protocol.dump(protocol.error(exc.code, exc.message)))
+    await ws.close(exc.close_code or 1008, exc.code)
+
+
+async def frames(ws: WebSocket, peer: Peer, idle_seconds: float) -> AsyncIterator[str | bytes]:
+    """Yield each text frame; binary frames come as bytes. Ends on disconnect; a socket silent
+    for `idle_seconds` (clients ping every 25) is closed with 1001 and ends too."""
+    while True:
+        try:
+            message = await asyncio.wait_for(ws.receive(), idle_seconds)
+        except TimeoutError:
+            if peer.closing:
+                return
+            peer.close(CLOSE_IDLE, "idle")
+            continue
+        except (WebSocketDisconnect, RuntimeError):
+            return
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        yield text if text is not None else (message.get("bytes") or b"")
+
+
+class Limiter:
+    """A socket's own bucket and its IP's shared one; over either: an error frame, then 4429."""
+
+    def __init__(self, ws: WebSocket, peer: Peer, limits: Limits) -> None:
+        self.peer = peer
+        self.limits = limits
+        self.ip = client_ip(ws)
+        self.exempt = limits.exempt(self.ip)
+        self.bucket = limits.socket_bucket()
+
+    def allow(self, frame: protocol.Frame | None) -> bool:
+        """Charge one frame (None: one that failed to parse); False once over a limit."""
+        if self.exempt:
+            return True
+        cost = 1.0 if isinstance(frame, protocol.Message) else CHEAP_FRAME_COST
+        if self.bucket.take(cost) and self.limits.allow_from_ip(self.ip, cost):
+            return True
+        self.peer.send_frame(protocol.error("rate_limited", "Too many messages; slow down."))
+        self.peer.close(CLOSE_RATE_LIMITED, "rate limited")
+        return False
+
+
+def listener(peer: Peer, skip_typing_from: str) -> Callable[[str], None]:
+    own_typing = f'"sender":"{skip_typing_from}"'
+
+    def listen(payload: str) -> None:
+        if payload.startswith('{"type":"typing"') and own_typing in payload:
+            return  # nobody needs to see their own typing
+        peer.send(payload)
+
+    return listen
+
+
+def ender(peer: Peer) -> Callable[[str], None]:
+    return lambda code: peer.close(int(code), "session ended")
+
+
