@@ -7,8 +7,10 @@ import contextlib
 import logging
 import sys
 import time
+import traceback
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -24,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import broadcast as broadcast_backends
 from . import privacy
 from .consent import Policies
-from .errors import ChatError, TooLarge
+from .errors import ChatError, ForeignOrigin, TooLarge
 from .hub import Hub
 from .limits import Limits
 from .sessions import Signer, hash_id, new_id
@@ -37,6 +39,7 @@ from .web.common import MAX_BODY_BYTES, AppState, app_state, asset_dir, error_re
 
 log = logging.getLogger("chatserver")
 access_log = logging.getLogger("chatserver.access")
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 async def healthz(request: Request) -> Response:
@@ -67,6 +70,7 @@ class EdgeMiddleware:
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
+        self.allowed_origins = set(settings.allowed_origins)
         ancestors = " ".join(["'self'", *settings.allowed_origins])
         self.widget_csp = _csp("/widget", ancestors)
         self.default_csp = _csp("/", "'none'")
@@ -78,17 +82,6 @@ class EdgeMiddleware:
         path: str = scope["path"]
         started = time.perf_counter()
         status = 0
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    too_big = int(value) > MAX_BODY_BYTES
-                except ValueError:
-                    too_big = True
-                if too_big:
-                    await JSONResponse(TooLarge("Request bodies may be at most 64 KiB.").to_dict(),
-                                       status_code=413)(scope, receive, send)
-                    access_log.info("%s %s 413", scope["method"], path)
-                    return
         received = 0
 
         async def limited_receive() -> Message:
@@ -122,11 +115,53 @@ class EdgeMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > MAX_BODY_BYTES
+                except ValueError:
+                    too_big = True
+                if too_big:
+                    await self._refuse(scope, receive, send_with_headers,
+                                       TooLarge("Request bodies may be at most 64 KiB."), started)
+                    return
+        if scope["method"] in UNSAFE_METHODS and not self._same_or_allowed(scope):
+            await self._refuse(scope, receive, send_with_headers, ForeignOrigin(), started)
+            return
         try:
             await self.app(scope, limited_receive, send_with_headers)
+        except Exception as exc:
+            # Here rather than in Starlette's outermost handler, so the 500 carries our headers.
+            # Where it happened, not the exception's text: that could quote what a user sent.
+            where = "; ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}"
+                              for f in traceback.extract_tb(exc.__traceback__)[-4:])
+            log.error("unhandled %s on %s %s at %s", type(exc).__name__, scope["method"], path,
+                      where)
+            if status == 0:
+                await JSONResponse(
+                    {"error": "internal_error", "message": "Something went wrong on our side; "
+                     "nothing you sent was lost."}, status_code=500,
+                )(scope, receive, send_with_headers)
         finally:
             access_log.info("%s %s %s %.1fms", scope["method"], path, status,
                             (time.perf_counter() - started) * 1000)
+
+    def _same_or_allowed(self, scope: Scope) -> bool:
+        """CSRF defence for every state-changing request: a browser names where it comes from
+        (Origin, Sec-Fetch-Site); scripts that send neither are judged by their cookies."""
+        headers: dict[bytes, bytes] = dict(scope["headers"])
+        origin = headers.get(b"origin", b"").decode("latin-1").lower()
+        if not origin:
+            return headers.get(b"sec-fetch-site", b"") != b"cross-site"
+        scheme = "https" if scope.get("scheme") == "https" else "http"
+        own = f"{scheme}://{headers.get(b'host', b'').decode('latin-1')}".lower()
+        return origin == own or origin in self.allowed_origins
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, error: ChatError,
+                      started: float) -> None:
+        await JSONResponse(error.to_dict(), status_code=error.status)(scope, receive, send)
+        access_log.info("%s %s %s %.1fms", scope["method"], scope["path"], error.status,
+                        (time.perf_counter() - started) * 1000)
 
 
 async def _chat_error(request: Request, exc: Exception) -> Response:
@@ -144,13 +179,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.headers:
         response.headers.update(exc.headers)
     return response
-
-
-async def _server_error(request: Request, exc: Exception) -> Response:
-    log.error("unhandled error on %s %s: %s", request.method, request.url.path,
-              type(exc).__name__)
-    return JSONResponse({"error": "internal_error", "message": "Something went wrong on our "
-                         "side; nothing you sent was lost."}, status_code=500)
 
 
 async def _print_setup_link(store: Any, settings: Settings) -> None:
@@ -220,7 +248,6 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         exception_handlers={
             ChatError: _chat_error,
             HTTPException: _http_error,
-            Exception: _server_error,
         },
     )
     app.add_middleware(EdgeMiddleware, settings=settings)

@@ -17,6 +17,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 VISITOR_COOKIE = "chat_session"
 STAFF_COOKIE = "chat_staff"
+SECURE_STAFF_COOKIE = "__Host-chat_staff"  # the staff cookie's name under HTTPS
 CSRF_COOKIE = "chat_csrf"
 
 VISITOR_MAX_AGE = 30 * 24 * 3600
@@ -38,7 +39,8 @@ COOKIES: list[dict[str, str]] = [
         "purpose": "Keeps an agent or admin signed in.",
         "lifetime": "Until the browser closes, sign-out, or the sign-in expires on the server.",
         "contents": "A random identifier with a signature. Nothing else.",
-        "attributes": "HttpOnly; SameSite=Strict; Path=/; Secure under HTTPS",
+        "attributes": "HttpOnly; SameSite=Strict; Path=/; under HTTPS named "
+        "__Host-chat_staff and Secure",
     },
     {
         "name": CSRF_COOKIE,

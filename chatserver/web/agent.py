@@ -17,13 +17,14 @@ from ..storage.base import Staff, iso
 from .common import (
     app_state,
     check_origin,
-    clear_cookie,
+    clear_staff_cookie,
     client_ip,
     current_staff,
     page,
     read_json,
     require_staff,
     set_cookie,
+    set_staff_cookie,
     staff_session_hash,
     user_agent,
 )
@@ -96,7 +97,7 @@ async def sign_out(request: Request) -> None:
 
 
 def _set_staff_cookie(response: Response, request: Request, value: str) -> None:
-    set_cookie(response, request, STAFF_COOKIE, value, max_age=None, samesite="strict")
+    set_staff_cookie(response, request, value)
 
 
 def _safe_next(value: str | None, default: str) -> str:
@@ -172,7 +173,7 @@ async def form_logout(request: Request) -> Response:
         raise Forbidden("The form expired. Please reload the page.", code="csrf_failed")
     await sign_out(request)
     response = RedirectResponse("/agent", status_code=303)
-    clear_cookie(response, request, STAFF_COOKIE, "strict")
+    clear_staff_cookie(response, request)
     return response
 
 
@@ -192,7 +193,7 @@ async def api_logout(request: Request) -> Response:
     check_origin(request)
     await sign_out(request)
     response = JSONResponse({"ok": True})
-    clear_cookie(response, request, STAFF_COOKIE, "strict")
+    clear_staff_cookie(response, request)
     return response
 
 

@@ -27,7 +27,7 @@ from ..errors import (
 )
 from ..hub import Hub
 from ..limits import Limits
-from ..sessions import STAFF_COOKIE, VISITOR_COOKIE, Signer, hash_id
+from ..sessions import SECURE_STAFF_COOKIE, STAFF_COOKIE, VISITOR_COOKIE, Signer, hash_id
 from ..settings import Settings
 from ..storage.base import Staff, Store, VisitorSession, iso
 
@@ -150,6 +150,19 @@ def set_visitor_cookie(response: Response, conn: HTTPConnection, value: str, max
         set_cookie(response, conn, VISITOR_COOKIE, value, max_age=max_age)
 
 
+def set_staff_cookie(response: Response, conn: HTTPConnection, value: str) -> None:
+    """Under HTTPS the staff cookie takes the __Host- prefix: browsers then insist on Secure,
+    Path=/ and no Domain, so no sibling subdomain can plant or read it."""
+    name = SECURE_STAFF_COOKIE if secure_cookie(conn) else STAFF_COOKIE
+    set_cookie(response, conn, name, value, max_age=None, samesite="strict")
+
+
+def clear_staff_cookie(response: Response, conn: HTTPConnection) -> None:
+    for name in (STAFF_COOKIE, SECURE_STAFF_COOKIE):
+        if name in conn.cookies:
+            clear_cookie(response, conn, name, "strict")
+
+
 def clear_visitor_cookie(response: Response, conn: HTTPConnection) -> None:
     """Expire the visitor cookie with the attributes it was set with, or an embedded browser
     (partitioned, cross-site) would ignore the deletion."""
@@ -193,7 +206,8 @@ async def current_visitor(conn: HTTPConnection) -> VisitorSession | None:
 
 
 def staff_session_hash(conn: HTTPConnection) -> str | None:
-    raw = app_state(conn).signer.unsign(STAFF_COOKIE, conn.cookies.get(STAFF_COOKIE))
+    value = conn.cookies.get(SECURE_STAFF_COOKIE) or conn.cookies.get(STAFF_COOKIE)
+    raw = app_state(conn).signer.unsign(STAFF_COOKIE, value)
     return hash_id(raw) if raw else None
 
 
