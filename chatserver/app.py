@@ -24,7 +24,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import broadcast as broadcast_backends
-from . import privacy
+from . import openapi, privacy
 from .consent import Policies
 from .errors import ChatError, ForeignOrigin, TooLarge
 from .hub import Hub
@@ -237,6 +237,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         *admin.routes,
         *admin_privacy.routes,
         *admin_staff.routes,
+        *openapi.routes,
         Route("/healthz", healthz),
         WebSocketRoute("/ws/visitor", visitor_socket),
         WebSocketRoute("/ws/agent", agent_socket),

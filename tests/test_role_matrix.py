@@ -30,6 +30,7 @@ RULES: dict[tuple[str, str], tuple[set[int], set[int], set[int], set[int]]] = {
     ("GET", "/policy"): (ANY_OK, ANY_OK, ANY_OK, ANY_OK),
     ("GET", "/policy/{version}"): (ANY_OK, ANY_OK, ANY_OK, ANY_OK),
     ("GET", "/api/policy"): (ANY_OK, ANY_OK, ANY_OK, ANY_OK),
+    ("GET", "/api/openapi.json"): (ANY_OK, ANY_OK, ANY_OK, ANY_OK),
     ("GET", "/cookies"): (ANY_OK, ANY_OK, ANY_OK, ANY_OK),
     ("GET", "/healthz"): (ANY_OK, ANY_OK, ANY_OK, ANY_OK),
     ("GET", "/account"): (ANY_OK, ANY_OK, ANY_OK, ANY_OK),
