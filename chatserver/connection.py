@@ -130,21 +130,27 @@ async def frames(ws: WebSocket, peer: Peer, idle_seconds: float) -> AsyncIterato
 
 
 class Limiter:
-    """A socket's own bucket and its IP's shared one; over either: an error frame, then 4429."""
+    """A socket's own bucket and, for visitors, its IP's shared one; over either: an error
+    frame, then 4429."""
 
-    def __init__(self, ws: WebSocket, peer: Peer, limits: Limits) -> None:
+    def __init__(self, ws: WebSocket, peer: Peer, limits: Limits, *, staff: bool = False
+                 ) -> None:
         self.peer = peer
         self.limits = limits
+        self.staff = staff
         self.ip = client_ip(ws)
         self.exempt = limits.exempt(self.ip)
-        self.bucket = limits.socket_bucket()
+        self.bucket = limits.socket_bucket(staff)
 
     def allow(self, frame: protocol.Frame | None) -> bool:
-        """Charge one frame (None: one that failed to parse); False once over a limit."""
+        """Charge one frame (None: one that failed to parse); False once over a limit.
+
+        Visitors also draw on their IP's shared bucket; signed-in staff, who may share an
+        office address with many others, only on their socket's own."""
         if self.exempt:
             return True
         cost = 1.0 if isinstance(frame, protocol.Message) else CHEAP_FRAME_COST
-        if self.bucket.take(cost) and self.limits.allow_from_ip(self.ip, cost):
+        if self.bucket.take(cost) and (self.staff or self.limits.allow_from_ip(self.ip, cost)):
             return True
         self.peer.send_frame(protocol.error("rate_limited", "Too many messages; slow down."))
         self.peer.close(CLOSE_RATE_LIMITED, "rate limited")

@@ -47,8 +47,9 @@ class Limits:
     def exempt(self, ip: str | None) -> bool:
         return self.settings.is_exempt(ip)
 
-    def socket_bucket(self) -> TokenBucket:
-        return TokenBucket(self.settings.rate_messages, self.settings.rate_window_seconds)
+    def socket_bucket(self, staff: bool) -> TokenBucket:
+        capacity = self.settings.staff_rate_messages if staff else self.settings.rate_messages
+        return TokenBucket(capacity, self.settings.rate_window_seconds)
 
     def allow_from_ip(self, ip: str | None, cost: float) -> bool:
         """The IP's shared bucket, across all its sockets."""

@@ -1,4 +1,10 @@
-"""The OpenAPI document of the JSON routes, served at /api/openapi.json."""
+"""The OpenAPI document of the JSON routes, served at /api/openapi.json.
+
+It describes every route under /api/ with the validation the handlers apply: field names, types,
+lengths and patterns, and the errors each can answer with. tests/test_openapi.py checks that it
+names every /api route of the app's route table and fuzzes the running server with it.
+HEAD is implied wherever GET is listed.
+"""
 
 from __future__ import annotations
 
@@ -10,27 +16,539 @@ from starlette.routing import Route
 
 from . import __version__
 
-ERROR = {
+Schema = dict[str, Any]
+Operation = dict[str, Any]
+
+ERROR: Schema = {
     "type": "object",
     "required": ["error", "message"],
-    "properties": {"error": {"type": "string"}, "message": {"type": "string"},
-                   "field": {"type": "string"}},
+    "properties": {
+        "error": {"type": "string", "description": "a stable machine-readable code"},
+        "message": {"type": "string", "description": "for people; never holds PII"},
+        "field": {"type": "string", "description": "the request field at fault, if any"},
+    },
+}
+
+# -- schemas ------------------------------------------------------------------------------------
+
+_TIME: Schema = {"type": "string", "format": "date-time"}
+_TIME_OR_NULL: Schema = {**_TIME, "nullable": True}
+_DATE: Schema = {"type": "string", "format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
+_NAME: Schema = {"type": "string", "minLength": 1, "maxLength": 100,
+                 "description": "1-100 characters after runs of white space become one space; "
+                                "no control characters"}
+_EMAIL: Schema = {"type": "string", "format": "email", "maxLength": 254,
+                  "description": "one address: no commas, semicolons, spaces or second @"}
+_COMPANY: Schema = {"type": "string", "maxLength": 200, "nullable": True,
+                    "description": "up to 200 characters; null or absent means none"}
+_PASSWORD: Schema = {"type": "string", "minLength": 12, "maxLength": 128,
+                     "description": "12-128 characters, not a common password, not containing "
+                                    "the account name"}
+_ROLE: Schema = {"type": "string", "enum": ["agent", "admin"]}
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": ERROR,
+    "Customer": {
+        "type": "object",
+        "required": ["name", "email", "company"],
+        "properties": {"name": {"type": "string"}, "email": {"type": "string"},
+                       "company": {"type": "string"}},
+    },
+    "CustomerInput": {
+        "type": "object",
+        "description": "The pre-chat form. Any cc or bcc field (or one ending in _cc/_bcc) or a "
+                       "second address is refused with 422 cc_not_allowed.",
+        "required": ["name", "email"],
+        "additionalProperties": False,
+        "properties": {"name": _NAME, "email": _EMAIL, "company": _COMPANY},
+    },
+    "CustomerPatch": {
+        "type": "object",
+        "description": "Only the fields present are checked and changed.",
+        "minProperties": 1,
+        "additionalProperties": False,
+        "properties": {"name": _NAME, "email": _EMAIL, "company": _COMPANY},
+    },
+    "Consent": {
+        "type": "object",
+        "required": ["policy_version"],
+        "additionalProperties": False,
+        "properties": {
+            "policy_version": {"type": "string", "maxLength": 32,
+                               "description": "must be the current version, else 409"},
+            "policy_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$",
+                              "description": "the sha256 of the text shown; must be the "
+                                             "current one's when given"},
+            "on_behalf": {"type": "boolean", "default": False},
+            "method": {"type": "string", "enum": ["widget", "account"], "default": "widget"},
+        },
+    },
+    "ConsentReceipt": {
+        "type": "object",
+        "required": ["policy_version", "given_at"],
+        "properties": {"policy_version": {"type": "string"}, "given_at": _TIME},
+    },
+    "Policy": {
+        "type": "object",
+        "required": ["version", "effective_date", "summary", "sha256", "html"],
+        "properties": {"version": {"type": "string"}, "effective_date": {"type": "string"},
+                       "summary": {"type": "string"}, "sha256": {"type": "string"},
+                       "html": {"type": "string"}},
+    },
+    "PolicyVersion": {
+        "type": "object",
+        "required": ["version", "effective_date", "summary", "sha256", "published_at"],
+        "properties": {"version": {"type": "string"}, "effective_date": {"type": "string"},
+                       "summary": {"type": "string"}, "sha256": {"type": "string"},
+                       "published_at": _TIME},
+    },
+    "PolicyInput": {
+        "type": "object",
+        "required": ["version", "effective_date", "summary", "text"],
+        "properties": {
+            "version": {"type": "string", "pattern": r"^[0-9A-Za-z][0-9A-Za-z.\-]{0,31}$",
+                        "maxLength": 32, "description": "new and unique, else 409"},
+            "effective_date": _DATE,
+            "summary": {"type": "string", "minLength": 1, "maxLength": 2000,
+                        "description": "the summary of changes; not only white space"},
+            "text": {"type": "string", "minLength": 1,
+                     "description": "the policy in Markdown; not only white space"},
+        },
+    },
+    "Login": {
+        "type": "object",
+        "required": ["username", "password"],
+        "properties": {"username": {"type": "string", "maxLength": 100},
+                       "password": {"type": "string", "maxLength": 128}},
+    },
+    "Staff": {
+        "type": "object",
+        "required": ["id", "name", "role", "state"],
+        "properties": {"id": {"type": "integer"}, "name": {"type": "string"}, "role": _ROLE,
+                       "state": {"type": "string", "enum": ["active", "disabled"]}},
+    },
+    "StaffItem": {
+        "allOf": [{"$ref": "#/components/schemas/Staff"}, {
+            "type": "object",
+            "properties": {"created_at": _TIME, "last_login": _TIME_OR_NULL},
+        }],
+    },
+    "StaffInput": {
+        "type": "object",
+        "required": ["name", "role", "password"],
+        "properties": {
+            "name": {"type": "string", "pattern": r"^\S{1,100}$", "minLength": 1,
+                     "maxLength": 100, "description": "unique, else 409"},
+            "role": _ROLE,
+            "password": _PASSWORD,
+        },
+    },
+    "StaffPatch": {
+        "type": "object",
+        "minProperties": 1,
+        "additionalProperties": False,
+        "properties": {
+            "role": {**_ROLE, "nullable": True},
+            "state": {"type": "string", "enum": ["active", "disabled"], "nullable": True},
+        },
+    },
+    "PasswordInput": {
+        "type": "object",
+        "required": ["password"],
+        "properties": {"password": _PASSWORD},
+    },
+    "LegalHold": {
+        "type": "object",
+        "required": ["hold"],
+        "properties": {"hold": {"type": "boolean"}},
+    },
+    "Purge": {
+        "type": "object",
+        "properties": {"dry_run": {"type": "boolean", "default": True}},
+    },
+    "Message": {
+        "type": "object",
+        "required": ["type", "conversation_id", "seq", "sender", "author", "body", "sent_at"],
+        "properties": {
+            "type": {"type": "string", "enum": ["message"]},
+            "conversation_id": {"type": "string"},
+            "seq": {"type": "integer", "minimum": 1},
+            "sender": {"type": "string", "enum": ["visitor", "agent", "system"]},
+            "author": {"type": "string", "nullable": True},
+            "body": {"type": "string"},
+            "sent_at": _TIME,
+            "client_msg_id": {"type": "string", "nullable": True},
+        },
+    },
+    "ConversationSummary": {
+        "type": "object",
+        "required": ["id", "customer_id", "status", "created_at", "last_seq", "customer"],
+        "properties": {
+            "id": {"type": "string"},
+            "customer_id": {"type": "string"},
+            "status": {"type": "string", "enum": ["queued", "active", "closed"]},
+            "agent_id": {"type": "integer", "nullable": True},
+            "agent_name": {"type": "string", "nullable": True},
+            "created_at": _TIME,
+            "claimed_at": _TIME_OR_NULL,
+            "closed_at": _TIME_OR_NULL,
+            "last_seq": {"type": "integer"},
+            "last_message_at": _TIME_OR_NULL,
+            "customer": {"type": "object"},
+            "policy_version": {"type": "string", "nullable": True},
+            "message_count": {"type": "integer"},
+            "last_message": {"type": "object", "nullable": True},
+        },
+    },
+    "AuditEntry": {
+        "type": "object",
+        "required": ["id", "at", "actor", "action", "hash"],
+        "properties": {
+            "id": {"type": "integer"}, "at": _TIME, "actor": {"type": "string"},
+            "action": {"type": "string"}, "ip": {"type": "string", "nullable": True},
+            "target": {"type": "string", "nullable": True}, "detail": {},
+            "prev_hash": {"type": "string"}, "hash": {"type": "string"},
+        },
+    },
+    "Erased": {
+        "type": "object",
+        "required": ["erased", "erasure_id"],
+        "properties": {"erased": {"type": "boolean"}, "erasure_id": {"type": "string"},
+                       "counts": {"type": "object",
+                                  "additionalProperties": {"type": "integer"}}},
+    },
+}
+
+# -- responses ----------------------------------------------------------------------------------
+
+_ERRORS: dict[str, tuple[str, str]] = {
+    # status: (component name, description)
+    "400": ("BadRequest", "the body is not valid JSON (invalid_json) or not understood"),
+    "401": ("NotSignedIn", "no valid session cookie (not_signed_in)"),
+    "403": ("Forbidden", "not allowed: wrong role (forbidden), a foreign Origin "
+                         "(origin_not_allowed) or no consent (consent_required)"),
+    "404": ("NotFound", "nothing with that id (not_found)"),
+    "409": ("Conflict", "conflicts with the current state"),
+    "413": ("TooLarge", "the body is over 64 KiB (too_large)"),
+    "415": ("UnsupportedMediaType", "the body is not sent as application/json"),
+    "422": ("Invalid", "a field is missing or wrong; `field` names it"),
+}
+RESPONSES: dict[str, Any] = {
+    name: {"description": description,
+           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    for name, description in _ERRORS.values()
 }
 
 
+def _ok(schema: Schema | None = None, description: str = "done", *,
+        media: str = "application/json") -> dict[str, Any]:
+    return {"description": description,
+            "content": {media: {"schema": schema if schema is not None else {"type": "object"}}}}
+
+
+def _obj(required: list[str], **properties: Schema) -> Schema:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _list(key: str, item: Schema, **extra: Schema) -> Schema:
+    return _obj([key], **{key: {"type": "array", "items": item}}, **extra)
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): {"$ref": f"#/components/responses/{_ERRORS[str(s)][0]}"} for s in statuses}
+
+
+def _body(schema: Schema, description: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"required": True, "content": {"application/json": {"schema": schema}}}
+    if description:
+        body["description"] = description
+    return body
+
+
+def _query(name: str, schema: Schema, description: str = "") -> dict[str, Any]:
+    param: dict[str, Any] = {"name": name, "in": "query", "required": False, "schema": schema}
+    if description:
+        param["description"] = description
+    return param
+
+
+def _path(name: str, schema: Schema) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def _limit(default: int, high: int) -> dict[str, Any]:
+    return _query("limit", {"type": "integer", "minimum": 0, "maximum": high,
+                            "default": default}, f"at most {high}; 422 outside 0-{high}")
+
+
+_OFFSET = _query("offset", {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0})
+_STAFF_ID = _path("staff_id", {"type": "integer", "minimum": 0})
+_CUSTOMER_ID = _path("customer_id", {"type": "string"})
+_CONVERSATION_ID = _path("conversation_id", {"type": "string"})
+Security = list[dict[str, list[str]]]
+PUBLIC: Security = []
+VISITOR: Security = [{"chat_session": []}]
+STAFF: Security = [{"chat_staff": []}]
+# JSON-body routes check the Origin, the media type, the size and the JSON itself first.
+_JSON_ERRORS = (400, 403, 413, 415)
+
+
+def _op(summary: str, tag: str, security: Security,
+        responses: dict[str, Any], *, body: dict[str, Any] | None = None,
+        parameters: list[dict[str, Any]] | None = None, description: str = "",
+        operation_id: str = "") -> Operation:
+    op: Operation = {"summary": summary, "tags": [tag], "operationId": operation_id,
+                     "security": security, "responses": responses}
+    if description:
+        op["description"] = description
+    if body is not None:
+        op["requestBody"] = body
+    if parameters:
+        op["parameters"] = parameters
+    return op
+
+
+def _admin(summary: str, operation_id: str, ok: dict[str, Any], *extra: int,
+           body: dict[str, Any] | None = None, parameters: list[dict[str, Any]] | None = None,
+           description: str = "", unsafe: bool = False) -> Operation:
+    """An admin-only route: 401 signed out, 403 for agents."""
+    statuses = {401, 403, *extra}
+    if body is not None:
+        statuses |= {*_JSON_ERRORS, 422}
+    elif unsafe:
+        statuses.add(403)
+    return _op(summary, "admin", STAFF, {"200": ok, **_errors(*sorted(statuses))}, body=body,
+               parameters=parameters, description=description, operation_id=operation_id)
+
+
+# -- the document -------------------------------------------------------------------------------
+
+
+def _customer_paths() -> dict[str, dict[str, Operation]]:
+    customer = _obj(["customer"], customer=_ref("Customer"))
+    return {
+        "/api/policy": {"get": _op(
+            "The current privacy policy", "customer", PUBLIC, {"200": _ok(_ref("Policy"))},
+            operation_id="getPolicy")},
+        "/api/consent": {"post": _op(
+            "Consent to the current policy", "customer", [{}, *VISITOR],
+            {"200": _ok(_ref("ConsentReceipt"), "recorded; sets the chat_session cookie when "
+                        "there was no session"),
+             **_errors(*_JSON_ERRORS, 409, 422)},
+            body=_body(_ref("Consent")), operation_id="consent",
+            description="Records version, text hash, time, IP and user agent. 409 "
+                        "policy_outdated when the version or hash is not the current one.")},
+        "/api/consent/withdraw": {"post": _op(
+            "Withdraw consent", "customer", VISITOR,
+            {"200": _ok(_obj(["withdrawn"], withdrawn={"type": "integer"})),
+             **_errors(*_JSON_ERRORS, 401)},
+            body=_body({}, "ignored; send {}"), operation_id="withdrawConsent",
+            description="Open chat sockets of the session close with 4403.")},
+        "/api/visitor": {"post": _op(
+            "The pre-chat form: create or correct the session's customer", "customer", VISITOR,
+            {"200": _ok(customer), **_errors(*_JSON_ERRORS, 422)},
+            body=_body(_ref("CustomerInput")), operation_id="saveVisitor",
+            description="403 consent_required without consent to the current policy.")},
+        "/api/me": {
+            "get": _op("The customer's own account", "customer", VISITOR, {
+                "200": _ok(_obj(
+                    ["customer", "consent", "policy_version", "consents", "legal_hold"],
+                    customer={"allOf": [_ref("Customer")], "nullable": True},
+                    consent={"type": "object", "nullable": True},
+                    policy_version={"type": "string"},
+                    consents={"type": "array", "items": {"type": "object"}},
+                    legal_hold={"type": "boolean"})),
+                **_errors(401)}, operation_id="getMe"),
+            "patch": _op("Correct name, email or company", "customer", VISITOR,
+                         {"200": _ok(customer), **_errors(*_JSON_ERRORS, 401, 404, 422)},
+                         body=_body(_ref("CustomerPatch")), operation_id="patchMe",
+                         description="404 no_customer when the session never gave details."),
+            "delete": _op("Terminate the account and wipe its data now", "customer", VISITOR,
+                          {"200": _ok(_ref("Erased"), "erased; the cookie is cleared"),
+                           **_errors(401, 403, 409)}, operation_id="deleteMe",
+                          description="409 legal_hold while an account is under a legal hold."),
+        },
+        "/api/me/export": {"get": _op(
+            "Everything held about the customer", "customer", VISITOR,
+            {"200": _ok({"type": "object", "description": "see docs/export.schema.json"}),
+             **_errors(401)}, operation_id="exportMe")},
+    }
+
+
+def _staff_paths() -> dict[str, dict[str, Operation]]:
+    staff = _obj(["staff"], staff=_ref("Staff"))
+    return {
+        "/api/staff/login": {"post": _op(
+            "Sign in; sets the chat_staff cookie", "staff", PUBLIC,
+            {"200": _ok(staff), **_errors(*_JSON_ERRORS, 401, 422)},
+            body=_body(_ref("Login")), operation_id="staffLogin",
+            description="Every attempt is recorded. Unknown names, wrong passwords, disabled "
+                        "and throttled accounts all get 401 invalid_credentials.")},
+        "/api/staff/logout": {"post": _op(
+            "Sign out; clears the cookie and closes the session's sockets", "staff", STAFF,
+            {"200": _ok(_obj(["ok"], ok={"type": "boolean"})), **_errors(403)},
+            operation_id="staffLogout")},
+        "/api/staff/me": {"get": _op(
+            "The signed-in staff member", "staff", STAFF, {"200": _ok(staff), **_errors(401)},
+            operation_id="staffMe")},
+    }
+
+
+def _admin_paths() -> dict[str, dict[str, Operation]]:
+    conversation_filters = [
+        _query("status", {"type": "string", "enum": ["queued", "active", "closed"]}),
+        _query("q", {"type": "string", "maxLength": 200},
+               "words in the customer's details or the messages"),
+        _query("email", {"type": "string", "maxLength": 254}, "the customer's exact email"),
+        _query("agent", {"type": "integer", "minimum": 0}, "a staff id"),
+        _query("from", _DATE, "created on or after this day (UTC)"),
+        _query("to", _DATE, "created on or before this day (UTC)"),
+    ]
+    staff_item = _ref("StaffItem")
+    return {
+        "/api/admin/conversations": {"get": _admin(
+            "List and search conversations", "listConversations",
+            _ok(_list("conversations", _ref("ConversationSummary"), total={"type": "integer"})),
+            422, parameters=[*conversation_filters, _limit(50, 200), _OFFSET])},
+        "/api/admin/conversations/{conversation_id}": {"get": _admin(
+            "One conversation with its messages (audited)", "getConversation",
+            _ok(_obj(["conversation", "messages"], conversation=_ref("ConversationSummary"),
+                     messages={"type": "array", "items": _ref("Message")})),
+            404, parameters=[_CONVERSATION_ID])},
+        "/api/admin/conversations/{conversation_id}/transcript": {"get": _admin(
+            "A transcript download (audited)", "getTranscript",
+            {"description": "the transcript as an attachment, in the format asked for",
+             "content": {"text/plain": {"schema": {"type": "string"}},
+                         "application/json": {"schema": {"type": "object"}},
+                         "text/html": {"schema": {"type": "string"}},
+                         "text/csv": {"schema": {"type": "string"}}}},
+            404, 422, parameters=[_CONVERSATION_ID, _query(
+                "format", {"type": "string", "enum": ["txt", "json", "html", "csv"],
+                           "default": "txt"})])},
+        "/api/admin/export": {"get": _admin(
+            "Every message sent in a date range, streamed (audited)", "bulkExport",
+            {"description": "one message frame a line (JSONL) or CSV rows",
+             "content": {"application/x-ndjson": {"schema": {"type": "string"}},
+                         "text/csv": {"schema": {"type": "string"}}}},
+            422, parameters=[
+                _query("format", {"type": "string", "enum": ["jsonl", "csv"],
+                                  "default": "jsonl"}),
+                _query("from", _DATE), _query("to", _DATE)])},
+        "/api/admin/policies": {
+            "get": _admin("Every published policy version", "listPolicies",
+                          _ok(_list("policies", _ref("PolicyVersion")))),
+            "post": _admin("Publish a new policy version; it becomes the current one",
+                           "publishPolicy", _ok(_obj(["policy"], policy=_ref("PolicyVersion"))),
+                           409, body=_body(_ref("PolicyInput")),
+                           description="409 version_exists for a version already published."),
+        },
+        "/api/admin/customers": {"get": _admin(
+            "List and search customers", "listCustomers",
+            _ok(_list("customers", {"type": "object"}, total={"type": "integer"})),
+            422, parameters=[_query("q", {"type": "string", "maxLength": 200}),
+                             _limit(50, 200), _OFFSET])},
+        "/api/admin/customers/{customer_id}": {"delete": _admin(
+            "Erase a customer now", "eraseCustomer", _ok(_ref("Erased")), 404, 409,
+            parameters=[_CUSTOMER_ID], unsafe=True,
+            description="409 legal_hold while the customer is under a legal hold.")},
+        "/api/admin/customers/{customer_id}/legal-hold": {"post": _admin(
+            "Set or release a legal hold", "legalHold",
+            _ok(_obj(["customer"], customer={"type": "object"})), 404,
+            body=_body(_ref("LegalHold")), parameters=[_CUSTOMER_ID])},
+        "/api/admin/customers/{customer_id}/access": {"get": _admin(
+            "A customer's access records (audited)", "customerAccess",
+            _ok(_list("access", {"type": "object"})), 404, parameters=[_CUSTOMER_ID])},
+        "/api/admin/purge": {"post": _admin(
+            "Apply the retention rules now, or count what they would wipe", "purge",
+            _ok(_obj(["dry_run", "counts"], dry_run={"type": "boolean"},
+                     counts={"type": "object", "additionalProperties": {"type": "integer"}})),
+            body=_body(_ref("Purge")))},
+        "/api/admin/staff": {
+            "get": _admin("Staff accounts", "listStaff", _ok(_list("staff", staff_item))),
+            "post": _admin("Create a staff account", "addStaff",
+                           _ok(_obj(["staff"], staff=staff_item)), 409,
+                           body=_body(_ref("StaffInput")),
+                           description="422 weak_password for a password the policy refuses; "
+                                       "409 for a name taken."),
+        },
+        "/api/admin/staff/{staff_id}": {"patch": _admin(
+            "Change a role, or disable or enable an account", "changeStaff",
+            _ok(_obj(["staff"], staff=staff_item)), 404, 409,
+            body=_body(_ref("StaffPatch")), parameters=[_STAFF_ID],
+            description="Disabling or a new role ends the account's sessions at once. 409 "
+                        "last_admin when no active admin would be left.")},
+        "/api/admin/staff/{staff_id}/password": {"post": _admin(
+            "Set a new password; ends the account's sessions", "resetPassword",
+            _ok(_obj(["ok", "sessions_ended"], ok={"type": "boolean"},
+                     sessions_ended={"type": "integer"})),
+            404, body=_body(_ref("PasswordInput")), parameters=[_STAFF_ID])},
+        "/api/admin/staff/{staff_id}/logout": {"post": _admin(
+            "End every session of a staff member", "forceLogout",
+            _ok(_obj(["sessions_ended"], sessions_ended={"type": "integer"})),
+            404, parameters=[_STAFF_ID], unsafe=True)},
+        "/api/admin/staff/{staff_id}/logins": {"get": _admin(
+            "A staff member's sign-in history", "loginHistory",
+            _ok(_list("logins", {"type": "object"})), 404, 422,
+            parameters=[_STAFF_ID, _limit(100, 1000)])},
+        "/api/admin/audit": {"get": _admin(
+            "The audit log, newest first", "auditLog",
+            _ok(_list("entries", _ref("AuditEntry"))), 422, parameters=[
+                _limit(100, 1000), _OFFSET,
+                _query("actor", {"type": "string"}, "e.g. staff:1, customer, anonymous"),
+                _query("action", {"type": "string"}, "e.g. transcript.download"),
+                _query("target", {"type": "string"}, "e.g. conversation:cv_..."),
+                _query("since", _TIME, "entries at or after this time"),
+                _query("before", _TIME, "entries before this time")])},
+        "/api/admin/audit/verify": {"get": _admin(
+            "Check the audit log's hash chain", "auditVerify",
+            _ok(_obj(["intact", "first_broken_id"], intact={"type": "boolean"},
+                     first_broken_id={"type": "integer", "nullable": True})))},
+    }
+
+
 def document() -> dict[str, Any]:
+    paths: dict[str, dict[str, Operation]] = {
+        **_customer_paths(),
+        **_staff_paths(),
+        **_admin_paths(),
+        "/api/openapi.json": {"get": _op(
+            "This document", "meta", PUBLIC, {"200": _ok({"type": "object"})},
+            operation_id="openapi")},
+    }
     return {
         "openapi": "3.0.3",
-        "info": {"title": "chatserver", "version": __version__},
-        "paths": {
-            "/api/policy": {
-                "get": {
-                    "summary": "The current privacy policy",
-                    "responses": {"200": {"description": "the policy"}},
-                }
+        "info": {
+            "title": "chatserver",
+            "version": __version__,
+            "description": "The JSON routes of the chat server. Bodies are JSON sent as "
+                           "application/json and at most 64 KiB. A browser request from a "
+                           "foreign Origin is refused with 403; clients that send no Origin are "
+                           "judged by their cookies alone. Errors are "
+                           "{\"error\", \"message\", \"field\"?}.",
+        },
+        "tags": [{"name": "customer"}, {"name": "staff"}, {"name": "admin"},
+                 {"name": "meta"}],
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": RESPONSES,
+            "securitySchemes": {
+                "chat_session": {
+                    "type": "apiKey", "in": "cookie", "name": "chat_session",
+                    "description": "The visitor's signed random session id, set by POST "
+                                   "/api/consent.",
+                },
+                "chat_staff": {
+                    "type": "apiKey", "in": "cookie", "name": "chat_staff",
+                    "description": "The staff member's signed random session id, set by POST "
+                                   "/api/staff/login (named __Host-chat_staff under HTTPS).",
+                },
             },
         },
-        "components": {"schemas": {"Error": ERROR}},
     }
 
 

@@ -102,6 +102,12 @@ SETTINGS: dict[str, Setting] = {
         "10",
         "Length of the message rate window, in seconds.",
     ),
+    "staff_rate_messages": Setting(
+        "CHATSERVER_STAFF_RATE_MESSAGES",
+        "120",
+        "Messages one agent socket may send per rate window (agents answer many conversations "
+        "at once; they are signed in, so no per-IP limit applies to them).",
+    ),
     "ip_rate_messages": Setting(
         "CHATSERVER_IP_RATE_MESSAGES",
         "120",
@@ -171,6 +177,7 @@ class Settings:
     limits_exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     rate_messages: int
     rate_window_seconds: float
+    staff_rate_messages: int
     ip_rate_messages: int
     max_sockets_per_session: int
     max_sockets_per_ip: int
@@ -307,6 +314,9 @@ def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None
         limits_exempt=_networks(_raw("limits_exempt", overrides, env)),
         rate_messages=_int("rate_messages", _raw("rate_messages", overrides, env), 1),
         rate_window_seconds=_float("rate_window_seconds", _raw("rate_window_seconds", overrides, env)),
+        staff_rate_messages=_int(
+            "staff_rate_messages", _raw("staff_rate_messages", overrides, env), 1
+        ),
         ip_rate_messages=_int("ip_rate_messages", _raw("ip_rate_messages", overrides, env), 1),
         max_sockets_per_session=_int(
             "max_sockets_per_session", _raw("max_sockets_per_session", overrides, env), 1

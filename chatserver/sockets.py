@@ -210,7 +210,7 @@ async def _agent_session(ws: WebSocket, staff: Staff, session_hash: str) -> None
             if item["status"] == "active" and item["agent_id"] == staff.id:
                 watch(item["conversation_id"])
         peer.send_frame(queue)
-        limiter = Limiter(ws, peer, state.limits)
+        limiter = Limiter(ws, peer, state.limits, staff=True)
         checked = time.monotonic()
         async for text in frames(ws, peer, state.settings.socket_idle_seconds):
             if peer.closing:

@@ -1,10 +1,12 @@
-/* Admin console: conversation search, read-only transcripts with downloads, customers (legal
- * hold, erasure), privacy-policy versions, retention purges and the audit log.
+/* Admin console: conversation search and bulk export, read-only transcripts with downloads,
+ * customers (access records, legal hold, erasure), staff accounts, privacy-policy versions,
+ * retention purges and the audit log (filters, chain verification).
  *
- * Plain ES2020. State lives in the URL hash (#/conversations?q=..&status=..&offset=..,
- * #/conversations/<id>, #/customers?q=..&offset=.., #/policies, #/retention, #/audit?offset=..)
- * so Back and reload work. All user-provided text is
- * inserted with textContent, never innerHTML.
+ * Plain ES2020. State lives in the URL hash
+ * (#/conversations?q=..&status=..&email=..&agent=..&from=..&to=..&offset=..,
+ * #/conversations/<id>, #/customers?q=..&offset=.., #/staff, #/policies, #/retention,
+ * #/audit?actor=..&action=..&target=..&since=..&before=..&offset=..) so Back and reload work.
+ * All user-provided text is inserted with textContent, never innerHTML.
  */
 (() => {
   "use strict";
@@ -29,6 +31,12 @@
     form: $("conv-search"),
     q: $("search-q"),
     status: $("search-status"),
+    email: $("search-email"),
+    agent: $("search-agent"),
+    from: $("search-from"),
+    to: $("search-to"),
+    clear: $("search-clear"),
+    searchError: $("search-error"),
     rows: $("conv-rows"),
     prev: $("conv-prev"),
     next: $("conv-next"),
@@ -146,8 +154,8 @@
   let lastListHash = "#/conversations";
   let seq = 0; // drops answers to requests that a newer one replaced
 
-  const VIEWS = ["conversations", "detail", "customers", "policies", "retention", "audit"];
-  const TABS = ["conversations", "customers", "policies", "retention", "audit"];
+  const VIEWS = ["conversations", "detail", "customers", "staff", "policies", "retention", "audit"];
+  const TABS = ["conversations", "customers", "staff", "policies", "retention", "audit"];
 
   function showView(name) {
     for (const v of VIEWS) $(`view-${v}`).hidden = v !== name;
@@ -167,6 +175,11 @@
       showView("customers");
       document.title = "Customers · Admin console";
       loadCustomers(params.get("q") || "", offsetParam());
+    } else if (parts[0] === "staff") {
+      showView("staff");
+      document.title = "Staff · Admin console";
+      st.msg.textContent = "";
+      loadStaff();
     } else if (parts[0] === "policies") {
       showView("policies");
       document.title = "Privacy policy · Admin console";
@@ -178,7 +191,7 @@
     } else if (parts[0] === "audit") {
       showView("audit");
       document.title = "Audit log · Admin console";
-      loadAudit(Math.max(0, parseInt(params.get("offset") || "0", 10) || 0));
+      loadAudit(readFilters(params, AUDIT_FILTERS), offsetParam());
     } else if (parts[0] === "conversations" && parts[1]) {
       showView("detail");
       document.title = "Transcript · Admin console";
@@ -186,44 +199,103 @@
     } else {
       showView("conversations");
       document.title = "Conversations · Admin console";
-      const q = params.get("q") || "";
-      const status = params.get("status") || "";
-      const offset = Math.max(0, parseInt(params.get("offset") || "0", 10) || 0);
       lastListHash = window.location.hash || "#/conversations";
       ui.back.href = lastListHash;
-      loadConversations(q, status, offset);
+      loadConversations(readFilters(params, CONV_FILTERS), offsetParam());
+      loadAgentOptions();
     }
   }
 
-  function listHash(q, status, offset) {
+  const CONV_FILTERS = ["q", "status", "email", "agent", "from", "to"];
+  const AUDIT_FILTERS = ["actor", "action", "target", "since", "before"];
+  const DATE_RE = /^\d{4}-\d{2}-\d{2}$/;
+
+  function readFilters(params, names) {
+    const f = {};
+    for (const k of names) f[k] = (params.get(k) || "").trim();
+    return f;
+  }
+
+  function filterHash(base, names, filters, offset) {
     const p = new URLSearchParams();
-    if (q) p.set("q", q);
-    if (status) p.set("status", status);
+    for (const k of names) if (filters[k]) p.set(k, filters[k]);
     if (offset) p.set("offset", String(offset));
     const s = p.toString();
-    return `#/conversations${s ? `?${s}` : ""}`;
+    return `${base}${s ? `?${s}` : ""}`;
+  }
+
+  function listHash(filters, offset) {
+    return filterHash("#/conversations", CONV_FILTERS, filters, offset);
   }
 
   /* ------------------------------------------------------------------ conversations */
 
-  let listState = { q: "", status: "", offset: 0, total: 0 };
+  let listState = { filters: readFilters(new URLSearchParams(), CONV_FILTERS), offset: 0, total: 0 };
+  const FILTER_FIELDS = ["status", "email", "agent", "from", "to"];
 
-  async function loadConversations(q, status, offset) {
-    ui.q.value = q;
-    ui.status.value = status;
-    listState = { q, status, offset, total: listState.total };
+  function formFilters() {
+    return {
+      q: ui.q.value.trim(),
+      status: ui.status.value,
+      email: ui.email.value.trim(),
+      agent: ui.agent.value,
+      from: ui.from.value,
+      to: ui.to.value,
+    };
+  }
+
+  function setFilterError(field, text) {
+    const input = ui[field];
+    const box = FILTER_FIELDS.includes(field) ? $(`fe-${field}`) : ui.searchError;
+    box.textContent = text || "";
+    if (input && FILTER_FIELDS.includes(field)) {
+      if (text) input.setAttribute("aria-invalid", "true");
+      else input.removeAttribute("aria-invalid");
+    }
+  }
+
+  function clearFilterErrors() {
+    for (const f of FILTER_FIELDS) setFilterError(f, "");
+    ui.searchError.textContent = "";
+  }
+
+  function anyFilter(f) {
+    return CONV_FILTERS.some((k) => f[k]);
+  }
+
+  async function loadConversations(filters, offset) {
+    ui.q.value = filters.q;
+    ui.status.value = filters.status;
+    ui.email.value = filters.email;
+    selectAgent(filters.agent);
+    ui.from.value = DATE_RE.test(filters.from) ? filters.from : "";
+    ui.to.value = DATE_RE.test(filters.to) ? filters.to : "";
+    listState = { filters, offset, total: listState.total };
+    clearFilterErrors();
     const mine = ++seq;
-    const p = new URLSearchParams({ limit: String(PAGE), offset: String(offset) });
-    if (q) p.set("q", q);
-    if (status) p.set("status", status);
-    messageRow(ui.rows, "Loading…", "muted", 5);
     ui.prev.disabled = true;
     ui.next.disabled = true;
+    if (filters.from && filters.to && DATE_RE.test(filters.from) && DATE_RE.test(filters.to)
+        && filters.from > filters.to) {
+      setFilterError("to", "Pick a day on or after the “from” day.");
+      messageRow(ui.rows, "No day is both on or after “from” and on or before “to”.", "muted", 5);
+      ui.range.textContent = "";
+      return;
+    }
+    const p = new URLSearchParams({ limit: String(PAGE), offset: String(offset) });
+    for (const k of CONV_FILTERS) if (filters[k]) p.set(k, filters[k]);
+    messageRow(ui.rows, "Loading…", "muted", 5);
     let data;
     try {
       data = await api(`/api/admin/conversations?${p}`);
     } catch (err) {
-      if (mine === seq) messageRow(ui.rows, err.message, "form-error", 5);
+      if (mine !== seq) return;
+      if (err.status === 422) {
+        setFilterError(FILTER_FIELDS.includes(err.field) ? err.field : "", err.message);
+        messageRow(ui.rows, "Correct the filter above to search.", "muted", 5);
+      } else {
+        messageRow(ui.rows, err.message, "form-error", 5);
+      }
       ui.range.textContent = "";
       return;
     }
@@ -233,7 +305,7 @@
     listState.total = total;
     ui.rows.textContent = "";
     if (!list.length) {
-      messageRow(ui.rows, q || status ? "No conversations match." : "No conversations yet.", "muted", 5);
+      messageRow(ui.rows, anyFilter(filters) ? "No conversations match." : "No conversations yet.", "muted", 5);
     }
     for (const c of list) ui.rows.appendChild(conversationRow(c));
     ui.range.textContent = list.length
@@ -243,6 +315,61 @@
         : "";
     ui.prev.disabled = offset <= 0;
     ui.next.disabled = offset + list.length >= total;
+  }
+
+  /* The agent filter lists every staff member (admins can take chats too, and disabled
+   * accounts keep the conversations they handled). */
+  let staffCache = null;
+  let staffLoading = null;
+
+  function staffLabel(s) {
+    const bits = [];
+    if (s.role === "admin") bits.push("admin");
+    if (s.state === "disabled") bits.push("disabled");
+    return bits.length ? `${s.name} (${bits.join(", ")})` : s.name;
+  }
+
+  function selectAgent(value) {
+    const want = value || "";
+    if (want && ![...ui.agent.options].some((o) => o.value === want)) {
+      // Not (yet) in the list: keep the URL's value visible rather than dropping it.
+      const o = el("option", "unknown-agent", staffCache ? `Staff #${want} (unknown)` : `Staff #${want}`);
+      o.value = want;
+      ui.agent.appendChild(o);
+    }
+    ui.agent.value = want;
+  }
+
+  function fillAgentSelect() {
+    const want = listState.filters.agent || "";
+    ui.agent.textContent = "";
+    const any = el("option", "", "Any agent");
+    any.value = "";
+    ui.agent.appendChild(any);
+    const list = [...(staffCache || [])].sort((a, b) => String(a.name).localeCompare(String(b.name)));
+    for (const s of list) {
+      const o = el("option", "", staffLabel(s));
+      o.value = String(s.id);
+      ui.agent.appendChild(o);
+    }
+    selectAgent(want);
+  }
+
+  async function loadAgentOptions(force) {
+    if (staffCache && !force) return;
+    if (staffLoading) return staffLoading;
+    staffLoading = (async () => {
+      try {
+        const data = await api("/api/admin/staff");
+        staffCache = (data && data.staff) || [];
+        fillAgentSelect();
+      } catch (err) {
+        if (!$("fe-agent").textContent) $("fe-agent").textContent = `Agents could not be listed: ${err.message}`;
+      } finally {
+        staffLoading = null;
+      }
+    })();
+    return staffLoading;
   }
 
   function conversationRow(c) {
@@ -278,20 +405,84 @@
 
   ui.form.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    go(listHash(ui.q.value.trim(), ui.status.value, 0));
+    go(listHash(formFilters(), 0));
   });
 
-  ui.status.addEventListener("change", () => {
-    go(listHash(ui.q.value.trim(), ui.status.value, 0));
+  // Choosing from a list applies at once; typed fields and dates wait for Search (or Enter).
+  for (const select of [ui.status, ui.agent]) {
+    select.addEventListener("change", () => go(listHash(formFilters(), 0)));
+  }
+
+  for (const f of FILTER_FIELDS) {
+    ui[f].addEventListener("input", () => setFilterError(f, ""));
+  }
+
+  ui.clear.addEventListener("click", () => {
+    go("#/conversations");
+    ui.q.focus();
   });
 
   ui.prev.addEventListener("click", () => {
-    go(listHash(listState.q, listState.status, Math.max(0, listState.offset - PAGE)));
+    go(listHash(listState.filters, Math.max(0, listState.offset - PAGE)));
   });
 
   ui.next.addEventListener("click", () => {
-    go(listHash(listState.q, listState.status, listState.offset + PAGE));
+    go(listHash(listState.filters, listState.offset + PAGE));
   });
+
+  /* ------------------------------------------------------------------ bulk export */
+
+  const exp = {
+    from: $("export-from"),
+    to: $("export-to"),
+    link: $("export-link"),
+    summary: $("export-summary"),
+    error: $("export-error"),
+  };
+
+  function exportFormat() {
+    const checked = document.querySelector("input[name=export-format]:checked");
+    return checked ? checked.value : "jsonl";
+  }
+
+  function updateExport() {
+    const from = exp.from.value;
+    const to = exp.to.value;
+    const fmt = exportFormat();
+    const p = new URLSearchParams();
+    if (from) p.set("from", from);
+    if (to) p.set("to", to);
+    p.set("format", fmt);
+    exp.error.textContent = "";
+    if (from && to && from > to) {
+      exp.error.textContent = "“From” is after “To”: pick a range that holds at least one day.";
+      exp.link.removeAttribute("href");
+      exp.link.setAttribute("aria-disabled", "true");
+      exp.summary.textContent = "";
+      return;
+    }
+    exp.link.href = `/api/admin/export?${p}`;
+    exp.link.removeAttribute("aria-disabled");
+    const range = from && to
+      ? (from === to ? `sent on ${from}` : `sent from ${from} to ${to}`)
+      : from ? `sent on or after ${from}` : to ? `sent on or before ${to}` : "held, of every date";
+    exp.summary.textContent = `messages.${fmt}: every message ${range}.`;
+  }
+
+  for (const input of [exp.from, exp.to]) {
+    input.addEventListener("input", updateExport);
+    input.addEventListener("change", updateExport);
+  }
+  for (const radio of document.querySelectorAll("input[name=export-format]")) {
+    radio.addEventListener("change", updateExport);
+  }
+  exp.link.addEventListener("click", (ev) => {
+    if (!exp.link.hasAttribute("href")) {
+      ev.preventDefault();
+      exp.to.focus();
+    }
+  });
+  updateExport();
 
   /* ------------------------------------------------------------------ transcript */
 
@@ -398,6 +589,84 @@
     return dl;
   }
 
+  /* A row opened under a table row for a form, a confirmation, a result or more detail. One
+   * is open per table; asking again for the same kind closes it (unless `keep`). */
+  function openSub(tr, kind, cols, keep) {
+    const next = tr.nextElementSibling;
+    const same = next && next.classList.contains("sub-row") && next.dataset.kind === kind;
+    for (const r of tr.parentNode.querySelectorAll(".sub-row, .confirm-row")) {
+      r.remove();
+      if (r._onDismiss) r._onDismiss(); // e.g. a role select goes back to the actual role
+    }
+    if (same && !keep) return null;
+    const row = el("tr", `sub-row sub-${kind}`);
+    row.dataset.kind = kind;
+    const td = el("td");
+    td.colSpan = cols;
+    const box = el("div", "sub-panel");
+    td.appendChild(box);
+    row.appendChild(td);
+    tr.after(row);
+    return box;
+  }
+
+  function closeSubOf(tr) {
+    const next = tr.nextElementSibling;
+    if (next && next.classList.contains("sub-row")) next.remove();
+  }
+
+  function subMessage(tr, cols, kind, text) {
+    const box = openSub(tr, `msg-${kind}`, cols, true);
+    box.classList.add(`sub-msg-${kind}`);
+    box.setAttribute("role", kind === "error" ? "alert" : "status");
+    box.appendChild(el("p", "sub-msg-text", text));
+    const close = el("button", "link-button sub-close", "Dismiss");
+    close.type = "button";
+    close.addEventListener("click", () => box.closest("tr").remove());
+    box.appendChild(close);
+    return box;
+  }
+
+  /* A small read-only table: `columns` is [[heading, (row) => text, className], ...]. */
+  function miniTable(caption, columns, items) {
+    const wrap = el("div", "mini-table-wrap");
+    const table = el("table", "mini-table");
+    if (caption) table.appendChild(el("caption", "sr-only", caption));
+    const thead = el("thead");
+    const hr = el("tr");
+    for (const [h] of columns) {
+      const th = el("th", "", h);
+      th.scope = "col";
+      hr.appendChild(th);
+    }
+    thead.appendChild(hr);
+    const tbody = el("tbody");
+    for (const item of items) {
+      const tr = el("tr");
+      for (const [, get, cls] of columns) {
+        const v = get(item);
+        const td = el("td", cls || "");
+        if (v instanceof Node) td.appendChild(v);
+        else td.textContent = v === null || v === undefined || v === "" ? "—" : String(v);
+        tr.appendChild(td);
+      }
+      tbody.appendChild(tr);
+    }
+    table.append(thead, tbody);
+    wrap.appendChild(table);
+    return wrap;
+  }
+
+  function timeCell(value) {
+    const span = el("span", "", when(value));
+    span.title = whenFull(value);
+    return span;
+  }
+
+  function plural(n, one, many) {
+    return `${n} ${n === 1 ? one : many || `${one}s`}`;
+  }
+
   function notice(box, kind, title, extra) {
     box.textContent = "";
     box.className = `notice notice-${kind}`;
@@ -491,6 +760,11 @@
     const hold = el("td");
     hold.appendChild(holdButton(c));
     const actions = el("td", "row-actions");
+    const access = el("button", "secondary small", "Access records");
+    access.type = "button";
+    access.dataset.action = "access";
+    access.setAttribute("aria-label", `Access records of ${c.name || c.email || "this customer"}`);
+    actions.appendChild(access);
     const erase = el("button", "danger-outline", "Erase");
     erase.type = "button";
     erase.dataset.action = "erase";
@@ -523,8 +797,65 @@
   }
 
   function closeConfirm() {
-    const open = cust.rows.querySelector(".confirm-row");
-    if (open) open.remove();
+    for (const open of cust.rows.querySelectorAll(".confirm-row, .sub-row")) open.remove();
+    for (const b of cust.rows.querySelectorAll("[data-action=access]")) b.setAttribute("aria-expanded", "false");
+  }
+
+  const ACCESS_KINDS = { session_start: "Session start", socket: "Chat connection" };
+
+  async function openAccess(tr, button) {
+    const c = tr._customer;
+    const box = openSub(tr, "access", CUST_COLS);
+    if (!box) {
+      button.setAttribute("aria-expanded", "false");
+      return;
+    }
+    for (const b of cust.rows.querySelectorAll("[data-action=access]")) b.setAttribute("aria-expanded", "false");
+    button.setAttribute("aria-expanded", "true");
+    const head = el("div", "sub-head");
+    head.appendChild(el("strong", "", `Access records of ${c.name || c.email || c.id}`));
+    const close = el("button", "link-button", "Close");
+    close.type = "button";
+    close.addEventListener("click", () => {
+      box.closest("tr").remove();
+      button.setAttribute("aria-expanded", "false");
+      button.focus();
+    });
+    head.appendChild(close);
+    box.appendChild(head);
+    box.appendChild(el("p", "sub-note", "Time, kind, IP address and browser of each visit, newest first; "
+      + "they are deleted once past their retention period. Viewing them is recorded in the audit log "
+      + "(customer.access_view)."));
+    const body = el("div", "sub-body", "Loading…");
+    box.appendChild(body);
+    let data;
+    try {
+      data = await api(`/api/admin/customers/${encodeURIComponent(c.id)}/access`);
+    } catch (err) {
+      body.textContent = "";
+      body.appendChild(el("p", "form-error", err.status === 404 ? "This customer no longer exists." : err.message));
+      return;
+    }
+    if (!box.isConnected) return;
+    const list = (data && data.access) || [];
+    body.textContent = "";
+    if (!list.length) {
+      body.appendChild(el("p", "muted", "No access records are held for this customer."));
+      return;
+    }
+    body.appendChild(miniTable(`Access records of ${c.name || c.id}`, [
+      ["Time", (r) => timeCell(r.at), "nowrap"],
+      ["Kind", (r) => {
+        const k = el("span", "kind-tag", ACCESS_KINDS[r.kind] || r.kind || "—");
+        if (r.kind) k.title = r.kind;
+        return k;
+      }, "nowrap"],
+      ["IP address", (r) => r.ip, "mono nowrap"],
+      ["User agent", (r) => r.user_agent, "mono ua"],
+    ], list));
+    body.appendChild(el("p", "hint", list.length >= 500
+      ? "The newest 500 records are shown."
+      : `${plural(list.length, "record")}.`));
   }
 
   function openErase(tr) {
@@ -614,6 +945,7 @@
     if (!tr || !tr._customer) return;
     if (b.dataset.action === "hold") toggleHold(tr, b);
     else if (b.dataset.action === "erase") openErase(tr);
+    else if (b.dataset.action === "access") openAccess(tr, b);
   });
 
   cust.form.addEventListener("submit", (ev) => {
@@ -622,6 +954,433 @@
   });
   cust.prev.addEventListener("click", () => go(custHash(custState.q, Math.max(0, custState.offset - PAGE))));
   cust.next.addEventListener("click", () => go(custHash(custState.q, custState.offset + PAGE)));
+
+  /* ------------------------------------------------------------------ staff */
+
+  const st = {
+    rows: $("staff-rows"),
+    form: $("staff-add"),
+    submit: $("sa-submit"),
+    msg: $("sa-msg"),
+  };
+  const STAFF_COLS = 6;
+  const ME = Number(root.dataset.staffId);
+  const ADD_FIELDS = ["name", "role", "password"];
+  const OUTCOMES = {
+    success: "Signed in",
+    bad_password: "Wrong password",
+    unknown_user: "Unknown name",
+    disabled: "Account disabled",
+    throttled: "Refused: too many failures",
+  };
+
+  function roleName(role) {
+    return role === "admin" ? "an admin" : "an agent";
+  }
+
+  function isMe(s) {
+    return Number(s.id) === ME;
+  }
+
+  async function loadStaff() {
+    const mine = ++seq;
+    messageRow(st.rows, "Loading…", "muted", STAFF_COLS);
+    let data;
+    try {
+      data = await api("/api/admin/staff");
+    } catch (err) {
+      if (mine === seq) messageRow(st.rows, err.message, "form-error", STAFF_COLS);
+      return;
+    }
+    if (mine !== seq) return;
+    const list = (data && data.staff) || [];
+    staffCache = list;
+    fillAgentSelect();
+    st.rows.textContent = "";
+    if (!list.length) messageRow(st.rows, "No staff accounts.", "muted", STAFF_COLS);
+    for (const s of list) st.rows.appendChild(staffRow(s));
+  }
+
+  function staffRow(s) {
+    const tr = el("tr");
+    tr.dataset.id = String(s.id);
+    fillStaffRow(tr, s);
+    return tr;
+  }
+
+  function actionButton(label, action, cls, aria) {
+    const b = el("button", cls || "secondary small", label);
+    b.type = "button";
+    b.dataset.action = action;
+    if (aria) b.setAttribute("aria-label", aria);
+    return b;
+  }
+
+  function fillStaffRow(tr, s) {
+    tr._staff = s;
+    tr.textContent = "";
+    tr.className = s.state === "disabled" ? "is-disabled" : "";
+    const name = el("td", "who");
+    name.appendChild(el("span", "staff-name", s.name));
+    if (isMe(s)) name.appendChild(el("span", "you-tag", "you"));
+    name.appendChild(el("div", "sub", `#${s.id}`));
+
+    const role = el("td");
+    const select = el("select", "role-select");
+    select.dataset.action = "role";
+    select.setAttribute("aria-label", `Role of ${s.name}`);
+    for (const [v, label] of [["agent", "Agent"], ["admin", "Admin"]]) {
+      const o = el("option", "", label);
+      o.value = v;
+      select.appendChild(o);
+    }
+    select.value = s.role;
+    role.appendChild(select);
+
+    const state = el("td");
+    state.appendChild(el("span", `state-tag state-${s.state === "disabled" ? "disabled" : "active"}`,
+      s.state === "disabled" ? "Disabled" : "Active"));
+
+    const created = el("td", "nowrap", when(s.created_at));
+    created.title = whenFull(s.created_at);
+    const last = el("td", "nowrap", s.last_login ? when(s.last_login) : "Never");
+    if (s.last_login) last.title = whenFull(s.last_login);
+    else last.classList.add("muted");
+
+    const actions = el("td", "row-actions staff-actions");
+    actions.append(
+      s.state === "disabled"
+        ? actionButton("Enable", "enable", "secondary small", `Enable ${s.name}`)
+        : actionButton("Disable", "disable", "danger-outline small", `Disable ${s.name}`),
+      actionButton("Reset password", "password", "secondary small", `Reset password of ${s.name}`),
+      actionButton("Force logout", "logout", "secondary small", `Force logout ${s.name} (ends all their sessions)`),
+      actionButton("Sign-in history", "history", "secondary small", `Sign-in history of ${s.name}`),
+    );
+    tr.append(name, role, state, created, last, actions);
+  }
+
+  function staffChanged(s) {
+    if (!staffCache) return;
+    const i = staffCache.findIndex((x) => Number(x.id) === Number(s.id));
+    if (i >= 0) staffCache[i] = s;
+    fillAgentSelect();
+  }
+
+  /* An inline yes/no under the row; `onYes` runs when confirmed. */
+  function confirmSub(tr, text, yesLabel, danger, onYes, onNo, trigger) {
+    const box = openSub(tr, "confirm", STAFF_COLS, true);
+    const row = box.closest("tr");
+    row._onDismiss = onNo || null;
+    box.classList.add("sub-confirm");
+    box.appendChild(el("p", "", text));
+    const actions = el("div", "form-actions");
+    const yes = el("button", danger ? "danger" : "", yesLabel);
+    yes.type = "button";
+    const no = el("button", "secondary", "Cancel");
+    no.type = "button";
+    actions.append(yes, no);
+    box.appendChild(actions);
+    yes.focus();
+    no.addEventListener("click", () => {
+      row.remove();
+      if (onNo) onNo();
+      if (trigger && trigger.isConnected) trigger.focus();
+    });
+    yes.addEventListener("click", async () => {
+      yes.disabled = true;
+      no.disabled = true;
+      row._onDismiss = null; // answered: what follows replaces this row
+      await onYes();
+    });
+  }
+
+  function staffError(tr, err) {
+    const text = err.code === "last_admin"
+      ? "Nothing changed: that would leave no active admin. Make someone else an admin first."
+      : err.message;
+    subMessage(tr, STAFF_COLS, "error", text);
+  }
+
+  function signedOutSelf() {
+    // Our own sessions just ended: the page becomes the sign-in form.
+    window.location.reload();
+  }
+
+  async function patchStaff(tr, body, okText) {
+    const s = tr._staff;
+    let data;
+    try {
+      data = await api(`/api/admin/staff/${encodeURIComponent(s.id)}`, "PATCH", body);
+    } catch (err) {
+      fillStaffRow(tr, s); // puts the role back
+      staffError(tr, err);
+      return;
+    }
+    const updated = { ...s, ...((data && data.staff) || body), last_login: s.last_login };
+    if (isMe(s) && (body.role || body.state === "disabled")) return signedOutSelf();
+    fillStaffRow(tr, updated);
+    staffChanged(updated);
+    subMessage(tr, STAFF_COLS, "ok", okText(updated));
+  }
+
+  function askRole(tr, select) {
+    const s = tr._staff;
+    const want = select.value;
+    if (want === s.role) {
+      closeSubOf(tr);
+      return;
+    }
+    const text = isMe(s)
+      ? `Make yourself ${roleName(want)}? You lose the admin console and are signed out at once.`
+      : `Make ${s.name} ${roleName(want)}? Their open sessions end now; the new role applies when they sign in again.`;
+    confirmSub(tr, text, "Change role", isMe(s), () => patchStaff(tr, { role: want },
+      (u) => `${u.name} is now ${roleName(u.role)}. Their sessions were ended.`),
+    () => {
+      if (select.isConnected) select.value = tr._staff.role;
+    }, select);
+  }
+
+  function askDisable(tr) {
+    const s = tr._staff;
+    const text = isMe(s)
+      ? "Disable your own account? You are signed out at once and cannot sign in until another admin enables it."
+      : `Disable ${s.name}? They are signed out everywhere at once and cannot sign in until enabled again.`;
+    confirmSub(tr, text, "Disable account", true, () => patchStaff(tr, { state: "disabled" },
+      (u) => `${u.name} is disabled and signed out.`), null, tr.querySelector("[data-action=disable]"));
+  }
+
+  function openPassword(tr) {
+    const s = tr._staff;
+    const box = openSub(tr, "password", STAFF_COLS);
+    if (!box) return;
+    const form = el("form", "pw-form");
+    form.noValidate = true;
+    const id = `pw-new-${s.id}`;
+    const label = el("label", "", `New password for ${s.name}`);
+    label.htmlFor = id;
+    const row = el("div", "pw-row");
+    const input = el("input");
+    input.type = "password";
+    input.id = id;
+    input.autocomplete = "new-password";
+    input.minLength = 12;
+    input.maxLength = 128;
+    input.required = true;
+    const err = el("p", "field-error");
+    err.id = `${id}-error`;
+    err.setAttribute("role", "alert");
+    const hint = el("p", "hint", "Passwords: 12 to 128 characters, no composition rules; common passwords are refused.");
+    hint.id = `${id}-hint`;
+    input.setAttribute("aria-describedby", `${err.id} ${hint.id}`);
+    const save = el("button", "", "Set password");
+    save.type = "submit";
+    const cancel = el("button", "secondary", "Cancel");
+    cancel.type = "button";
+    row.append(input, save, cancel);
+    form.append(label, row, err, hint);
+    form.appendChild(el("p", "sub-note", isMe(s)
+      ? "This is your own account: you are signed out and then sign in with the new password."
+      : `${s.name} is signed out everywhere and signs in with the new password from now on.`));
+    box.appendChild(form);
+    input.focus();
+
+    const setErr = (text) => {
+      err.textContent = text || "";
+      if (text) input.setAttribute("aria-invalid", "true");
+      else input.removeAttribute("aria-invalid");
+    };
+    input.addEventListener("input", () => setErr(""));
+    cancel.addEventListener("click", () => {
+      box.closest("tr").remove();
+      const b = tr.querySelector("[data-action=password]");
+      if (b) b.focus();
+    });
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const pw = input.value;
+      if (pw.length < 12) return setErr("Passwords need at least 12 characters."), input.focus();
+      if (pw.length > 128) return setErr("Passwords may have at most 128 characters."), input.focus();
+      save.disabled = true;
+      cancel.disabled = true;
+      let data;
+      try {
+        data = await api(`/api/admin/staff/${encodeURIComponent(s.id)}/password`, "POST", { password: pw });
+      } catch (e) {
+        save.disabled = false;
+        cancel.disabled = false;
+        setErr(e.message);
+        input.focus();
+        return;
+      }
+      input.value = "";
+      if (isMe(s)) return signedOutSelf();
+      const n = Number(data && data.sessions_ended) || 0;
+      subMessage(tr, STAFF_COLS, "ok", `Password changed for ${s.name}. `
+        + (n ? `${plural(n, "session")} ended.` : "They had no open session."));
+    });
+  }
+
+  async function forceLogout(tr, button) {
+    const s = tr._staff;
+    button.disabled = true;
+    let data;
+    try {
+      data = await api(`/api/admin/staff/${encodeURIComponent(s.id)}/logout`, "POST");
+    } catch (err) {
+      button.disabled = false;
+      staffError(tr, err);
+      return;
+    }
+    if (isMe(s)) return signedOutSelf();
+    button.disabled = false;
+    const n = Number(data && data.sessions_ended) || 0;
+    subMessage(tr, STAFF_COLS, "ok", n
+      ? `${plural(n, "session")} of ${s.name} ended (sessions_ended: ${n}); their open dashboards closed.`
+      : `${s.name} had no open session (sessions_ended: 0).`);
+  }
+
+  async function openHistory(tr, button) {
+    const s = tr._staff;
+    const box = openSub(tr, "history", STAFF_COLS);
+    for (const b of st.rows.querySelectorAll("[data-action=history]")) b.setAttribute("aria-expanded", "false");
+    if (!box) return;
+    button.setAttribute("aria-expanded", "true");
+    const head = el("div", "sub-head");
+    head.appendChild(el("strong", "", `Sign-in history of ${s.name}`));
+    const close = el("button", "link-button", "Close");
+    close.type = "button";
+    close.addEventListener("click", () => {
+      box.closest("tr").remove();
+      button.setAttribute("aria-expanded", "false");
+      button.focus();
+    });
+    head.appendChild(close);
+    box.appendChild(head);
+    const body = el("div", "sub-body", "Loading…");
+    box.appendChild(body);
+    let data;
+    try {
+      data = await api(`/api/admin/staff/${encodeURIComponent(s.id)}/logins`);
+    } catch (err) {
+      body.textContent = "";
+      body.appendChild(el("p", "form-error", err.message));
+      return;
+    }
+    if (!box.isConnected) return;
+    const list = (data && data.logins) || [];
+    body.textContent = "";
+    if (!list.length) {
+      body.appendChild(el("p", "muted", "No sign-in attempts recorded."));
+      return;
+    }
+    body.appendChild(miniTable(`Sign-in history of ${s.name}`, [
+      ["Time", (e) => timeCell(e.at), "nowrap"],
+      ["Outcome", (e) => {
+        const ok = e.outcome === "success";
+        const tag = el("span", `outcome-tag ${ok ? "outcome-ok" : "outcome-bad"}`, OUTCOMES[e.outcome] || e.outcome || "—");
+        if (e.outcome) tag.title = e.outcome;
+        return tag;
+      }, "nowrap"],
+      ["IP address", (e) => e.ip, "mono nowrap"],
+      ["User agent", (e) => e.user_agent, "mono ua"],
+    ], list));
+    body.appendChild(el("p", "hint", `${plural(list.length, "attempt")}, newest first${list.length >= 100 ? " (the newest 100)" : ""}.`));
+  }
+
+  st.rows.addEventListener("change", (ev) => {
+    const select = ev.target.closest("select[data-action=role]");
+    if (!select) return;
+    const tr = select.closest("tr");
+    if (tr && tr._staff) askRole(tr, select);
+  });
+
+  st.rows.addEventListener("click", (ev) => {
+    const b = ev.target.closest("button[data-action]");
+    if (!b) return;
+    const tr = b.closest("tr");
+    if (!tr || !tr._staff) return;
+    const s = tr._staff;
+    switch (b.dataset.action) {
+      case "disable":
+        askDisable(tr);
+        break;
+      case "enable":
+        b.disabled = true;
+        patchStaff(tr, { state: "active" }, (u) => `${u.name} is active again and can sign in.`);
+        break;
+      case "password":
+        openPassword(tr);
+        break;
+      case "logout":
+        if (isMe(s)) {
+          confirmSub(tr, "Sign yourself out everywhere, this browser included?", "Sign me out", true,
+            () => forceLogout(tr, b), null, b);
+        } else {
+          forceLogout(tr, b);
+        }
+        break;
+      case "history":
+        openHistory(tr, b);
+        break;
+      default:
+    }
+  });
+
+  function addFieldError(f, text) {
+    const input = $(`sa-${f}`);
+    $(`sae-${f}`).textContent = text || "";
+    if (text) input.setAttribute("aria-invalid", "true");
+    else input.removeAttribute("aria-invalid");
+  }
+
+  st.form.addEventListener("input", (ev) => {
+    const f = ev.target && ev.target.name;
+    if (ADD_FIELDS.includes(f)) addFieldError(f, "");
+    st.msg.textContent = "";
+  });
+
+  st.form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const body = {
+      name: $("sa-name").value.trim(),
+      role: $("sa-role").value,
+      password: $("sa-password").value,
+    };
+    for (const f of ADD_FIELDS) addFieldError(f, "");
+    st.msg.className = "form-msg";
+    st.msg.textContent = "";
+    let first = null;
+    const fail = (f, text) => {
+      addFieldError(f, text);
+      first = first || f;
+    };
+    if (!body.name) fail("name", "Required.");
+    else if (/\s/.test(body.name)) fail("name", "No spaces: the name is what they sign in with.");
+    if (!body.password) fail("password", "Required.");
+    else if (body.password.length < 12) fail("password", "Passwords need at least 12 characters.");
+    else if (body.password.length > 128) fail("password", "Passwords may have at most 128 characters.");
+    if (first) return $(`sa-${first}`).focus();
+    st.submit.disabled = true;
+    try {
+      const data = await api("/api/admin/staff", "POST", body);
+      const added = (data && data.staff) || body;
+      st.form.reset();
+      st.msg.className = "form-msg ok";
+      st.msg.textContent = `Added ${added.name} as ${roleName(added.role)}. They can sign in now.`;
+      await loadStaff();
+    } catch (err) {
+      const f = err.code === "name_taken" ? "name" : err.field;
+      if (ADD_FIELDS.includes(f)) {
+        addFieldError(f, err.message);
+        $(`sa-${f}`).focus();
+      } else {
+        st.msg.className = "form-msg form-error";
+        st.msg.textContent = err.message;
+      }
+    } finally {
+      st.submit.disabled = false;
+    }
+  });
 
   /* ------------------------------------------------------------------ privacy policy */
 
@@ -832,26 +1591,70 @@
 
   /* ------------------------------------------------------------------ audit */
 
-  let auditOffset = 0;
+  const au = {
+    form: $("audit-filter"),
+    error: $("audit-error"),
+    clear: $("af-clear"),
+    verify: $("audit-verify"),
+    verifyResult: $("audit-verify-result"),
+  };
+  let auditState = { filters: readFilters(new URLSearchParams(), AUDIT_FILTERS), offset: 0 };
 
-  async function loadAudit(offset) {
-    auditOffset = offset;
+  function auditFormFilters() {
+    const f = {};
+    for (const k of AUDIT_FILTERS) f[k] = $(`af-${k}`).value.trim();
+    return f;
+  }
+
+  /* A day as the ISO time of its start in UTC, written the way the server stores times
+   * (with microseconds), since the server compares them as text. */
+  function dayStart(day) {
+    return `${day}T00:00:00.000000Z`;
+  }
+
+  async function loadAudit(filters, offset) {
+    auditState = { filters, offset };
+    for (const k of AUDIT_FILTERS) {
+      const input = $(`af-${k}`);
+      input.value = input.type === "date" ? (DATE_RE.test(filters[k]) ? filters[k] : "") : filters[k];
+      input.removeAttribute("aria-invalid");
+    }
+    au.error.textContent = "";
     const mine = ++seq;
-    messageRow(ui.auditRows, "Loading…", "muted", 7);
     ui.auditPrev.disabled = true;
     ui.auditNext.disabled = true;
+    ui.auditRange.textContent = "";
+    for (const k of ["since", "before"]) {
+      if (filters[k] && !DATE_RE.test(filters[k])) {
+        au.error.textContent = `${k === "since" ? "Since" : "Before"} must be a date like 2026-11-28.`;
+        $(`af-${k}`).setAttribute("aria-invalid", "true");
+        messageRow(ui.auditRows, "Correct the filter above to see entries.", "muted", 7);
+        return;
+      }
+    }
+    const p = new URLSearchParams({ limit: String(PAGE), offset: String(offset) });
+    for (const k of ["actor", "action", "target"]) if (filters[k]) p.set(k, filters[k]);
+    if (filters.since) p.set("since", dayStart(filters.since));
+    if (filters.before) p.set("before", dayStart(filters.before));
+    messageRow(ui.auditRows, "Loading…", "muted", 7);
     let data;
     try {
-      data = await api(`/api/admin/audit?limit=${PAGE}&offset=${offset}`);
+      data = await api(`/api/admin/audit?${p}`);
     } catch (err) {
-      if (mine === seq) messageRow(ui.auditRows, err.message, "form-error", 7);
-      ui.auditRange.textContent = "";
+      if (mine !== seq) return;
+      if (err.status === 422) {
+        au.error.textContent = err.message;
+        messageRow(ui.auditRows, "Correct the filter above to see entries.", "muted", 7);
+      } else {
+        messageRow(ui.auditRows, err.message, "form-error", 7);
+      }
       return;
     }
     if (mine !== seq) return;
     const entries = (data && data.entries) || [];
     ui.auditRows.textContent = "";
-    if (!entries.length) messageRow(ui.auditRows, "No entries.", "muted", 7);
+    const filtered = AUDIT_FILTERS.some((k) => filters[k]);
+    if (!entries.length) messageRow(ui.auditRows, filtered ? "No entries match." : "No entries.", "muted", 7);
     for (const e of entries) {
       const tr = el("tr");
       const t = el("td", "nowrap", when(e.at));
@@ -870,16 +1673,63 @@
         el("td", "mono", e.target || "—"), detail);
       ui.auditRows.appendChild(tr);
     }
-    ui.auditRange.textContent = entries.length ? `Entries ${offset + 1}–${offset + entries.length}, newest first` : "";
+    ui.auditRange.textContent = entries.length
+      ? `${filtered ? "Matching entries" : "Entries"} ${offset + 1}–${offset + entries.length}, newest first`
+      : offset ? "Nothing on this page" : "";
     ui.auditPrev.disabled = offset <= 0;
     ui.auditNext.disabled = entries.length < PAGE;
   }
 
-  ui.auditPrev.addEventListener("click", () => {
-    const o = Math.max(0, auditOffset - PAGE);
-    go(o ? `#/audit?offset=${o}` : "#/audit");
+  function auditHash(filters, offset) {
+    return filterHash("#/audit", AUDIT_FILTERS, filters, offset);
+  }
+
+  au.form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const f = auditFormFilters();
+    if (f.since && f.before && f.since >= f.before) {
+      au.error.textContent = "“Before” must be a later day than “Since”.";
+      $("af-before").setAttribute("aria-invalid", "true");
+      $("af-before").focus();
+      return;
+    }
+    go(auditHash(f, 0));
   });
-  ui.auditNext.addEventListener("click", () => go(`#/audit?offset=${auditOffset + PAGE}`));
+  au.form.addEventListener("input", (ev) => {
+    au.error.textContent = "";
+    if (ev.target && ev.target.removeAttribute) ev.target.removeAttribute("aria-invalid");
+  });
+  au.clear.addEventListener("click", () => {
+    go("#/audit");
+    $("af-actor").focus();
+  });
+
+  ui.auditPrev.addEventListener("click", () => {
+    go(auditHash(auditState.filters, Math.max(0, auditState.offset - PAGE)));
+  });
+  ui.auditNext.addEventListener("click", () => go(auditHash(auditState.filters, auditState.offset + PAGE)));
+
+  au.verify.addEventListener("click", async () => {
+    au.verify.disabled = true;
+    au.verifyResult.className = "verify-result";
+    au.verifyResult.textContent = "Checking every entry…";
+    try {
+      const data = await api("/api/admin/audit/verify");
+      if (data && data.intact) {
+        au.verifyResult.className = "verify-result verify-ok";
+        au.verifyResult.textContent = `Intact: every entry's hash matches the chain (checked ${new Date().toLocaleTimeString()}).`;
+      } else {
+        au.verifyResult.className = "verify-result verify-bad";
+        au.verifyResult.textContent = `Broken at entry ${data ? data.first_broken_id : "?"}: it no longer matches `
+          + "the chain, so it was changed, or an entry before it was removed or reordered.";
+      }
+    } catch (err) {
+      au.verifyResult.className = "verify-result form-error";
+      au.verifyResult.textContent = err.message;
+    } finally {
+      au.verify.disabled = false;
+    }
+  });
 
   ui.tabConv.addEventListener("click", (ev) => {
     // Coming back to the list keeps the last search.

@@ -229,3 +229,47 @@ async def test_audit_filters_and_no_edit_route(server: Server, admin: Agent) -> 
         assert (await admin.http.request(method, "/api/admin/audit")).status_code == 405
     verify = await admin.http.get("/api/admin/audit/verify")
     assert verify.json() == {"intact": True, "first_broken_id": None}
+
+
+async def test_odd_parameters_get_422_not_500(server: Server, admin: Agent) -> None:
+    """Unicode digits, far-future dates and unparsable times are clear 4xx answers."""
+    for path, params in [
+        ("/api/admin/conversations", {"agent": "²"}),
+        ("/api/admin/conversations", {"to": "9999-12-31"}),
+        ("/api/admin/export", {"to": "9999-12-31"}),
+        ("/api/admin/audit", {"since": "yesterday"}),
+    ]:
+        response = await admin.http.get(path, params=params)
+        assert response.status_code == 422, (path, params, response.status_code)
+    assert (await admin.http.get("/api/admin/staff/²/logins")).status_code == 404
+
+
+async def test_audit_time_filters_compare_as_times(server: Server, admin: Agent) -> None:
+    """since/before take dates or ISO times and compare as instants, not as text."""
+    entries = (await admin.http.get("/api/admin/audit", params={"limit": "1"})).json()["entries"]
+    at = entries[0]["at"]  # e.g. 2026-11-28T21:55:11.343799Z
+    second = at[:19] + "Z"
+    since = await admin.http.get("/api/admin/audit", params={"since": second})
+    assert at in {e["at"] for e in since.json()["entries"]}
+    before = await admin.http.get("/api/admin/audit", params={"before": second})
+    assert at not in {e["at"] for e in before.json()["entries"]}
+
+
+async def test_same_role_keeps_sessions_and_last_login_survives_failures(
+    make_server: Callable[..., Server],
+) -> None:
+    """Setting the role someone already has signs nobody out; failed attempts do not hide the
+    last successful sign-in."""
+    server = make_server()
+    server.add_staff("lead", "admin")
+    lead = await Agent(server, "lead").login()
+    me = (await lead.http.get("/api/staff/me")).json()["staff"]
+    same = await lead.http.patch(f"/api/admin/staff/{me['id']}", json={"role": "admin"})
+    assert same.status_code == 200 and same.json()["staff"]["last_login"] is not None
+    assert (await lead.http.get("/api/staff/me")).status_code == 200
+    async with httpx.AsyncClient(base_url=server.url) as other:
+        for _ in range(25):
+            await other.post("/api/staff/login", json={"username": "lead", "password": "x" * 12})
+    listed = (await lead.http.get("/api/admin/staff")).json()["staff"]
+    assert next(s for s in listed if s["name"] == "lead")["last_login"] is not None
+    await lead.aclose()

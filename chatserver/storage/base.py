@@ -300,6 +300,9 @@ class Store(Protocol):
         """Count a failed sign-in (for the growing delay), or reset the count on success."""
 
     async def customer_access(self, customer_id: str) -> list[dict[str, Any]]: ...
+    async def last_logins(self) -> dict[int, str]:
+        """Each staff member's last successful sign-in time."""
+
     async def create_staff_session(
         self, session_id: str, staff_id: int, expires_at: str
     ) -> None: ...

@@ -1118,6 +1118,15 @@ class SQLiteStore:
                 "UPDATE staff SET failed_logins = failed_logins + 1, last_failed_at = ? "
                 "WHERE id = ?", (now, staff_id)))
 
+    async def last_logins(self) -> dict[int, str]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT staff_id, MAX(at) FROM login_events WHERE outcome = 'success' "
+                "AND staff_id IS NOT NULL GROUP BY staff_id"
+            ).fetchall()
+        )
+        return {staff_id: at for staff_id, at in rows}
+
     async def customer_access(self, customer_id: str) -> list[dict[str, Any]]:
         rows = await self._read(
             lambda c: c.execute(

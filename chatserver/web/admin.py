@@ -54,7 +54,10 @@ def _day_after(request: Request, name: str) -> str | None:
     start = _day(request, name)
     if start is None:
         return None
-    return iso(datetime.fromisoformat(start.replace("Z", "+00:00")) + timedelta(days=1))
+    try:
+        return iso(datetime.fromisoformat(start.replace("Z", "+00:00")) + timedelta(days=1))
+    except OverflowError:
+        raise ValidationFailed(f"{name} is too far in the future.", field=name) from None
 
 
 def _search(request: Request) -> ConversationSearch:
@@ -63,7 +66,7 @@ def _search(request: Request) -> ConversationSearch:
     if status not in {None, "queued", "active", "closed"}:
         raise ValidationFailed("status is queued, active or closed.", field="status")
     agent = params.get("agent") or None
-    if agent is not None and not agent.isdigit():
+    if agent is not None and not (agent.isascii() and agent.isdigit()):
         raise ValidationFailed("agent is a staff id.", field="agent")
     return ConversationSearch(
         status=status,

@@ -3,6 +3,7 @@ and the audit log with filters."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -11,7 +12,7 @@ from starlette.routing import Route
 
 from .. import audit, passwords
 from ..errors import NotFound, ValidationFailed
-from ..storage.base import Staff
+from ..storage.base import Staff, iso
 from .common import app_state, client_ip, query_int, read_json, require_staff
 
 CLOSE_SESSION_ENDED = 4401
@@ -25,7 +26,7 @@ def _item(staff: Staff, last_login: str | None = None) -> dict[str, Any]:
 
 def _staff_id(request: Request) -> int:
     raw = request.path_params["staff_id"]
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise NotFound("No such staff member.")
     return int(raw)
 
@@ -42,11 +43,8 @@ async def _end_sessions(request: Request, staff_id: int) -> int:
 async def list_staff(request: Request) -> Response:
     await require_staff(request, "admin")
     store = app_state(request).store
-    items = []
-    for staff in await store.list_staff():
-        logins = await store.login_events(staff.id, limit=20)
-        last = next((e["at"] for e in logins if e["outcome"] == "success"), None)
-        items.append(_item(staff, last))
+    last = await store.last_logins()
+    items = [_item(staff, last.get(staff.id)) for staff in await store.list_staff()]
     return JSONResponse({"staff": items}, headers={"Cache-Control": "no-store"})
 
 
@@ -95,14 +93,20 @@ async def change_staff(request: Request) -> Response:
     if new_state is not None and new_state not in STATES:
         raise ValidationFailed("state is active or disabled.", field="state")
     staff_id = _staff_id(request)
+    before = await state.store.get_staff(staff_id)
+    if before is None:
+        raise NotFound("No such staff member.")
     staff = await state.store.update_staff(staff_id, role=role, state=new_state)
-    if new_state == "disabled" or role is not None:
+    if (new_state == "disabled" and before.state != "disabled") or (
+        role is not None and role != before.role
+    ):
         # A new role takes effect on the next sign-in; nobody keeps powers they lost.
         await _end_sessions(request, staff_id)
     await audit.record(state.store, actor=f"staff:{actor.id}", action="staff.update",
                        ip=client_ip(request), target=f"staff:{staff_id}",
                        detail={k: v for k, v in body.items() if v is not None})
-    return JSONResponse({"staff": _item(staff)})
+    last = await state.store.last_logins()
+    return JSONResponse({"staff": _item(staff, last.get(staff.id))})
 
 
 async def reset_password(request: Request) -> Response:
@@ -154,14 +158,26 @@ async def customer_access(request: Request) -> Response:
     return JSONResponse({"access": records}, headers={"Cache-Control": "no-store"})
 
 
+def _moment(request: Request, name: str) -> str | None:
+    """A date (YYYY-MM-DD) or ISO time query parameter, in the log's own time format."""
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationFailed(f"{name} must be a date or an ISO time.", field=name) from None
+    return iso(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
 async def audit_log(request: Request) -> Response:
     await require_staff(request, "admin")
     params = request.query_params
     entries = await app_state(request).store.list_audit(
         query_int(request, "limit", 100, 1000), query_int(request, "offset", 0, 10**9),
         actor=params.get("actor") or None, action=params.get("action") or None,
-        target=params.get("target") or None, since=params.get("since") or None,
-        before=params.get("before") or None,
+        target=params.get("target") or None, since=_moment(request, "since"),
+        before=_moment(request, "before"),
     )
     return JSONResponse({"entries": entries}, headers={"Cache-Control": "no-store"})
 
