@@ -40,6 +40,8 @@ from .web.common import MAX_BODY_BYTES, AppState, app_state, asset_dir, error_re
 log = logging.getLogger("chatserver")
 access_log = logging.getLogger("chatserver.access")
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+# Pages the widget shows inside its frame on allowed sites; every other page refuses framing.
+FRAMABLE = {"/widget", "/account"}
 
 
 async def healthz(request: Request) -> Response:
@@ -99,7 +101,8 @@ class EdgeMiddleware:
                 status = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k != b"server"]
                 present = {k.lower() for k, _ in headers}
-                csp = self.widget_csp if path == "/widget" else self.default_csp
+                framable = path in FRAMABLE
+                csp = self.widget_csp if framable else self.default_csp
                 extra = [
                     (b"content-security-policy", csp.encode()),
                     (b"x-content-type-options", b"nosniff"),
@@ -107,7 +110,7 @@ class EdgeMiddleware:
                     (b"cross-origin-opener-policy", b"same-origin"),
                     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
                 ]
-                if path != "/widget":
+                if not framable:
                     extra.append((b"x-frame-options", b"DENY"))
                 if scope.get("scheme") == "https":
                     extra.append((b"strict-transport-security", b"max-age=31536000"))

@@ -34,8 +34,11 @@ def _customer_id(session: VisitorSession) -> str:
 
 async def account_page(request: Request) -> Response:
     settings = app_state(request).settings
+    # Opened inside the widget's frame it shares the widget's (partitioned) cookie, which a
+    # new tab on an embedding customer's site would not see; so the widget opens it in place.
     return page(request, "account.html",
-                {"title": "Your data", "contact_email": settings.contact_email})
+                {"title": "Your data", "contact_email": settings.contact_email,
+                 "in_widget": request.query_params.get("in") == "widget"})
 
 
 async def api_me(request: Request) -> Response:

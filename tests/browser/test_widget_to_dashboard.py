@@ -93,6 +93,13 @@ async def test_customer_and_agent_chat_through_widget_and_dashboard(
     assert await widget.locator("#messages img").count() == 0
     assert dialogs == []
 
+    # "Your data" opens the account page inside the widget's frame, with the widget's session.
+    await widget.get_by_role("link", name="Your data").click()
+    await expect(widget.locator("#acct-title")).to_be_visible()
+    await expect(widget.locator("#f-name, input[name=name]").first).to_have_value(XSS_NAME)
+    await widget.get_by_role("link", name="Back to the chat").click()
+    await expect(widget.locator("#messages")).to_contain_text("Done, thanks!")
+
     confirms.append("close")  # the dashboard asks before closing
     await agent.locator("#conv-close").click()
     await expect(widget.locator("#ended")).to_be_visible()
