@@ -133,8 +133,10 @@ def cmd_purge(args: argparse.Namespace) -> int:
         counts = result["counts"]
         verb = "would wipe" if args.dry_run else "wiped"
         print(f"{verb}: {counts['accounts']} accounts ({counts['messages']} messages), "
+              f"{counts['sessions_without_details']} sessions without details, "
               f"{counts['closed_conversations']} closed conversations, "
-              f"{counts['access_events']} access records")
+              f"{counts['access_events']} access records, "
+              f"{counts['staff_sign_ins']} staff sign-in records")
         return 0
 
     return asyncio.run(_with_store(settings, job))

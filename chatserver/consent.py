@@ -1,8 +1,8 @@
 """Policy versions, consent and what a visitor may do.
 
-The current policy is cached in memory (it changes only by publishing) so the chat hot path never
-reads it; a publish through this process refreshes the cache, and the cache expires after a few
-seconds so other processes see a publish soon too.
+The current policy is cached in memory (it changes only by publishing) so the chat hot path reads
+it at most once a second; a publish through this process refreshes the cache at once, and other
+processes (a `chatserver policy publish`, another server) are seen within a second.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .storage.base import PolicyVersion, Store, VisitorSession
 BUNDLED_VERSION = "1.01"
 BUNDLED_DATE = "2018-02-27"
 BUNDLED_SUMMARY = "First published version."
-CACHE_SECONDS = 5.0
+CACHE_SECONDS = 1.0
 
 
 def sha256_text(text: str) -> str:

@@ -286,7 +286,7 @@ def _limit(default: int, high: int) -> dict[str, Any]:
 
 
 _OFFSET = _query("offset", {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0})
-_STAFF_ID = _path("staff_id", {"type": "integer", "minimum": 0})
+_STAFF_ID = _path("staff_id", {"type": "integer", "format": "int64", "minimum": 0})
 _CUSTOMER_ID = _path("customer_id", {"type": "string"})
 _CONVERSATION_ID = _path("conversation_id", {"type": "string"})
 Security = list[dict[str, list[str]]]
@@ -404,7 +404,7 @@ def _admin_paths() -> dict[str, dict[str, Operation]]:
         _query("q", {"type": "string", "maxLength": 200},
                "words in the customer's details or the messages"),
         _query("email", {"type": "string", "maxLength": 254}, "the customer's exact email"),
-        _query("agent", {"type": "integer", "minimum": 0}, "a staff id"),
+        _query("agent", {"type": "integer", "format": "int64", "minimum": 0}, "a staff id"),
         _query("from", _DATE, "created on or after this day (UTC)"),
         _query("to", _DATE, "created on or before this day (UTC)"),
     ]

@@ -66,7 +66,7 @@ def _counts(result: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _after_erasure(hub: Hub | None, session_ids: list[str]) -> None:
-    if hub is None:  # the CLI: sockets in a running server close on their next frame
+    if hub is None:  # the CLI: a running server closes such sockets at their next message
         return
     for session_id in session_ids:
         await hub.end_session(session_id, CLOSE_SESSION_ENDED)

@@ -28,7 +28,8 @@ COOKIES: list[dict[str, str]] = [
     {
         "name": VISITOR_COOKIE,
         "purpose": "Keeps a customer's chat session after they accepted the privacy policy.",
-        "lifetime": "30 days after the last consent, or until the account is terminated.",
+        "lifetime": "30 days from the consent that started the session, or until the account "
+        "is terminated.",
         "contents": "A random identifier with a signature. No name, email, company, IP or "
         "message.",
         "attributes": "HttpOnly; Path=/; under HTTPS SameSite=None; Secure; Partitioned (so the "

@@ -74,7 +74,7 @@ SETTINGS: dict[str, Setting] = {
     "contact_email": Setting(
         "CHATSERVER_CONTACT_EMAIL",
         "",
-        "Where customers write about privacy; shown on the policy, account and widget pages.",
+        "Where customers write about privacy; shown on the policy and account pages.",
     ),
     "subprocessors_file": Setting(
         "CHATSERVER_SUBPROCESSORS_FILE",

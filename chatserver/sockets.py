@@ -125,6 +125,13 @@ async def _visitor_session(ws: WebSocket, session: Any, customer: Any, conversat
                 continue
             try:
                 await _visitor_frame(ws, peer, frame, conversation_id, customer.id, customer.name)
+            except NotFound:
+                # Erased from another process (`chatserver erase`, a purge): the session is gone.
+                if await state.store.get_visitor_session(session.id) is None:
+                    peer.send_frame(protocol.error("not_signed_in", "Your session has ended."))
+                    peer.close(CLOSE_SESSION_ENDED, "session ended")
+                else:
+                    peer.send_frame(protocol.error("not_found", "Nothing is here."))
             except ChatError as exc:
                 peer.send_frame(protocol.error(exc.code, exc.message))
     finally:

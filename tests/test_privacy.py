@@ -260,6 +260,24 @@ async def test_erasure_leaves_no_trace_in_the_data_folder(make_server: Callable[
     await v.aclose()
 
 
+async def test_cli_erase_ends_an_open_chat_at_its_next_message(server: Server) -> None:
+    """`chatserver erase` runs in another process; the server closes the socket with 4401 when
+    the erased visitor next writes, and stores nothing."""
+    email = _marker("cli") + "@example.com"
+    v = await Visitor(server).start(name="Shell Erased", email=email)
+    s = await v.socket()
+    await s.wait_type("welcome")
+    done = server.cli("erase", "--email", email)
+    assert done.returncode == 0 and "erased er_" in done.stdout, done.stderr
+    assert email not in done.stdout
+    await s.send({"type": "message", "body": "still there?", "client_msg_id": "late"})
+    assert await s.closed_code() == 4401
+    assert any(f.get("code") == "not_signed_in" for f in s.frames)
+    assert (await v.http.get("/api/me")).status_code == 401
+    assert server.cli("erase", "--email", email).returncode == 1  # nothing left
+    await v.aclose()
+
+
 async def test_legal_hold_blocks_erasure_and_admin_erase_works_after_release(
     server: Server, admin: Agent
 ) -> None:

@@ -133,3 +133,24 @@ async def test_purge_runs_are_audited_with_counts_only(store: Store, tmp_path: P
     [entry] = await store.all_audit()
     assert entry["action"] == "retention.purge" and entry["detail"]["accounts"] == 1
     assert "gone" not in str(entry)
+
+
+async def test_sessions_without_details_and_staff_sign_ins_expire(store: Store, clock: Clock,
+                                                                  tmp_path: Path) -> None:
+    """A session that only consented goes like an idle account; staff sign-in records go with
+    access records."""
+    settings = _settings(tmp_path, CHATSERVER_RETENTION_DAYS="10",
+                         CHATSERVER_ACCESS_RETENTION_DAYS="5")
+    await store.create_visitor_session("bare")
+    await store.add_consent("bare", policy_version="1.01", policy_sha256="0" * 64,
+                            ip="192.0.2.9", user_agent="UA", method="widget", on_behalf=False)
+    staff = await store.add_staff("sam", "agent", "hash")
+    await store.record_login(staff.id, "192.0.2.10", "UA", "success")
+    clock.advance(days=5, hours=1)
+    counts = await _purge(store, settings)
+    assert counts["staff_sign_ins"] == 1 and counts["sessions_without_details"] == 0
+    assert await store.login_events(staff.id) == []
+    clock.advance(days=5)
+    counts = await _purge(store, settings)
+    assert counts["sessions_without_details"] == 1
+    assert await store.get_visitor_session("bare") is None

@@ -895,6 +895,22 @@ class SQLiteStore:
         await self.compact()
         return result
 
+    def _erase_bare_session(self, c: sqlite3.Connection, session_id: str, reason: str, now: str
+                            ) -> dict[str, Any]:
+        """Erase a session that never became a customer: its consents and access records."""
+        versions = sorted({r[0] for r in c.execute(
+            "SELECT policy_version FROM consents WHERE session_id = ?", (session_id,))})
+        consents = c.execute("DELETE FROM consents WHERE session_id = ?", (session_id,)).rowcount
+        access = c.execute("DELETE FROM access_events WHERE session_id = ?",
+                           (session_id,)).rowcount
+        c.execute("DELETE FROM visitor_sessions WHERE id = ?", (session_id,))
+        tombstone = {"id": "er_" + secrets.token_hex(10), "at": now, "reason": reason,
+                     "conversations": 0, "messages": 0, "sessions": 1, "consents": consents,
+                     "access_events": access, "policy_versions": versions}
+        c.execute("INSERT INTO erasures VALUES (?, ?, ?, 0, 0, 1, ?, ?, ?)",
+                  (tombstone["id"], now, reason, consents, access, json.dumps(versions)))
+        return {**tombstone, "session_ids": [session_id], "conversation_ids": []}
+
     async def erase_session(self, session_id: str, *, reason: str) -> dict[str, Any]:
         now = self._now()
 
@@ -905,20 +921,7 @@ class SQLiteStore:
                 raise NotFound("That session has ended.")
             if row[0] is not None:
                 return self._erase(c, row[0], reason, now)
-            versions = sorted({r[0] for r in c.execute(
-                "SELECT policy_version FROM consents WHERE session_id = ?", (session_id,))})
-            consents = c.execute("DELETE FROM consents WHERE session_id = ?",
-                                 (session_id,)).rowcount
-            access = c.execute("DELETE FROM access_events WHERE session_id = ?",
-                               (session_id,)).rowcount
-            c.execute("DELETE FROM visitor_sessions WHERE id = ?", (session_id,))
-            tombstone = {"id": "er_" + secrets.token_hex(10), "at": now, "reason": reason,
-                         "conversations": 0, "messages": 0, "sessions": 1,
-                         "consents": consents, "access_events": access,
-                         "policy_versions": versions}
-            c.execute("INSERT INTO erasures VALUES (?, ?, ?, 0, 0, 1, ?, ?, ?)",
-                      (tombstone["id"], now, reason, consents, access, json.dumps(versions)))
-            return {**tombstone, "session_ids": [session_id], "conversation_ids": []}
+            return self._erase_bare_session(c, session_id, reason, now)
 
         result = await self._write(job)
         await self.compact()
@@ -952,9 +955,18 @@ class SQLiteStore:
                    AND NOT EXISTS (SELECT 1 FROM conversations WHERE customer_id = cu.id
                                    AND status != 'closed')""", (account_cutoff,))]
             erased = [self._erase(c, customer_id, "retention", now) for customer_id in stale]
+            # Sessions that consented but never gave details: kept no longer than accounts.
+            bare = [r[0] for r in c.execute(
+                "SELECT id FROM visitor_sessions WHERE customer_id IS NULL AND last_seen_at <= ?",
+                (account_cutoff,))]
+            erased += [self._erase_bare_session(c, sid, "retention", now) for sid in bare]
+            # Staff sign-in records hold addresses too: kept as long as access records.
+            logins = c.execute("DELETE FROM login_events WHERE at <= ?",
+                               (access_cutoff,)).rowcount
             result = {
-                "counts": {"accounts": len(erased), "closed_conversations": len(old),
-                           "access_events": access,
+                "counts": {"accounts": len(stale), "sessions_without_details": len(bare),
+                           "closed_conversations": len(old),
+                           "access_events": access, "staff_sign_ins": logins,
                            "messages": closed_messages + sum(e["messages"] for e in erased)},
                 "session_ids": [s for e in erased for s in e["session_ids"]],
                 "conversation_ids": old + [x for e in erased for x in e["conversation_ids"]],
