@@ -216,7 +216,6 @@ async def setup_page(request: Request) -> Response:
                                             "token": token, "csrf_token": csrf, "error": None})
     set_cookie(response, request, CSRF_COOKIE, csrf, max_age=CSRF_MAX_AGE, samesite="strict")
     response.headers["Cache-Control"] = "no-store"
-    response.headers["Referrer-Policy"] = "no-referrer"
     return response
 
 
