@@ -475,6 +475,13 @@ class SQLiteStore:
         ).fetchone()
         return _conversation(row) if row else None
 
+    @classmethod
+    def _require_conversation(cls, c: sqlite3.Connection, conversation_id: str) -> Conversation:
+        found = cls._get_conversation(c, conversation_id)
+        if found is None:
+            raise NotFound("No such conversation.")
+        return found
+
     async def open_conversation(
         self, customer_id: str, *, create: bool = True
     ) -> tuple[Conversation, bool]:
@@ -497,9 +504,7 @@ class SQLiteStore:
                 "VALUES (?, ?, 'queued', ?)",
                 (conversation_id, customer_id, now),
             )
-            found = self._get_conversation(c, conversation_id)
-            assert found is not None
-            return found, True
+            return self._require_conversation(c, conversation_id), True
 
         return await self._write(job)
 
@@ -512,9 +517,7 @@ class SQLiteStore:
         now = self._now()
 
         def job(c: sqlite3.Connection) -> tuple[Conversation, bool]:
-            found = self._get_conversation(c, conversation_id)
-            if found is None:
-                raise NotFound("No such conversation.")
+            found = self._require_conversation(c, conversation_id)
             if found.status == "closed":
                 raise ConversationClosed()
             if found.status == "active":
@@ -526,9 +529,7 @@ class SQLiteStore:
                 "WHERE id = ? AND status = 'queued'",
                 (staff_id, now, conversation_id),
             )
-            claimed = self._get_conversation(c, conversation_id)
-            assert claimed is not None
-            return claimed, True
+            return self._require_conversation(c, conversation_id), True
 
         return await self._write(job)
 
@@ -536,9 +537,7 @@ class SQLiteStore:
         now = self._now()
 
         def job(c: sqlite3.Connection) -> Conversation | None:
-            found = self._get_conversation(c, conversation_id)
-            if found is None:
-                raise NotFound("No such conversation.")
+            found = self._require_conversation(c, conversation_id)
             if found.status == "closed":
                 return None
             c.execute(
