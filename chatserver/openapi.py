@@ -34,6 +34,8 @@ ERROR: Schema = {
 _TIME: Schema = {"type": "string", "format": "date-time"}
 _TIME_OR_NULL: Schema = {**_TIME, "nullable": True}
 _DATE: Schema = {"type": "string", "format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
+_MOMENT: Schema = {"anyOf": [_DATE, _TIME],
+                   "description": "a day (YYYY-MM-DD) or an ISO 8601 time; UTC unless it says"}
 _NAME: Schema = {"type": "string", "minLength": 1, "maxLength": 100,
                  "description": "1-100 characters after runs of white space become one space; "
                                 "no control characters"}
@@ -389,7 +391,7 @@ def _staff_paths() -> dict[str, dict[str, Operation]]:
             description="Every attempt is recorded. Unknown names, wrong passwords, disabled "
                         "and throttled accounts all get 401 invalid_credentials.")},
         "/api/staff/logout": {"post": _op(
-            "Sign out; clears the cookie and closes the session's sockets", "staff", STAFF,
+            "Sign out; clears the cookie and closes the session's sockets", "staff", [{}, *STAFF],
             {"200": _ok(_obj(["ok"], ok={"type": "boolean"})), **_errors(403)},
             operation_id="staffLogout")},
         "/api/staff/me": {"get": _op(
@@ -501,8 +503,8 @@ def _admin_paths() -> dict[str, dict[str, Operation]]:
                 _query("actor", {"type": "string"}, "e.g. staff:1, customer, anonymous"),
                 _query("action", {"type": "string"}, "e.g. transcript.download"),
                 _query("target", {"type": "string"}, "e.g. conversation:cv_..."),
-                _query("since", _TIME, "entries at or after this time"),
-                _query("before", _TIME, "entries before this time")])},
+                _query("since", _MOMENT, "entries at or after this day or time"),
+                _query("before", _MOMENT, "entries before this day or time")])},
         "/api/admin/audit/verify": {"get": _admin(
             "Check the audit log's hash chain", "auditVerify",
             _ok(_obj(["intact", "first_broken_id"], intact={"type": "boolean"},

@@ -14,6 +14,7 @@ MAX_FRAME_BYTES = 64 * 1024
 MAX_BODY_CHARS = 4000
 MAX_CLIENT_MSG_ID = 100
 MAX_CONVERSATION_ID = 64
+MAX_SEQ = 2**63 - 1  # what the database's integers hold
 
 
 class ProtocolError(ValueError):
@@ -92,11 +93,20 @@ def _load(text: str | bytes) -> dict[str, Any]:
         raise ProtocolError("too_large", "Frames must be at most 64 KiB.")
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # ValueError also covers integers too long to read
         raise ProtocolError("invalid_json", "The frame is not valid JSON.") from None
     if not isinstance(data, dict):
         raise ProtocolError("invalid_frame", "A frame must be a JSON object with a type.")
     return data
+
+
+def _text(value: str, key: str) -> str:
+    """JSON may escape a lone surrogate, which no UTF-8 text can hold."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError("invalid_field", f"'{key}' is not valid Unicode text.") from None
+    return value
 
 
 def _str(data: dict[str, Any], key: str, limit: int) -> str:
@@ -105,7 +115,7 @@ def _str(data: dict[str, Any], key: str, limit: int) -> str:
         raise ProtocolError("invalid_field", f"'{key}' must be a non-empty string.")
     if len(value) > limit:
         raise ProtocolError("invalid_field", f"'{key}' must be at most {limit} characters.")
-    return value
+    return _text(value, key)
 
 
 def _body(data: dict[str, Any]) -> str:
@@ -118,7 +128,7 @@ def _body(data: dict[str, Any]) -> str:
         )
     if "\x00" in value:
         raise ProtocolError("invalid_field", "'body' must not contain NUL characters.")
-    return value
+    return _text(value, "body")
 
 
 def parse(text: str | bytes, audience: Audience) -> Frame:
@@ -145,7 +155,7 @@ def parse(text: str | bytes, audience: Audience) -> Frame:
         )
     if kind == "resume":
         after = data.get("after_seq")
-        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+        if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= MAX_SEQ:
             raise ProtocolError("invalid_field", "'after_seq' must be a whole number >= 0.")
         return Resume(after_seq=after, conversation_id=conv)
     if kind == "typing":

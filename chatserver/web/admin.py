@@ -66,7 +66,7 @@ def _search(request: Request) -> ConversationSearch:
     if status not in {None, "queued", "active", "closed"}:
         raise ValidationFailed("status is queued, active or closed.", field="status")
     agent = params.get("agent") or None
-    if agent is not None and not (agent.isascii() and agent.isdigit()):
+    if agent is not None and not (agent.isascii() and agent.isdigit() and len(agent) <= 18):
         raise ValidationFailed("agent is a staff id.", field="agent")
     return ConversationSearch(
         status=status,

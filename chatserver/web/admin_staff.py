@@ -3,6 +3,7 @@ and the audit log with filters."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,11 +70,11 @@ async def add_staff(request: Request) -> Response:
         ch.isspace() for ch in name.strip()
     ):
         raise ValidationFailed("A name is 1-100 characters without spaces.", field="name")
-    if body.get("role") not in ROLES:
+    if not isinstance(body.get("role"), str) or body["role"] not in ROLES:
         raise ValidationFailed("role is agent or admin.", field="role")
     password = _password(body, name.strip())
     staff = await state.store.add_staff(name.strip(), body["role"],
-                                        passwords.hash_password(password))
+                                        await asyncio.to_thread(passwords.hash_password, password))
     await audit.record(state.store, actor=f"staff:{actor.id}", action="staff.create",
                        ip=client_ip(request), target=f"staff:{staff.id}",
                        detail={"role": staff.role})
@@ -88,9 +89,9 @@ async def change_staff(request: Request) -> Response:
     if not isinstance(body, dict) or not body or set(body) - {"role", "state"}:
         raise ValidationFailed("Send role and/or state.")
     role, new_state = body.get("role"), body.get("state")
-    if role is not None and role not in ROLES:
+    if role is not None and (not isinstance(role, str) or role not in ROLES):
         raise ValidationFailed("role is agent or admin.", field="role")
-    if new_state is not None and new_state not in STATES:
+    if new_state is not None and (not isinstance(new_state, str) or new_state not in STATES):
         raise ValidationFailed("state is active or disabled.", field="state")
     staff_id = _staff_id(request)
     before = await state.store.get_staff(staff_id)
@@ -117,7 +118,8 @@ async def reset_password(request: Request) -> Response:
     if staff is None:
         raise NotFound("No such staff member.")
     password = _password(body if isinstance(body, dict) else {}, staff.name)
-    await state.store.set_password(staff.id, passwords.hash_password(password))
+    await state.store.set_password(staff.id,
+                                   await asyncio.to_thread(passwords.hash_password, password))
     await state.store.note_login(staff.id, ok=True)
     ended = await _end_sessions(request, staff.id)
     await audit.record(state.store, actor=f"staff:{actor.id}", action="staff.password_reset",
@@ -165,9 +167,9 @@ def _moment(request: Request, name: str) -> str | None:
         return None
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        return iso(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    except (ValueError, OverflowError):
         raise ValidationFailed(f"{name} must be a date or an ISO time.", field=name) from None
-    return iso(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
 
 
 async def audit_log(request: Request) -> Response:

@@ -105,9 +105,13 @@ async def read_json(request: Request) -> Any:
             raise TooLarge("Request bodies may be at most 64 KiB.")
         chunks.append(chunk)
     try:
-        return json.loads(b"".join(chunks) or b"null")
-    except (ValueError, RecursionError):
-        raise BadRequest("The body is not valid JSON.", code="invalid_json") from None
+        data = json.loads(b"".join(chunks) or b"null")
+        # JSON may escape a lone surrogate ("\ud800"), which no UTF-8 text can hold: refuse it
+        # here rather than fail later when the value is stored, logged or sent.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError):  # UnicodeError is a ValueError
+        raise BadRequest("The body is not valid JSON text.", code="invalid_json") from None
+    return data
 
 
 def secure_cookie(conn: HTTPConnection) -> bool:

@@ -125,7 +125,7 @@ async def api_consent(request: Request) -> Response:
     if not isinstance(on_behalf, bool):
         raise ValidationFailed("on_behalf must be true or false.", field="on_behalf")
     method = body.get("method", "widget")
-    if method not in {"widget", "account"}:
+    if not isinstance(method, str) or method not in {"widget", "account"}:
         raise ValidationFailed("method is widget or account.", field="method")
 
     session_hash = visitor_session_hash(request)
