@@ -1,0 +1,203 @@
+"""Ordinary conversations' delivery latency while one address floods the server.
+
+    python bench/flood.py --flooders 200 --conversations 20 --duration 15
+
+Starts `chatserver serve` on a fresh data folder. 200 sockets from one address (198.51.100.66,
+given through X-Forwarded-For, which the server trusts from 127.0.0.1) send messages and garbage
+as fast as they can; meanwhile 20 ordinary conversations (each its own address, one agent
+answering all of them) exchange a message per second per side. Reports, for the ordinary
+conversations, the delivery latency (sent by one side -> received by the other) p50/p99/max and
+any message lost, and what became of the flood. Talks to 127.0.0.1 only; bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+
+PASSWORD = "correct horse battery staple"
+FLOOD_IP = "198.51.100.66"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cookie_header(client: httpx.AsyncClient) -> str:
+    return "; ".join(f"{c.name}={c.value}" for c in client.cookies.jar)
+
+
+async def visitor(url: str, ws_url: str, ip: str, n: int,
+                  transport: httpx.AsyncHTTPTransport) -> ClientConnection | None:
+    async with httpx.AsyncClient(base_url=url, transport=transport,
+                                 headers={"X-Forwarded-For": ip}) as client:
+        await client.post("/api/consent", json={"policy_version": "1.01"})
+        await client.post("/api/visitor", json={"name": f"V{n}", "email": f"v{n}@example.com",
+                                                "company": ""})
+        cookies = cookie_header(client)
+    try:
+        return await connect(ws_url + "/ws/visitor",
+                             additional_headers={"Cookie": cookies, "X-Forwarded-For": ip})
+    except Exception:  # refused by a cap
+        return None
+
+
+async def flood(ws: ClientConnection, stop: asyncio.Event, stats: dict[str, int]) -> None:
+    n = 0
+    with contextlib.suppress(Exception):
+        while not stop.is_set():
+            await ws.send(json.dumps({"type": "message", "body": "flood " * 50,
+                                      "client_msg_id": f"f{n}"}))
+            await ws.send("{garbage")
+            n += 1
+            if n % 20 == 0:
+                await asyncio.sleep(0)
+    stats["flood_frames"] += 2 * n
+    if ws.close_code == 4429:
+        stats["flood_sockets_closed_4429"] += 1
+    with contextlib.suppress(Exception):
+        await ws.close()
+
+
+async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    ws_url = url.replace("http://", "ws://")
+    transport = httpx.AsyncHTTPTransport()
+    async with httpx.AsyncClient(base_url=url) as staff:
+        login = await staff.post("/api/staff/login",
+                                 json={"username": "benchagent", "password": PASSWORD})
+        login.raise_for_status()
+        agent = await connect(ws_url + "/ws/agent",
+                              additional_headers={"Cookie": cookie_header(staff)},
+                              max_size=2**24)
+    sent_at: dict[str, float] = {}
+    done_talking, all_in = asyncio.Event(), asyncio.Event()
+    latencies: list[float] = []
+    received: set[str] = set()
+    conversations: dict[str, ClientConnection] = {}
+    for n in range(args.conversations):
+        ws = await visitor(url, ws_url, f"203.0.113.{n + 1}", n, transport)
+        assert ws is not None
+        welcome = json.loads(await ws.recv())
+        conversations[welcome["conversation_id"]] = ws
+        await agent.send(json.dumps({"type": "claim",
+                                     "conversation_id": welcome["conversation_id"]}))
+
+    def arrived(frame: dict[str, Any]) -> None:
+        if frame.get("type") == "message" and frame.get("client_msg_id") in sent_at:
+            key = frame["client_msg_id"]
+            if key not in received:
+                received.add(key)
+                latencies.append(time.perf_counter() - sent_at[key])
+                if done_talking.is_set() and len(received) == len(sent_at):
+                    all_in.set()
+
+    async def read(ws: ClientConnection) -> None:
+        with contextlib.suppress(Exception):
+            async for raw in ws:
+                arrived(json.loads(raw))
+
+    readers = [asyncio.create_task(read(ws)) for ws in [agent, *conversations.values()]]
+    stats = {"flood_frames": 0, "flood_sockets_closed_4429": 0}
+    opened = [await visitor(url, ws_url, FLOOD_IP, 10_000 + i, transport)
+              for i in range(args.flooders)]
+    flooders = [ws for ws in opened if ws is not None]
+    stop = asyncio.Event()
+    flood_tasks = [asyncio.create_task(flood(ws, stop, stats)) for ws in flooders]
+
+    async def talk(conversation_id: str, ws: ClientConnection) -> None:
+        n = 0
+        deadline = time.perf_counter() + args.duration
+        while time.perf_counter() < deadline:
+            for side, sock, frame in (
+                ("v", ws, {"type": "message", "body": "hello", "client_msg_id": ""}),
+                ("a", agent, {"type": "message", "conversation_id": conversation_id,
+                              "body": "hi", "client_msg_id": ""}),
+            ):
+                key = f"{conversation_id}-{side}{n}"
+                frame["client_msg_id"] = key
+                sent_at[key] = time.perf_counter()
+                await sock.send(json.dumps(frame))
+            n += 1
+            await asyncio.sleep(1.0)
+
+    await asyncio.gather(*(talk(c, ws) for c, ws in conversations.items()))
+    done_talking.set()
+    if len(received) == len(sent_at):
+        all_in.set()
+    stop.set()
+    await asyncio.gather(*flood_tasks)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(all_in.wait(), 10)  # stragglers: up to ten seconds
+    for task in readers:
+        task.cancel()
+    for ws in [agent, *conversations.values()]:
+        with contextlib.suppress(Exception):
+            await ws.close()
+    await transport.aclose()
+    ordered = sorted(latencies)
+    return {
+        "ordinary_conversations": args.conversations,
+        "ordinary_messages": len(sent_at),
+        "ordinary_lost": len(sent_at) - len(received),
+        "delivery_ms_p50": round(statistics.median(ordered) * 1000, 1),
+        "delivery_ms_p99": round(ordered[int(len(ordered) * 0.99) - 1] * 1000, 1),
+        "delivery_ms_max": round(ordered[-1] * 1000, 1),
+        "flood_sockets_tried": args.flooders,
+        "flood_handshakes_completed": len(flooders),  # refusals complete, then close 4429
+        **stats,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--flooders", type=int, default=200)
+    parser.add_argument("--conversations", type=int, default=20)
+    parser.add_argument("--duration", type=float, default=15)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "CHATSERVER_DATA_DIR": str(Path(tmp) / "data"),
+               "CHATSERVER_LOG_LEVEL": "warning", "CHATSERVER_PURGE_INTERVAL_SECONDS": "0",
+               "CHATSERVER_STAFF_RATE_MESSAGES": "100000"}
+        subprocess.run([sys.executable, "-m", "chatserver", "user", "add", "benchagent",
+                        "--role", "agent", "--password-stdin"], input=PASSWORD + "\n",
+                       text=True, env=env, check=True, capture_output=True)
+        port = free_port()
+        server = subprocess.Popen([sys.executable, "-m", "chatserver", "serve", "--port",
+                                   str(port)], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(200):
+                try:
+                    if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+            result = asyncio.run(run(args, url))
+        finally:
+            server.terminate()
+            server.wait(10)
+    for key, value in result.items():
+        print(f"{key}: {value}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
