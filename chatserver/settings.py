@@ -74,7 +74,8 @@ SETTINGS: dict[str, Setting] = {
     "contact_email": Setting(
         "CHATSERVER_CONTACT_EMAIL",
         "",
-        "Where customers write about privacy; shown on the policy and account pages.",
+        "Where customers write about privacy or when chat cannot work (cookies blocked); shown "
+        "on the policy and account pages and in the widget.",
     ),
     "subprocessors_file": Setting(
         "CHATSERVER_SUBPROCESSORS_FILE",

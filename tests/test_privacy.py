@@ -375,3 +375,41 @@ async def test_agent_socket_still_works_after_unrelated_erasure(server: Server) 
                                  headers={"Cookie": "chat_session=forged.value.sig"}) as c:
         assert (await c.get("/api/me/export")).status_code == 401
         assert (await c.delete("/api/me")).status_code == 401
+
+
+async def test_policy_page_states_practice_from_settings(
+    make_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    """Retention periods, the contact address and the sub-processors file appear on /policy;
+    the contact address is offered in the widget for when cookies are blocked."""
+    tools = tmp_path / "subprocessors.json"
+    tools.write_text(json.dumps([{"name": "MailRelay GmbH", "purpose": "sending replies by email",
+                                  "data": "email address, message text", "country": "Germany"}]))
+    server = make_server(CHATSERVER_RETENTION_DAYS="90", CHATSERVER_ACCESS_RETENTION_DAYS="7",
+                         CHATSERVER_CONVERSATION_RETENTION_DAYS="30",
+                         CHATSERVER_CONTACT_EMAIL="privacy@shop.example",
+                         CHATSERVER_SUBPROCESSORS_FILE=str(tools))
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        text = (await client.get("/policy")).text
+        widget = (await client.get("/widget")).text
+    for expected in ("after\n        90 days", "deleted after\n        7 days", "30\n        days",
+                     "privacy@shop.example", "MailRelay GmbH", "sending replies by email",
+                     "Germany"):
+        assert " ".join(expected.split()) in " ".join(text.split()), expected
+    assert "privacy@shop.example" in widget
+
+
+async def test_on_behalf_confirmation_is_kept_with_the_consent(server: Server) -> None:
+    """Writing for one's own end-users is confirmed at consent and kept in the receipt."""
+    v = Visitor(server)
+    consent = await v.http.post("/api/consent", json={"policy_version": "1.01",
+                                                       "on_behalf": True})
+    assert consent.status_code == 200
+    await v.register(name="Reseller", email="reseller@example.com")
+    receipt = (await v.http.get("/api/me")).json()["consents"][0]
+    assert receipt["on_behalf"] is True
+    export = (await v.http.get("/api/me/export")).json()
+    assert export["consents"][0]["on_behalf"] is True
+    bad = await v.http.post("/api/consent", json={"policy_version": "1.01", "on_behalf": "yes"})
+    assert bad.status_code == 422
+    await v.aclose()

@@ -39,3 +39,10 @@ def test_wheel_ships_static_templates_migrations_and_policy(tmp_path: Path) -> N
                      "chatserver/storage/migrations/001_initial.sql",
                      "chatserver/bundled/privacy-policy-1.01.md"):
         assert expected in names, expected
+
+
+def test_widget_stays_small() -> None:
+    """The embed, the widget's script and its styles stay under 40 KB together, unminified."""
+    sizes = [(ROOT / "static" / name).stat().st_size
+             for name in ("widget.js", "widget-app.js", "widget.css")]
+    assert sum(sizes) < 40 * 1024, sizes

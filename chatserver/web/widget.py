@@ -57,6 +57,7 @@ async def widget(request: Request) -> Response:
             "title": title,
             "color": _color(request.query_params.get("color")),
             "policy": consent.public(policy),
+            "contact_email": app_state(request).settings.contact_email,
         },
     )
 
