@@ -33,6 +33,11 @@ def session_channel(session_hash: str) -> str:
     return f"session:{session_hash}"
 
 
+def staff_channel(staff_id: int) -> str:
+    """Tells all of one agent's sockets (tabs) which conversations they now follow."""
+    return f"staff:{staff_id}"
+
+
 QUEUE_CHANNEL = "queue"
 POLICY_CHANNEL = "policy"  # payload: the version just published
 
@@ -108,6 +113,8 @@ class Hub:
         """Claim for this agent; True when this call claimed it (False: it was theirs already)."""
         claimed, now_claimed = await self.store.claim_conversation(conversation_id, staff.id)
         if now_claimed:
+            # First, so every tab of this agent follows the conversation before its news.
+            await self.broadcast.publish(staff_channel(staff.id), conversation_id)
             await self.post(
                 conversation_id, sender="system", sender_id="system", author="system",
                 body=f"{staff.name} joined the conversation.", client_msg_id=None,

@@ -17,7 +17,13 @@ from . import consent, protocol
 from .broadcast import Subscription
 from .connection import Limiter, Peer, ender, frames, listener, refuse
 from .errors import ChatError, ConsentRequired, Forbidden, NotFound, NotSignedIn, RateLimited
-from .hub import POLICY_CHANNEL, QUEUE_CHANNEL, conversation_channel, session_channel
+from .hub import (
+    POLICY_CHANNEL,
+    QUEUE_CHANNEL,
+    conversation_channel,
+    session_channel,
+    staff_channel,
+)
 from .storage.base import Staff
 from .web.common import (
     app_state,
@@ -208,6 +214,7 @@ async def _agent_session(ws: WebSocket, staff: Staff, session_hash: str) -> None
     subs = [
         hub.subscribe(QUEUE_CHANNEL, peer.send),
         hub.subscribe(session_channel(session_hash), ender(peer)),
+        hub.subscribe(staff_channel(staff.id), watch),
     ]
     hub.agent_connected(staff.id)
     log.info("agent socket open staff=%s", staff.id)

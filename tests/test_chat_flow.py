@@ -197,3 +197,26 @@ async def test_health(server: Server) -> None:
     async with httpx.AsyncClient(base_url=server.url) as client:
         response = await client.get("/healthz")
     assert response.json() == {"status": "ok"}
+
+
+async def test_every_tab_of_an_agent_follows_a_claim(server: Server, visitor: Visitor) -> None:
+    """A conversation claimed in one tab reaches the agent's other tabs, opened before or after."""
+    vs = await visitor.socket()
+    conversation_id = (await vs.wait_type("welcome"))["conversation_id"]
+    amy = await Agent(server, "agent2").login()
+    before = await amy.socket()
+    await before.wait_type("queue")
+    claimer = await amy.socket()
+    await claimer.wait_type("queue")
+    await claimer.send({"type": "claim", "conversation_id": conversation_id})
+    await claimer.wait_type("status", conversation_id=conversation_id)
+    after = await amy.socket()
+    await after.wait_type("queue")
+    await vs.send({"type": "message", "body": "anyone?", "client_msg_id": "tabs"})
+    for tab in (before, claimer, after):
+        got = await tab.wait_type("message", conversation_id=conversation_id, body="anyone?")
+        assert got["sender"] == "visitor"
+    assert (await before.wait_type("status", conversation_id=conversation_id))["agent"] == "agent2"
+    for s in (vs, before, claimer, after):
+        await s.close()
+    await amy.aclose()

@@ -1,0 +1,790 @@
+"""Load generator: N live conversations, both sides talking, against the chat server or the baseline.
+
+    python bench/load.py --conversations 50 --duration 15              # flat out
+    python bench/load.py --conversations 200 --duration 15 --rate 1    # 1 msg/s per side
+    python bench/load.py --conversations 50 --duration 15 --compare    # chat server, then baseline
+
+By default it starts its own server (`python -m chatserver serve` on a free port, a fresh data folder
+in a temporary directory, CHATSERVER_LIMITS_EXEMPT=127.0.0.1) and creates the agent `benchagent`
+with the CLI. Every conversation is a real visitor (consent to the current policy, pre-chat form,
+/ws/visitor) claimed by an agent socket (/ws/agent, one per --per-agent conversations, all signed in
+as the same agent). `--baseline` runs the same traffic against bench/baseline.py instead: one room of
+two sockets per conversation, no storage.
+
+Each side of each conversation sends `message` frames, at --rate per second or, without it, flat
+out; either way at most --in-flight un-acked at a time. Measured over the --duration window:
+
+- ack latency: send of a message to its `ack`, p50/p99/max in ms (all, visitor side, agent side);
+- acked/s and relayed/s: acks, and message frames received by the OTHER side of the conversation;
+- lost: acked messages the other side never received (after a drain of up to --drain seconds);
+  also duplicates, reordering (per sender) and misrouting (to a socket of another conversation);
+- server RSS (VmRSS) idle, at the start of traffic, peak during traffic and drain (sampled every
+  0.5 s), at the end, and the peak during setup (staff logins hash passwords with argon2);
+  server and client CPU over the window, as % of one core (the client shares the machine).
+
+It prints a report and one JSON line per run (`{"bench": ...}`); with --compare, a side-by-side
+table too. Exit status 1 when anything was lost, duplicated, reordered, misrouted, left un-acked or
+answered with an error, 2 when a run could not start. It only talks to 127.0.0.1, and every phase
+has a time limit, so it stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+AGENT_NAME = "benchagent"
+PASSWORD = "correct horse battery staple"
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+SAMPLE_SECONDS = 0.5
+SETUP_CONCURRENCY = 16
+BODY = "Hello from the {role} of conversation {i}, message {n}: could you check my order, please?"
+
+
+# -- the server under test ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_kib(pid: int | None) -> int | None:
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process, from /proc/<pid>/stat."""
+    if pid is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds spent busy by all cores together since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class ServerProcess:
+    """A server in a subprocess, on a free port, logging to a file."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.argv = argv
+        self.env = env
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        with open(self.log_path, "ab") as log:
+            return subprocess.Popen(self.argv, cwd=REPO, env=self.env, stdout=log,
+                                    stderr=subprocess.STDOUT)
+
+    async def start(self, url: str) -> None:
+        self.process = self.launch()
+        deadline = time.monotonic() + 30
+        async with httpx.AsyncClient(timeout=1) as http:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"server exited at start:\n{self.log_text()[-3000:]}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(url + "/healthz")).status_code == 200:
+                        return
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"server did not start in 30 s:\n{self.log_text()[-3000:]}")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def problems(self) -> list[str]:
+        """Log lines that speak of errors, tracebacks or warnings."""
+        marks = (" ERROR ", " CRITICAL ", "Traceback", " WARNING ", "Exception")
+        return [line for line in self.log_text().splitlines() if any(m in line for m in marks)]
+
+    async def stop(self) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(process.wait, 15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            await asyncio.to_thread(process.wait, 5)
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATSERVER_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env.update(extra)
+    return env
+
+
+async def start_chatserver(tmp: Path) -> tuple[ServerProcess, str]:
+    port = free_port()
+    env = child_env({"CHATSERVER_DATA_DIR": str(tmp / "data"),
+                     "CHATSERVER_LIMITS_EXEMPT": "127.0.0.1"})
+    server = ServerProcess([sys.executable, "-m", "chatserver", "serve", "--port", str(port)],
+                           env, tmp / "chatserver.log")
+    url = f"http://127.0.0.1:{port}"
+    await server.start(url)
+    add = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "chatserver", "user", "add", AGENT_NAME, "--role", "agent",
+        "--password-stdin", cwd=REPO, env=env, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(add.communicate((PASSWORD + "\n").encode()), 60)
+    if add.returncode != 0:
+        await server.stop()
+        raise RuntimeError(f"user add failed ({add.returncode}): {err.decode()}{out.decode()}")
+    return server, url
+
+
+async def start_baseline(tmp: Path) -> tuple[ServerProcess, str]:
+    port = free_port()
+    server = ServerProcess([sys.executable, str(BENCH / "baseline.py"), "--port", str(port)],
+                           child_env({}), tmp / "baseline.log")
+    url = f"http://127.0.0.1:{port}"
+    await server.start(url)
+    return server, url
+
+
+# -- clients --------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Conn:
+    """One client socket and the conversations whose frames may arrive on it."""
+
+    ws: ClientConnection
+    role: str  # "visitor" or "agent"
+    convs: set[str]
+    closing: bool = False
+
+
+@dataclass(eq=False)
+class Stream:
+    """One side of one conversation: its messages, at most `in_flight` of them un-acked."""
+
+    index: int
+    role: str
+    conv: str
+    conn: Conn
+    window: asyncio.Semaphore
+    extra: dict[str, str]
+    prefix: str
+    sent: int = 0
+    last_relayed: int = 0
+
+
+@dataclass
+class Tally:
+    """What happened to every message of a run; the receive loops and the senders update it."""
+
+    pending: dict[str, tuple[Stream, float]] = field(default_factory=dict)
+    acked: set[str] = field(default_factory=set)
+    received: set[str] = field(default_factory=set)
+    latencies: dict[str, list[float]] = field(default_factory=lambda: {"visitor": [], "agent": []})
+    streams: dict[str, Stream] = field(default_factory=dict)
+    window_end: float = math.inf
+    acked_in_window: int = 0
+    relayed_in_window: int = 0
+    duplicates: int = 0
+    reordered: int = 0
+    misrouted: int = 0
+    other_tab: int = 0
+    stray_acks: int = 0
+    stray_messages: int = 0
+    send_failures: int = 0
+    late_sends: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    closes: Counter[str] = field(default_factory=Counter)
+    waiters: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    unsettled: set[str] = field(default_factory=set)  # sent, and not yet both acked and relayed
+    stopped: bool = False
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def on_send(self, stream: Stream, cmid: str, now: float) -> None:
+        self.pending[cmid] = (stream, now)
+        self.unsettled.add(cmid)
+
+    def settle(self, cmid: str) -> None:
+        self.unsettled.discard(cmid)
+        if self.stopped and not self.unsettled:
+            self.settled.set()
+
+    def stop(self) -> None:
+        self.stopped = True
+        if not self.unsettled:
+            self.settled.set()
+
+    def on_ack(self, cmid: str, now: float) -> None:
+        entry = self.pending.pop(cmid, None)
+        if entry is None:
+            self.stray_acks += 1
+            return
+        stream, sent_at = entry
+        self.latencies[stream.role].append(now - sent_at)
+        self.acked.add(cmid)
+        if now <= self.window_end:
+            self.acked_in_window += 1
+        stream.window.release()
+        if cmid in self.received:
+            self.settle(cmid)
+
+    def on_message(self, conn: Conn, frame: dict[str, Any], now: float) -> None:
+        cmid = frame.get("client_msg_id")
+        if not isinstance(cmid, str) or cmid[:1] == conn.role[:1]:
+            return  # a system message, or the echo of this side's own message
+        prefix, _, n = cmid.rpartition(".")
+        stream = self.streams.get(prefix + ".")
+        if stream is None or not n.isdigit():
+            self.stray_messages += 1
+            return
+        if frame.get("conversation_id", stream.conv) != stream.conv or (
+            stream.conv not in conn.convs and conn.role == "visitor"
+        ):
+            self.misrouted += 1  # a message shown in another conversation: never acceptable
+            return
+        if stream.conv not in conn.convs:
+            self.other_tab += 1  # another socket of the same agent follows this conversation too
+            return
+        if cmid in self.received:
+            self.duplicates += 1
+            return
+        self.received.add(cmid)
+        if cmid in self.acked:
+            self.settle(cmid)
+        if int(n) <= stream.last_relayed:
+            self.reordered += 1
+        stream.last_relayed = max(stream.last_relayed, int(n))
+        if now <= self.window_end:
+            self.relayed_in_window += 1
+
+
+async def receive(conn: Conn, tally: Tally) -> None:
+    """Read every frame of one socket until it closes."""
+    clock = time.perf_counter
+    try:
+        async for raw in conn.ws:
+            frame = json.loads(raw)
+            kind = frame.get("type")
+            if kind == "ack":
+                tally.on_ack(str(frame.get("client_msg_id")), clock())
+            elif kind == "message":
+                tally.on_message(conn, frame, clock())
+            elif kind == "status":
+                waiter = tally.waiters.get(str(frame.get("conversation_id")))
+                if waiter is not None and not waiter.done() and frame.get("status") == "active":
+                    waiter.set_result(None)
+            elif kind == "error":
+                code = f"{conn.role}:{frame.get('code')}"
+                tally.errors[code] += 1
+                waiter = tally.waiters.get(str(frame.get("conversation_id")))
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(RuntimeError(f"{code}: {frame.get('message')}"))
+    except ConnectionClosed:
+        pass
+    finally:
+        if not conn.closing:
+            tally.closes[f"{conn.role}:{conn.ws.close_code}"] += 1
+
+
+async def open_ws(url: str, cookie: str = "") -> ClientConnection:
+    return await connect(url, additional_headers={"Cookie": cookie} if cookie else None,
+                         open_timeout=30, close_timeout=2, ping_interval=None, compression=None,
+                         max_size=2**20)
+
+
+async def first_frame(ws: ClientConnection, kind: str) -> dict[str, Any]:
+    frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 30))
+    if frame.get("type") != kind:
+        raise RuntimeError(f"expected a {kind} frame first, got {frame}")
+    return frame
+
+
+def cookie_header(http: httpx.AsyncClient) -> str:
+    return "; ".join(f"{c.name}={c.value}" for c in http.cookies.jar)
+
+
+async def limited(n: int, job: Callable[[int], Awaitable[Any]]) -> list[Any]:
+    gate = asyncio.Semaphore(SETUP_CONCURRENCY)
+
+    async def one(i: int) -> Any:
+        async with gate:
+            return await job(i)
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+class Clients:
+    """Every socket opened in a run, each with its reader task; closes them all at the end."""
+
+    def __init__(self, tally: Tally) -> None:
+        self.tally = tally
+        self.conns: list[Conn] = []
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def add(self, ws: ClientConnection, role: str, convs: set[str]) -> Conn:
+        conn = Conn(ws, role, convs)
+        self.conns.append(conn)
+        self.tasks.append(asyncio.create_task(receive(conn, self.tally)))
+        return conn
+
+    async def close(self) -> None:
+        for conn in self.conns:
+            conn.closing = True
+        await asyncio.gather(*(c.ws.close() for c in self.conns), return_exceptions=True)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+@dataclass
+class Setup:
+    pairs: list[tuple[str, Conn, Conn, dict[str, str]]]  # conv, visitor, agent, agent frame extra
+    agent_sockets: int
+
+
+async def setup_chatserver(url: str, n: int, per_agent: int, tally: Tally,
+                           clients: Clients) -> Setup:
+    ws_url = "ws" + url.removeprefix("http")
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        response = await http.get("/api/policy")
+        response.raise_for_status()
+        version = response.json()["version"]
+
+    async def visitor(i: int) -> Conn:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            response = await http.post("/api/consent", json={"policy_version": version})
+            if response.status_code != 200:
+                raise RuntimeError(f"consent: {response.status_code} {response.text}")
+            response = await http.post("/api/visitor", json={
+                "name": f"Bench Visitor {i}", "email": f"visitor{i}@bench.example.com",
+                "company": "Bench Ltd",
+            })
+            if response.status_code != 200:
+                raise RuntimeError(f"visitor: {response.status_code} {response.text}")
+            cookie = cookie_header(http)
+        ws = await open_ws(ws_url + "/ws/visitor", cookie)
+        welcome = await first_frame(ws, "welcome")
+        return clients.add(ws, "visitor", {str(welcome["conversation_id"])})
+
+    visitors: list[Conn] = await limited(n, visitor)
+    convs = [next(iter(v.convs)) for v in visitors]
+    if len(set(convs)) != n:
+        raise RuntimeError("two visitors were given the same conversation")
+
+    groups = [convs[i:i + per_agent] for i in range(0, n, per_agent)]
+
+    async def agent(g: int) -> Conn:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            response = await http.post("/api/staff/login",
+                                       json={"username": AGENT_NAME, "password": PASSWORD})
+            if response.status_code != 200:
+                raise RuntimeError(
+                    f"agent login: {response.status_code} {response.text} (with --url, create the "
+                    f"agent first: python -m chatserver user add {AGENT_NAME} --role agent)")
+            cookie = cookie_header(http)
+        ws = await open_ws(ws_url + "/ws/agent", cookie)
+        await first_frame(ws, "queue")
+        return clients.add(ws, "agent", set(groups[g]))
+
+    # Every agent socket opens before any claim: a socket that opens later also follows the
+    # conversations its agent claimed before (as a second browser tab would), which would blur
+    # "one agent socket per --per-agent conversations".
+    agents: list[Conn] = await limited(len(groups), agent)
+    loop = asyncio.get_running_loop()
+    for conn in agents:
+        for conv in conn.convs:
+            tally.waiters[conv] = loop.create_future()
+            await conn.ws.send(json.dumps({"type": "claim", "conversation_id": conv}))
+    await asyncio.wait_for(asyncio.gather(*tally.waiters.values()), 120)
+    tally.waiters.clear()
+    pairs = [(conv, visitors[i], agents[i // per_agent], {"conversation_id": conv})
+             for i, conv in enumerate(convs)]
+    return Setup(pairs, len(agents))
+
+
+async def setup_baseline(url: str, n: int, clients: Clients) -> Setup:
+    ws_url = "ws" + url.removeprefix("http")
+
+    async def room(i: int) -> tuple[Conn, Conn]:
+        name = f"room{i}"
+        pair: list[Conn] = []
+        for role in ("visitor", "agent"):  # one after the other: both are in the room when done
+            ws = await open_ws(f"{ws_url}/ws/{name}")
+            await first_frame(ws, "welcome")
+            pair.append(clients.add(ws, role, {name}))
+        return pair[0], pair[1]
+
+    rooms: list[tuple[Conn, Conn]] = await limited(n, room)
+    pairs: list[tuple[str, Conn, Conn, dict[str, str]]] = [
+        (next(iter(v.convs)), v, a, {}) for v, a in rooms]
+    return Setup(pairs, n)
+
+
+# -- traffic --------------------------------------------------------------------------------------
+
+
+async def send_stream(stream: Stream, tally: Tally, start: float, stop_at: float,
+                      rate: float | None) -> None:
+    clock = time.perf_counter
+    interval = 1 / rate if rate else 0.0
+    due = start + random.uniform(0, interval)  # noqa: S311 - spreads the senders' phases
+    ws = stream.conn.ws
+    while True:
+        if rate:
+            if due >= stop_at:
+                return
+            await asyncio.sleep(max(0.0, due - clock()))
+        remaining = stop_at - clock()
+        if remaining <= 0:
+            return
+        try:
+            await asyncio.wait_for(stream.window.acquire(), remaining)
+        except TimeoutError:
+            return
+        now = clock()
+        if now >= stop_at:
+            stream.window.release()
+            return
+        if rate:
+            if now - due > interval:
+                tally.late_sends += 1
+            due += interval
+        stream.sent += 1
+        n = stream.sent
+        cmid = f"{stream.prefix}{n}"
+        frame = {"type": "message", **stream.extra,
+                 "body": BODY.format(role=stream.role, i=stream.index, n=n), "client_msg_id": cmid}
+        tally.on_send(stream, cmid, clock())
+        try:
+            await ws.send(json.dumps(frame))
+        except ConnectionClosed:
+            tally.send_failures += 1
+            tally.pending.pop(cmid, None)
+            tally.settle(cmid)
+            return
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    index = max(0, math.ceil(q / 100 * len(sorted_values)) - 1)
+    return round(sorted_values[index] * 1000, 2)
+
+
+def summary(values: list[float]) -> dict[str, float | None]:
+    ordered = sorted(values)
+    return {"p50": percentile(ordered, 50), "p99": percentile(ordered, 99),
+            "max": percentile(ordered, 100)}
+
+
+def mib(kib: int | None) -> float | None:
+    return round(kib / 1024, 1) if kib is not None else None
+
+
+async def run_once(args: argparse.Namespace, target: str) -> dict[str, Any]:
+    """One run against one target ("chatserver" or "baseline"); returns the figures."""
+    tally = Tally()
+    clients = Clients(tally)
+    server: ServerProcess | None = None
+    rss_samples: dict[str, list[int]] = {"setup": [], "traffic": []}
+    phase = "setup"
+    sampler: asyncio.Task[None] | None = None
+    result: dict[str, Any] = {
+        "bench": target, "conversations": args.conversations, "duration_s": args.duration,
+        "rate_per_side": args.rate, "in_flight": args.in_flight,
+    }
+    with tempfile.TemporaryDirectory(prefix="chatbench-") as tmp_name:
+        tmp = Path(tmp_name)
+        try:
+            if args.url:
+                url, pid = args.url.rstrip("/"), args.pid
+            else:
+                server, url = await (start_chatserver(tmp) if target == "chatserver"
+                                     else start_baseline(tmp))
+                pid = server.pid
+            idle = rss_kib(pid)
+
+            async def sample() -> None:
+                while True:
+                    value = rss_kib(pid)
+                    if value is not None:
+                        rss_samples[phase].append(value)
+                    await asyncio.sleep(SAMPLE_SECONDS)
+
+            sampler = asyncio.create_task(sample())
+            t_setup = time.perf_counter()
+            async with asyncio.timeout(120 + args.conversations):
+                if target == "chatserver":
+                    setup = await setup_chatserver(url, args.conversations, args.per_agent, tally,
+                                                   clients)
+                else:
+                    setup = await setup_baseline(url, args.conversations, clients)
+            result["setup_s"] = round(time.perf_counter() - t_setup, 2)
+            result["sockets"] = {"visitor": args.conversations, "agent": setup.agent_sockets}
+
+            streams: list[Stream] = []
+            for i, (conv, visitor, agent, extra) in enumerate(setup.pairs):
+                for role, conn, frame_extra in (("visitor", visitor, {}), ("agent", agent, extra)):
+                    stream = Stream(i, role, conv, conn, asyncio.Semaphore(args.in_flight),
+                                    frame_extra, f"{role[0]}{i}.")
+                    streams.append(stream)
+                    tally.streams[stream.prefix] = stream
+
+            rss_start = rss_kib(pid)
+            phase = "traffic"
+            result["loadavg_1min_before"] = round(os.getloadavg()[0], 2)
+            cpu_server_0, cpu_client_0 = cpu_seconds(pid), time.process_time()
+            cpu_machine_0 = machine_busy_seconds()
+            start = time.perf_counter()
+            stop_at = start + args.duration
+            tally.window_end = stop_at
+            await asyncio.gather(*(send_stream(s, tally, start, stop_at, args.rate)
+                                   for s in streams))
+            elapsed = time.perf_counter() - start
+            cpu_server_1, cpu_client_1 = cpu_seconds(pid), time.process_time()
+            cpu_machine_1 = machine_busy_seconds()
+            tally.stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(tally.settled.wait(), args.drain)
+            result["drain_s"] = round(max(0.0, time.perf_counter() - stop_at), 2)
+            rss_end = rss_kib(pid)
+
+            sent = sum(s.sent for s in streams)
+            lost = tally.acked - tally.received
+            everything = tally.latencies["visitor"] + tally.latencies["agent"]
+            server_cpu = (cpu_server_1 - cpu_server_0
+                          if cpu_server_0 is not None and cpu_server_1 is not None else None)
+            client_cpu = cpu_client_1 - cpu_client_0
+            machine_cpu = cpu_machine_1 - cpu_machine_0
+            result.update({
+                "sent": sent,
+                "sent_visitor": sum(s.sent for s in streams if s.role == "visitor"),
+                "sent_agent": sum(s.sent for s in streams if s.role == "agent"),
+                "acked": len(tally.acked),
+                "unacked": len(tally.pending),
+                "relayed": len(tally.received),
+                "lost": len(lost),
+                "lost_examples": sorted(lost)[:5],
+                "duplicates": tally.duplicates,
+                "reordered": tally.reordered,
+                "misrouted": tally.misrouted,
+                "other_agent_socket": tally.other_tab,
+                "stray_acks": tally.stray_acks,
+                "stray_messages": tally.stray_messages,
+                "send_failures": tally.send_failures,
+                "late_sends": tally.late_sends,
+                "acked_per_s": round(tally.acked_in_window / args.duration, 1),
+                "relayed_per_s": round(tally.relayed_in_window / args.duration, 1),
+                "ack_ms": summary(everything),
+                "ack_ms_visitor": summary(tally.latencies["visitor"]),
+                "ack_ms_agent": summary(tally.latencies["agent"]),
+                "rss_mib": {"idle": mib(idle), "start": mib(rss_start),
+                            "peak": mib(max([*rss_samples["traffic"], rss_start or 0, rss_end or 0])
+                                        if pid else None),
+                            "end": mib(rss_end),
+                            "setup_peak": mib(max(rss_samples["setup"], default=None))},
+                "server_cpu_pct": round(100 * server_cpu / elapsed) if server_cpu is not None
+                else None,
+                "client_cpu_pct": round(100 * client_cpu / elapsed),
+                # everything else on the machine meanwhile (other jobs skew the figures)
+                "other_cpu_pct": round(100 * (machine_cpu - client_cpu - (server_cpu or 0)) / elapsed),
+                "cores": os.cpu_count(),
+            })
+        finally:
+            if sampler is not None:
+                sampler.cancel()
+            await clients.close()
+            if server is not None:
+                result["server_alive_at_end"] = server.alive()
+                await server.stop()
+                problems = server.problems()
+                result["server_log_problems"] = len(problems)
+                result["server_log_examples"] = problems[:5]
+        result["errors"] = dict(tally.errors)
+        result["unexpected_closes"] = dict(tally.closes)
+    return result
+
+
+# -- reporting ------------------------------------------------------------------------------------
+
+
+def failed(r: dict[str, Any]) -> bool:
+    return bool(r.get("lost") or r.get("misrouted") or r.get("unacked") or r.get("send_failures")
+                or r.get("errors") or r.get("unexpected_closes") or r.get("duplicates")
+                or r.get("reordered") or r.get("server_alive_at_end") is False)
+
+
+def fmt(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def report(r: dict[str, Any]) -> str:
+    shape = f"{r['rate_per_side']} msg/s per side" if r["rate_per_side"] else "flat out"
+    a, v, g, rss = r["ack_ms"], r["ack_ms_visitor"], r["ack_ms_agent"], r["rss_mib"]
+    lines = [
+        f"{r['bench']}: {r['conversations']} conversations, {r['duration_s']} s, {shape}, "
+        f"{r['in_flight']} in flight per side, sockets {r['sockets']['visitor']} visitor + "
+        f"{r['sockets']['agent']} agent (setup {r['setup_s']} s, drain {r['drain_s']} s)",
+        f"  messages    sent {r['sent']} ({r['sent_visitor']} visitor, {r['sent_agent']} agent)  "
+        f"acked {r['acked']}  relayed {r['relayed']}  "
+        f"LOST {r['lost']}  unacked {r['unacked']}  dup {r['duplicates']}  "
+        f"reordered {r['reordered']}  misrouted {r['misrouted']}",
+        f"  throughput  {r['acked_per_s']} acked/s  {r['relayed_per_s']} relayed/s",
+        f"  ack ms      p50 {fmt(a['p50'])}  p99 {fmt(a['p99'])}  max {fmt(a['max'])}   "
+        f"(visitor {fmt(v['p50'])}/{fmt(v['p99'])}, agent {fmt(g['p50'])}/{fmt(g['p99'])})",
+        f"  server      RSS MiB idle {fmt(rss['idle'])}, start {fmt(rss['start'])}, "
+        f"peak {fmt(rss['peak'])}, end {fmt(rss['end'])} (setup peak {fmt(rss['setup_peak'])})",
+        f"  cpu         server {fmt(r['server_cpu_pct'])}% of a core, client (this process) "
+        f"{r['client_cpu_pct']}%, other processes {r['other_cpu_pct']}% "
+        f"({r['cores']} cores; load {r['loadavg_1min_before']} before)",
+    ]
+    if r["rate_per_side"]:
+        lines.append(f"  late sends  {r['late_sends']} (window full when due)")
+    trouble = {k: r[k] for k in ("errors", "unexpected_closes", "stray_acks", "stray_messages",
+                                 "other_agent_socket",
+                                 "send_failures", "lost_examples", "server_log_problems",
+                                 "server_log_examples") if r.get(k)}
+    if r.get("server_alive_at_end") is False:
+        trouble["server_alive_at_end"] = False
+    lines.append(f"  problems    {json.dumps(trouble) if trouble else 'none'}")
+    return "\n".join(lines)
+
+
+ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+    ("ack p50 ms", lambda r: r["ack_ms"]["p50"]),
+    ("ack p99 ms", lambda r: r["ack_ms"]["p99"]),
+    ("ack max ms", lambda r: r["ack_ms"]["max"]),
+    ("acked msgs/s", lambda r: r["acked_per_s"]),
+    ("relayed msgs/s", lambda r: r["relayed_per_s"]),
+    ("messages sent", lambda r: r["sent"]),
+    ("messages lost", lambda r: r["lost"]),
+    ("RSS start MiB", lambda r: r["rss_mib"]["start"]),
+    ("RSS peak MiB", lambda r: r["rss_mib"]["peak"]),
+    ("RSS end MiB", lambda r: r["rss_mib"]["end"]),
+    ("server CPU %", lambda r: r["server_cpu_pct"]),
+    ("client CPU %", lambda r: r["client_cpu_pct"]),
+    ("other CPU %", lambda r: r["other_cpu_pct"]),
+]
+
+
+def side_by_side(runs: list[dict[str, Any]]) -> str:
+    width = 16
+    lines = ["figure".ljust(width) + "".join(r["bench"].rjust(14) for r in runs)]
+    for label, get in ROWS:
+        lines.append(label.ljust(width) + "".join(fmt(get(r)).rjust(14) for r in runs))
+    return "\n".join(lines)
+
+
+# -- command line ---------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None,
+                                epilog="See bench/RESULTS.md for figures.")
+    p.add_argument("--conversations", type=int, default=50, help="conversations (rooms) at once")
+    p.add_argument("--duration", type=float, default=15, help="seconds of traffic")
+    p.add_argument("--rate", type=float, default=None,
+                   help="messages per second per side of each conversation (default: flat out)")
+    p.add_argument("--in-flight", type=int, default=8, help="un-acked messages per side, at most")
+    p.add_argument("--per-agent", type=int, default=50, help="conversations per agent socket")
+    p.add_argument("--drain", type=float, default=15,
+                   help="seconds to wait after the window for outstanding acks and relays")
+    p.add_argument("--url", help="use this running server instead of starting one (127.0.0.1 only; "
+                                 f"the agent {AGENT_NAME} must exist, rate limits must be exempt)")
+    p.add_argument("--pid", type=int, help="with --url: the server's pid, for RSS and CPU")
+    p.add_argument("--baseline", action="store_true", help="measure bench/baseline.py instead")
+    p.add_argument("--compare", action="store_true",
+                   help="run the chat server, then the baseline, with the same parameters")
+    args = p.parse_args(argv)
+    if not 1 <= args.conversations <= 2000:
+        p.error("--conversations: 1 to 2000")
+    if not 0 < args.duration <= 600:
+        p.error("--duration: more than 0, at most 600 seconds")
+    if args.rate is not None and not 0 < args.rate <= 1000:
+        p.error("--rate: more than 0, at most 1000")
+    if not 1 <= args.in_flight <= 1000 or args.per_agent < 1 or not 0 <= args.drain <= 120:
+        p.error("--in-flight 1-1000, --per-agent >= 1, --drain 0-120")
+    if args.url:
+        parts = urlsplit(args.url)
+        if parts.scheme != "http" or parts.hostname not in LOCAL_HOSTS:
+            p.error("--url must be http://127.0.0.1:PORT (this tool only talks to this machine)")
+        if args.compare:
+            p.error("--compare starts both servers itself; leave out --url")
+    if args.pid is not None and not args.url:
+        p.error("--pid goes with --url")
+    return args
+
+
+async def amain(args: argparse.Namespace) -> int:
+    targets = ["chatserver", "baseline"] if args.compare else [
+        "baseline" if args.baseline else "chatserver"]
+    runs = []
+    for target in targets:
+        try:
+            result = await run_once(args, target)
+        except Exception as exc:  # a server that would not start or set up: say so, plainly
+            print(f"{target}: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
+        runs.append(result)
+        print(report(result), flush=True)
+        print(json.dumps(result, separators=(",", ":")), flush=True)
+    if len(runs) > 1:
+        print(side_by_side(runs), flush=True)
+    return 1 if any(failed(r) for r in runs) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return asyncio.run(amain(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
