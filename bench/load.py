@@ -165,7 +165,13 @@ def child_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-async def start_chatserver(tmp: Path) -> tuple[ServerProcess, str]:
+def agent_name(g: int) -> str:
+    """Each agent socket signs in as its own agent: one agent's tabs all follow all of that
+    agent's conversations, which is not what --per-agent means to measure."""
+    return AGENT_NAME if g == 0 else f"{AGENT_NAME}{g}"
+
+
+async def start_chatserver(tmp: Path, agents: int = 1) -> tuple[ServerProcess, str]:
     port = free_port()
     env = child_env({"CHATSERVER_DATA_DIR": str(tmp / "data"),
                      "CHATSERVER_LIMITS_EXEMPT": "127.0.0.1"})
@@ -173,15 +179,16 @@ async def start_chatserver(tmp: Path) -> tuple[ServerProcess, str]:
                            env, tmp / "chatserver.log")
     url = f"http://127.0.0.1:{port}"
     await server.start(url)
-    add = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "chatserver", "user", "add", AGENT_NAME, "--role", "agent",
-        "--password-stdin", cwd=REPO, env=env, stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(add.communicate((PASSWORD + "\n").encode()), 60)
-    if add.returncode != 0:
-        await server.stop()
-        raise RuntimeError(f"user add failed ({add.returncode}): {err.decode()}{out.decode()}")
+    for g in range(agents):
+        add = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "chatserver", "user", "add", agent_name(g), "--role", "agent",
+            "--password-stdin", cwd=REPO, env=env, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(add.communicate((PASSWORD + "\n").encode()), 60)
+        if add.returncode != 0:
+            await server.stop()
+            raise RuntimeError(f"user add failed ({add.returncode}): {err.decode()}{out.decode()}")
     return server, url
 
 
@@ -425,7 +432,7 @@ async def setup_chatserver(url: str, n: int, per_agent: int, tally: Tally,
     async def agent(g: int) -> Conn:
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             response = await http.post("/api/staff/login",
-                                       json={"username": AGENT_NAME, "password": PASSWORD})
+                                       json={"username": agent_name(g), "password": PASSWORD})
             if response.status_code != 200:
                 raise RuntimeError(
                     f"agent login: {response.status_code} {response.text} (with --url, create the "
@@ -548,7 +555,8 @@ async def run_once(args: argparse.Namespace, target: str) -> dict[str, Any]:
             if args.url:
                 url, pid = args.url.rstrip("/"), args.pid
             else:
-                server, url = await (start_chatserver(tmp) if target == "chatserver"
+                agents = -(-args.conversations // args.per_agent)
+                server, url = await (start_chatserver(tmp, agents) if target == "chatserver"
                                      else start_baseline(tmp))
                 pid = server.pid
             idle = rss_kib(pid)
@@ -739,7 +747,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drain", type=float, default=15,
                    help="seconds to wait after the window for outstanding acks and relays")
     p.add_argument("--url", help="use this running server instead of starting one (127.0.0.1 only; "
-                                 f"the agent {AGENT_NAME} must exist, rate limits must be exempt)")
+                                 f"the agents {AGENT_NAME}, {AGENT_NAME}1, ... (one per agent "
+                                 "socket) must exist, rate limits must be exempt)")
     p.add_argument("--pid", type=int, help="with --url: the server's pid, for RSS and CPU")
     p.add_argument("--baseline", action="store_true", help="measure bench/baseline.py instead")
     p.add_argument("--compare", action="store_true",
