@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gzip
 from importlib import resources
@@ -38,6 +39,21 @@ def check_policy(password: str, name: str | None = None) -> str | None:
     if name and name.lower() in lowered:
         return "The password must not contain the account name."
     return None
+
+
+# argon2 takes 64 MiB per hash: at most two at a time, so a burst of sign-ins costs bounded
+# memory, and each runs in a thread, so the event loop (every chat) never waits on one.
+_SLOTS = asyncio.Semaphore(2)
+
+
+async def hash_password_async(password: str) -> str:
+    async with _SLOTS:
+        return await asyncio.to_thread(hash_password, password)
+
+
+async def verify_async(password_hash: str | None, password: str) -> bool:
+    async with _SLOTS:
+        return await asyncio.to_thread(verify, password_hash, password)
 
 
 def login_delay(failed: int) -> float:

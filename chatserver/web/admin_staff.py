@@ -3,7 +3,6 @@ and the audit log with filters."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,7 +73,7 @@ async def add_staff(request: Request) -> Response:
         raise ValidationFailed("role is agent or admin.", field="role")
     password = _password(body, name.strip())
     staff = await state.store.add_staff(name.strip(), body["role"],
-                                        await asyncio.to_thread(passwords.hash_password, password))
+                                        await passwords.hash_password_async(password))
     await audit.record(state.store, actor=f"staff:{actor.id}", action="staff.create",
                        ip=client_ip(request), target=f"staff:{staff.id}",
                        detail={"role": staff.role})
@@ -119,7 +118,7 @@ async def reset_password(request: Request) -> Response:
         raise NotFound("No such staff member.")
     password = _password(body if isinstance(body, dict) else {}, staff.name)
     await state.store.set_password(staff.id,
-                                   await asyncio.to_thread(passwords.hash_password, password))
+                                   await passwords.hash_password_async(password))
     await state.store.note_login(staff.id, ok=True)
     ended = await _end_sessions(request, staff.id)
     await audit.record(state.store, actor=f"staff:{actor.id}", action="staff.password_reset",

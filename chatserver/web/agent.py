@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -57,8 +56,7 @@ async def sign_in(request: Request, username: str, password: str) -> tuple[Staff
     ip, agent = client_ip(request), user_agent(request)
     staff = await state.store.get_staff_by_name(username) if 0 < len(username) <= 100 else None
     # argon2 is deliberately slow: off the event loop, so a sign-in never stalls a chat.
-    ok = await asyncio.to_thread(passwords.verify, staff.password_hash if staff else None,
-                                 password)
+    ok = await passwords.verify_async(staff.password_hash if staff else None, password)
     throttled = staff is not None and _throttled(staff, state.store.clock())
     if staff is None or not ok or staff.state != "active" or throttled:
         outcome = ("unknown_user" if staff is None else "throttled" if throttled
@@ -250,7 +248,7 @@ async def setup_submit(request: Request) -> Response:
         return again("The two passwords differ.", 422)
     try:
         staff = await state.store.create_first_admin(
-            hash_id(token), name, await asyncio.to_thread(passwords.hash_password, password)
+            hash_id(token), name, await passwords.hash_password_async(password)
         )
     except Conflict:
         return again("That name is taken; choose another.", 409)
