@@ -13,9 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,10 +22,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from server import PASSWORD, chatserver  # noqa: E402  (bench/server.py, beside this file)
+
 from chatserver.consent import bundled_policy  # noqa: E402
 from chatserver.storage import open_store  # noqa: E402
-
-PASSWORD = "correct horse battery staple"
 
 
 def rss_kb(pid: int) -> int:
@@ -60,12 +57,6 @@ async def seed(data: Path, messages: int, per_conversation: int) -> None:
         made += count
         n += 1
     await store.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def measure(url: str, pid: int, cookies: httpx.Cookies, fmt: str) -> dict[str, float]:
@@ -102,30 +93,12 @@ def main() -> None:
         t0 = time.perf_counter()
         asyncio.run(seed(data, args.messages, args.per_conversation))
         print(f"seeded {args.messages} messages in {time.perf_counter() - t0:.1f}s", flush=True)
-        env = {**os.environ, "CHATSERVER_DATA_DIR": str(data), "CHATSERVER_LOG_LEVEL": "warning",
-               "CHATSERVER_PURGE_INTERVAL_SECONDS": "0"}
-        subprocess.run([sys.executable, "-m", "chatserver", "user", "add", "benchadmin",
-                        "--role", "admin", "--password-stdin"], input=PASSWORD + "\n",
-                       text=True, env=env, check=True, capture_output=True)
-        port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "chatserver", "serve", "--port",
-                                   str(port)], env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(200):
-                try:
-                    if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.05)
-            login = httpx.post(url + "/api/staff/login",
+        with chatserver(data, staff="benchadmin", role="admin") as server:
+            login = httpx.post(server.url + "/api/staff/login",
                                json={"username": "benchadmin", "password": PASSWORD})
             login.raise_for_status()
-            results = [measure(url, server.pid, login.cookies, fmt) for fmt in ("jsonl", "csv")]
-        finally:
-            server.terminate()
-            server.wait(10)
+            results = [measure(server.url, server.pid, login.cookies, fmt)
+                       for fmt in ("jsonl", "csv")]
     for r in results:
         print(f"{r['format']}: {r['rows']} rows in {r['seconds']}s, RSS {r['rss_before_mb']} MB "
               f"-> peak {r['rss_peak_mb']} MB (+{r['growth_mb']} MB)")

@@ -16,10 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,14 +26,10 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
-PASSWORD = "correct horse battery staple"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from server import PASSWORD, chatserver  # noqa: E402  (bench/server.py, beside this file)
+
 FLOOD_IP = "198.51.100.66"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cookie_header(client: httpx.AsyncClient) -> str:
@@ -171,29 +164,11 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=20)
     parser.add_argument("--duration", type=float, default=15)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "CHATSERVER_DATA_DIR": str(Path(tmp) / "data"),
-               "CHATSERVER_LOG_LEVEL": "warning", "CHATSERVER_PURGE_INTERVAL_SECONDS": "0",
-               "CHATSERVER_STAFF_RATE_MESSAGES": "100000"}
-        subprocess.run([sys.executable, "-m", "chatserver", "user", "add", "benchagent",
-                        "--role", "agent", "--password-stdin"], input=PASSWORD + "\n",
-                       text=True, env=env, check=True, capture_output=True)
-        port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "chatserver", "serve", "--port",
-                                   str(port)], env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(200):
-                try:
-                    if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.05)
-            result = asyncio.run(run(args, url))
-        finally:
-            server.terminate()
-            server.wait(10)
+    with tempfile.TemporaryDirectory() as tmp, chatserver(
+        Path(tmp) / "data", staff="benchagent", role="agent",
+        CHATSERVER_STAFF_RATE_MESSAGES="100000",
+    ) as server:
+        result = asyncio.run(run(args, server.url))
     for key, value in result.items():
         print(f"{key}: {value}")
     print(json.dumps(result))
