@@ -453,10 +453,16 @@ def _admin_paths() -> dict[str, dict[str, Operation]]:
             _ok(_list("customers", {"type": "object"}, total={"type": "integer"})),
             422, parameters=[_query("q", {"type": "string", "maxLength": 200}),
                              _limit(50, 200), _OFFSET])},
-        "/api/admin/customers/{customer_id}": {"delete": _admin(
-            "Erase a customer now", "eraseCustomer", _ok(_ref("Erased")), 404, 409,
-            parameters=[_CUSTOMER_ID], unsafe=True,
-            description="409 legal_hold while the customer is under a legal hold.")},
+        "/api/admin/customers/{customer_id}": {
+            "delete": _admin(
+                "Erase a customer now", "eraseCustomer", _ok(_ref("Erased")), 404, 409,
+                parameters=[_CUSTOMER_ID], unsafe=True,
+                description="409 legal_hold while the customer is under a legal hold."),
+            "patch": _admin(
+                "Correct a customer's name, email or company (audited)", "correctCustomer",
+                _ok(_obj(["customer"], customer=_ref("Customer"))), 404,
+                body=_body(_ref("CustomerPatch")), parameters=[_CUSTOMER_ID]),
+        },
         "/api/admin/customers/{customer_id}/legal-hold": {"post": _admin(
             "Set or release a legal hold", "legalHold",
             _ok(_obj(["customer"], customer={"type": "object"})), 404,

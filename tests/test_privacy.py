@@ -413,3 +413,26 @@ async def test_on_behalf_confirmation_is_kept_with_the_consent(server: Server) -
     bad = await v.http.post("/api/consent", json={"policy_version": "1.01", "on_behalf": "yes"})
     assert bad.status_code == 422
     await v.aclose()
+
+
+async def test_admin_corrects_a_customer_for_an_emailed_request(server: Server, admin: Agent
+                                                                ) -> None:
+    """An admin corrects details with the pre-chat rules; the audit names fields, not values."""
+    email = _marker("fix") + "@example.com"
+    v = await Visitor(server).start(name="Misspelt", email=email)
+    [customer] = (await admin.http.get("/api/admin/customers",
+                                       params={"q": email})).json()["customers"]
+    bad = await admin.http.patch(f"/api/admin/customers/{customer['id']}",
+                                 json={"email": "a@b.co, c@d.co"})
+    assert bad.status_code == 422 and bad.json()["error"] == "cc_not_allowed"
+    fixed = await admin.http.patch(f"/api/admin/customers/{customer['id']}",
+                                   json={"name": "Spelt Right"})
+    assert fixed.status_code == 200 and fixed.json()["customer"]["name"] == "Spelt Right"
+    assert (await v.http.get("/api/me")).json()["customer"]["name"] == "Spelt Right"
+    entries = (await admin.http.get("/api/admin/audit",
+                                    params={"action": "customer.correct"})).json()["entries"]
+    assert entries[0]["detail"] == {"fields": ["name"]}
+    assert "Spelt Right" not in json.dumps(entries)
+    missing = await admin.http.patch("/api/admin/customers/cu_missing", json={"name": "x"})
+    assert missing.status_code == 404
+    await v.aclose()

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .. import audit, privacy
+from .. import audit, consent, privacy
 from ..errors import ValidationFailed
 from .common import app_state, check_origin, client_ip, query_int, read_json, require_staff
 
@@ -70,6 +70,21 @@ async def legal_hold(request: Request) -> Response:
     return JSONResponse({"customer": items[0] if items else customer.public()})
 
 
+async def correct_customer(request: Request) -> Response:
+    """For a correction asked for by email: the same rules as the customer's own page."""
+    staff = await require_staff(request, "admin")
+    state = app_state(request)
+    body = await read_json(request)
+    fields = consent.validate_customer(body, partial=True)
+    customer_id = request.path_params["customer_id"]
+    customer = await state.store.update_customer(customer_id, fields)
+    await audit.record(state.store, actor=f"staff:{staff.id}", action="customer.correct",
+                       ip=client_ip(request), target=f"customer:{customer_id}",
+                       detail={"fields": sorted(fields)})
+    state.hub.queue_changed()
+    return JSONResponse({"customer": customer.public()})
+
+
 async def erase_customer(request: Request) -> Response:
     staff = await require_staff(request, "admin")
     check_origin(request)
@@ -101,5 +116,6 @@ routes = [
     Route("/api/admin/customers", list_customers),
     Route("/api/admin/customers/{customer_id}/legal-hold", legal_hold, methods=["POST"]),
     Route("/api/admin/customers/{customer_id}", erase_customer, methods=["DELETE"]),
+    Route("/api/admin/customers/{customer_id}", correct_customer, methods=["PATCH"]),
     Route("/api/admin/purge", run_purge, methods=["POST"]),
 ]
