@@ -765,6 +765,11 @@
     access.dataset.action = "access";
     access.setAttribute("aria-label", `Access records of ${c.name || c.email || "this customer"}`);
     actions.appendChild(access);
+    const edit = el("button", "secondary small", "Correct");
+    edit.type = "button";
+    edit.dataset.action = "edit";
+    edit.setAttribute("aria-label", `Correct the details of ${c.name || c.email || "this customer"}`);
+    actions.appendChild(edit);
     const erase = el("button", "danger-outline", "Erase");
     erase.type = "button";
     erase.dataset.action = "erase";
@@ -858,6 +863,75 @@
       : `${plural(list.length, "record")}.`));
   }
 
+  // A correction asked for by email: the same rules as the customer's own account page.
+  function openCorrect(tr, button) {
+    const c = tr._customer;
+    const box = openSub(tr, "edit", CUST_COLS);
+    if (!box) return;
+    const form = el("form", "correct-box");
+    form.noValidate = true;
+    form.appendChild(el("strong", "", `Correct the details of ${c.name || c.email || c.id}`));
+    form.appendChild(el("p", "sub-note", "For a correction the customer asked for. The change is "
+      + "recorded in the audit log (customer.correct, with the names of the fields changed)."));
+    const inputs = {};
+    const errors = {};
+    for (const [field, label, max] of [["name", "Name", 100], ["email", "Email", 254], ["company", "Company", 200]]) {
+      const id = `correct-${field}-${c.id}`;
+      const lab = el("label", "", label);
+      lab.htmlFor = id;
+      const input = el("input");
+      input.type = field === "email" ? "email" : "text";
+      input.id = id;
+      input.maxLength = max;
+      input.value = c[field] || "";
+      inputs[field] = input;
+      errors[field] = el("p", "form-error");
+      form.append(lab, input, errors[field]);
+    }
+    const msg = el("p", "form-error");
+    msg.setAttribute("role", "alert");
+    const actions = el("div", "form-actions");
+    const save = el("button", "", "Save");
+    save.type = "submit";
+    const cancel = el("button", "secondary", "Cancel");
+    cancel.type = "button";
+    cancel.addEventListener("click", () => {
+      box.closest("tr").remove();
+      button.focus();
+    });
+    actions.append(save, cancel);
+    form.append(msg, actions);
+    box.appendChild(form);
+    inputs.name.focus();
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      for (const e of Object.values(errors)) e.textContent = "";
+      msg.textContent = "";
+      const body = {};
+      for (const [field, input] of Object.entries(inputs)) {
+        if (input.value.trim() !== (c[field] || "")) body[field] = input.value.trim();
+      }
+      if (!Object.keys(body).length) {
+        msg.textContent = "Nothing was changed.";
+        return;
+      }
+      save.disabled = true;
+      try {
+        const data = await api(`/api/admin/customers/${encodeURIComponent(c.id)}`, "PATCH", body);
+        const updated = { ...c, ...((data && data.customer) || body) };
+        const fresh = customerRow(updated);
+        box.closest("tr").remove();
+        tr.replaceWith(fresh);
+        notice(cust.notice, "ok", "The customer's details were corrected.");
+      } catch (err) {
+        save.disabled = false;
+        const field = err.code === "cc_not_allowed" ? "email" : err.field;
+        if (errors[field]) errors[field].textContent = err.message;
+        else msg.textContent = err.message;
+      }
+    });
+  }
+
   function openErase(tr) {
     const c = tr._customer;
     const existing = tr.nextElementSibling;
@@ -946,6 +1020,7 @@
     if (b.dataset.action === "hold") toggleHold(tr, b);
     else if (b.dataset.action === "erase") openErase(tr);
     else if (b.dataset.action === "access") openAccess(tr, b);
+    else if (b.dataset.action === "edit") openCorrect(tr, b);
   });
 
   cust.form.addEventListener("submit", (ev) => {
