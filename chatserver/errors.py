@@ -6,6 +6,10 @@ holds PII.
 
 from __future__ import annotations
 
+# Close codes that more than one module sends: defined once, here.
+CLOSE_SESSION_ENDED = 4401  # not signed in, or the session ended (logout, erasure)
+CLOSE_NO_CONSENT = 4403  # no consent to the current policy
+
 
 class ChatError(Exception):
     status: int = 400
@@ -45,14 +49,14 @@ class ValidationFailed(ChatError):
 
 class NotSignedIn(ChatError):
     status = 401
-    close_code = 4401
+    close_code = CLOSE_SESSION_ENDED
     code = "not_signed_in"
     message = "Sign in first."
 
 
 class ConsentRequired(ChatError):
     status = 403
-    close_code = 4403
+    close_code = CLOSE_NO_CONSENT
     code = "consent_required"
     message = "Please read and accept the privacy policy first."
 

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from . import audit
+from .errors import CLOSE_SESSION_ENDED
 from .hub import Hub
 from .settings import Settings
 from .storage.base import Store, iso
 
 log = logging.getLogger("chatserver.privacy")
 EXPORT_FORMAT = "chatserver.export/1"
-CLOSE_SESSION_ENDED = 4401
 
 
 async def export_document(

@@ -16,7 +16,16 @@ from starlette.websockets import WebSocket
 from . import consent, protocol
 from .broadcast import Subscription
 from .connection import Limiter, Peer, ender, frames, listener, refuse
-from .errors import ChatError, ConsentRequired, Forbidden, NotFound, NotSignedIn, RateLimited
+from .errors import (
+    CLOSE_NO_CONSENT,
+    CLOSE_SESSION_ENDED,
+    ChatError,
+    ConsentRequired,
+    Forbidden,
+    NotFound,
+    NotSignedIn,
+    RateLimited,
+)
 from .hub import (
     POLICY_CHANNEL,
     QUEUE_CHANNEL,
@@ -37,8 +46,6 @@ from .web.common import (
 
 log = logging.getLogger("chatserver.sockets")
 REPLAY_CHUNK = 200
-CLOSE_NO_CONSENT = 4403
-CLOSE_SESSION_ENDED = 4401
 SESSION_RECHECK_SECONDS = 60.0
 _OUTDATED = "The privacy policy changed; please read and accept it to go on chatting."
 

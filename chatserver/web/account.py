@@ -11,12 +11,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import audit, consent, privacy
-from ..errors import NotFound, NotSignedIn
+from ..errors import CLOSE_NO_CONSENT, NotFound, NotSignedIn
 from ..storage.base import VisitorSession
 from .common import app_state, check_origin, clear_visitor_cookie, current_visitor, page, read_json
 
 log = logging.getLogger("chatserver.web")
-CLOSE_NO_CONSENT = 4403
 
 
 async def _session(request: Request) -> VisitorSession:

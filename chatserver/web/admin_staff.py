@@ -11,11 +11,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import audit, passwords
-from ..errors import NotFound, ValidationFailed
+from ..errors import CLOSE_SESSION_ENDED, NotFound, ValidationFailed
 from ..storage.base import Staff, iso
 from .common import app_state, client_ip, query_int, read_json, require_staff
 
-CLOSE_SESSION_ENDED = 4401
 ROLES = {"agent", "admin"}
 STATES = {"active", "disabled"}
 
@@ -29,6 +28,14 @@ def _staff_id(request: Request) -> int:
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise NotFound("No such staff member.")
     return int(raw)
+
+
+async def _target_staff(request: Request) -> Staff:
+    """The staff member the path names, or 404."""
+    staff = await app_state(request).store.get_staff(_staff_id(request))
+    if staff is None:
+        raise NotFound("No such staff member.")
+    return staff
 
 
 async def _end_sessions(request: Request, staff_id: int) -> int:
@@ -92,10 +99,8 @@ async def change_staff(request: Request) -> Response:
         raise ValidationFailed("role is agent or admin.", field="role")
     if new_state is not None and (not isinstance(new_state, str) or new_state not in STATES):
         raise ValidationFailed("state is active or disabled.", field="state")
-    staff_id = _staff_id(request)
-    before = await state.store.get_staff(staff_id)
-    if before is None:
-        raise NotFound("No such staff member.")
+    before = await _target_staff(request)
+    staff_id = before.id
     staff = await state.store.update_staff(staff_id, role=role, state=new_state)
     if (new_state == "disabled" and before.state != "disabled") or (
         role is not None and role != before.role
@@ -113,9 +118,7 @@ async def reset_password(request: Request) -> Response:
     actor = await require_staff(request, "admin")
     state = app_state(request)
     body = await read_json(request)
-    staff = await state.store.get_staff(_staff_id(request))
-    if staff is None:
-        raise NotFound("No such staff member.")
+    staff = await _target_staff(request)
     password = _password(body if isinstance(body, dict) else {}, staff.name)
     await state.store.set_password(staff.id,
                                    await passwords.hash_password_async(password))
@@ -129,9 +132,7 @@ async def reset_password(request: Request) -> Response:
 async def force_logout(request: Request) -> Response:
     actor = await require_staff(request, "admin")
     state = app_state(request)
-    staff_id = _staff_id(request)
-    if await state.store.get_staff(staff_id) is None:
-        raise NotFound("No such staff member.")
+    staff_id = (await _target_staff(request)).id
     ended = await _end_sessions(request, staff_id)
     await audit.record(state.store, actor=f"staff:{actor.id}", action="staff.force_logout",
                        ip=client_ip(request), target=f"staff:{staff_id}",

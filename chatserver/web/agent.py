@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from .. import audit, passwords
-from ..errors import ChatError, Conflict, Forbidden, ValidationFailed
+from ..errors import CLOSE_SESSION_ENDED, ChatError, Conflict, Forbidden, ValidationFailed
 from ..sessions import CSRF_COOKIE, CSRF_MAX_AGE, STAFF_COOKIE, hash_id, new_id
 from ..storage.base import Staff, iso
 from .common import (
@@ -91,7 +91,7 @@ async def sign_out(request: Request) -> None:
     if session_hash is None:
         return
     await state.store.revoke_staff_session(session_hash)
-    await state.hub.end_session(session_hash, 4401)
+    await state.hub.end_session(session_hash, CLOSE_SESSION_ENDED)
     if staff is not None:
         await audit.record(state.store, actor=f"staff:{staff.id}", action="staff.logout",
                            ip=client_ip(request), target=f"staff:{staff.id}")
