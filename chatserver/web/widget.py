@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -47,15 +48,27 @@ def _color(value: str | None) -> str:
     return "#2357d9"
 
 
+def widget_look(request: Request) -> dict[str, str]:
+    """The embed's title and colour as widget.js passes them to /widget, validated.
+
+    The account page opened from the widget takes them along, so that its way back to the chat
+    looks like the chat the visitor left.
+    """
+    return {
+        "title": (request.query_params.get("title") or "Chat with us")[:60],
+        "color": _color(request.query_params.get("color")),
+    }
+
+
 async def widget(request: Request) -> Response:
     policy = await app_state(request).policies.current()
-    title = (request.query_params.get("title") or "Chat with us")[:60]
+    look = widget_look(request)
     return page(
         request,
         "widget.html",
         {
-            "title": title,
-            "color": _color(request.query_params.get("color")),
+            **look,
+            "account_url": "/account?" + urlencode({"in": "widget", **look}),
             "policy": consent.public(policy),
             "contact_email": app_state(request).settings.contact_email,
         },
