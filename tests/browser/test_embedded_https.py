@@ -238,3 +238,31 @@ async def test_export_failures_inside_the_widget_are_shown(
     await widget.locator("#export").click()
     await expect(widget.locator("#acct-none")).to_contain_text("no chat session")
     await context.close()
+
+
+async def test_a_browser_that_blocks_cookies_leaves_no_row(
+    sites: Sites, chromium: tuple[Browser, list[str]], tmp_path: Path
+) -> None:
+    """Chromium set to block all cookies: "Start chat" says the cookie is blocked, every time,
+    and the server stores no session, consent or access record for it."""
+    _, args = chromium
+    profile = tmp_path / "profile"
+    (profile / "Default").mkdir(parents=True)
+    (profile / "Default" / "Preferences").write_text(json.dumps(
+        {"profile": {"default_content_setting_values": {"cookies": 2}}}), encoding="utf-8")
+    async with async_playwright() as p:
+        context = await p.chromium.launch_persistent_context(
+            str(profile), executable_path=str(CHROMIUM), args=args, headless=True,
+            ignore_https_errors=True)
+        try:
+            shop = await context.new_page()
+            widget = await _open_widget(shop, sites)
+            for attempt in range(2):
+                await _consent(widget)
+                await expect(widget.locator("#blocked-title")).to_be_visible()
+                await shop.screenshot(path=str(tmp_path / f"blocked-{attempt}.png"))
+                await widget.locator("#blocked-retry").click()
+        finally:
+            await context.close()
+    assert {t: sites.rows(t) for t in ("visitor_sessions", "consents", "access_events")} == {
+        "visitor_sessions": 0, "consents": 0, "access_events": 0}
