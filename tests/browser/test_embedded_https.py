@@ -177,6 +177,9 @@ async def test_widget_embedded_cross_site_over_https(
     assert document["account"]["email"] == "nora@example.com"
     bodies = [m["body"] for c in document["conversations"] for m in c["messages"]]
     assert "Yes, two left." in bodies
+    await expect(widget.locator("#export-msg")).to_contain_text("my-chat-data.json")
+    await widget.locator("#export").scroll_into_view_if_needed()
+    await shop.screenshot(path=str(tmp_path / "2b-export.png"))
 
     # Back in the chat, the embed's title and colour are kept.
     await widget.get_by_role("link", name="Back to the chat").click()
