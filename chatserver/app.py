@@ -36,6 +36,7 @@ from .storage import Clock, open_store, utc_now
 from .storage.base import iso
 from .web import account, admin, admin_privacy, admin_staff, agent, widget
 from .web.common import MAX_BODY_BYTES, AppState, app_state, asset_dir, error_response
+from .web.pending_consent import PendingConsentMiddleware
 
 log = logging.getLogger("chatserver")
 access_log = logging.getLogger("chatserver.access")
@@ -254,5 +255,6 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             HTTPException: _http_error,
         },
     )
+    app.add_middleware(PendingConsentMiddleware)  # inside the edge: its checks come first
     app.add_middleware(EdgeMiddleware, settings=settings)
     return app

@@ -338,8 +338,9 @@ def _customer_paths() -> dict[str, dict[str, Operation]]:
             operation_id="getPolicy")},
         "/api/consent": {"post": _op(
             "Consent to the current policy", "customer", [{}, *VISITOR],
-            {"200": _ok(_ref("ConsentReceipt"), "recorded; sets the chat_session cookie when "
-                        "there was no session"),
+            {"200": _ok(_ref("ConsentReceipt"), "recorded; without a session it sets the "
+                        "chat_session and chat_consent cookies and is recorded when the "
+                        "browser brings them back"),
              **_errors(*_JSON_ERRORS, 409, 422)},
             body=_body(_ref("Consent")), operation_id="consent",
             description="Records version, text hash, time, IP and user agent. 409 "

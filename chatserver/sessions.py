@@ -19,9 +19,11 @@ VISITOR_COOKIE = "chat_session"
 STAFF_COOKIE = "chat_staff"
 SECURE_STAFF_COOKIE = "__Host-chat_staff"  # the staff cookie's name under HTTPS
 CSRF_COOKIE = "chat_csrf"
+PENDING_CONSENT_COOKIE = "chat_consent"
 
 VISITOR_MAX_AGE = 30 * 24 * 3600
 CSRF_MAX_AGE = 12 * 3600
+PENDING_CONSENT_MAX_AGE = 10 * 60
 
 # Everything the server may set, shown on /cookies; a test checks every Set-Cookie is listed here.
 COOKIES: list[dict[str, str]] = [
@@ -34,6 +36,17 @@ COOKIES: list[dict[str, str]] = [
         "message.",
         "attributes": "HttpOnly; Path=/; under HTTPS SameSite=None; Secure; Partitioned (so the "
         "widget works embedded in your site, in that site's partition only), else SameSite=Lax",
+    },
+    {
+        "name": PENDING_CONSENT_COOKIE,
+        "purpose": "Holds the consent you just gave until your browser shows it keeps the "
+        "chat_session cookie; only then is the consent recorded, so nothing is stored for a "
+        "browser that blocks cookies.",
+        "lifetime": "Until the next request from the chat, which clears it; at most 10 minutes.",
+        "contents": "The policy version and the SHA-256 of its text, your choice of the "
+        "\"on behalf\" box, where you consented, and a hash of the chat_session identifier, "
+        "with a signature. No name, email, company, IP or message.",
+        "attributes": "As chat_session",
     },
     {
         "name": STAFF_COOKIE,

@@ -32,6 +32,14 @@
     return { status: r.status, ok: r.ok, data };
   }
 
+  // Public pages (policy, cookies) refuse to be framed: inside the widget's frame a plain link
+  // would show "refused to connect", so they open in a tab of their own.
+  function newTab(a) {
+    a.target = '_blank';
+    a.rel = 'noopener';
+    a.append(mk('span', 'sr-only', ' (opens in a new tab)'));
+  }
+
   function when(v) {
     const d = v ? new Date(v) : null;
     if (!d || isNaN(d)) return null;
@@ -149,6 +157,7 @@
       const ver = mk('td');
       const a = mk('a', '', 'Version ' + c.policy_version);
       a.href = '/policy/' + encodeURIComponent(c.policy_version);
+      newTab(a);
       ver.append(a);
       if (c.policy_sha256) ver.title = 'SHA-256 of the text you saw: ' + c.policy_sha256;
       const given = mk('td');
@@ -262,6 +271,43 @@
     $('hold-note').hidden = !me.legal_hold;
     await renderConsent();
   }
+
+  // ---- export -------------------------------------------------------------------------
+  // Fetched by this page and saved from memory rather than followed as a download link: inside
+  // the widget on another site the session cookie is partitioned to this frame, and browsers
+  // send it with the frame's own requests but not with a download it hands to the browser.
+  $('export').addEventListener('click', async () => {
+    const btn = $('export');
+    btn.disabled = true;
+    say('export-msg', '');
+    say('export-error', '');
+    try {
+      const r = await fetch('/api/me/export', { credentials: 'same-origin', cache: 'no-store', headers: { Accept: 'application/json' } });
+      if (r.status === 401) return noSession();
+      if (!r.ok) {
+        let data = {};
+        try { data = (await r.json()) || {}; } catch (e) { /* not JSON */ }
+        if (r.status === 404) { me.customer = null; renderDetails(); }
+        return say('export-error', data.message || 'Something went wrong. Please try again.');
+      }
+      const named = /filename="([^"]+)"/.exec(r.headers.get('Content-Disposition') || '');
+      const name = named ? named[1] : 'my-chat-data.json';
+      const url = URL.createObjectURL(await r.blob());
+      const a = mk('a');
+      a.href = url;
+      a.download = name;
+      a.hidden = true;
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60000); // the download may still be reading it
+      say('export-msg', 'Your data is saved as ' + name + ' in your downloads.');
+    } catch (e) {
+      say('export-error', OFFLINE);
+    } finally {
+      btn.disabled = false;
+    }
+  });
 
   // ---- deletion -----------------------------------------------------------------------
   const confirmBox = $('delete-confirm');

@@ -77,6 +77,9 @@
 
   // ---- 1. policy and consent ------------------------------------------------------------
   let policy = { version: root.dataset.policyVersion, sha256: root.dataset.policySha256 };
+  // Links in the policy text open in a tab: most sites (ours too) refuse to show in this frame.
+  const newTabs = () => $('policy-html').querySelectorAll('a[href]').forEach((a) => { a.target = '_blank'; a.rel = 'noopener'; });
+  newTabs();
   async function reloadPolicy() {
     try {
       const r = await api('GET', '/api/policy');
@@ -84,6 +87,7 @@
       policy = r.data;
       // Trusted HTML: the server renders the published policy; it is not visitor input.
       $('policy-html').innerHTML = policy.html;
+      newTabs();
       say('policy-summary', policy.summary);
       return true;
     } catch (e) { return false; }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -14,6 +15,7 @@ from .. import audit, consent, privacy
 from ..errors import CLOSE_NO_CONSENT, NotFound, NotSignedIn
 from ..storage.base import VisitorSession
 from .common import app_state, check_origin, clear_visitor_cookie, current_visitor, page, read_json
+from .widget import widget_look
 
 log = logging.getLogger("chatserver.web")
 
@@ -35,9 +37,11 @@ async def account_page(request: Request) -> Response:
     settings = app_state(request).settings
     # Opened inside the widget's frame it shares the widget's (partitioned) cookie, which a
     # new tab on an embedding customer's site would not see; so the widget opens it in place.
+    in_widget = request.query_params.get("in") == "widget"
     return page(request, "account.html",
                 {"title": "Your data", "contact_email": settings.contact_email,
-                 "in_widget": request.query_params.get("in") == "widget"})
+                 "in_widget": in_widget,
+                 "chat_url": "/widget?" + urlencode(widget_look(request)) if in_widget else None})
 
 
 async def api_me(request: Request) -> Response:

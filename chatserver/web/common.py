@@ -134,24 +134,25 @@ def set_cookie(
     )
 
 
-def set_visitor_cookie(response: Response, conn: HTTPConnection, value: str, max_age: int) -> None:
-    """The widget's cookie must reach the server from an iframe on the customer's own site.
+def set_visitor_cookie(response: Response, conn: HTTPConnection, value: str, max_age: int,
+                       name: str = VISITOR_COOKIE) -> None:
+    """The widget's cookies must reach the server from an iframe on the customer's own site.
 
-    Under HTTPS it is `SameSite=None; Secure; Partitioned`: sent from the embedding site, and
-    kept in that site's partition only, so it cannot follow the visitor to other sites. Over
-    plain HTTP (local trials) browsers refuse SameSite=None, so it is Lax there.
+    Under HTTPS they are `SameSite=None; Secure; Partitioned`: sent from the embedding site, and
+    kept in that site's partition only, so they cannot follow the visitor to other sites. Over
+    plain HTTP (local trials) browsers refuse SameSite=None, so they are Lax there.
     """
     if secure_cookie(conn):
-        response.set_cookie(VISITOR_COOKIE, value, max_age=max_age, path="/", httponly=True,
+        response.set_cookie(name, value, max_age=max_age, path="/", httponly=True,
                             samesite="none", secure=True)
         # Starlette writes the Partitioned attribute only on Python 3.14+; add it ourselves.
         for index in range(len(response.raw_headers) - 1, -1, -1):
             key, header = response.raw_headers[index]
-            if key == b"set-cookie" and header.startswith(VISITOR_COOKIE.encode() + b"="):
+            if key == b"set-cookie" and header.startswith(name.encode() + b"="):
                 response.raw_headers[index] = (key, header + b"; Partitioned")
                 break
     else:
-        set_cookie(response, conn, VISITOR_COOKIE, value, max_age=max_age)
+        set_cookie(response, conn, name, value, max_age=max_age)
 
 
 def set_staff_cookie(response: Response, conn: HTTPConnection, value: str) -> None:

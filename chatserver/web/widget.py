@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -12,6 +13,7 @@ from starlette.routing import Route
 from .. import consent, privacy
 from ..errors import ConsentRequired, PolicyOutdated, ValidationFailed
 from ..sessions import COOKIES, VISITOR_COOKIE, VISITOR_MAX_AGE, hash_id, new_id
+from ..storage.base import iso
 from .common import (
     app_state,
     asset_dir,
@@ -21,8 +23,8 @@ from .common import (
     read_json,
     set_visitor_cookie,
     user_agent,
-    visitor_session_hash,
 )
+from .pending_consent import PendingConsent, set_pending_cookie
 
 log = logging.getLogger("chatserver.web")
 
@@ -47,15 +49,27 @@ def _color(value: str | None) -> str:
     return "#2357d9"
 
 
+def widget_look(request: Request) -> dict[str, str]:
+    """The embed's title and colour as widget.js passes them to /widget, validated.
+
+    The account page opened from the widget takes them along, so that its way back to the chat
+    looks like the chat the visitor left.
+    """
+    return {
+        "title": (request.query_params.get("title") or "Chat with us")[:60],
+        "color": _color(request.query_params.get("color")),
+    }
+
+
 async def widget(request: Request) -> Response:
     policy = await app_state(request).policies.current()
-    title = (request.query_params.get("title") or "Chat with us")[:60]
+    look = widget_look(request)
     return page(
         request,
         "widget.html",
         {
-            "title": title,
-            "color": _color(request.query_params.get("color")),
+            **look,
+            "account_url": "/account?" + urlencode({"in": "widget", **look}),
             "policy": consent.public(policy),
             "contact_email": app_state(request).settings.contact_email,
         },
@@ -129,33 +143,29 @@ async def api_consent(request: Request) -> Response:
     if not isinstance(method, str) or method not in {"widget", "account"}:
         raise ValidationFailed("method is widget or account.", field="method")
 
-    session_hash = visitor_session_hash(request)
-    session = await state.store.get_visitor_session(session_hash) if session_hash else None
-    raw = None
-    if session is None:
-        raw = new_id()
-        session_hash = hash_id(raw)
-        await state.store.create_visitor_session(session_hash)
-        await state.store.record_access(
-            session_hash, "session_start", client_ip(request), user_agent(request)
+    session = await current_visitor(request)
+    if session is not None:  # this browser keeps its cookie: record at once
+        receipt = await state.store.add_consent(
+            session.id,
+            policy_version=current.version,
+            policy_sha256=current.sha256,
+            ip=client_ip(request),
+            user_agent=user_agent(request),
+            method=method,
+            on_behalf=on_behalf,
         )
-        log.info("visitor session started session=%s", session_hash[:12])
-    assert session_hash is not None
-    receipt = await state.store.add_consent(
-        session_hash,
-        policy_version=current.version,
-        policy_sha256=current.sha256,
-        ip=client_ip(request),
-        user_agent=user_agent(request),
-        method=method,
-        on_behalf=on_behalf,
-    )
+        return JSONResponse(
+            {"policy_version": receipt["policy_version"], "given_at": receipt["given_at"]}
+        )
+    # A new session: nothing is stored until the browser brings the cookie back (see
+    # pending_consent.py), so a browser that blocks cookies leaves no row behind.
+    raw = new_id()
     response = JSONResponse(
-        {"policy_version": receipt["policy_version"], "given_at": receipt["given_at"]}
+        {"policy_version": current.version, "given_at": iso(state.store.clock())}
     )
-    if raw is not None:
-        set_visitor_cookie(response, request, state.signer.sign(VISITOR_COOKIE, raw),
-                           VISITOR_MAX_AGE)
+    set_visitor_cookie(response, request, state.signer.sign(VISITOR_COOKIE, raw), VISITOR_MAX_AGE)
+    set_pending_cookie(response, request, PendingConsent(
+        hash_id(raw), current.version, current.sha256, on_behalf, method))
     return response
 
 
