@@ -266,11 +266,31 @@ def _secure(value: str) -> bool | None:
     raise SettingsError("CHATSERVER_SECURE_COOKIES must be on, off or auto")
 
 
-def load_secret(data_dir: Path) -> str:
+def _missing(what: str, data_dir: Path) -> SettingsError:
+    return SettingsError(
+        f"No {what} in {data_dir}. Only `chatserver serve` creates a data folder: run this "
+        "command from the folder you started the server in, or point CHATSERVER_DATA_DIR (or "
+        "--data-dir) at the server's data folder."
+    )
+
+
+def sqlite_file(database_url: str) -> Path | None:
+    """The file a sqlite:// URL names (as the SQLite store reads it), else None."""
+    if not database_url.startswith("sqlite://"):
+        return None
+    path = database_url[len("sqlite://"):]
+    if path.startswith("/") and path[1:2] == "/":
+        path = path[1:]
+    return Path(path)
+
+
+def load_secret(data_dir: Path, create: bool = True) -> str:
     """Read the secret key from the data folder, creating it (mode 0600) on first start."""
     path = data_dir / "secret.key"
     if path.exists():
         return path.read_text().strip()
+    if not create:
+        raise _missing("secret key (secret.key) and no CHATSERVER_SECRET_KEY", data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(48)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -279,17 +299,28 @@ def load_secret(data_dir: Path) -> str:
     return key
 
 
-def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> Settings:
+def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None,
+         *, create: bool = True) -> Settings:
     """Build settings from flags (overrides), the environment and defaults.
 
-    Creates the data folder and the secret key when they are missing.
+    With `create` (the server) the data folder and the secret key are made when missing.
+    Without it (every other command) a missing SQLite database or secret key is an error that
+    names CHATSERVER_DATA_DIR: a command run from the wrong folder must not quietly start a
+    second, empty data folder that the server never reads.
     """
     overrides = overrides or {}
     env = dict(os.environ if environ is None else environ)
     data_dir = Path(_raw("data_dir", overrides, env)).expanduser().resolve()
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if create:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     database_url = _raw("database_url", overrides, env) or f"sqlite:///{data_dir / 'chat.db'}"
-    secret = _raw("secret_key", overrides, env) or load_secret(data_dir)
+    database_file = sqlite_file(database_url)
+    if not create and database_file is not None and not database_file.is_file():
+        if database_file.parent == data_dir:
+            raise _missing(f"chat database ({database_file.name})", data_dir)
+        raise SettingsError(f"No chat database at {database_file} (CHATSERVER_DATABASE_URL); "
+                            "only `chatserver serve` creates one.")
+    secret = _raw("secret_key", overrides, env) or load_secret(data_dir, create)
     level = _raw("log_level", overrides, env).lower()
     if level not in {"debug", "info", "warning", "error"}:
         raise SettingsError("CHATSERVER_LOG_LEVEL must be debug, info, warning or error")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
+import pytest
 
 from .support import STAFF_PASSWORD, Server
 
+ROOT = Path(__file__).resolve().parent.parent
 HTML = {"Accept": "text/html"}
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -59,3 +65,101 @@ async def test_login_page_when_signed_in_goes_where_the_user_was_going(server: S
         assert plain.status_code == 303 and plain.headers["location"] == "/agent"
         onward = await client.get("/staff/login", params={"next": "/admin"})
         assert onward.status_code == 303 and onward.headers["location"] == "/admin"
+
+
+# -- the command line works on the server's data folder, or says it cannot ----------------------
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+         stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`chatserver ...` as an operator runs it: its own folder, no controlling terminal."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CHATSERVER_")}
+    base["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "chatserver", *args], cwd=cwd, env={**base, **(env or {})},
+        input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=60, start_new_session=True,
+    )
+
+
+COMMANDS = [
+    ["user", "add", "newagent", "--role", "agent", "--password-stdin"],
+    ["user", "list"],
+    ["policy", "publish", "policy.md", "--version", "9.0", "--summary", "Ours"],
+    ["purge", "--dry-run"],
+    ["export", "--email", "ada@example.com"],
+    ["erase", "--email", "ada@example.com"],
+    ["audit", "verify"],
+]
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a[:2]))
+def test_commands_other_than_serve_never_create_a_data_folder(tmp_path: Path,
+                                                              args: list[str]) -> None:
+    """Run from a folder without the server's data, each command fails in one line naming
+    CHATSERVER_DATA_DIR, creates no `chatserver-data` there, and prints no traceback."""
+    (tmp_path / "policy.md").write_text("# Our policy\n", encoding="utf-8")
+    done = _run(args, tmp_path, stdin=STAFF_PASSWORD + "\n")
+    assert done.returncode == 2, done.stderr
+    assert not (tmp_path / "chatserver-data").exists()
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CHATSERVER_DATA_DIR" in lines[0], done.stderr
+    assert str(tmp_path / "chatserver-data") in lines[0]
+    assert done.stdout == ""
+
+
+def test_explicit_database_url_that_does_not_exist_is_named(tmp_path: Path) -> None:
+    """A CHATSERVER_DATABASE_URL naming a missing SQLite file fails naming that setting."""
+    done = _run(["user", "list"], tmp_path,
+                env={"CHATSERVER_DATABASE_URL": f"sqlite:///{tmp_path / 'nope.db'}",
+                     "CHATSERVER_SECRET_KEY": "k" * 40})
+    assert done.returncode == 2
+    assert "CHATSERVER_DATABASE_URL" in done.stderr and not (tmp_path / "nope.db").exists()
+
+
+def test_every_command_says_which_data_folder_it_uses(server: Server, tmp_path: Path) -> None:
+    """With the server's folder, each command names it on stderr; export's stdout stays JSON."""
+    env = {"CHATSERVER_DATA_DIR": str(server.data_dir)}
+    listed = _run(["user", "list"], tmp_path, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stderr.strip() == f"chatserver: using data folder {server.data_dir} (database chat.db)"
+    assert "admin\tadmin\tactive" in listed.stdout
+
+    verify = _run(["audit", "verify"], tmp_path, env=env)
+    assert f"data folder {server.data_dir}" in verify.stderr
+
+    missing = _run(["export", "--email", "nobody-here@example.com"], tmp_path, env=env)
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert f"data folder {server.data_dir}" in missing.stderr
+
+    # The serve line names the folder too (it went to the server's log).
+    assert f"using data folder {server.data_dir}" in server.log()
+
+
+def test_user_add_without_a_terminal_says_so_in_one_line(server: Server, tmp_path: Path) -> None:
+    """No terminal and no --password-stdin: one line pointing to --password-stdin, exit 2."""
+    done = _run(["user", "add", "noterminal", "--role", "agent"], tmp_path,
+                env={"CHATSERVER_DATA_DIR": str(server.data_dir)})
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "Warning" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "--password-stdin" in last and "Staff tab" in last
+    assert "noterminal" not in server.cli("user", "list").stdout
+
+
+async def test_user_add_in_the_servers_folder_makes_an_agent_who_signs_in(tmp_path: Path) -> None:
+    """Run where the server was started (default ./chatserver-data), the new agent signs in."""
+    server = Server(tmp_path / "chatserver-data").start()
+    try:
+        done = _run(["user", "add", "newcomer", "--role", "agent", "--password-stdin"], tmp_path,
+                    stdin=STAFF_PASSWORD + "\n")
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.strip() == (
+            f"chatserver: using data folder {tmp_path / 'chatserver-data'} (database chat.db)")
+        async with _client(server) as client:
+            signed = await client.post("/api/staff/login",
+                                       json={"username": "newcomer", "password": STAFF_PASSWORD})
+            assert signed.status_code == 200
+    finally:
+        server.stop()
