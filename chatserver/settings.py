@@ -77,6 +77,20 @@ SETTINGS: dict[str, Setting] = {
         "Where customers write about privacy or when chat cannot work (cookies blocked); shown "
         "on the policy and account pages and in the widget.",
     ),
+    "organisation": Setting(
+        "CHATSERVER_ORGANISATION",
+        "EmergencySupport",
+        "Who runs this chat service, as customers should read it: named on the demo page, in the "
+        "widget's consent screen and on the policy page. The default is the organisation the "
+        "bundled privacy policy names; change both before going live.",
+    ),
+    "on_behalf_consent": Setting(
+        "CHATSERVER_ON_BEHALF_CONSENT",
+        "on",
+        "on or off: beside the consent, offer the optional box \"I am writing on behalf of my own "
+        "customers and confirm this policy was conveyed to them\" (for support of businesses "
+        "whose own customers' data reaches you; the bundled policy asks for it). off hides it.",
+    ),
     "subprocessors_file": Setting(
         "CHATSERVER_SUBPROCESSORS_FILE",
         "",
@@ -173,6 +187,8 @@ class Settings:
     conversation_retention_days: int
     purge_interval_seconds: int
     contact_email: str
+    organisation: str
+    on_behalf_consent: bool
     subprocessors_file: str
     secure_cookies: bool | None  # None: decided per request by its scheme
     limits_exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
@@ -253,6 +269,22 @@ def _origins(value: str) -> tuple[str, ...]:
             )
         origins.append(part)
     return tuple(origins)
+
+
+def _switch(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in TRUTHY:
+        return True
+    if lowered in FALSY:
+        return False
+    raise SettingsError(f"{SETTINGS[name].env} must be on or off")
+
+
+def _organisation(value: str) -> str:
+    name = " ".join(value.split())
+    if not 1 <= len(name) <= 100:
+        raise SettingsError("CHATSERVER_ORGANISATION must be 1-100 characters")
+    return name
 
 
 def _secure(value: str) -> bool | None:
@@ -341,6 +373,8 @@ def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None
             "purge_interval_seconds", _raw("purge_interval_seconds", overrides, env)
         ),
         contact_email=_raw("contact_email", overrides, env).strip(),
+        organisation=_organisation(_raw("organisation", overrides, env)),
+        on_behalf_consent=_switch("on_behalf_consent", _raw("on_behalf_consent", overrides, env)),
         subprocessors_file=_raw("subprocessors_file", overrides, env).strip(),
         secure_cookies=_secure(_raw("secure_cookies", overrides, env)),
         limits_exempt=_networks(_raw("limits_exempt", overrides, env)),

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -163,3 +164,68 @@ async def test_user_add_in_the_servers_folder_makes_an_agent_who_signs_in(tmp_pa
             assert signed.status_code == 200
     finally:
         server.stop()
+
+
+# -- one organisation on every page, and the operator's choice of consent boxes -----------------
+
+
+async def test_default_organisation_is_the_one_the_bundled_policy_names(server: Server) -> None:
+    """Out of the box the demo page, the widget and the policy page name the bundled policy's
+    organisation, and no other company."""
+    async with _client(server) as client:
+        policy = (await client.get("/api/policy")).json()
+        assert "EmergencySupport" in policy["html"]
+        for path in ("/", "/widget", "/policy"):
+            text = (await client.get(path)).text
+            assert "EmergencySupport" in text, path
+            assert "Example Co" not in text, path
+
+
+async def test_organisation_setting_names_the_operator_everywhere(make_server: Any) -> None:
+    """CHATSERVER_ORGANISATION is the name on the demo page, in the widget's consent screen and in
+    the policy page's generated section."""
+    server = make_server(CHATSERVER_ORGANISATION="Acme <Widgets> Ltd")
+    async with _client(server) as client:
+        demo = (await client.get("/")).text
+        assert "<title>Acme &lt;Widgets&gt; Ltd support (demo)</title>" in demo
+        assert "<h1>Acme &lt;Widgets&gt; Ltd support</h1>" in demo
+        widget = (await client.get("/widget")).text
+        assert "To chat, Acme &lt;Widgets&gt; Ltd stores your name" in widget
+        assert "privacy policy of Acme &lt;Widgets&gt; Ltd" in widget
+        policy = (await client.get("/policy")).text
+        generated = policy[policy.index('id="practice-title"'):]
+        assert "run by <strong>Acme &lt;Widgets&gt; Ltd</strong>" in generated
+    assert "bundled sample" in server.log()  # the operator is reminded to publish their own
+
+
+async def test_on_behalf_box_is_an_operator_setting(make_server: Any, server: Server) -> None:
+    """Off: the widget and the account page hide the box and consent refuses on_behalf: true;
+    on (the default): the box shows and the receipt keeps it."""
+    async with _client(server) as client:
+        assert 'id="on-behalf"' in (widget := (await client.get("/widget")).text)
+        assert '<label class="check" hidden><input type="checkbox" id="on-behalf">' not in widget
+
+    off = make_server(CHATSERVER_ON_BEHALF_CONSENT="off")
+    async with _client(off) as client:
+        widget = (await client.get("/widget")).text
+        assert '<label class="check" hidden><input type="checkbox" id="on-behalf">' in widget
+        account = (await client.get("/account")).text
+        assert '<label class="check" hidden><input type="checkbox" id="give-behalf">' in account
+        refused = await client.post("/api/consent",
+                                    json={"policy_version": "1.01", "on_behalf": True})
+        assert refused.status_code == 422
+        assert refused.json()["error"] == "invalid_on_behalf"
+        assert "chat_session" not in refused.headers.get("set-cookie", "")
+        plain = await client.post("/api/consent",
+                                  json={"policy_version": "1.01", "on_behalf": False})
+        assert plain.status_code == 200
+
+
+def test_bad_on_behalf_or_organisation_setting_stops_the_command(tmp_path: Path) -> None:
+    """A value that is neither on nor off, or an empty organisation, is refused by name."""
+    from chatserver.settings import SettingsError, load
+
+    for env, name in (({"CHATSERVER_ON_BEHALF_CONSENT": "maybe"}, "CHATSERVER_ON_BEHALF_CONSENT"),
+                      ({"CHATSERVER_ORGANISATION": "  "}, "CHATSERVER_ORGANISATION")):
+        with pytest.raises(SettingsError, match=name):
+            load(environ={"CHATSERVER_DATA_DIR": str(tmp_path), **env})

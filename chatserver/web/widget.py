@@ -28,7 +28,8 @@ log = logging.getLogger("chatserver.web")
 
 
 async def index(request: Request) -> Response:
-    return page(request, "index.html", {"title": "Example Co. support (demo)"})
+    organisation = app_state(request).settings.organisation
+    return page(request, "index.html", {"title": f"{organisation} support (demo)"})
 
 
 async def widget_js(request: Request) -> Response:
@@ -125,6 +126,10 @@ async def api_consent(request: Request) -> Response:
     on_behalf = body.get("on_behalf", False)
     if not isinstance(on_behalf, bool):
         raise ValidationFailed("on_behalf must be true or false.", field="on_behalf")
+    if on_behalf and not state.settings.on_behalf_consent:
+        # A receipt must not record a statement the visitor was never offered.
+        raise ValidationFailed("This server does not ask visitors to confirm writing on behalf "
+                               "of their customers.", field="on_behalf")
     method = body.get("method", "widget")
     if not isinstance(method, str) or method not in {"widget", "account"}:
         raise ValidationFailed("method is widget or account.", field="method")
