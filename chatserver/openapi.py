@@ -332,6 +332,13 @@ def _admin(summary: str, operation_id: str, ok: dict[str, Any], *extra: int,
 
 def _customer_paths() -> dict[str, dict[str, Operation]]:
     customer = _obj(["customer"], customer=_ref("Customer"))
+    me: dict[str, Schema] = {
+        "customer": {"allOf": [_ref("Customer")], "nullable": True},
+        "consent": {"type": "object", "nullable": True},
+        "policy_version": {"type": "string"},
+        "consents": {"type": "array", "items": {"type": "object"}},
+        "legal_hold": {"type": "boolean"},
+    }
     return {
         "/api/policy": {"get": _op(
             "The current privacy policy", "customer", PUBLIC, {"200": _ok(_ref("Policy"))},
@@ -355,15 +362,15 @@ def _customer_paths() -> dict[str, dict[str, Operation]]:
             {"200": _ok(customer), **_errors(*_JSON_ERRORS, 422)},
             body=_body(_ref("CustomerInput")), operation_id="saveVisitor",
             description="403 consent_required without consent to the current policy.")},
+        "/api/session": {"get": _op(
+            "Whether this browser has a visitor session; never 401", "customer", PUBLIC,
+            {"200": _ok(_obj(["session"], session={"type": "boolean"}, **me))},
+            operation_id="getSession",
+            description="Without a valid chat_session cookie: {\"session\": false}. With one: "
+                        "{\"session\": true} and every field of GET /api/me.")},
         "/api/me": {
             "get": _op("The customer's own account", "customer", VISITOR, {
-                "200": _ok(_obj(
-                    ["customer", "consent", "policy_version", "consents", "legal_hold"],
-                    customer={"allOf": [_ref("Customer")], "nullable": True},
-                    consent={"type": "object", "nullable": True},
-                    policy_version={"type": "string"},
-                    consents={"type": "array", "items": {"type": "object"}},
-                    legal_hold={"type": "boolean"})),
+                "200": _ok(_obj(list(me), **me)),
                 **_errors(401)}, operation_id="getMe"),
             "patch": _op("Correct name, email or company", "customer", VISITOR,
                          {"200": _ok(customer), **_errors(*_JSON_ERRORS, 401, 404, 422)},

@@ -58,12 +58,14 @@
     show('loading', $('retry'));
   }
 
+  // /api/session answers 200 with or without a session: asking it before consent leaves no
+  // failed request in the console of the site that embeds us.
   let me = null;
   async function route() {
     let r;
-    try { r = await api('GET', '/api/me'); } catch (e) { return unreachable(route); }
-    if (r.status === 401) { me = null; return showPolicy(); }
+    try { r = await api('GET', '/api/session'); } catch (e) { return unreachable(route); }
     if (!r.ok) return unreachable(route);
+    if (!r.data.session) { me = null; return showPolicy(); }
     me = r.data;
     if (me.policy_version && me.policy_version !== policy.version && !(await reloadPolicy())) {
       return unreachable(route);
@@ -122,9 +124,9 @@
         btn.disabled = false;
         return say('policy-error', r.data.message || 'Something went wrong. Please try again.');
       }
-      const m = await api('GET', '/api/me');
-      if (m.status === 401) return show('blocked', $('blocked-title'));
+      const m = await api('GET', '/api/session');
       if (!m.ok) throw new Error('me');
+      if (!m.data.session) return show('blocked', $('blocked-title'));
       me = m.data;
       if (me.customer) openChat(); else showForm();
     } catch (e) {
@@ -413,8 +415,8 @@
       if (!welcomed) {
         // A refused handshake looks like 1006: check whether consent or the cookie is gone.
         try {
-          const r = await api('GET', '/api/me');
-          if (r.status === 401 || (r.ok && (!r.data.consent || !r.data.consent.current || !r.data.customer))) {
+          const r = await api('GET', '/api/session');
+          if (r.ok && (!r.data.session || !r.data.consent || !r.data.consent.current || !r.data.customer)) {
             return route();
           }
         } catch (e) { /* offline: keep retrying */ }

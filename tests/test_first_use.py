@@ -229,3 +229,25 @@ def test_bad_on_behalf_or_organisation_setting_stops_the_command(tmp_path: Path)
                       ({"CHATSERVER_ORGANISATION": "  "}, "CHATSERVER_ORGANISATION")):
         with pytest.raises(SettingsError, match=name):
             load(environ={"CHATSERVER_DATA_DIR": str(tmp_path), **env})
+
+
+# -- the widget asks whether it has a session without a failing request -------------------------
+
+
+async def test_session_status_answers_200_with_or_without_a_session(server: Server) -> None:
+    """GET /api/session: {"session": false} without a cookie (no 401, no cookie set); with one,
+    true and the same view as GET /api/me."""
+    async with _client(server) as client:
+        bare = await client.get("/api/session")
+        assert bare.status_code == 200 and bare.json() == {"session": False}
+        assert "set-cookie" not in bare.headers
+        assert bare.headers["cache-control"] == "no-store"
+        client.cookies.set("chat_session", "forged.value")
+        assert (await client.get("/api/session")).json() == {"session": False}
+        client.cookies.clear()
+
+        assert (await client.post("/api/consent", json={"policy_version": "1.01"})).status_code == 200
+        consented = (await client.get("/api/session")).json()
+        me = (await client.get("/api/me")).json()
+        assert consented == {"session": True, **me}
+        assert consented["customer"] is None and consented["consent"]["current"] is True
