@@ -455,6 +455,21 @@ def _admin_paths() -> dict[str, dict[str, Operation]]:
                            409, body=_body(_ref("PolicyInput")),
                            description="409 version_exists for a version already published."),
         },
+        "/api/admin/policies/current": {"get": _admin(
+            "The current policy with its Markdown text, and the open chats a new one pauses",
+            "currentPolicy", _ok(_obj(
+                ["policy", "bundled", "open_conversations"],
+                policy={"allOf": [_ref("PolicyVersion")],
+                        "properties": {"text": {"type": "string"}}},
+                bundled={"type": "boolean", "description": "still the bundled sample policy"},
+                open_conversations={"type": "integer", "minimum": 0})))},
+        "/api/admin/policies/preview": {"post": _admin(
+            "Render a policy text as visitors see it; count the open chats publishing pauses",
+            "previewPolicy", _ok(_obj(["html", "open_conversations"], html={"type": "string"},
+                                      open_conversations={"type": "integer", "minimum": 0})),
+            body=_body(_obj(["text"], text={"type": "string", "minLength": 1,
+                                            "description": "Markdown; not only white space"})),
+            description="Changes nothing: the console shows the result before asking to publish.")},
         "/api/admin/customers": {"get": _admin(
             "List and search customers", "listCustomers",
             _ok(_list("customers", {"type": "object"}, total={"type": "integer"})),

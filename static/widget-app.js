@@ -244,9 +244,14 @@
   let ws = null, ready = false, retryTimer = 0, pingTimer = 0, backoff = 500;
   let convId = null, liveFrom = 0, contig = 0, ended = false, agentsOnline = true, agent = null;
 
+  // The same format as the agent dashboard's: the time of day in the reader's locale, with the
+  // date in front when it is not today.
   const hhmm = (t) => {
     const d = t ? new Date(t) : new Date();
-    return isNaN(d) ? '' : String(d.getHours()).padStart(2, '0') + ':' + String(d.getMinutes()).padStart(2, '0');
+    if (isNaN(d)) return '';
+    const time = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    return d.toDateString() === new Date().toDateString() ? time
+      : d.toLocaleDateString([], { month: 'short', day: 'numeric' }) + ' ' + time;
   };
   function render(m, pending) {
     const sender = m.sender === 'visitor' || m.sender === 'agent' ? m.sender : 'system';

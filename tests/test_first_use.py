@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .support import STAFF_PASSWORD, Server
+from .support import STAFF_PASSWORD, Agent, Server, Visitor
 
 ROOT = Path(__file__).resolve().parent.parent
 HTML = {"Accept": "text/html"}
@@ -251,3 +251,57 @@ async def test_session_status_answers_200_with_or_without_a_session(server: Serv
         me = (await client.get("/api/me")).json()
         assert consented == {"session": True, **me}
         assert consented["customer"] is None and consented["consent"]["current"] is True
+
+
+# -- publishing a policy: starts from the current text, previews, counts what it pauses ---------
+
+
+async def test_policy_preview_renders_and_counts_the_chats_it_would_pause(
+    make_server: Any,
+) -> None:
+    """POST /api/admin/policies/preview renders the text as /policy would and counts the open
+    chats; it publishes nothing. GET .../current gives the text a new version starts from."""
+    server = make_server()
+    server.add_staff("boss", "admin")
+    server.add_staff("helper", "agent")
+    admin = await Agent(server, "boss").login()
+    agent = await Agent(server, "helper").login()
+    visitors = [await Visitor(server).start(email=f"p{i}@example.com") for i in range(2)]
+    sockets = [await v.socket() for v in visitors]
+    for sock in sockets:
+        await sock.wait_type("welcome")
+    try:
+        current = await admin.http.get("/api/admin/policies/current")
+        assert current.status_code == 200
+        data = current.json()
+        assert data["policy"]["version"] == "1.01" and data["bundled"] is True
+        assert data["policy"]["text"].startswith("# EmergencySupport")
+        assert data["open_conversations"] == 2
+
+        text = "# Our policy\n\nWe keep <b>little</b>.\n"
+        preview = await admin.http.post("/api/admin/policies/preview", json={"text": text})
+        assert preview.status_code == 200
+        body = preview.json()
+        assert body["open_conversations"] == 2
+        assert "<h1>Our policy</h1>" in body["html"] and "&lt;b&gt;" in body["html"]
+        assert (await admin.http.get("/api/policy")).json()["version"] == "1.01"  # nothing published
+
+        empty = await admin.http.post("/api/admin/policies/preview", json={"text": "  "})
+        assert empty.status_code == 422 and empty.json()["error"] == "invalid_text"
+        for path, method in (("/api/admin/policies/current", "GET"),
+                             ("/api/admin/policies/preview", "POST")):
+            refused = await agent.http.request(method, path, json={"text": text})
+            assert refused.status_code == 403, path
+            async with _client(server) as anonymous:
+                signed_out = await anonymous.request(method, path, json={"text": text})
+            assert signed_out.status_code == 401, path
+
+        await sockets[0].send({"type": "close"})
+        await sockets[0].wait_type("status", status="closed")
+        after = await admin.http.post("/api/admin/policies/preview", json={"text": text})
+        assert after.json()["open_conversations"] == 1
+    finally:
+        for sock in sockets:
+            await sock.close()
+        for client in (admin, agent, *visitors):
+            await client.aclose()
