@@ -305,3 +305,34 @@ async def test_policy_preview_renders_and_counts_the_chats_it_would_pause(
             await sock.close()
         for client in (admin, agent, *visitors):
             await client.aclose()
+
+
+# -- a brand colour never makes the widget unreadable -------------------------------------------
+
+
+def test_brand_colours_choose_text_by_contrast_and_refuse_unreadable_ones() -> None:
+    """White or dark text, whichever reaches 4.5:1; colours that reach it with neither, and
+    malformed ones, fall back to the default; links use the accent only where it is readable."""
+    from chatserver.web.widget import DEFAULT_COLOR, brand_colours, contrast
+
+    assert round(contrast("#ffffff", "#000000"), 2) == 21.0
+    assert round(contrast("#777777", "#ffffff"), 2) == 4.48
+    assert brand_colours("#0A7D5A") == ("#0a7d5a", "#ffffff", "#0a7d5a")
+    assert brand_colours("#ffeb3b") == ("#ffeb3b", "#1b1f24", "#1b1f24")
+    assert brand_colours("#ff6b6b") == ("#ff6b6b", "#1b1f24", "#1b1f24")
+    default = brand_colours(None)
+    assert default == (DEFAULT_COLOR, "#ffffff", DEFAULT_COLOR)
+    for bad in ("#777777", "#808080", "red", "#12345", "#zzzzzz", "", "#2357d9;x"):
+        assert brand_colours(bad) == default, bad
+    for value in ("#000000", "#ffffff", "#ffeb3b", "#0a7d5a", "#ff6b6b", "#8a8a8a", "#3366ff"):
+        accent, ink, link = brand_colours(value)
+        assert contrast(accent, ink) >= 4.5 and contrast(link, "#ffffff") >= 4.5, value
+
+
+async def test_widget_page_applies_the_brand_colour_rule(server: Server) -> None:
+    """GET /widget?color= carries the chosen accent, text and link colours to the page."""
+    async with _client(server) as client:
+        light = (await client.get("/widget", params={"color": "#ffeb3b"})).text
+        assert 'data-color="#ffeb3b" data-ink="#1b1f24" data-link="#1b1f24"' in light
+        grey = (await client.get("/widget", params={"color": "#777777"})).text
+        assert 'data-color="#2357d9" data-ink="#ffffff" data-link="#2357d9"' in grey
