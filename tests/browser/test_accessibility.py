@@ -346,3 +346,33 @@ async def _check_brand_colour(browser: Browser, shop: _HostSite, server: Server,
         assert bool(refused) == (accent != given), (given, warnings)
     finally:
         await page.close()
+
+
+@pytest.mark.parametrize(("zoom", "width", "height"), [(200, 640, 360), (400, 320, 180)])
+async def test_zoomed_dashboard_keeps_room_for_the_messages(
+    server: Server, browser: Browser, tmp_path: Path, zoom: int, width: int, height: int
+) -> None:
+    """The agent dashboard in a 1280x720 window at 200% and 400% zoom: the open conversation's
+    message area keeps more than half of the window's height, and the reply box is reachable."""
+    name = f"Zoom Customer {uuid.uuid4().hex[:6]}"
+    visitor = await Visitor(server).start(name=name, email=f"{uuid.uuid4().hex[:8]}@example.com")
+    sock = await visitor.socket()
+    await sock.wait_type("welcome")
+    context = await browser.new_context(viewport={"width": width, "height": height})
+    page = await context.new_page()
+    try:
+        await _sign_in(page, server, "admin", "/agent")
+        await page.locator("#list-queue").get_by_text(name).first.click()
+        await page.get_by_role("button", name="Claim").click()
+        scroller = page.locator("#conv-scroller")
+        await expect(scroller.locator(".msg-system")).not_to_have_count(0)
+        room = await scroller.evaluate("e => e.clientHeight")
+        await page.screenshot(path=str(tmp_path / f"agent-{zoom}.png"))
+        assert room > height / 2, f"the message area is {room}px of {height}px"
+        await page.locator("#composer-input").fill("Still here.")
+        await page.locator("#composer-input").press("Enter")
+        await sock.wait_type("message", body="Still here.")
+    finally:
+        await context.close()
+        await sock.close()
+        await visitor.aclose()
