@@ -73,7 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     database = sqlite_file(settings.database_url)
-    first = " (first start: creating it)" if database is not None and not database.exists() else ""
+    first = ", created now" if database is not None and not database.exists() else ""
     print(f"chatserver {__version__}: using {where(settings)}{first}; "
           f"open {settings.extra['public_url']}/", flush=True)
     uvicorn.run(
