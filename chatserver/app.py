@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import broadcast as broadcast_backends
 from . import openapi, privacy
-from .consent import Policies
+from .consent import Policies, bundled_policy
 from .errors import ChatError, ForeignOrigin, TooLarge
 from .hub import Hub
 from .limits import Limits
@@ -210,7 +210,11 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         fanout = broadcast_backends.create(settings.broadcast_url)
         await fanout.connect()
         policies = Policies(store)
-        await policies.ensure_default()
+        current = await policies.ensure_default()
+        if current.sha256 == bundled_policy().sha256:
+            # Printed like the setup link: a note for whoever runs the server, at every start.
+            print(f"The privacy policy in force is the bundled sample ({current.version}). Publish "
+                  "your own before going live: see README.md, 'Before going live'.", flush=True)
         hub = Hub(store, fanout)
         app.state.chat = AppState(
             settings=settings, store=store, broadcast=fanout, limits=Limits(settings), hub=hub,

@@ -13,21 +13,41 @@ from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from . import __version__, audit, passwords, privacy
 from .consent import Policies
 from .errors import ChatError
-from .settings import SETTINGS, Settings, SettingsError, load
+from .settings import SETTINGS, Settings, SettingsError, load, sqlite_file
 from .storage import Store, open_store
 
 WS_MAX_BYTES = 64 * 1024
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace, *, create: bool = False) -> Settings:
+    """Settings for a command. Only `serve` creates a data folder; every other command needs the
+    server's, and says on stderr which one it uses (stdout stays clean for `export`'s JSON)."""
     overrides: dict[str, Any] = {}
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
-    return load(overrides)
+    settings = load(overrides, create=create)
+    if not create:
+        print(f"chatserver: using {where(settings)}", file=sys.stderr, flush=True)
+    return settings
+
+
+def where(settings: Settings) -> str:
+    """The data folder and database in words, without a password in the database URL."""
+    database = sqlite_file(settings.database_url)
+    if database is not None:
+        if database.parent == settings.data_dir:
+            return f"data folder {settings.data_dir} (database {database.name})"
+        return f"database {database}"
+    parts = urlsplit(settings.database_url)
+    if parts.password:
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        parts = parts._replace(netloc=netloc)
+    return f"database {urlunsplit(parts)}"
 
 
 async def _with_store(settings: Settings, job: Callable[[Store], Awaitable[int]]) -> int:
@@ -44,7 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .app import create_app
 
-    settings = _settings(args)
+    settings = _settings(args, create=True)
     host = "localhost" if args.host in {"127.0.0.1", "::1", "0.0.0.0", "::"} else args.host  # noqa: S104
     settings.extra["public_url"] = f"http://{host}:{args.port}"
     logging.basicConfig(
@@ -52,7 +72,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    print(f"chatserver {__version__}: data in {settings.data_dir}, "
+    database = sqlite_file(settings.database_url)
+    first = ", created now" if database is not None and not database.exists() else ""
+    print(f"chatserver {__version__}: using {where(settings)}{first}; "
           f"open {settings.extra['public_url']}/", flush=True)
     uvicorn.run(
         create_app(settings),
@@ -70,24 +92,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_password(from_stdin: bool) -> str:
+NO_TERMINAL = ("No terminal to ask for the password: pipe it in with --password-stdin, or add "
+               "staff from the admin console's Staff tab.")
+
+
+def _read_password(from_stdin: bool) -> str | None:
+    """The new password, from stdin or asked twice on the terminal; None when there is no
+    terminal to ask on (cron, CI, a pipe), where getpass would read stdin or fail."""
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
-    first = getpass.getpass("Password: ")
-    if getpass.getpass("Again: ") != first:
+    if not sys.stdin.isatty():
+        return None
+    try:
+        first = getpass.getpass("Password: ")
+        again = getpass.getpass("Again: ")
+    except EOFError:
+        return None
+    if again != first:
         raise SystemExit("The two passwords differ.")
     return first
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
-    password = _read_password(args.password_stdin)
-    reason = passwords.check_policy(password, args.name.strip())
-    if reason:
-        print(reason, file=sys.stderr)
-        return 2
     name = args.name.strip()
     if not 1 <= len(name) <= 100 or any(ch.isspace() for ch in name):
         print("A name is 1-100 characters without spaces.", file=sys.stderr)
+        return 2
+    settings = _settings(args)  # before the prompt: a wrong folder fails before any typing
+    password = _read_password(args.password_stdin)
+    if password is None:
+        print(NO_TERMINAL, file=sys.stderr)
+        return 2
+    reason = passwords.check_policy(password, name)
+    if reason:
+        print(reason, file=sys.stderr)
         return 2
 
     async def job(store: Store) -> int:
@@ -97,7 +135,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
         print(f"added {staff.name} ({staff.role})")
         return 0
 
-    return asyncio.run(_with_store(_settings(args), job))
+    return asyncio.run(_with_store(settings, job))
 
 
 def cmd_user_list(args: argparse.Namespace) -> int:
@@ -110,7 +148,11 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_publish(args: argparse.Namespace) -> int:
-    text = Path(args.file).read_text(encoding="utf-8")
+    try:
+        text = Path(args.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeError) as exc:
+        print(f"Cannot read {args.file}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        return 2
 
     async def job(store: Store) -> int:
         policy = await Policies(store).publish(

@@ -332,6 +332,13 @@ def _admin(summary: str, operation_id: str, ok: dict[str, Any], *extra: int,
 
 def _customer_paths() -> dict[str, dict[str, Operation]]:
     customer = _obj(["customer"], customer=_ref("Customer"))
+    me: dict[str, Schema] = {
+        "customer": {"allOf": [_ref("Customer")], "nullable": True},
+        "consent": {"type": "object", "nullable": True},
+        "policy_version": {"type": "string"},
+        "consents": {"type": "array", "items": {"type": "object"}},
+        "legal_hold": {"type": "boolean"},
+    }
     return {
         "/api/policy": {"get": _op(
             "The current privacy policy", "customer", PUBLIC, {"200": _ok(_ref("Policy"))},
@@ -356,15 +363,15 @@ def _customer_paths() -> dict[str, dict[str, Operation]]:
             {"200": _ok(customer), **_errors(*_JSON_ERRORS, 422)},
             body=_body(_ref("CustomerInput")), operation_id="saveVisitor",
             description="403 consent_required without consent to the current policy.")},
+        "/api/session": {"get": _op(
+            "Whether this browser has a visitor session; never 401", "customer", PUBLIC,
+            {"200": _ok(_obj(["session"], session={"type": "boolean"}, **me))},
+            operation_id="getSession",
+            description="Without a valid chat_session cookie: {\"session\": false}. With one: "
+                        "{\"session\": true} and every field of GET /api/me.")},
         "/api/me": {
             "get": _op("The customer's own account", "customer", VISITOR, {
-                "200": _ok(_obj(
-                    ["customer", "consent", "policy_version", "consents", "legal_hold"],
-                    customer={"allOf": [_ref("Customer")], "nullable": True},
-                    consent={"type": "object", "nullable": True},
-                    policy_version={"type": "string"},
-                    consents={"type": "array", "items": {"type": "object"}},
-                    legal_hold={"type": "boolean"})),
+                "200": _ok(_obj(list(me), **me)),
                 **_errors(401)}, operation_id="getMe"),
             "patch": _op("Correct name, email or company", "customer", VISITOR,
                          {"200": _ok(customer), **_errors(*_JSON_ERRORS, 401, 404, 422)},
@@ -449,6 +456,21 @@ def _admin_paths() -> dict[str, dict[str, Operation]]:
                            409, body=_body(_ref("PolicyInput")),
                            description="409 version_exists for a version already published."),
         },
+        "/api/admin/policies/current": {"get": _admin(
+            "The current policy with its Markdown text, and the open chats a new one pauses",
+            "currentPolicy", _ok(_obj(
+                ["policy", "bundled", "open_conversations"],
+                policy={"allOf": [_ref("PolicyVersion")],
+                        "properties": {"text": {"type": "string"}}},
+                bundled={"type": "boolean", "description": "still the bundled sample policy"},
+                open_conversations={"type": "integer", "minimum": 0})))},
+        "/api/admin/policies/preview": {"post": _admin(
+            "Render a policy text as visitors see it; count the open chats publishing pauses",
+            "previewPolicy", _ok(_obj(["html", "open_conversations"], html={"type": "string"},
+                                      open_conversations={"type": "integer", "minimum": 0})),
+            body=_body(_obj(["text"], text={"type": "string", "minLength": 1,
+                                            "description": "Markdown; not only white space"})),
+            description="Changes nothing: the console shows the result before asking to publish.")},
         "/api/admin/customers": {"get": _admin(
             "List and search customers", "listCustomers",
             _ok(_list("customers", {"type": "object"}, total={"type": "integer"})),

@@ -77,6 +77,20 @@ SETTINGS: dict[str, Setting] = {
         "Where customers write about privacy or when chat cannot work (cookies blocked); shown "
         "on the policy and account pages and in the widget.",
     ),
+    "organisation": Setting(
+        "CHATSERVER_ORGANISATION",
+        "EmergencySupport",
+        "Who runs this chat service, as customers should read it: named on the demo page, in the "
+        "widget's consent screen and on the policy page. The default is the organisation the "
+        "bundled privacy policy names; change both before going live.",
+    ),
+    "on_behalf_consent": Setting(
+        "CHATSERVER_ON_BEHALF_CONSENT",
+        "on",
+        "on or off: beside the consent, offer the optional box \"I am writing on behalf of my own "
+        "customers and confirm this policy was conveyed to them\" (for support of businesses "
+        "whose own customers' data reaches you; the bundled policy asks for it). off hides it.",
+    ),
     "subprocessors_file": Setting(
         "CHATSERVER_SUBPROCESSORS_FILE",
         "",
@@ -173,6 +187,8 @@ class Settings:
     conversation_retention_days: int
     purge_interval_seconds: int
     contact_email: str
+    organisation: str
+    on_behalf_consent: bool
     subprocessors_file: str
     secure_cookies: bool | None  # None: decided per request by its scheme
     limits_exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
@@ -255,6 +271,22 @@ def _origins(value: str) -> tuple[str, ...]:
     return tuple(origins)
 
 
+def _switch(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in TRUTHY:
+        return True
+    if lowered in FALSY:
+        return False
+    raise SettingsError(f"{SETTINGS[name].env} must be on or off")
+
+
+def _organisation(value: str) -> str:
+    name = " ".join(value.split())
+    if not 1 <= len(name) <= 100:
+        raise SettingsError("CHATSERVER_ORGANISATION must be 1-100 characters")
+    return name
+
+
 def _secure(value: str) -> bool | None:
     lowered = value.strip().lower()
     if lowered in TRUTHY:
@@ -266,11 +298,31 @@ def _secure(value: str) -> bool | None:
     raise SettingsError("CHATSERVER_SECURE_COOKIES must be on, off or auto")
 
 
-def load_secret(data_dir: Path) -> str:
+def _missing(what: str, data_dir: Path) -> SettingsError:
+    return SettingsError(
+        f"No {what} in {data_dir}. Only `chatserver serve` creates a data folder: run this "
+        "command from the folder you started the server in, or point CHATSERVER_DATA_DIR (or "
+        "--data-dir) at the server's data folder."
+    )
+
+
+def sqlite_file(database_url: str) -> Path | None:
+    """The file a sqlite:// URL names (as the SQLite store reads it), else None."""
+    if not database_url.startswith("sqlite://"):
+        return None
+    path = database_url[len("sqlite://"):]
+    if path.startswith("/") and path[1:2] == "/":
+        path = path[1:]
+    return Path(path)
+
+
+def load_secret(data_dir: Path, create: bool = True) -> str:
     """Read the secret key from the data folder, creating it (mode 0600) on first start."""
     path = data_dir / "secret.key"
     if path.exists():
         return path.read_text().strip()
+    if not create:
+        raise _missing("secret key (secret.key) and no CHATSERVER_SECRET_KEY", data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(48)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -279,17 +331,28 @@ def load_secret(data_dir: Path) -> str:
     return key
 
 
-def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> Settings:
+def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None,
+         *, create: bool = True) -> Settings:
     """Build settings from flags (overrides), the environment and defaults.
 
-    Creates the data folder and the secret key when they are missing.
+    With `create` (the server) the data folder and the secret key are made when missing.
+    Without it (every other command) a missing SQLite database or secret key is an error that
+    names CHATSERVER_DATA_DIR: a command run from the wrong folder must not quietly start a
+    second, empty data folder that the server never reads.
     """
     overrides = overrides or {}
     env = dict(os.environ if environ is None else environ)
     data_dir = Path(_raw("data_dir", overrides, env)).expanduser().resolve()
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if create:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     database_url = _raw("database_url", overrides, env) or f"sqlite:///{data_dir / 'chat.db'}"
-    secret = _raw("secret_key", overrides, env) or load_secret(data_dir)
+    database_file = sqlite_file(database_url)
+    if not create and database_file is not None and not database_file.is_file():
+        if database_file.parent == data_dir:
+            raise _missing(f"chat database ({database_file.name})", data_dir)
+        raise SettingsError(f"No chat database at {database_file} (CHATSERVER_DATABASE_URL); "
+                            "only `chatserver serve` creates one.")
+    secret = _raw("secret_key", overrides, env) or load_secret(data_dir, create)
     level = _raw("log_level", overrides, env).lower()
     if level not in {"debug", "info", "warning", "error"}:
         raise SettingsError("CHATSERVER_LOG_LEVEL must be debug, info, warning or error")
@@ -310,6 +373,8 @@ def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None
             "purge_interval_seconds", _raw("purge_interval_seconds", overrides, env)
         ),
         contact_email=_raw("contact_email", overrides, env).strip(),
+        organisation=_organisation(_raw("organisation", overrides, env)),
+        on_behalf_consent=_switch("on_behalf_consent", _raw("on_behalf_consent", overrides, env)),
         subprocessors_file=_raw("subprocessors_file", overrides, env).strip(),
         secure_cookies=_secure(_raw("secure_cookies", overrides, env)),
         limits_exempt=_networks(_raw("limits_exempt", overrides, env)),

@@ -1464,6 +1464,9 @@
     form: $("policy-form"),
     submit: $("p-submit"),
     msg: $("p-msg"),
+    preview: $("p-preview"),
+    confirm: $("p-confirm"),
+    pending: null, // the body that was previewed, published only once confirmed
   };
   const POLICY_FIELDS = ["version", "effective_date", "summary", "text"];
 
@@ -1519,12 +1522,37 @@
     });
     const vInput = $("p-version");
     if (list.length && !vInput.value) vInput.placeholder = `e.g. ${nextVersion(list[0].version) || "1.02"}`;
+    loadCurrentText();
+  }
+
+  // A new version starts from the current text, so an edit is a change, not a rewrite.
+  async function loadCurrentText() {
+    const ta = $("p-text");
+    if (ta.value.trim() && ta.dataset.from !== ta.value) return; // keep the admin's edits
+    let data;
+    try {
+      data = await api("/api/admin/policies/current");
+    } catch (_) {
+      return;
+    }
+    const p = data && data.policy;
+    if (!p || (ta.value.trim() && ta.dataset.from !== ta.value)) return;
+    ta.value = p.text;
+    ta.dataset.from = p.text;
+    $("p-from").textContent = ` (${p.version})`;
+    $("p-bundled").hidden = !data.bundled;
+  }
+
+  function hidePreview() {
+    pol.preview.hidden = true;
+    pol.pending = null;
   }
 
   pol.form.addEventListener("input", (ev) => {
     const f = ev.target && ev.target.name;
     if (POLICY_FIELDS.includes(f)) policyFieldError(f, "");
     pol.msg.textContent = "";
+    hidePreview(); // what was previewed is no longer what would be published
   });
 
   pol.form.addEventListener("submit", async (ev) => {
@@ -1546,29 +1574,67 @@
     }
     pol.msg.textContent = "";
     pol.msg.className = "form-msg";
+    hidePreview();
     if (first) return $(`p-${first}`).focus();
     pol.submit.disabled = true;
     try {
-      const data = await api("/api/admin/policies", "POST", body);
-      const v = (data && data.policy && data.policy.version) || body.version;
-      pol.form.reset();
-      $("p-effective_date").value = today();
-      pol.msg.className = "form-msg ok";
-      pol.msg.textContent = `Published version ${v}. It is now the current policy.`;
-      loadPolicies();
+      const data = await api("/api/admin/policies/preview", "POST", { text: body.text });
+      // Trusted HTML: the server's own rendering of the policy, as /policy will show it.
+      $("p-preview-html").innerHTML = data.html;
+      const n = data.open_conversations;
+      $("p-preview-title").textContent = `Preview of version ${body.version}`;
+      $("p-impact").textContent = n
+        ? `Publishing pauses ${n} open ${n === 1 ? "chat" : "chats"} at once: ${n === 1 ? "its visitor" : "their visitors"} must accept version ${body.version} before going on.`
+        : "No chat is open now, so publishing pauses none; every visitor accepts the new version before their next chat.";
+      pol.confirm.textContent = `Publish version ${body.version}`;
+      pol.pending = body;
+      pol.preview.hidden = false;
+      $("p-preview-title").focus();
     } catch (err) {
-      const f = err.code === "version_exists" ? "version" : err.field;
-      if (POLICY_FIELDS.includes(f)) {
-        policyFieldError(f, err.code === "version_exists" ? `Version ${body.version} already exists.` : err.message);
-        $(`p-${f}`).focus();
-      } else {
-        pol.msg.className = "form-msg form-error";
-        pol.msg.textContent = err.message;
-      }
+      showPolicyError(err, body);
     } finally {
       pol.submit.disabled = false;
     }
   });
+
+  $("p-cancel").addEventListener("click", () => {
+    hidePreview();
+    $("p-text").focus();
+  });
+
+  pol.confirm.addEventListener("click", async () => {
+    const body = pol.pending;
+    if (!body) return;
+    pol.confirm.disabled = true;
+    try {
+      const data = await api("/api/admin/policies", "POST", body);
+      const v = (data && data.policy && data.policy.version) || body.version;
+      hidePreview();
+      pol.form.reset();
+      $("p-text").dataset.from = "";
+      $("p-effective_date").value = today();
+      pol.msg.className = "form-msg ok";
+      pol.msg.textContent = `Published version ${v}. It is now the current policy.`;
+      pol.submit.focus();
+      loadPolicies();
+    } catch (err) {
+      hidePreview();
+      showPolicyError(err, body);
+    } finally {
+      pol.confirm.disabled = false;
+    }
+  });
+
+  function showPolicyError(err, body) {
+    const f = err.code === "version_exists" ? "version" : err.field;
+    if (POLICY_FIELDS.includes(f)) {
+      policyFieldError(f, err.code === "version_exists" ? `Version ${body.version} already exists.` : err.message);
+      $(`p-${f}`).focus();
+    } else {
+      pol.msg.className = "form-msg form-error";
+      pol.msg.textContent = err.message;
+    }
+  }
 
   /* ------------------------------------------------------------------ retention */
 

@@ -84,6 +84,8 @@
     return Number.isNaN(d.getTime()) ? null : d;
   }
 
+  // The widget shows times in this same format (static/widget-app.js), so an agent and a
+  // customer who talk about "the message at 14:05" see the same text.
   function clock(value) {
     const d = toDate(value);
     if (!d) return "";

@@ -18,16 +18,14 @@
     : '10000000-1000-4000-8000-100000000000'.replace(/[018]/g, (c) =>
       (c ^ (crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16)));
 
-  // Accent colour from the embed: validated, then set through CSSOM (allowed by the CSP).
-  const color = root.dataset.color || '';
-  if (/^#([0-9a-f]{3}|[0-9a-f]{6})$/i.test(color)) {
-    const hex = color.length === 4 ? color.replace(/[0-9a-f]/gi, '$&$&') : color;
-    const n = parseInt(hex.slice(1), 16);
-    const yiq = ((n >> 16) * 299 + ((n >> 8) & 255) * 587 + (n & 255) * 114) / 1000;
-    const st = document.documentElement.style;
-    st.setProperty('--accent', hex);
-    st.setProperty('--accent-fg', yiq > 170 ? '#1b1f24' : '#ffffff');
-    if (yiq > 170) st.setProperty('--link', '#1b1f24'); // a light accent is unreadable as text
+  // Accent colour from the embed, its text colour and the link colour, chosen by the server for
+  // WCAG contrast (web/widget.py); set through CSSOM, which the CSP allows.
+  const st = document.documentElement.style;
+  const d = root.dataset;
+  if ([d.color, d.ink, d.link].every((c) => /^#[0-9a-f]{6}$/i.test(c || ''))) {
+    st.setProperty('--accent', d.color);
+    st.setProperty('--accent-fg', d.ink);
+    st.setProperty('--link', d.link);
   }
 
   async function api(method, path, body) {
@@ -58,12 +56,14 @@
     show('loading', $('retry'));
   }
 
+  // /api/session answers 200 with or without a session: asking it before consent leaves no
+  // failed request in the console of the site that embeds us.
   let me = null;
   async function route() {
     let r;
-    try { r = await api('GET', '/api/me'); } catch (e) { return unreachable(route); }
-    if (r.status === 401) { me = null; return showPolicy(); }
+    try { r = await api('GET', '/api/session'); } catch (e) { return unreachable(route); }
     if (!r.ok) return unreachable(route);
+    if (!r.data.session) { me = null; return showPolicy(); }
     me = r.data;
     if (me.policy_version && me.policy_version !== policy.version && !(await reloadPolicy())) {
       return unreachable(route);
@@ -126,9 +126,9 @@
         btn.disabled = false;
         return say('policy-error', r.data.message || 'Something went wrong. Please try again.');
       }
-      const m = await api('GET', '/api/me');
-      if (m.status === 401) return show('blocked', $('blocked-title'));
+      const m = await api('GET', '/api/session');
       if (!m.ok) throw new Error('me');
+      if (!m.data.session) return show('blocked', $('blocked-title'));
       me = m.data;
       if (me.customer) openChat(); else showForm();
     } catch (e) {
@@ -246,9 +246,14 @@
   let ws = null, ready = false, retryTimer = 0, pingTimer = 0, backoff = 500;
   let convId = null, liveFrom = 0, contig = 0, ended = false, agentsOnline = true, agent = null;
 
+  // The same format as the agent dashboard's: the time of day in the reader's locale, with the
+  // date in front when it is not today.
   const hhmm = (t) => {
     const d = t ? new Date(t) : new Date();
-    return isNaN(d) ? '' : String(d.getHours()).padStart(2, '0') + ':' + String(d.getMinutes()).padStart(2, '0');
+    if (isNaN(d)) return '';
+    const time = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    return d.toDateString() === new Date().toDateString() ? time
+      : d.toLocaleDateString([], { month: 'short', day: 'numeric' }) + ' ' + time;
   };
   function render(m, pending) {
     const sender = m.sender === 'visitor' || m.sender === 'agent' ? m.sender : 'system';
@@ -417,8 +422,8 @@
       if (!welcomed) {
         // A refused handshake looks like 1006: check whether consent or the cookie is gone.
         try {
-          const r = await api('GET', '/api/me');
-          if (r.status === 401 || (r.ok && (!r.data.consent || !r.data.consent.current || !r.data.customer))) {
+          const r = await api('GET', '/api/session');
+          if (r.ok && (!r.data.session || !r.data.consent || !r.data.consent.current || !r.data.customer)) {
             return route();
           }
         } catch (e) { /* offline: keep retrying */ }
@@ -503,7 +508,7 @@
   window.addEventListener('online', () => { if (!ws && convId && !ended) { backoff = 500; connect(); } });
 
   // ---- unread count and the embedding page ------------------------------------------------
-  let unread = 0, parentOpen = true;
+  let unread = 0, parentOpen = true, modal = false;
   const baseTitle = document.title;
   const seen = () => !document.hidden && parentOpen;
   function postUnread() {
@@ -518,7 +523,20 @@
     // The embed tells us whether its panel is open; only a boolean, only from our parent.
     if (ev.source !== window.parent || !ev.data || ev.data.type !== 'chat:visible') return;
     parentOpen = !!ev.data.open;
+    modal = !!ev.data.modal;
     if (parentOpen) { resetUnread(); if (root.dataset.screen === 'chat') ta.focus(); }
+  });
+  // Full screen over the page (a phone, a zoomed window) the chat is modal: Tab cycles inside.
+  document.addEventListener('keydown', (ev) => {
+    if (ev.key !== 'Tab' || !modal) return;
+    const all = [...root.querySelectorAll('a[href],button,input,textarea,[tabindex="0"]')]
+      .filter((e) => !e.disabled && e.getClientRects().length);
+    const first = all[0], last = all[all.length - 1], at = document.activeElement;
+    if (!first) return;
+    if (ev.shiftKey ? at === first || !root.contains(at) : at === last) {
+      ev.preventDefault();
+      (ev.shiftKey ? last : first).focus();
+    }
   });
   const minimise = () => window.parent.postMessage({ type: 'chat:close' }, '*');
   $('minimise').hidden = !inFrame;

@@ -12,12 +12,30 @@
   var origin = new URL(script.src, location.href).origin;
   var ds = script.dataset;
   var side = ds.position === 'left' ? 'left' : 'right';
-  var color = /^#[0-9a-f]{6}$/i.test(ds.color || '') ? ds.color : '#2357d9';
+  var DEFAULT = '#2357d9', DARK = '#1b1f24';
+  var color = /^#[0-9a-f]{6}$/i.test(ds.color || '') ? ds.color.toLowerCase() : DEFAULT;
   var title = (ds.title || 'Chat with us').slice(0, 60);
-  var rgb = parseInt(color.slice(1), 16);
-  var ink = ((rgb >> 16) * 299 + ((rgb >> 8) & 255) * 587 + (rgb & 255) * 114) / 1000 > 170 ? '#1b1f24' : '#fff';
+  // WCAG contrast, as the server computes it for the frame (chatserver/web/widget.py).
+  function lum(hex) {
+    var n = parseInt(hex.slice(1), 16), w = [0.2126, 0.7152, 0.0722], sum = 0;
+    for (var i = 0; i < 3; i++) {
+      var c = (n >> (16 - 8 * i) & 255) / 255;
+      sum += w[i] * (c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4));
+    }
+    return sum;
+  }
+  function ratio(a, b) {
+    var x = lum(a), y = lum(b);
+    return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05);
+  }
+  if (Math.max(ratio(color, '#ffffff'), ratio(color, DARK)) < 4.5) {
+    if (ds.color) console.warn('Chat widget: data-color ' + ds.color + ' leaves text unreadable (under 4.5:1 with white and dark); using ' + DEFAULT);
+    color = DEFAULT;
+  }
+  var ink = ratio(color, '#ffffff') >= ratio(color, DARK) ? '#fff' : DARK;
   var Z = '2147483000';
-  var small = window.matchMedia('(max-width: 480px)');
+  // Narrow or short (a phone, or a desktop zoomed to 200% and more): the chat takes the window.
+  var small = window.matchMedia('(max-width: 480px), (max-height: 520px)');
   var open = false, frame = null, loaded = false, unread = 0;
 
   function css(el, props) {
@@ -83,6 +101,9 @@
     s.maxHeight = full ? '100%' : 'calc(100vh - 112px)';
     s.borderRadius = full ? '0' : '16px';
     btn.style.display = open && full ? 'none' : 'flex';
+    // Full screen, the chat is a modal dialog: the frame keeps Tab inside itself.
+    if (open && full) panel.setAttribute('aria-modal', 'true'); else panel.removeAttribute('aria-modal');
+    tell();
   }
   function label() {
     btn.setAttribute('aria-expanded', String(open));
@@ -92,7 +113,7 @@
     badge.style.display = unread && !open ? 'block' : 'none';
   }
   function tell() {
-    if (loaded) frame.contentWindow.postMessage({ type: 'chat:visible', open: open }, origin);
+    if (loaded) frame.contentWindow.postMessage({ type: 'chat:visible', open: open, modal: open && small.matches }, origin);
   }
   function toggle(show) {
     open = show;
@@ -109,10 +130,16 @@
     if (open) unread = 0;
     layout();
     label();
-    tell();
     if (open) frame.focus(); else btn.focus();
   }
   btn.onclick = function () { toggle(!open); };
+  btn.onkeydown = function (e) {
+    if (e.key === 'Escape' && open) { e.preventDefault(); toggle(false); }
+  };
+  // Should focus still reach the page behind the full-screen chat, it goes back to the chat.
+  document.addEventListener('focusin', function (e) {
+    if (open && small.matches && !panel.contains(e.target)) frame.focus();
+  }, true);
 
   window.addEventListener('message', function (e) {
     if (e.origin !== origin || !frame || e.source !== frame.contentWindow || !e.data) return;

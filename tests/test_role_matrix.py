@@ -36,6 +36,7 @@ RULES: dict[tuple[str, str], tuple[set[int], set[int], set[int], set[int]]] = {
     ("GET", "/account"): (ANY_OK, ANY_OK, ANY_OK, ANY_OK),
     ("POST", "/api/consent"): ({200}, {200}, {200}, {200}),
     ("POST", "/api/visitor"): ({403}, {200}, {403}, {403}),
+    ("GET", "/api/session"): ({200}, {200}, {200}, {200}),  # never 401: {"session": false}
     ("GET", "/api/me"): ({401}, {200}, {401}, {401}),
     ("PATCH", "/api/me"): ({401}, {200}, {401}, {401}),
     ("DELETE", "/api/me"): ({401}, {200}, {401}, {401}),
@@ -43,6 +44,8 @@ RULES: dict[tuple[str, str], tuple[set[int], set[int], set[int], set[int]]] = {
     ("POST", "/api/consent/withdraw"): ({401}, {200}, {401}, {401}),
     ("GET", "/agent"): ({200}, {200}, {200}, {200}),  # a sign-in page when signed out
     ("GET", "/admin"): ({200}, {200}, {403}, {200}),
+    ("GET", "/login"): ({200}, {200}, {303}, {303}),  # the form; signed in, on to /agent
+    ("GET", "/staff/login"): ({200}, {200}, {303}, {303}),
     ("POST", "/staff/login"): ({403}, {403}, {403}, {403}),  # no CSRF token
     ("POST", "/staff/logout"): ({403}, {403}, {403}, {403}),
     ("POST", "/api/staff/login"): ({422}, {422}, {422}, {422}),  # empty body

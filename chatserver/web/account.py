@@ -45,8 +45,23 @@ async def account_page(request: Request) -> Response:
 
 
 async def api_me(request: Request) -> Response:
-    state = app_state(request)
     session = await _session(request)
+    return JSONResponse(await _me(request, session), headers={"Cache-Control": "no-store"})
+
+
+async def api_session(request: Request) -> Response:
+    """Whether this browser has a visitor session, and if so the same view as GET /api/me.
+
+    Always 200: the widget asks this before consent, and a 401 there would show as a failed
+    request in the console of every site that embeds the widget."""
+    session = await current_visitor(request)
+    body = {"session": False} if session is None else {"session": True,
+                                                         **await _me(request, session)}
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+async def _me(request: Request, session: VisitorSession) -> dict[str, Any]:
+    state = app_state(request)
     current = await state.policies.current()
     customer = await state.store.get_customer(session.customer_id) if session.customer_id else None
     consents = (await state.store.list_consents(customer.id) if customer
@@ -57,18 +72,15 @@ async def api_me(request: Request) -> Response:
             "policy_version": session.consent_version,
             "current": session.consent_version == current.version,
         }
-    return JSONResponse(
-        {
-            "customer": customer.public() if customer else None,
-            "consent": consent_info,
-            "policy_version": current.version,
-            "consents": [
-                {k: v for k, v in c.items() if k not in {"ip", "user_agent"}} for c in consents
-            ],
-            "legal_hold": customer.legal_hold if customer else False,
-        },
-        headers={"Cache-Control": "no-store"},
-    )
+    return {
+        "customer": customer.public() if customer else None,
+        "consent": consent_info,
+        "policy_version": current.version,
+        "consents": [
+            {k: v for k, v in c.items() if k not in {"ip", "user_agent"}} for c in consents
+        ],
+        "legal_hold": customer.legal_hold if customer else False,
+    }
 
 
 async def api_correct(request: Request) -> Response:
@@ -122,6 +134,7 @@ async def api_withdraw(request: Request) -> Response:
 
 routes = [
     Route("/account", account_page),
+    Route("/api/session", api_session, methods=["GET"]),
     Route("/api/me", api_me, methods=["GET"]),
     Route("/api/me", api_correct, methods=["PATCH"]),
     Route("/api/me", api_erase, methods=["DELETE"]),

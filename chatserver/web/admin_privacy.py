@@ -22,6 +22,37 @@ async def list_policies(request: Request) -> Response:
          "sha256": p.sha256, "published_at": p.published_at} for p in policies]})
 
 
+async def _chats_to_pause(request: Request) -> int:
+    """Open conversations: publishing a version pauses each until its visitor accepts it."""
+    return len(await app_state(request).store.open_conversations())
+
+
+async def current_policy(request: Request) -> Response:
+    """The current version with its Markdown text, where the next version starts from."""
+    await require_staff(request, "admin")
+    current = await app_state(request).policies.current()
+    return JSONResponse({
+        "policy": {"version": current.version, "effective_date": current.effective_date,
+                   "summary": current.summary, "sha256": current.sha256,
+                   "published_at": current.published_at, "text": current.text},
+        "bundled": current.sha256 == consent.bundled_policy().sha256,
+        "open_conversations": await _chats_to_pause(request),
+    }, headers={"Cache-Control": "no-store"})
+
+
+async def preview_policy(request: Request) -> Response:
+    """The text as visitors would see it, and how many open chats publishing it would pause."""
+    await require_staff(request, "admin")
+    body = await read_json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+        raise ValidationFailed("Send the policy text as text.", field="text")
+    if not body["text"].strip():
+        raise ValidationFailed("The policy text is empty.", field="text")
+    return JSONResponse({"html": consent.render(body["text"]),
+                         "open_conversations": await _chats_to_pause(request)},
+                        headers={"Cache-Control": "no-store"})
+
+
 async def publish_policy(request: Request) -> Response:
     staff = await require_staff(request, "admin")
     state = app_state(request)
@@ -113,6 +144,8 @@ async def run_purge(request: Request) -> Response:
 routes = [
     Route("/api/admin/policies", list_policies, methods=["GET"]),
     Route("/api/admin/policies", publish_policy, methods=["POST"]),
+    Route("/api/admin/policies/current", current_policy, methods=["GET"]),
+    Route("/api/admin/policies/preview", preview_policy, methods=["POST"]),
     Route("/api/admin/customers", list_customers),
     Route("/api/admin/customers/{customer_id}/legal-hold", legal_hold, methods=["POST"]),
     Route("/api/admin/customers/{customer_id}", erase_customer, methods=["DELETE"]),

@@ -145,6 +145,15 @@ async def agent_page(request: Request) -> Response:
     return staff_page(request, "agent.html", staff, "Agent dashboard")
 
 
+async def login_get(request: Request) -> Response:
+    """`/login` and a GET of `/staff/login` (a reload after a failed sign-in, a bookmark): the
+    sign-in form, or where the user was going when they are signed in already."""
+    next_path = _safe_next(request.query_params.get("next"), "/agent")
+    if await current_staff(request) is not None:
+        return RedirectResponse(next_path, status_code=303)
+    return login_page(request, next_path=next_path)
+
+
 async def form_login(request: Request) -> Response:
     """The HTML sign-in form: CSRF-checked, then a redirect to where the user was going."""
     check_origin(request)
@@ -264,6 +273,8 @@ async def setup_submit(request: Request) -> Response:
 
 routes = [
     Route("/agent", agent_page),
+    Route("/login", login_get, methods=["GET"]),
+    Route("/staff/login", login_get, methods=["GET"]),
     Route("/staff/login", form_login, methods=["POST"]),
     Route("/staff/logout", form_logout, methods=["POST"]),
     Route("/api/staff/login", api_login, methods=["POST"]),

@@ -242,9 +242,13 @@ async def require_staff(conn: HTTPConnection, role: str | None = None) -> Staff:
 
 
 def page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
-    templates = app_state(request).templates
-    response: HTMLResponse = templates.TemplateResponse(
-        request, name, {"version": __version__, **context}, status_code=status
+    state = app_state(request)
+    response: HTMLResponse = state.templates.TemplateResponse(
+        request, name,
+        # What the operator tells customers about themselves, on every page that shows it.
+        {"version": __version__, "organisation": state.settings.organisation,
+         "on_behalf_consent": state.settings.on_behalf_consent, **context},
+        status_code=status,
     )
     return response
 

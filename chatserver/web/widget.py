@@ -30,7 +30,8 @@ log = logging.getLogger("chatserver.web")
 
 
 async def index(request: Request) -> Response:
-    return page(request, "index.html", {"title": "Example Co. support (demo)"})
+    organisation = app_state(request).settings.organisation
+    return page(request, "index.html", {"title": f"{organisation} support (demo)"})
 
 
 async def widget_js(request: Request) -> Response:
@@ -41,12 +42,38 @@ async def widget_js(request: Request) -> Response:
     )
 
 
-def _color(value: str | None) -> str:
-    if value and len(value) == 7 and value[0] == "#" and all(
-        ch in "0123456789abcdefABCDEF" for ch in value[1:]
-    ):
-        return value
-    return "#2357d9"
+DEFAULT_COLOR = "#2357d9"
+WHITE, DARK = "#ffffff", "#1b1f24"
+MIN_CONTRAST = 4.5  # WCAG AA for normal text
+
+
+def _luminance(color: str) -> float:
+    """WCAG relative luminance of #rrggbb."""
+    channels = [int(color[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(a: str, b: str) -> float:
+    """WCAG contrast ratio of two #rrggbb colours, 1 to 21."""
+    high, low = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def brand_colours(value: str | None) -> tuple[str, str, str]:
+    """(accent, text on the accent, link colour on white) for the embed's `data-color`.
+
+    The text on the accent is white or near-black, whichever contrasts more; a colour with which
+    neither reaches 4.5:1 is refused for the default. Links are the accent only where it is
+    readable on the white page; static/widget.js applies the same rule to the launcher."""
+    color = (value or "").lower()
+    if len(color) != 7 or color[0] != "#" or any(ch not in "0123456789abcdef" for ch in color[1:]):
+        color = DEFAULT_COLOR
+    if max(contrast(color, WHITE), contrast(color, DARK)) < MIN_CONTRAST:
+        color = DEFAULT_COLOR
+    ink = WHITE if contrast(color, WHITE) >= contrast(color, DARK) else DARK
+    link = color if contrast(color, WHITE) >= MIN_CONTRAST else DARK
+    return color, ink, link
 
 
 def widget_look(request: Request) -> dict[str, str]:
@@ -57,19 +84,22 @@ def widget_look(request: Request) -> dict[str, str]:
     """
     return {
         "title": (request.query_params.get("title") or "Chat with us")[:60],
-        "color": _color(request.query_params.get("color")),
+        "color": brand_colours(request.query_params.get("color"))[0],
     }
 
 
 async def widget(request: Request) -> Response:
     policy = await app_state(request).policies.current()
     look = widget_look(request)
+    _, ink, link = brand_colours(look["color"])
     return page(
         request,
         "widget.html",
         {
             **look,
             "account_url": "/account?" + urlencode({"in": "widget", **look}),
+            "ink": ink,
+            "link": link,
             "policy": consent.public(policy),
             "contact_email": app_state(request).settings.contact_email,
         },
@@ -139,6 +169,10 @@ async def api_consent(request: Request) -> Response:
     on_behalf = body.get("on_behalf", False)
     if not isinstance(on_behalf, bool):
         raise ValidationFailed("on_behalf must be true or false.", field="on_behalf")
+    if on_behalf and not state.settings.on_behalf_consent:
+        # A receipt must not record a statement the visitor was never offered.
+        raise ValidationFailed("This server does not ask visitors to confirm writing on behalf "
+                               "of their customers.", field="on_behalf")
     method = body.get("method", "widget")
     if not isinstance(method, str) or method not in {"widget", "account"}:
         raise ValidationFailed("method is widget or account.", field="method")
