@@ -43,6 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
+    from .wsprotocol import GuardedWebSocketProtocol
 
     settings = _settings(args)
     host = "localhost" if args.host in {"127.0.0.1", "::1", "0.0.0.0", "::"} else args.host  # noqa: S104
@@ -58,6 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         create_app(settings),
         host=args.host,
         port=args.port,
+        ws=GuardedWebSocketProtocol,  # pings charged to the socket's budget; see wsprotocol.py
         ws_max_size=WS_MAX_BYTES,
         ws_per_message_deflate=False,
         access_log=False,

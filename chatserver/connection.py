@@ -21,6 +21,7 @@ from . import protocol
 from .errors import ChatError
 from .limits import Limits
 from .web.common import client_ip
+from .wsprotocol import PING_GATE
 
 log = logging.getLogger("chatserver.sockets")
 CLOSE_TOO_SLOW = 1013
@@ -141,6 +142,10 @@ class Limiter:
         self.ip = client_ip(ws)
         self.exempt = limits.exempt(self.ip)
         self.bucket = limits.socket_bucket(staff)
+        # Protocol-level pings (answered below Starlette) draw on the same budget as frames.
+        gate = ws.scope.get("extensions", {}).get(PING_GATE)
+        if gate is not None:
+            gate.charge = self.allow_ping
 
     def allow(self, frame: protocol.Frame | None) -> bool:
         """Charge one frame (None: one that failed to parse); False once over a limit.
@@ -155,6 +160,13 @@ class Limiter:
         self.peer.send_frame(protocol.error("rate_limited", "Too many messages; slow down."))
         self.peer.close(CLOSE_RATE_LIMITED, "rate limited")
         return False
+
+    def allow_ping(self) -> bool:
+        """Charge one protocol-level ping, as much as a `ping` frame costs."""
+        return self.allow(_PING)
+
+
+_PING = protocol.Ping()
 
 
 def listener(peer: Peer, skip_typing_from: str) -> Callable[[str], None]:
