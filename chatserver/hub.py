@@ -12,6 +12,7 @@ agents the set of open conversations changed; `session:<hash>` ends a signed-in 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +43,32 @@ QUEUE_CHANNEL = "queue"
 POLICY_CHANNEL = "policy"  # payload: the version just published
 
 
+def restricted_item(item: dict[str, Any]) -> dict[str, Any]:
+    """Someone else's active conversation as another agent sees it: that it exists, the
+    customer's name and who handles it; no message text and no contact details."""
+    customer = item.get("customer") or {}
+    return {
+        **item,
+        "customer": {"name": customer.get("name"), "email": None, "company": None},
+        "last_message": None,
+        "policy_version": None,
+        "restricted": True,
+    }
+
+
+def visible_to(item: dict[str, Any], staff_id: int) -> bool:
+    """Agents (admins too) see queued conversations and their own in full."""
+    return item.get("status") != "active" or item.get("agent_id") == staff_id
+
+
+def queue_for(frame: dict[str, Any], staff_id: int) -> dict[str, Any]:
+    """The queue frame as one staff member may see it."""
+    return {**frame, "conversations": [
+        item if visible_to(item, staff_id) else restricted_item(item)
+        for item in frame["conversations"]
+    ]}
+
+
 def queue_item(summary: ConversationSummary) -> dict[str, Any]:
     c = summary.conversation
     return {
@@ -63,6 +90,7 @@ class Hub:
         self.broadcast = broadcast
         self._agents: dict[int, int] = {}  # staff id -> open agent sockets in this process
         self._queue_task: asyncio.Task[None] | None = None
+        self._queue_parsed: tuple[str, dict[str, Any]] | None = None
 
     # -- presence ---------------------------------------------------------------------------
 
@@ -181,8 +209,24 @@ class Hub:
     # -- the agents' queue ------------------------------------------------------------------
 
     async def queue_frame(self) -> dict[str, Any]:
+        """Every open conversation in full: published once, then cut per socket (QueueView)."""
         summaries = await self.store.open_conversations()
         return {"type": "queue", "conversations": [queue_item(s) for s in summaries]}
+
+    async def queue_frame_for(self, staff: Staff) -> dict[str, Any]:
+        return queue_for(await self.queue_frame(), staff.id)
+
+    def queue_payload_for(self, payload: str, staff_id: int) -> str:
+        """A published queue frame as one staff member may see it. The frame is parsed once per
+        publication, not once per socket."""
+        if self._queue_parsed is not None and self._queue_parsed[0] == payload:
+            frame = self._queue_parsed[1]
+        else:
+            frame = json.loads(payload)
+            self._queue_parsed = (payload, frame)
+        if all(visible_to(item, staff_id) for item in frame["conversations"]):
+            return payload
+        return protocol.dump(queue_for(frame, staff_id))
 
     def queue_changed(self) -> None:
         """Tell agents the queue changed, coalescing bursts into one read and one frame."""

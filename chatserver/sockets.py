@@ -218,15 +218,18 @@ async def _agent_session(ws: WebSocket, staff: Staff, session_hash: str) -> None
         if conversation_id not in watched:
             watched[conversation_id] = hub.subscribe(conversation_channel(conversation_id), listen)
 
+    def on_queue(payload: str) -> None:
+        peer.send(hub.queue_payload_for(payload, staff.id))
+
     subs = [
-        hub.subscribe(QUEUE_CHANNEL, peer.send),
+        hub.subscribe(QUEUE_CHANNEL, on_queue),
         hub.subscribe(session_channel(session_hash), ender(peer)),
         hub.subscribe(staff_channel(staff.id), watch),
     ]
     hub.agent_connected(staff.id)
     log.info("agent socket open staff=%s", staff.id)
     try:
-        queue = await hub.queue_frame()
+        queue = await hub.queue_frame_for(staff)
         for item in queue["conversations"]:
             if item["status"] == "active" and item["agent_id"] == staff.id:
                 watch(item["conversation_id"])
@@ -282,14 +285,11 @@ async def _agent_frame(
     conversation_id = getattr(frame, "conversation_id", None)
     assert conversation_id is not None
     if isinstance(frame, protocol.Claim):
-        fresh = conversation_id not in watched
-        watch(conversation_id)  # before the claim publishes, so we hear our own status frame
-        try:
-            conversation, claimed_now = await hub.claim(conversation_id, staff)
-        except ChatError:
-            if fresh:
-                watched.pop(conversation_id).cancel()
-            raise
+        # Only once the claim is decided and ours: a socket that subscribed first would hear
+        # another agent's conversation for as long as a losing claim takes. A won claim tells
+        # this agent's sockets (this one too) to follow it before its status frame goes out.
+        conversation, claimed_now = await hub.claim(conversation_id, staff)
+        watch(conversation_id)
         if not claimed_now:  # ours already (another tab, say): nothing was published
             peer.send_frame({"type": "status", "conversation_id": conversation_id,
                              "status": conversation.status, "agent": conversation.agent_name})

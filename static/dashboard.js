@@ -857,6 +857,8 @@
     const conv = convs.get(id);
     if (conv && conv.visitorTyping) return { text: "typing…", cls: "is-typing" };
     const m = lastMessageOf(id);
+    const item = queueItems.get(id);
+    if ((!m || !m.body) && item && item.restricted) return { text: "Messages hidden", cls: "is-empty" };
     if (!m || !m.body) return { text: "No messages yet", cls: "is-empty" };
     const body = String(m.body).replace(/\s+/g, " ").slice(0, 140);
     if (m.sender === "agent") return { text: `${m.author === ME.name ? "You" : m.author || "Agent"}: ${body}`, cls: "" };
@@ -1051,7 +1053,10 @@
       card.appendChild(box);
     } else {
       card.appendChild(el("h3", "preview-sub", "Latest message"));
-      if (lm && lm.body) {
+      if (item.restricted) {
+        // The server sends other agents' conversations without their text.
+        card.appendChild(el("p", "muted", "Only the agent handling this conversation sees its messages."));
+      } else if (lm && lm.body) {
         const list = el("ol", "msg-list preview-msg");
         list.appendChild(renderMessage(lm));
         card.appendChild(list);
