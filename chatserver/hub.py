@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from . import protocol
+from . import audit, protocol
 from .broadcast import Broadcast, Subscription
 from .errors import Forbidden, NotFound
 from .storage.base import Conversation, ConversationSummary, Message, Staff, Store
@@ -204,6 +204,21 @@ class Hub:
             and conversation.agent_id != staff.id
         ):
             raise Forbidden("That conversation belongs to another agent.")
+        return conversation
+
+    async def open_for_reading(self, conversation_id: str, staff: Staff, *, after_seq: int,
+                               ip: str | None) -> Conversation:
+        """check_agent_access, and an audit row when the reader is an admin reading a
+        conversation that is neither queued (offered to every agent) nor theirs. Recorded
+        before anything is read: a read that is not in the log does not happen."""
+        conversation = await self.check_agent_access(conversation_id, staff)
+        if conversation.status != "queued" and conversation.agent_id != staff.id:
+            await audit.record(
+                self.store, actor=f"staff:{staff.id}", action="transcript.view", ip=ip,
+                target=f"conversation:{conversation.id}",
+                detail={"via": "socket", "after_seq": after_seq,
+                        "messages": max(0, conversation.last_seq - after_seq)},
+            )
         return conversation
 
     # -- the agents' queue ------------------------------------------------------------------

@@ -295,7 +295,8 @@ async def _agent_frame(
                              "status": conversation.status, "agent": conversation.agent_name})
         return
     if isinstance(frame, protocol.Resume):
-        conversation = await hub.check_agent_access(conversation_id, staff)
+        conversation = await hub.open_for_reading(conversation_id, staff,
+                                                  after_seq=frame.after_seq, ip=client_ip(ws))
         if conversation.agent_id == staff.id:
             watch(conversation_id)
         await _replay(state, peer, conversation_id, frame.after_seq)
