@@ -180,6 +180,10 @@ class Store(Protocol):
     ) -> Customer:
         """Create the session's customer, or correct it when the session has one."""
 
+    async def rotate_visitor_session(self, session_id: str, new_session_id: str) -> None:
+        """Give the session a new id, keeping its customer, times, consents and access records;
+        the old id stops working. NotFound when the session is unknown or revoked."""
+
     async def get_customer(self, customer_id: str) -> Customer | None: ...
     async def record_access(
         self, session_id: str, kind: str, ip: str | None, user_agent: str | None

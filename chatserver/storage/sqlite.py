@@ -429,6 +429,27 @@ class SQLiteStore:
 
         return await self._write(job)
 
+    async def rotate_visitor_session(self, session_id: str, new_session_id: str) -> None:
+        def job(c: sqlite3.Connection) -> None:
+            row = c.execute(
+                "SELECT customer_id, created_at, last_seen_at FROM visitor_sessions "
+                "WHERE id = ? AND revoked_at IS NULL", (session_id,),
+            ).fetchone()
+            if row is None:
+                raise NotFound("That session has ended.")
+            # A new row, the children moved over, the old row gone: the foreign keys have no
+            # ON UPDATE CASCADE, and the old id must not survive anywhere.
+            c.execute(
+                "INSERT INTO visitor_sessions (id, customer_id, created_at, last_seen_at) "
+                "VALUES (?, ?, ?, ?)", (new_session_id, *row),
+            )
+            for table in ("consents", "access_events"):
+                c.execute(f"UPDATE {table} SET session_id = ? WHERE session_id = ?",
+                          (new_session_id, session_id))
+            c.execute("DELETE FROM visitor_sessions WHERE id = ?", (session_id,))
+
+        await self._write(job)
+
     @staticmethod
     def _customer(c: sqlite3.Connection, customer_id: str) -> Customer:
         row = c.execute(_CUSTOMER + " WHERE id = ?", (customer_id,)).fetchone()
