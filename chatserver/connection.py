@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import protocol
 from .errors import ChatError
+from .hub import for_visitor
 from .limits import Limits
 from .web.common import client_ip
 from .wsprotocol import PING_GATE
@@ -171,11 +172,12 @@ _PING = protocol.Ping()
 
 def listener(peer: Peer, skip_typing_from: str) -> Callable[[str], None]:
     own_typing = f'"sender":"{skip_typing_from}"'
+    visitor = skip_typing_from == "visitor"
 
     def listen(payload: str) -> None:
         if payload.startswith('{"type":"typing"') and own_typing in payload:
             return  # nobody needs to see their own typing
-        peer.send(payload)
+        peer.send(for_visitor(payload) if visitor else payload)
 
     return listen
 

@@ -69,6 +69,34 @@ def queue_for(frame: dict[str, Any], staff_id: int) -> dict[str, Any]:
     ]}
 
 
+def status_frame(conversation: Conversation) -> dict[str, Any]:
+    """A conversation's status for both sides: `agent` is the display name customers see;
+    `agent_id` and `agent_name` (the sign-in name) are for staff, and visitors' sockets drop
+    them (see `for_visitor`)."""
+    return {
+        "type": "status",
+        "conversation_id": conversation.id,
+        "status": conversation.status,
+        "agent": conversation.agent_display_name,
+        "agent_id": conversation.agent_id,
+        "agent_name": conversation.agent_name,
+    }
+
+
+STAFF_ONLY_FIELDS = ("agent_id", "agent_name")
+
+
+def for_visitor(payload: str) -> str:
+    """A conversation-channel frame as the visitor may see it: status frames lose the staff-only
+    fields (the agent's id and sign-in name); every other frame passes as it is."""
+    if not payload.startswith('{"type":"status"'):
+        return payload
+    frame = json.loads(payload)
+    for name in STAFF_ONLY_FIELDS:
+        frame.pop(name, None)
+    return protocol.dump(frame)
+
+
 def queue_item(summary: ConversationSummary) -> dict[str, Any]:
     c = summary.conversation
     return {
@@ -145,14 +173,15 @@ class Hub:
             await self.broadcast.publish(staff_channel(staff.id), conversation_id)
             await self.post(
                 conversation_id, sender="system", sender_id="system", author="system",
-                body=f"{staff.name} joined the conversation.", client_msg_id=None,
+                body=f"{staff.display_name} joined the conversation.", client_msg_id=None,
             )
             await self._status(claimed)
             self.queue_changed()
         return claimed, now_claimed
 
     async def close(self, conversation_id: str, *, by: str, by_kind: str) -> Conversation | None:
-        """Close it; `by` names who did for the notice, `by_kind` is visitor or agent."""
+        """Close it; `by` names who did for the notice (customers read it: an agent's display
+        name), `by_kind` is visitor or agent."""
         closed = await self.store.close_conversation(conversation_id)
         if closed is None:
             return None
@@ -165,12 +194,7 @@ class Hub:
         return closed
 
     async def _status(self, conversation: Conversation, closed_by: str | None = None) -> None:
-        frame: dict[str, Any] = {
-            "type": "status",
-            "conversation_id": conversation.id,
-            "status": conversation.status,
-            "agent": conversation.agent_name,
-        }
+        frame = status_frame(conversation)
         if closed_by:
             frame["closed_by"] = closed_by
         await self.broadcast.publish(conversation_channel(conversation.id), protocol.dump(frame))

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import __version__
+from .staff_names import MAX_DISPLAY_NAME
 
 Schema = dict[str, Any]
 Operation = dict[str, Any]
@@ -47,6 +48,8 @@ _PASSWORD: Schema = {"type": "string", "minLength": 12, "maxLength": 128,
                      "description": "12-128 characters, not a common password, not containing "
                                     "the account name"}
 _ROLE: Schema = {"type": "string", "enum": ["agent", "admin"]}
+_DISPLAY_NAME: Schema = {"type": "string", "minLength": 1, "maxLength": MAX_DISPLAY_NAME,
+                         "description": "what customers see; never a sign-in name, else 422"}
 
 SCHEMAS: dict[str, Schema] = {
     "Error": ERROR,
@@ -126,7 +129,8 @@ SCHEMAS: dict[str, Schema] = {
     "Staff": {
         "type": "object",
         "required": ["id", "name", "role", "state"],
-        "properties": {"id": {"type": "integer"}, "name": {"type": "string"}, "role": _ROLE,
+        "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
+                       "display_name": {"type": "string"}, "role": _ROLE,
                        "state": {"type": "string", "enum": ["active", "disabled"]}},
     },
     "StaffItem": {
@@ -143,6 +147,7 @@ SCHEMAS: dict[str, Schema] = {
                      "maxLength": 100, "description": "unique, else 409"},
             "role": _ROLE,
             "password": _PASSWORD,
+            "display_name": _DISPLAY_NAME,
         },
     },
     "StaffPatch": {
@@ -152,6 +157,7 @@ SCHEMAS: dict[str, Schema] = {
         "properties": {
             "role": {**_ROLE, "nullable": True},
             "state": {"type": "string", "enum": ["active", "disabled"], "nullable": True},
+            "display_name": {**_DISPLAY_NAME, "nullable": True},
         },
     },
     "PasswordInput": {
@@ -191,6 +197,7 @@ SCHEMAS: dict[str, Schema] = {
             "status": {"type": "string", "enum": ["queued", "active", "closed"]},
             "agent_id": {"type": "integer", "nullable": True},
             "agent_name": {"type": "string", "nullable": True},
+            "agent_display_name": {"type": "string", "nullable": True},
             "created_at": _TIME,
             "claimed_at": _TIME_OR_NULL,
             "closed_at": _TIME_OR_NULL,

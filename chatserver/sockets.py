@@ -32,6 +32,7 @@ from .hub import (
     conversation_channel,
     session_channel,
     staff_channel,
+    status_frame,
 )
 from .storage.base import Staff
 from .web.common import (
@@ -115,7 +116,7 @@ async def _visitor_session(ws: WebSocket, session: Any, customer: Any, conversat
         "status": conversation.status,
         "agents_online": state.hub.agents_online(),
         "last_seq": conversation.last_seq,
-        "agent": conversation.agent_name,
+        "agent": conversation.agent_display_name,
     })
     limiter = Limiter(ws, peer, state.limits)
     try:
@@ -291,8 +292,7 @@ async def _agent_frame(
         conversation, claimed_now = await hub.claim(conversation_id, staff)
         watch(conversation_id)
         if not claimed_now:  # ours already (another tab, say): nothing was published
-            peer.send_frame({"type": "status", "conversation_id": conversation_id,
-                             "status": conversation.status, "agent": conversation.agent_name})
+            peer.send_frame(status_frame(conversation))
         return
     if isinstance(frame, protocol.Resume):
         conversation = await hub.open_for_reading(conversation_id, staff,
@@ -305,18 +305,19 @@ async def _agent_frame(
         found = await state.store.get_conversation(conversation_id)
         if found is None or found.agent_id != staff.id:
             if isinstance(frame, protocol.Close) and found and found.status == "queued":
-                await hub.close(conversation_id, by=staff.name, by_kind="agent")
+                await hub.close(conversation_id, by=staff.display_name, by_kind="agent")
                 return
             raise Forbidden("Claim the conversation first.", code="not_claimed")
         watch(conversation_id)
     if isinstance(frame, protocol.Message):
         message = await hub.post(
-            conversation_id, sender="agent", sender_id=str(staff.id), author=staff.name,
+            conversation_id, sender="agent", sender_id=str(staff.id), author=staff.display_name,
             body=frame.body, client_msg_id=frame.client_msg_id,
         )
         peer.send_frame({"type": "ack", "conversation_id": conversation_id,
                          "client_msg_id": frame.client_msg_id, "seq": message.seq})
     elif isinstance(frame, protocol.Typing):
-        await hub.typing(conversation_id, sender="agent", author=staff.name, state=frame.state)
+        await hub.typing(conversation_id, sender="agent", author=staff.display_name,
+                         state=frame.state)
     elif isinstance(frame, protocol.Close):
-        await hub.close(conversation_id, by=staff.name, by_kind="agent")
+        await hub.close(conversation_id, by=staff.display_name, by_kind="agent")
