@@ -241,6 +241,7 @@ _ERRORS: dict[str, tuple[str, str]] = {
     "413": ("TooLarge", "the body is over 64 KiB (too_large)"),
     "415": ("UnsupportedMediaType", "the body is not sent as application/json"),
     "422": ("Invalid", "a field is missing or wrong; `field` names it"),
+    "429": ("RateLimited", "too many attempts; wait and try again (rate_limited)"),
 }
 RESPONSES: dict[str, Any] = {
     name: {"description": description,
@@ -392,11 +393,13 @@ def _staff_paths() -> dict[str, dict[str, Operation]]:
     staff = _obj(["staff"], staff=_ref("Staff"))
     return {
         "/api/staff/login": {"post": _op(
-            "Sign in; sets the chat_staff cookie", "staff", PUBLIC,
-            {"200": _ok(staff), **_errors(*_JSON_ERRORS, 401, 422)},
+            "Sign in; sets the chat_staff and chat_staff_device cookies", "staff", PUBLIC,
+            {"200": _ok(staff), **_errors(*_JSON_ERRORS, 401, 422, 429)},
             body=_body(_ref("Login")), operation_id="staffLogin",
-            description="Every attempt is recorded. Unknown names, wrong passwords, disabled "
-                        "and throttled accounts all get 401 invalid_credentials.")},
+            description="Every attempt that reaches the password check is recorded. Unknown "
+                        "names, wrong passwords, disabled and throttled accounts all get 401 "
+                        "invalid_credentials; past the per-address or overall attempt limits, "
+                        "429 rate_limited for any name.")},
         "/api/staff/logout": {"post": _op(
             "Sign out; clears the cookie and closes the session's sockets", "staff", [{}, *STAFF],
             {"200": _ok(_obj(["ok"], ok={"type": "boolean"})), **_errors(403)},

@@ -27,7 +27,15 @@ from ..errors import (
 )
 from ..hub import Hub
 from ..limits import Limits
-from ..sessions import SECURE_STAFF_COOKIE, STAFF_COOKIE, VISITOR_COOKIE, Signer, hash_id
+from ..sessions import (
+    DEVICE_COOKIE,
+    SECURE_DEVICE_COOKIE,
+    SECURE_STAFF_COOKIE,
+    STAFF_COOKIE,
+    VISITOR_COOKIE,
+    Signer,
+    hash_id,
+)
 from ..settings import Settings
 from ..storage.base import Staff, Store, VisitorSession, iso
 
@@ -160,6 +168,11 @@ def staff_cookie_name(conn: HTTPConnection) -> str:
     there, and only that name is read: a plain `chat_staff` beside it could have been planted
     (by a sibling subdomain, or over plain HTTP)."""
     return SECURE_STAFF_COOKIE if secure_cookie(conn) else STAFF_COOKIE
+
+
+def device_cookie_name(conn: HTTPConnection) -> str:
+    """The known-device cookie follows the staff cookie's naming (see staff_cookie_name)."""
+    return SECURE_DEVICE_COOKIE if secure_cookie(conn) else DEVICE_COOKIE
 
 
 def set_staff_cookie(response: Response, conn: HTTPConnection, value: str) -> None:
