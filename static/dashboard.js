@@ -1017,7 +1017,7 @@
     if (who.email) meta.appendChild(el("span", "", who.email));
     if (who.company) meta.appendChild(el("span", "", who.company));
     title.appendChild(meta);
-    title.appendChild(el("div", "consent", consentText(item)));
+    if (!item.restricted) title.appendChild(el("div", "consent", consentText(item)));
     head.append(av, title);
     card.appendChild(head);
 
@@ -1060,7 +1060,15 @@
       card.appendChild(el("h3", "preview-sub", "Latest message"));
       if (item.restricted) {
         // The server sends other agents' conversations without their text.
-        card.appendChild(el("p", "muted", "Only the agent handling this conversation sees its messages."));
+        if (ME.role === "admin") {
+          const p = el("p", "muted", "Its messages are not shown here. ");
+          const a = el("a", "", "Read it in the admin console");
+          a.href = `/admin#/conversations/${encodeURIComponent(id)}`;
+          p.append(a, document.createTextNode(" (the reading is recorded in the audit log)."));
+          card.appendChild(p);
+        } else {
+          card.appendChild(el("p", "muted", "Only the agent handling this conversation sees its messages."));
+        }
       } else if (lm && lm.body) {
         const list = el("ol", "msg-list preview-msg");
         list.appendChild(renderMessage(lm));
