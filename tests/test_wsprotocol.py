@@ -43,7 +43,7 @@ async def test_ping_flood_is_closed_4429_and_a_neighbour_keeps_its_pace(
     code = await flooder.closed_code(timeout=10)
     await flooding
     assert code == 4429
-    assert max(during) < max(1.0, baseline * 20), (baseline, during)
+    assert max(during) < max(2.0, baseline * 20), (baseline, during)
     await calm.close()
     for v in (flooder_v, calm_v):
         await v.aclose()

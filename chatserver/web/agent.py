@@ -96,7 +96,8 @@ class _RefusalNotes:
         now = time.monotonic()
         last, count = self._notes.get(limit, (-60.0, 0))
         if now - last >= 60:
-            log.warning("staff sign-in attempts refused by the %s limit: %d", limit, count + 1)
+            log.warning("staff sign-in attempts refused by the %s limit: %d since this line "
+                        "last appeared", limit, count + 1)
             self._notes[limit] = (now, 0)
         else:
             self._notes[limit] = (last, count + 1)
