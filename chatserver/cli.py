@@ -19,6 +19,7 @@ from . import __version__, audit, passwords, privacy
 from .consent import Policies
 from .errors import ChatError
 from .settings import SETTINGS, Settings, SettingsError, load, sqlite_file
+from .staff_names import DEFAULT_DISPLAY_NAME, check_display_name, check_sign_in_name
 from .storage import Store, open_store
 
 WS_MAX_BYTES = 64 * 1024
@@ -63,6 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
+    from .wsprotocol import GuardedWebSocketProtocol
 
     settings = _settings(args, create=True)
     host = "localhost" if args.host in {"127.0.0.1", "::1", "0.0.0.0", "::"} else args.host  # noqa: S104
@@ -80,6 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         create_app(settings),
         host=args.host,
         port=args.port,
+        ws=GuardedWebSocketProtocol,  # pings charged to the socket's budget; see wsprotocol.py
         ws_max_size=WS_MAX_BYTES,
         ws_per_message_deflate=False,
         access_log=False,
@@ -129,10 +132,14 @@ def cmd_user_add(args: argparse.Namespace) -> int:
         return 2
 
     async def job(store: Store) -> int:
-        staff = await store.add_staff(name, args.role, passwords.hash_password(password))
+        everyone = await store.list_staff()
+        check_sign_in_name(name, everyone)
+        display_name = check_display_name(args.display_name, name, everyone)
+        staff = await store.add_staff(name, args.role, passwords.hash_password(password),
+                                      display_name)
         await audit.record(store, actor="cli", action="staff.create", target=f"staff:{staff.id}",
                            detail={"role": staff.role})
-        print(f"added {staff.name} ({staff.role})")
+        print(f"added {staff.name} ({staff.role}), shown to customers as {staff.display_name!r}")
         return 0
 
     return asyncio.run(_with_store(settings, job))
@@ -254,6 +261,9 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--role", choices=["agent", "admin"], required=True)
     add.add_argument("--password-stdin", action="store_true",
                      help="read the password from standard input instead of a prompt")
+    add.add_argument("--display-name", default=DEFAULT_DISPLAY_NAME,
+                     help="the name customers see (never the sign-in name; default: "
+                     f"{DEFAULT_DISPLAY_NAME!r})")
     add.set_defaults(func=cmd_user_add)
     user.add_parser("list", help="name, role and state of every staff account").set_defaults(
         func=cmd_user_list)

@@ -19,8 +19,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import protocol
 from .errors import ChatError
+from .hub import for_visitor
 from .limits import Limits
 from .web.common import client_ip
+from .wsprotocol import PING_GATE
 
 log = logging.getLogger("chatserver.sockets")
 CLOSE_TOO_SLOW = 1013
@@ -141,6 +143,10 @@ class Limiter:
         self.ip = client_ip(ws)
         self.exempt = limits.exempt(self.ip)
         self.bucket = limits.socket_bucket(staff)
+        # Protocol-level pings (answered below Starlette) draw on the same budget as frames.
+        gate = ws.scope.get("extensions", {}).get(PING_GATE)
+        if gate is not None:
+            gate.charge = self.allow_ping
 
     def allow(self, frame: protocol.Frame | None) -> bool:
         """Charge one frame (None: one that failed to parse); False once over a limit.
@@ -156,14 +162,22 @@ class Limiter:
         self.peer.close(CLOSE_RATE_LIMITED, "rate limited")
         return False
 
+    def allow_ping(self) -> bool:
+        """Charge one protocol-level ping, as much as a `ping` frame costs."""
+        return self.allow(_PING)
+
+
+_PING = protocol.Ping()
+
 
 def listener(peer: Peer, skip_typing_from: str) -> Callable[[str], None]:
     own_typing = f'"sender":"{skip_typing_from}"'
+    visitor = skip_typing_from == "visitor"
 
     def listen(payload: str) -> None:
         if payload.startswith('{"type":"typing"') and own_typing in payload:
             return  # nobody needs to see their own typing
-        peer.send(payload)
+        peer.send(for_visitor(payload) if visitor else payload)
 
     return listen
 

@@ -12,11 +12,12 @@ agents the set of open conversations changed; `session:<hash>` ends a signed-in 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from . import protocol
+from . import audit, protocol
 from .broadcast import Broadcast, Subscription
 from .errors import Forbidden, NotFound
 from .storage.base import Conversation, ConversationSummary, Message, Staff, Store
@@ -42,6 +43,60 @@ QUEUE_CHANNEL = "queue"
 POLICY_CHANNEL = "policy"  # payload: the version just published
 
 
+def restricted_item(item: dict[str, Any]) -> dict[str, Any]:
+    """Someone else's active conversation as another agent sees it: that it exists, the
+    customer's name and who handles it; no message text and no contact details."""
+    customer = item.get("customer") or {}
+    return {
+        **item,
+        "customer": {"name": customer.get("name"), "email": None, "company": None},
+        "last_message": None,
+        "policy_version": None,
+        "restricted": True,
+    }
+
+
+def visible_to(item: dict[str, Any], staff_id: int) -> bool:
+    """Agents (admins too) see queued conversations and their own in full."""
+    return item.get("status") != "active" or item.get("agent_id") == staff_id
+
+
+def queue_for(frame: dict[str, Any], staff_id: int) -> dict[str, Any]:
+    """The queue frame as one staff member may see it."""
+    return {**frame, "conversations": [
+        item if visible_to(item, staff_id) else restricted_item(item)
+        for item in frame["conversations"]
+    ]}
+
+
+def status_frame(conversation: Conversation) -> dict[str, Any]:
+    """A conversation's status for both sides: `agent` is the display name customers see;
+    `agent_id` and `agent_name` (the sign-in name) are for staff, and visitors' sockets drop
+    them (see `for_visitor`)."""
+    return {
+        "type": "status",
+        "conversation_id": conversation.id,
+        "status": conversation.status,
+        "agent": conversation.agent_display_name,
+        "agent_id": conversation.agent_id,
+        "agent_name": conversation.agent_name,
+    }
+
+
+STAFF_ONLY_FIELDS = ("agent_id", "agent_name")
+
+
+def for_visitor(payload: str) -> str:
+    """A conversation-channel frame as the visitor may see it: status frames lose the staff-only
+    fields (the agent's id and sign-in name); every other frame passes as it is."""
+    if not payload.startswith('{"type":"status"'):
+        return payload
+    frame = json.loads(payload)
+    for name in STAFF_ONLY_FIELDS:
+        frame.pop(name, None)
+    return protocol.dump(frame)
+
+
 def queue_item(summary: ConversationSummary) -> dict[str, Any]:
     c = summary.conversation
     return {
@@ -63,6 +118,7 @@ class Hub:
         self.broadcast = broadcast
         self._agents: dict[int, int] = {}  # staff id -> open agent sockets in this process
         self._queue_task: asyncio.Task[None] | None = None
+        self._queue_parsed: tuple[str, dict[str, Any]] | None = None
 
     # -- presence ---------------------------------------------------------------------------
 
@@ -117,14 +173,15 @@ class Hub:
             await self.broadcast.publish(staff_channel(staff.id), conversation_id)
             await self.post(
                 conversation_id, sender="system", sender_id="system", author="system",
-                body=f"{staff.name} joined the conversation.", client_msg_id=None,
+                body=f"{staff.display_name} joined the conversation.", client_msg_id=None,
             )
             await self._status(claimed)
             self.queue_changed()
         return claimed, now_claimed
 
     async def close(self, conversation_id: str, *, by: str, by_kind: str) -> Conversation | None:
-        """Close it; `by` names who did for the notice, `by_kind` is visitor or agent."""
+        """Close it; `by` names who did for the notice (customers read it: an agent's display
+        name), `by_kind` is visitor or agent."""
         closed = await self.store.close_conversation(conversation_id)
         if closed is None:
             return None
@@ -137,12 +194,7 @@ class Hub:
         return closed
 
     async def _status(self, conversation: Conversation, closed_by: str | None = None) -> None:
-        frame: dict[str, Any] = {
-            "type": "status",
-            "conversation_id": conversation.id,
-            "status": conversation.status,
-            "agent": conversation.agent_name,
-        }
+        frame = status_frame(conversation)
         if closed_by:
             frame["closed_by"] = closed_by
         await self.broadcast.publish(conversation_channel(conversation.id), protocol.dump(frame))
@@ -178,11 +230,42 @@ class Hub:
             raise Forbidden("That conversation belongs to another agent.")
         return conversation
 
+    async def open_for_reading(self, conversation_id: str, staff: Staff, *, after_seq: int,
+                               ip: str | None) -> Conversation:
+        """check_agent_access, and an audit row when the reader is an admin reading a
+        conversation that is neither queued (offered to every agent) nor theirs. Recorded
+        before anything is read: a read that is not in the log does not happen."""
+        conversation = await self.check_agent_access(conversation_id, staff)
+        if conversation.status != "queued" and conversation.agent_id != staff.id:
+            await audit.record(
+                self.store, actor=f"staff:{staff.id}", action="transcript.view", ip=ip,
+                target=f"conversation:{conversation.id}",
+                detail={"via": "socket", "after_seq": after_seq,
+                        "messages": max(0, conversation.last_seq - after_seq)},
+            )
+        return conversation
+
     # -- the agents' queue ------------------------------------------------------------------
 
     async def queue_frame(self) -> dict[str, Any]:
+        """Every open conversation in full: published once, then cut per socket (QueueView)."""
         summaries = await self.store.open_conversations()
         return {"type": "queue", "conversations": [queue_item(s) for s in summaries]}
+
+    async def queue_frame_for(self, staff: Staff) -> dict[str, Any]:
+        return queue_for(await self.queue_frame(), staff.id)
+
+    def queue_payload_for(self, payload: str, staff_id: int) -> str:
+        """A published queue frame as one staff member may see it. The frame is parsed once per
+        publication, not once per socket."""
+        if self._queue_parsed is not None and self._queue_parsed[0] == payload:
+            frame = self._queue_parsed[1]
+        else:
+            frame = json.loads(payload)
+            self._queue_parsed = (payload, frame)
+        if all(visible_to(item, staff_id) for item in frame["conversations"]):
+            return payload
+        return protocol.dump(queue_for(frame, staff_id))
 
     def queue_changed(self) -> None:
         """Tell agents the queue changed, coalescing bursts into one read and one frame."""

@@ -10,9 +10,18 @@ from __future__ import annotations
 import time
 from collections import Counter, OrderedDict, deque
 
+from .passwords import login_delay
 from .settings import Settings
 
 MAX_TRACKED_IPS = 50_000
+MAX_TRACKED_DEVICES = 50_000
+
+# Staff sign-in attempts from browsers the account does not know (see `known_device` in
+# web/agent.py) are limited per address (CHATSERVER_STAFF_SIGN_INS_PER_IP per this window) and
+# from everyone together (CHATSERVER_STAFF_SIGN_INS_PER_SECOND, bursts of twice as many), so a
+# flood neither guesses far nor queues up in front of real sign-ins: each attempt costs an
+# argon2 verification.
+SIGN_IN_PER_IP_WINDOW = 300.0
 
 
 class TokenBucket:
@@ -43,6 +52,12 @@ class Limits:
         self._ip_sockets: Counter[str] = Counter()
         self._session_sockets: Counter[str] = Counter()
         self._conversations: OrderedDict[str, deque[float]] = OrderedDict()
+        self._sign_in_ips: OrderedDict[str, TokenBucket] = OrderedDict()
+        per_second = settings.staff_sign_ins_per_second
+        burst = max(1, round(2 * per_second))  # bursts of 2N, refilled at N a second
+        self._sign_in_overall = TokenBucket(burst, burst / per_second)
+        # device id -> (failed attempts in a row, monotonic time of the last one)
+        self._devices: OrderedDict[str, tuple[int, float]] = OrderedDict()
 
     def exempt(self, ip: str | None) -> bool:
         return self.settings.is_exempt(ip)
@@ -100,3 +115,40 @@ class Limits:
         if len(self._conversations) > MAX_TRACKED_IPS:
             self._conversations.popitem(last=False)
         return True
+
+    # -- staff sign-in ----------------------------------------------------------------------
+
+    def sign_in_refused(self, ip: str | None) -> str | None:
+        """Charge a sign-in attempt from a browser the account does not know: "address" or
+        "overall" when over that limit, else None. Known browsers are not charged."""
+        if self.exempt(ip):
+            return None
+        if ip is not None:
+            bucket = self._sign_in_ips.get(ip)
+            if bucket is None:
+                bucket = TokenBucket(self.settings.staff_sign_ins_per_ip, SIGN_IN_PER_IP_WINDOW)
+                self._sign_in_ips[ip] = bucket
+                if len(self._sign_in_ips) > MAX_TRACKED_IPS:
+                    self._sign_in_ips.popitem(last=False)
+            else:
+                self._sign_in_ips.move_to_end(ip)
+            if not bucket.take():
+                return "address"
+        if not self._sign_in_overall.take():
+            return "overall"
+        return None
+
+    def device_wait(self, device: str) -> float:
+        """Seconds a known browser must still wait after its own failed attempts (0: none).
+        Its failures count against it alone, with the growing delay accounts have."""
+        failed, last = self._devices.get(device, (0, 0.0))
+        return max(0.0, last + login_delay(failed) - time.monotonic()) if failed else 0.0
+
+    def device_failed(self, device: str) -> None:
+        failed, _ = self._devices.pop(device, (0, 0.0))
+        self._devices[device] = (failed + 1, time.monotonic())
+        if len(self._devices) > MAX_TRACKED_DEVICES:
+            self._devices.popitem(last=False)
+
+    def device_succeeded(self, device: str) -> None:
+        self._devices.pop(device, None)

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import __version__
+from .staff_names import MAX_DISPLAY_NAME
 
 Schema = dict[str, Any]
 Operation = dict[str, Any]
@@ -47,6 +48,8 @@ _PASSWORD: Schema = {"type": "string", "minLength": 12, "maxLength": 128,
                      "description": "12-128 characters, not a common password, not containing "
                                     "the account name"}
 _ROLE: Schema = {"type": "string", "enum": ["agent", "admin"]}
+_DISPLAY_NAME: Schema = {"type": "string", "minLength": 1, "maxLength": MAX_DISPLAY_NAME,
+                         "description": "what customers see; never a sign-in name, else 422"}
 
 SCHEMAS: dict[str, Schema] = {
     "Error": ERROR,
@@ -126,7 +129,8 @@ SCHEMAS: dict[str, Schema] = {
     "Staff": {
         "type": "object",
         "required": ["id", "name", "role", "state"],
-        "properties": {"id": {"type": "integer"}, "name": {"type": "string"}, "role": _ROLE,
+        "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
+                       "display_name": {"type": "string"}, "role": _ROLE,
                        "state": {"type": "string", "enum": ["active", "disabled"]}},
     },
     "StaffItem": {
@@ -143,6 +147,7 @@ SCHEMAS: dict[str, Schema] = {
                      "maxLength": 100, "description": "unique, else 409"},
             "role": _ROLE,
             "password": _PASSWORD,
+            "display_name": _DISPLAY_NAME,
         },
     },
     "StaffPatch": {
@@ -152,6 +157,7 @@ SCHEMAS: dict[str, Schema] = {
         "properties": {
             "role": {**_ROLE, "nullable": True},
             "state": {"type": "string", "enum": ["active", "disabled"], "nullable": True},
+            "display_name": {**_DISPLAY_NAME, "nullable": True},
         },
     },
     "PasswordInput": {
@@ -191,6 +197,7 @@ SCHEMAS: dict[str, Schema] = {
             "status": {"type": "string", "enum": ["queued", "active", "closed"]},
             "agent_id": {"type": "integer", "nullable": True},
             "agent_name": {"type": "string", "nullable": True},
+            "agent_display_name": {"type": "string", "nullable": True},
             "created_at": _TIME,
             "claimed_at": _TIME_OR_NULL,
             "closed_at": _TIME_OR_NULL,
@@ -234,6 +241,7 @@ _ERRORS: dict[str, tuple[str, str]] = {
     "413": ("TooLarge", "the body is over 64 KiB (too_large)"),
     "415": ("UnsupportedMediaType", "the body is not sent as application/json"),
     "422": ("Invalid", "a field is missing or wrong; `field` names it"),
+    "429": ("RateLimited", "too many attempts; wait and try again (rate_limited)"),
 }
 RESPONSES: dict[str, Any] = {
     name: {"description": description,
@@ -393,11 +401,13 @@ def _staff_paths() -> dict[str, dict[str, Operation]]:
     staff = _obj(["staff"], staff=_ref("Staff"))
     return {
         "/api/staff/login": {"post": _op(
-            "Sign in; sets the chat_staff cookie", "staff", PUBLIC,
-            {"200": _ok(staff), **_errors(*_JSON_ERRORS, 401, 422)},
+            "Sign in; sets the chat_staff and chat_staff_device cookies", "staff", PUBLIC,
+            {"200": _ok(staff), **_errors(*_JSON_ERRORS, 401, 422, 429)},
             body=_body(_ref("Login")), operation_id="staffLogin",
-            description="Every attempt is recorded. Unknown names, wrong passwords, disabled "
-                        "and throttled accounts all get 401 invalid_credentials.")},
+            description="Every attempt that reaches the password check is recorded. Unknown "
+                        "names, wrong passwords, disabled and throttled accounts all get 401 "
+                        "invalid_credentials; past the per-address or overall attempt limits, "
+                        "429 rate_limited for any name.")},
         "/api/staff/logout": {"post": _op(
             "Sign out; clears the cookie and closes the session's sockets", "staff", [{}, *STAFF],
             {"200": _ok(_obj(["ok"], ok={"type": "boolean"})), **_errors(403)},

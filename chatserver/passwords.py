@@ -44,6 +44,9 @@ def check_policy(password: str, name: str | None = None) -> str | None:
 # argon2 takes 64 MiB per hash: at most two at a time, so a burst of sign-ins costs bounded
 # memory, and each runs in a thread, so the event loop (every chat) never waits on one.
 _SLOTS = asyncio.Semaphore(2)
+# One more, only for browsers that signed in to the account before: however many strangers'
+# attempts wait for the two above, the owner's own browser does not queue behind them.
+_KNOWN_SLOT = asyncio.Semaphore(1)
 
 
 async def hash_password_async(password: str) -> str:
@@ -51,8 +54,9 @@ async def hash_password_async(password: str) -> str:
         return await asyncio.to_thread(hash_password, password)
 
 
-async def verify_async(password_hash: str | None, password: str) -> bool:
-    async with _SLOTS:
+async def verify_async(password_hash: str | None, password: str, *,
+                       known_device: bool = False) -> bool:
+    async with _KNOWN_SLOT if known_device else _SLOTS:
         return await asyncio.to_thread(verify, password_hash, password)
 
 

@@ -20,10 +20,13 @@ STAFF_COOKIE = "chat_staff"
 SECURE_STAFF_COOKIE = "__Host-chat_staff"  # the staff cookie's name under HTTPS
 CSRF_COOKIE = "chat_csrf"
 PENDING_CONSENT_COOKIE = "chat_consent"
+DEVICE_COOKIE = "chat_staff_device"
+SECURE_DEVICE_COOKIE = "__Host-chat_staff_device"  # its name under HTTPS
 
 VISITOR_MAX_AGE = 30 * 24 * 3600
 CSRF_MAX_AGE = 12 * 3600
 PENDING_CONSENT_MAX_AGE = 10 * 60
+DEVICE_MAX_AGE = 90 * 24 * 3600
 
 # Everything the server may set, shown on /cookies; a test checks every Set-Cookie is listed here.
 COOKIES: list[dict[str, str]] = [
@@ -55,6 +58,16 @@ COOKIES: list[dict[str, str]] = [
         "contents": "A random identifier with a signature. Nothing else.",
         "attributes": "HttpOnly; SameSite=Strict; Path=/; under HTTPS named "
         "__Host-chat_staff and Secure",
+    },
+    {
+        "name": DEVICE_COOKIE,
+        "purpose": "Remembers that this browser signed in to a staff account before, so that "
+        "strangers' failed attempts at that account do not lock its owner out here.",
+        "lifetime": "90 days from the last sign-in in this browser.",
+        "contents": "The staff account's number and a random identifier, with a signature. "
+        "Nothing else.",
+        "attributes": "HttpOnly; SameSite=Strict; Path=/; under HTTPS named "
+        "__Host-chat_staff_device and Secure",
     },
     {
         "name": CSRF_COOKIE,

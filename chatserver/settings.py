@@ -128,6 +128,18 @@ SETTINGS: dict[str, Setting] = {
         "120",
         "Messages all sockets of one IP address may send per rate window together.",
     ),
+    "staff_sign_ins_per_ip": Setting(
+        "CHATSERVER_STAFF_SIGN_INS_PER_IP",
+        "20",
+        "Staff sign-in attempts one IP address may make per 5 minutes from browsers that have "
+        "not signed in to that account before; more get 429 at once.",
+    ),
+    "staff_sign_ins_per_second": Setting(
+        "CHATSERVER_STAFF_SIGN_INS_PER_SECOND",
+        "10",
+        "Staff sign-in attempts per second from all such browsers together (bursts of twice "
+        "as many); more get 429 at once, so a flood cannot queue in front of real sign-ins.",
+    ),
     "max_sockets_per_session": Setting(
         "CHATSERVER_MAX_SOCKETS_PER_SESSION",
         "8",
@@ -196,6 +208,8 @@ class Settings:
     rate_window_seconds: float
     staff_rate_messages: int
     ip_rate_messages: int
+    staff_sign_ins_per_ip: int
+    staff_sign_ins_per_second: float
     max_sockets_per_session: int
     max_sockets_per_ip: int
     new_conversations_per_ip_hour: int
@@ -384,6 +398,12 @@ def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None
             "staff_rate_messages", _raw("staff_rate_messages", overrides, env), 1
         ),
         ip_rate_messages=_int("ip_rate_messages", _raw("ip_rate_messages", overrides, env), 1),
+        staff_sign_ins_per_ip=_int(
+            "staff_sign_ins_per_ip", _raw("staff_sign_ins_per_ip", overrides, env), 1
+        ),
+        staff_sign_ins_per_second=_float(
+            "staff_sign_ins_per_second", _raw("staff_sign_ins_per_second", overrides, env)
+        ),
         max_sockets_per_session=_int(
             "max_sockets_per_session", _raw("max_sockets_per_session", overrides, env), 1
         ),

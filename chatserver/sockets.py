@@ -32,6 +32,7 @@ from .hub import (
     conversation_channel,
     session_channel,
     staff_channel,
+    status_frame,
 )
 from .storage.base import Staff
 from .web.common import (
@@ -115,7 +116,7 @@ async def _visitor_session(ws: WebSocket, session: Any, customer: Any, conversat
         "status": conversation.status,
         "agents_online": state.hub.agents_online(),
         "last_seq": conversation.last_seq,
-        "agent": conversation.agent_name,
+        "agent": conversation.agent_display_name,
     })
     limiter = Limiter(ws, peer, state.limits)
     try:
@@ -218,15 +219,18 @@ async def _agent_session(ws: WebSocket, staff: Staff, session_hash: str) -> None
         if conversation_id not in watched:
             watched[conversation_id] = hub.subscribe(conversation_channel(conversation_id), listen)
 
+    def on_queue(payload: str) -> None:
+        peer.send(hub.queue_payload_for(payload, staff.id))
+
     subs = [
-        hub.subscribe(QUEUE_CHANNEL, peer.send),
+        hub.subscribe(QUEUE_CHANNEL, on_queue),
         hub.subscribe(session_channel(session_hash), ender(peer)),
         hub.subscribe(staff_channel(staff.id), watch),
     ]
     hub.agent_connected(staff.id)
     log.info("agent socket open staff=%s", staff.id)
     try:
-        queue = await hub.queue_frame()
+        queue = await hub.queue_frame_for(staff)
         for item in queue["conversations"]:
             if item["status"] == "active" and item["agent_id"] == staff.id:
                 watch(item["conversation_id"])
@@ -282,20 +286,17 @@ async def _agent_frame(
     conversation_id = getattr(frame, "conversation_id", None)
     assert conversation_id is not None
     if isinstance(frame, protocol.Claim):
-        fresh = conversation_id not in watched
-        watch(conversation_id)  # before the claim publishes, so we hear our own status frame
-        try:
-            conversation, claimed_now = await hub.claim(conversation_id, staff)
-        except ChatError:
-            if fresh:
-                watched.pop(conversation_id).cancel()
-            raise
+        # Only once the claim is decided and ours: a socket that subscribed first would hear
+        # another agent's conversation for as long as a losing claim takes. A won claim tells
+        # this agent's sockets (this one too) to follow it before its status frame goes out.
+        conversation, claimed_now = await hub.claim(conversation_id, staff)
+        watch(conversation_id)
         if not claimed_now:  # ours already (another tab, say): nothing was published
-            peer.send_frame({"type": "status", "conversation_id": conversation_id,
-                             "status": conversation.status, "agent": conversation.agent_name})
+            peer.send_frame(status_frame(conversation))
         return
     if isinstance(frame, protocol.Resume):
-        conversation = await hub.check_agent_access(conversation_id, staff)
+        conversation = await hub.open_for_reading(conversation_id, staff,
+                                                  after_seq=frame.after_seq, ip=client_ip(ws))
         if conversation.agent_id == staff.id:
             watch(conversation_id)
         await _replay(state, peer, conversation_id, frame.after_seq)
@@ -304,18 +305,19 @@ async def _agent_frame(
         found = await state.store.get_conversation(conversation_id)
         if found is None or found.agent_id != staff.id:
             if isinstance(frame, protocol.Close) and found and found.status == "queued":
-                await hub.close(conversation_id, by=staff.name, by_kind="agent")
+                await hub.close(conversation_id, by=staff.display_name, by_kind="agent")
                 return
             raise Forbidden("Claim the conversation first.", code="not_claimed")
         watch(conversation_id)
     if isinstance(frame, protocol.Message):
         message = await hub.post(
-            conversation_id, sender="agent", sender_id=str(staff.id), author=staff.name,
+            conversation_id, sender="agent", sender_id=str(staff.id), author=staff.display_name,
             body=frame.body, client_msg_id=frame.client_msg_id,
         )
         peer.send_frame({"type": "ack", "conversation_id": conversation_id,
                          "client_msg_id": frame.client_msg_id, "seq": message.seq})
     elif isinstance(frame, protocol.Typing):
-        await hub.typing(conversation_id, sender="agent", author=staff.name, state=frame.state)
+        await hub.typing(conversation_id, sender="agent", author=staff.display_name,
+                         state=frame.state)
     elif isinstance(frame, protocol.Close):
-        await hub.close(conversation_id, by=staff.name, by_kind="agent")
+        await hub.close(conversation_id, by=staff.display_name, by_kind="agent")

@@ -1038,9 +1038,9 @@
     submit: $("sa-submit"),
     msg: $("sa-msg"),
   };
-  const STAFF_COLS = 6;
+  const STAFF_COLS = 7;
   const ME = Number(root.dataset.staffId);
-  const ADD_FIELDS = ["name", "role", "password"];
+  const ADD_FIELDS = ["name", "display_name", "role", "password"];
   const OUTCOMES = {
     success: "Signed in",
     bad_password: "Wrong password",
@@ -1100,6 +1100,12 @@
     if (isMe(s)) name.appendChild(el("span", "you-tag", "you"));
     name.appendChild(el("div", "sub", `#${s.id}`));
 
+    // Customers see this name, never the sign-in name.
+    const shown = el("td", "display-name");
+    shown.appendChild(el("span", "", s.display_name || ""));
+    shown.appendChild(document.createTextNode(" "));
+    shown.appendChild(actionButton("Change", "display", "secondary small", `Change the name customers see for ${s.name}`));
+
     const role = el("td");
     const select = el("select", "role-select");
     select.dataset.action = "role";
@@ -1131,7 +1137,7 @@
       actionButton("Force logout", "logout", "secondary small", `Force logout ${s.name} (ends all their sessions)`),
       actionButton("Sign-in history", "history", "secondary small", `Sign-in history of ${s.name}`),
     );
-    tr.append(name, role, state, created, last, actions);
+    tr.append(name, shown, role, state, created, last, actions);
   }
 
   function staffChanged(s) {
@@ -1295,6 +1301,73 @@
     });
   }
 
+  function openDisplayName(tr) {
+    const s = tr._staff;
+    const box = openSub(tr, "display", STAFF_COLS);
+    if (!box) return;
+    const form = el("form", "pw-form");
+    form.noValidate = true;
+    const id = `dn-new-${s.id}`;
+    const label = el("label", "", `Name customers see for ${s.name}`);
+    label.htmlFor = id;
+    const row = el("div", "pw-row");
+    const input = el("input");
+    input.type = "text";
+    input.id = id;
+    input.autocomplete = "off";
+    input.maxLength = 60;
+    input.required = true;
+    input.value = s.display_name || "";
+    const err = el("p", "field-error");
+    err.id = `${id}-error`;
+    err.setAttribute("role", "alert");
+    const hint = el("p", "hint", "1 to 60 characters; never a sign-in name, which would tell customers half of a password pair.");
+    hint.id = `${id}-hint`;
+    input.setAttribute("aria-describedby", `${err.id} ${hint.id}`);
+    const save = el("button", "", "Save");
+    save.type = "submit";
+    const cancel = el("button", "secondary", "Cancel");
+    cancel.type = "button";
+    row.append(input, save, cancel);
+    form.append(label, row, err, hint);
+    box.appendChild(form);
+    input.focus();
+    input.select();
+
+    const setErr = (text) => {
+      err.textContent = text || "";
+      if (text) input.setAttribute("aria-invalid", "true");
+      else input.removeAttribute("aria-invalid");
+    };
+    input.addEventListener("input", () => setErr(""));
+    cancel.addEventListener("click", () => {
+      box.closest("tr").remove();
+      const b = tr.querySelector("[data-action=display]");
+      if (b) b.focus();
+    });
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const want = input.value.trim();
+      if (!want) return setErr("Required."), input.focus();
+      save.disabled = true;
+      cancel.disabled = true;
+      let data;
+      try {
+        data = await api(`/api/admin/staff/${encodeURIComponent(s.id)}`, "PATCH", { display_name: want });
+      } catch (e) {
+        save.disabled = false;
+        cancel.disabled = false;
+        setErr(e.message);
+        input.focus();
+        return;
+      }
+      const updated = { ...s, ...((data && data.staff) || {}), last_login: s.last_login };
+      fillStaffRow(tr, updated);
+      staffChanged(updated);
+      subMessage(tr, STAFF_COLS, "ok", `Customers now see ${s.name} as “${updated.display_name}”.`);
+    });
+  }
+
   async function forceLogout(tr, button) {
     const s = tr._staff;
     button.disabled = true;
@@ -1386,6 +1459,9 @@
       case "password":
         openPassword(tr);
         break;
+      case "display":
+        openDisplayName(tr);
+        break;
       case "logout":
         if (isMe(s)) {
           confirmSub(tr, "Sign yourself out everywhere, this browser included?", "Sign me out", true,
@@ -1421,6 +1497,8 @@
       role: $("sa-role").value,
       password: $("sa-password").value,
     };
+    const shownAs = $("sa-display_name").value.trim();
+    if (shownAs) body.display_name = shownAs;
     for (const f of ADD_FIELDS) addFieldError(f, "");
     st.msg.className = "form-msg";
     st.msg.textContent = "";
@@ -1431,6 +1509,9 @@
     };
     if (!body.name) fail("name", "Required.");
     else if (/\s/.test(body.name)) fail("name", "No spaces: the name is what they sign in with.");
+    if (shownAs && body.name && shownAs.toLowerCase() === body.name.toLowerCase()) {
+      fail("display_name", "Customers see this name: it must not be the sign-in name.");
+    }
     if (!body.password) fail("password", "Required.");
     else if (body.password.length < 12) fail("password", "Passwords need at least 12 characters.");
     else if (body.password.length > 128) fail("password", "Passwords may have at most 128 characters.");

@@ -12,6 +12,8 @@
   const ME = {
     id: app.dataset.staffId || "",
     name: app.dataset.staffName || "",
+    // What customers see of me: the author of my messages in every frame.
+    displayName: app.dataset.staffDisplayName || "",
     role: app.dataset.staffRole || "",
   };
   const BASE_TITLE = "Agent dashboard";
@@ -629,7 +631,7 @@
         conversation_id: conv.id,
         seq,
         sender: "agent",
-        author: ME.name,
+        author: ME.displayName,
         body: p.body,
         sent_at: new Date().toISOString(),
         client_msg_id: cid,
@@ -663,16 +665,19 @@
     const id = String(f.conversation_id || "");
     if (!id) return;
     const item = queueItems.get(id);
+    // `agent` is the display name customers see (several agents may share one); staff are told
+    // apart by agent_id, and agent_name is the sign-in name staff know each other by.
+    const mine = f.agent_id !== undefined && f.agent_id !== null && String(f.agent_id) === ME.id;
     if (item) {
       item.status = f.status;
-      if (f.agent !== undefined) item.agent = f.agent;
+      if (f.agent_name !== undefined) item.agent = f.agent_name;
+      if (f.agent_id !== undefined) item.agent_id = f.agent_id;
     }
     if (f.status === "active") {
       const claimedByMe = pendingClaims.has(id);
-      if (claimedByMe || f.agent === ME.name || convs.has(id)) {
+      if (claimedByMe || mine || convs.has(id)) {
         clearTimeout(pendingClaims.get(id));
         pendingClaims.delete(id);
-        if (item && f.agent === ME.name && ME.id) item.agent_id = item.agent_id ?? ME.id;
         const conv = openConv(id, { select: false });
         if (conv.status !== "closed") conv.status = "active";
         const previewing = selected && selected.kind === "preview" && selected.id === id;
@@ -732,7 +737,7 @@
     }
     if (conv.status !== "active") return false;
     const cid = newId();
-    const node = renderMessage({ sender: "agent", author: ME.name, body, sent_at: null }, true);
+    const node = renderMessage({ sender: "agent", author: ME.displayName, body, sent_at: null }, true);
     conv.pending.set(cid, { body, node });
     conv.pend.appendChild(node);
     send({ type: "message", conversation_id: conv.id, body, client_msg_id: cid });
@@ -859,9 +864,11 @@
     const conv = convs.get(id);
     if (conv && conv.visitorTyping) return { text: "typing…", cls: "is-typing" };
     const m = lastMessageOf(id);
+    const item = queueItems.get(id);
+    if ((!m || !m.body) && item && item.restricted) return { text: "Messages hidden", cls: "is-empty" };
     if (!m || !m.body) return { text: "No messages yet", cls: "is-empty" };
     const body = String(m.body).replace(/\s+/g, " ").slice(0, 140);
-    if (m.sender === "agent") return { text: `${m.author === ME.name ? "You" : m.author || "Agent"}: ${body}`, cls: "" };
+    if (m.sender === "agent") return { text: `${m.author === ME.displayName ? "You" : m.author || "Agent"}: ${body}`, cls: "" };
     if (m.sender === "system") return { text: body, cls: "is-system" };
     return { text: body, cls: "" };
   }
@@ -1012,7 +1019,7 @@
     if (who.email) meta.appendChild(el("span", "", who.email));
     if (who.company) meta.appendChild(el("span", "", who.company));
     title.appendChild(meta);
-    title.appendChild(el("div", "consent", consentText(item)));
+    if (!item.restricted) title.appendChild(el("div", "consent", consentText(item)));
     head.append(av, title);
     card.appendChild(head);
 
@@ -1053,7 +1060,18 @@
       card.appendChild(box);
     } else {
       card.appendChild(el("h3", "preview-sub", "Latest message"));
-      if (lm && lm.body) {
+      if (item.restricted) {
+        // The server sends other agents' conversations without their text.
+        if (ME.role === "admin") {
+          const p = el("p", "muted", "Its messages are not shown here. ");
+          const a = el("a", "", "Read it in the admin console");
+          a.href = `/admin#/conversations/${encodeURIComponent(id)}`;
+          p.append(a, document.createTextNode(" (the reading is recorded in the audit log)."));
+          card.appendChild(p);
+        } else {
+          card.appendChild(el("p", "muted", "Only the agent handling this conversation sees its messages."));
+        }
+      } else if (lm && lm.body) {
         const list = el("ol", "msg-list preview-msg");
         list.appendChild(renderMessage(lm));
         card.appendChild(list);

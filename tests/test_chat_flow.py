@@ -43,10 +43,13 @@ async def test_visitor_and_agent_chat_through_claim_and_close(
 
     await ags.send({"type": "claim", "conversation_id": conversation_id})
     status = await ags.wait_type("status", conversation_id=conversation_id)
+    # Staff learn who by id and sign-in name; customers only see the display name.
     assert status == {"type": "status", "conversation_id": conversation_id, "status": "active",
-                      "agent": "agent"}
+                      "agent": "Support agent", "agent_id": status["agent_id"],
+                      "agent_name": "agent"}
     visitor_status = await vs.wait_type("status")
-    assert visitor_status["status"] == "active" and visitor_status["agent"] == "agent"
+    assert visitor_status == {"type": "status", "conversation_id": conversation_id,
+                              "status": "active", "agent": "Support agent"}
     joined = await vs.wait_type("message", sender="system")
     assert joined["seq"] == 2 and "joined" in joined["body"]
 
@@ -64,7 +67,7 @@ async def test_visitor_and_agent_chat_through_claim_and_close(
     agent_ack = await ags.wait_type("ack", client_msg_id=reply)
     assert agent_ack["seq"] == 3 and agent_ack["conversation_id"] == conversation_id
     got = await vs.wait_type("message", seq=3)
-    assert got["sender"] == "agent" and got["author"] == "agent"
+    assert got["sender"] == "agent" and got["author"] == "Support agent"
     assert got["body"] == "Please step away from it."
 
     await vs.send({"type": "typing", "state": True})
@@ -216,7 +219,8 @@ async def test_every_tab_of_an_agent_follows_a_claim(server: Server, visitor: Vi
     for tab in (before, claimer, after):
         got = await tab.wait_type("message", conversation_id=conversation_id, body="anyone?")
         assert got["sender"] == "visitor"
-    assert (await before.wait_type("status", conversation_id=conversation_id))["agent"] == "agent2"
+    status = await before.wait_type("status", conversation_id=conversation_id)
+    assert status["agent_name"] == "agent2"
     for s in (vs, before, claimer, after):
         await s.close()
     await amy.aclose()

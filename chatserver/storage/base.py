@@ -54,19 +54,25 @@ class VisitorSession:
     consent_version: str | None  # the newest consent not withdrawn, if any
 
 
+# What customers see of a staff member until an admin names them otherwise.
+DEFAULT_DISPLAY_NAME = "Support agent"
+
+
 @dataclass(frozen=True, slots=True)
 class Staff:
     id: int
-    name: str
+    name: str  # the sign-in name: shown to staff only, never to customers
     role: str
     state: str
     created_at: str
     password_hash: str = ""
     failed_logins: int = 0
     last_failed_at: str | None = None
+    display_name: str = DEFAULT_DISPLAY_NAME  # what customers see
 
     def public(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "role": self.role, "state": self.state}
+        return {"id": self.id, "name": self.name, "display_name": self.display_name,
+                "role": self.role, "state": self.state}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +87,7 @@ class Conversation:
     closed_at: str | None
     last_seq: int
     last_message_at: str | None
+    agent_display_name: str | None = None  # what the customer sees of the agent
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +186,10 @@ class Store(Protocol):
         self, session_id: str, *, name: str, email: str, company: str
     ) -> Customer:
         """Create the session's customer, or correct it when the session has one."""
+
+    async def rotate_visitor_session(self, session_id: str, new_session_id: str) -> None:
+        """Give the session a new id, keeping its customer, times, consents and access records;
+        the old id stops working. NotFound when the session is unknown or revoked."""
 
     async def get_customer(self, customer_id: str) -> Customer | None: ...
     async def record_access(
@@ -282,16 +293,19 @@ class Store(Protocol):
     ) -> tuple[list[dict[str, Any]], int]: ...
 
     # staff
-    async def add_staff(self, name: str, role: str, password_hash: str) -> Staff: ...
+    async def add_staff(self, name: str, role: str, password_hash: str,
+                        display_name: str = DEFAULT_DISPLAY_NAME) -> Staff: ...
     async def get_staff(self, staff_id: int) -> Staff | None: ...
     async def get_staff_by_name(self, name: str) -> Staff | None: ...
     async def list_staff(self) -> list[Staff]: ...
     async def count_admins(self) -> int: ...
     async def set_password(self, staff_id: int, password_hash: str) -> None: ...
     async def update_staff(
-        self, staff_id: int, *, role: str | None = None, state: str | None = None
+        self, staff_id: int, *, role: str | None = None, state: str | None = None,
+        display_name: str | None = None,
     ) -> Staff:
-        """Change role or state; Conflict `last_admin` when no active admin would remain."""
+        """Change role, state or display name; Conflict `last_admin` when no active admin would
+        remain."""
 
     async def revoke_staff_sessions(self, staff_id: int) -> list[str]:
         """End every session of this staff member; the ids of those that were open."""

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from ..errors import AlreadyClaimed, Conflict, ConversationClosed, LegalHold, NotFound
 from .base import (
+    DEFAULT_DISPLAY_NAME,
     AuditHasher,
     Clock,
     Conversation,
@@ -48,13 +49,16 @@ MAX_BATCH = 512
 
 _CONVERSATION_COLUMNS = """
     c.id, c.customer_id, c.status, c.agent_id, s.name, c.created_at, c.claimed_at, c.closed_at,
-    c.last_seq, c.last_message_at
+    c.last_seq, c.last_message_at, s.display_name
 """
+_CONVERSATION_WIDTH = 11
 _CONVERSATION_FROM = "conversations c LEFT JOIN staff s ON s.id = c.agent_id"
-# Author names are read at display time, so a corrected customer name shows everywhere.
+# Author names are read at display time, so a corrected customer name shows everywhere. An
+# agent's author name is the display name, never the sign-in name: customers see these frames.
 _MESSAGE_SELECT = """
     SELECT m.conversation_id, m.seq, m.sender, m.sender_id,
-           CASE m.sender WHEN 'visitor' THEN cu.name WHEN 'agent' THEN st.name ELSE 'system' END,
+           CASE m.sender WHEN 'visitor' THEN cu.name WHEN 'agent' THEN st.display_name
+                ELSE 'system' END,
            m.body, m.client_msg_id, m.sent_at
     FROM messages m
     JOIN conversations c ON c.id = m.conversation_id
@@ -139,6 +143,7 @@ def _staff(row: tuple[Any, ...]) -> Staff:
     return Staff(
         id=row[0], name=row[1], role=row[2], state=row[3], created_at=row[4],
         password_hash=row[5], failed_logins=row[6], last_failed_at=row[7],
+        display_name=row[8],
     )
 
 
@@ -429,6 +434,27 @@ class SQLiteStore:
 
         return await self._write(job)
 
+    async def rotate_visitor_session(self, session_id: str, new_session_id: str) -> None:
+        def job(c: sqlite3.Connection) -> None:
+            row = c.execute(
+                "SELECT customer_id, created_at, last_seen_at FROM visitor_sessions "
+                "WHERE id = ? AND revoked_at IS NULL", (session_id,),
+            ).fetchone()
+            if row is None:
+                raise NotFound("That session has ended.")
+            # A new row, the children moved over, the old row gone: the foreign keys have no
+            # ON UPDATE CASCADE, and the old id must not survive anywhere.
+            c.execute(
+                "INSERT INTO visitor_sessions (id, customer_id, created_at, last_seen_at) "
+                "VALUES (?, ?, ?, ?)", (new_session_id, *row),
+            )
+            for table in ("consents", "access_events"):
+                c.execute(f"UPDATE {table} SET session_id = ? WHERE session_id = ?",
+                          (new_session_id, session_id))
+            c.execute("DELETE FROM visitor_sessions WHERE id = ?", (session_id,))
+
+        await self._write(job)
+
     @staticmethod
     def _customer(c: sqlite3.Connection, customer_id: str) -> Customer:
         row = c.execute(_CUSTOMER + " WHERE id = ?", (customer_id,)).fetchone()
@@ -617,8 +643,9 @@ class SQLiteStore:
 
     @staticmethod
     def _summary(row: tuple[Any, ...]) -> ConversationSummary:
-        conversation = _conversation(row[:10])
-        name, email, company, version, count, lseq, lsender, lbody, lsent = row[10:]
+        conversation = _conversation(row[:_CONVERSATION_WIDTH])
+        name, email, company, version, count, lseq, lsender, lbody, lsent = (
+            row[_CONVERSATION_WIDTH:])
         last = (
             {"seq": lseq, "sender": lsender, "body": lbody[:200], "sent_at": lsent}
             if lseq is not None
@@ -791,7 +818,7 @@ class SQLiteStore:
                 conversations.append({
                     "id": conv.id, "status": conv.status, "created_at": conv.created_at,
                     "claimed_at": conv.claimed_at, "closed_at": conv.closed_at,
-                    "agent": conv.agent_name, "messages": messages,
+                    "agent": conv.agent_display_name, "messages": messages,
                 })
             sessions = [
                 {"ref": sid[:12], "created_at": created, "last_seen_at": seen,
@@ -1035,11 +1062,12 @@ class SQLiteStore:
     # -- staff ------------------------------------------------------------------------------
 
     _STAFF = (
-        "SELECT id, name, role, state, created_at, password_hash, failed_logins, last_failed_at "
-        "FROM staff"
+        "SELECT id, name, role, state, created_at, password_hash, failed_logins, last_failed_at, "
+        "display_name FROM staff"
     )
 
-    async def add_staff(self, name: str, role: str, password_hash: str) -> Staff:
+    async def add_staff(self, name: str, role: str, password_hash: str,
+                        display_name: str = DEFAULT_DISPLAY_NAME) -> Staff:
         now = self._now()
 
         def job(c: sqlite3.Connection) -> Staff:
@@ -1047,8 +1075,9 @@ class SQLiteStore:
                 raise Conflict(f"A staff member named {name!r} exists already.",
                                code="name_taken")
             cur = c.execute(
-                "INSERT INTO staff (name, role, password_hash, created_at) VALUES (?, ?, ?, ?)",
-                (name, role, password_hash, now),
+                "INSERT INTO staff (name, role, password_hash, created_at, display_name) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, role, password_hash, now, display_name),
             )
             return _staff(c.execute(self._STAFF + " WHERE id = ?", (cur.lastrowid,)).fetchone())
 
@@ -1086,7 +1115,8 @@ class SQLiteStore:
         )
 
     async def update_staff(
-        self, staff_id: int, *, role: str | None = None, state: str | None = None
+        self, staff_id: int, *, role: str | None = None, state: str | None = None,
+        display_name: str | None = None,
     ) -> Staff:
         def job(c: sqlite3.Connection) -> Staff:
             found = c.execute(self._STAFF + " WHERE id = ?", (staff_id,)).fetchone()
@@ -1096,6 +1126,9 @@ class SQLiteStore:
                 c.execute("UPDATE staff SET role = ? WHERE id = ?", (role, staff_id))
             if state is not None:
                 c.execute("UPDATE staff SET state = ? WHERE id = ?", (state, staff_id))
+            if display_name is not None:
+                c.execute("UPDATE staff SET display_name = ? WHERE id = ?",
+                          (display_name, staff_id))
             (admins,) = c.execute(
                 "SELECT COUNT(*) FROM staff WHERE role = 'admin' AND state = 'active'"
             ).fetchone()
@@ -1165,7 +1198,7 @@ class SQLiteStore:
         row = await self._read(
             lambda c: c.execute(
                 """SELECT st.id, st.name, st.role, st.state, st.created_at, st.password_hash,
-                          st.failed_logins, st.last_failed_at, ss.last_seen_at
+                          st.failed_logins, st.last_failed_at, st.display_name, ss.last_seen_at
                    FROM staff_sessions ss JOIN staff st ON st.id = ss.staff_id
                    WHERE ss.id = ? AND ss.revoked_at IS NULL AND ss.expires_at > ?
                    AND ss.last_seen_at > ? AND st.state = 'active'""",
@@ -1174,11 +1207,11 @@ class SQLiteStore:
         )
         if row is None:
             return None
-        if row[8] < iso(self.clock() - timedelta(minutes=1)):
+        if row[9] < iso(self.clock() - timedelta(minutes=1)):
             # Refresh the idle clock at most once a minute: a write per request is waste.
             await self._write(lambda c: c.execute(
                 "UPDATE staff_sessions SET last_seen_at = ? WHERE id = ?", (now, session_id)))
-        return _staff(row[:8])
+        return _staff(row[:9])
 
     async def revoke_staff_session(self, session_id: str) -> None:
         now = self._now()

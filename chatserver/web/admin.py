@@ -60,6 +60,9 @@ def _day_after(request: Request, name: str) -> str | None:
         raise ValidationFailed(f"{name} is too far in the future.", field=name) from None
 
 
+SEARCH_FILTERS = ("status", "q", "email", "agent", "from", "to")
+
+
 def _search(request: Request) -> ConversationSearch:
     params = request.query_params
     status = params.get("status") or None
@@ -78,12 +81,25 @@ def _search(request: Request) -> ConversationSearch:
     )
 
 
+def used_filters(request: Request, names: tuple[str, ...]) -> list[str]:
+    """Which filters a listing used, by name: for the audit log, which never holds the values
+    (a search term can be an email address)."""
+    return sorted(name for name in names if request.query_params.get(name))
+
+
 async def list_conversations(request: Request) -> Response:
-    await require_staff(request, "admin")
-    found, total = await app_state(request).store.search_conversations(
+    staff = await require_staff(request, "admin")
+    state = app_state(request)
+    found, total = await state.store.search_conversations(
         _search(request), limit=query_int(request, "limit", 50, PAGE_LIMIT),
         offset=query_int(request, "offset", 0, 10**9),
     )
+    # The results show customers' details and the last words of each conversation.
+    await audit.record(state.store, actor=f"staff:{staff.id}", action="conversation.search",
+                       ip=client_ip(request),
+                       detail={"results": len(found), "total": total,
+                               "filters": used_filters(request, SEARCH_FILTERS),
+                               "conversations": [s.conversation.id for s in found]})
     return JSONResponse({"conversations": [s.as_dict() for s in found], "total": total},
                         headers={"Cache-Control": "no-store"})
 

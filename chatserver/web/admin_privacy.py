@@ -76,12 +76,18 @@ async def publish_policy(request: Request) -> Response:
 
 
 async def list_customers(request: Request) -> Response:
-    await require_staff(request, "admin")
+    staff = await require_staff(request, "admin")
+    state = app_state(request)
     query = (request.query_params.get("q") or "").strip()[:200] or None
-    items, total = await app_state(request).store.list_customers(
+    items, total = await state.store.list_customers(
         query=query, limit=query_int(request, "limit", 50, PAGE_LIMIT),
         offset=query_int(request, "offset", 0, 10**9),
     )
+    await audit.record(state.store, actor=f"staff:{staff.id}", action="customer.list",
+                       ip=client_ip(request),
+                       detail={"results": len(items), "total": total,
+                               "filters": ["q"] if query else [],
+                               "customers": [item["id"] for item in items]})
     return JSONResponse({"customers": items, "total": total},
                         headers={"Cache-Control": "no-store"})
 

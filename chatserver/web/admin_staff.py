@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from .. import audit, passwords
 from ..errors import CLOSE_SESSION_ENDED, NotFound, ValidationFailed
+from ..staff_names import DEFAULT_DISPLAY_NAME, check_display_name, check_sign_in_name
 from ..storage.base import Staff, iso
 from .common import app_state, client_ip, query_int, read_json, require_staff
 
@@ -78,9 +79,15 @@ async def add_staff(request: Request) -> Response:
         raise ValidationFailed("A name is 1-100 characters without spaces.", field="name")
     if not isinstance(body.get("role"), str) or body["role"] not in ROLES:
         raise ValidationFailed("role is agent or admin.", field="role")
+    everyone = await state.store.list_staff()
+    check_sign_in_name(name.strip(), everyone)
+    display_name = check_display_name(
+        DEFAULT_DISPLAY_NAME if body.get("display_name") is None else body["display_name"],
+        name.strip(), everyone)
     password = _password(body, name.strip())
     staff = await state.store.add_staff(name.strip(), body["role"],
-                                        await passwords.hash_password_async(password))
+                                        await passwords.hash_password_async(password),
+                                        display_name)
     await audit.record(state.store, actor=f"staff:{actor.id}", action="staff.create",
                        ip=client_ip(request), target=f"staff:{staff.id}",
                        detail={"role": staff.role})
@@ -88,12 +95,13 @@ async def add_staff(request: Request) -> Response:
 
 
 async def change_staff(request: Request) -> Response:
-    """Change a role, or disable or enable an account; disabling ends its sessions at once."""
+    """Change a role or the display name, or disable or enable an account; disabling ends its
+    sessions at once."""
     actor = await require_staff(request, "admin")
     state = app_state(request)
     body = await read_json(request)
-    if not isinstance(body, dict) or not body or set(body) - {"role", "state"}:
-        raise ValidationFailed("Send role and/or state.")
+    if not isinstance(body, dict) or not body or set(body) - {"role", "state", "display_name"}:
+        raise ValidationFailed("Send role, state and/or display_name.")
     role, new_state = body.get("role"), body.get("state")
     if role is not None and (not isinstance(role, str) or role not in ROLES):
         raise ValidationFailed("role is agent or admin.", field="role")
@@ -101,15 +109,22 @@ async def change_staff(request: Request) -> Response:
         raise ValidationFailed("state is active or disabled.", field="state")
     before = await _target_staff(request)
     staff_id = before.id
-    staff = await state.store.update_staff(staff_id, role=role, state=new_state)
+    display_name = None
+    if body.get("display_name") is not None:
+        display_name = check_display_name(body["display_name"], before.name,
+                                          await state.store.list_staff())
+    staff = await state.store.update_staff(staff_id, role=role, state=new_state,
+                                           display_name=display_name)
     if (new_state == "disabled" and before.state != "disabled") or (
         role is not None and role != before.role
     ):
         # A new role takes effect on the next sign-in; nobody keeps powers they lost.
         await _end_sessions(request, staff_id)
+    detail: dict[str, Any] = {k: body[k] for k in ("role", "state") if body.get(k) is not None}
+    if display_name is not None:
+        detail["display_name"] = "changed"  # names stay out of the log
     await audit.record(state.store, actor=f"staff:{actor.id}", action="staff.update",
-                       ip=client_ip(request), target=f"staff:{staff_id}",
-                       detail={k: v for k, v in body.items() if v is not None})
+                       ip=client_ip(request), target=f"staff:{staff_id}", detail=detail)
     last = await state.store.last_logins()
     return JSONResponse({"staff": _item(staff, last.get(staff.id))})
 

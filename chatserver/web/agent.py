@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -11,8 +13,23 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from .. import audit, passwords
-from ..errors import CLOSE_SESSION_ENDED, ChatError, Conflict, Forbidden, ValidationFailed
-from ..sessions import CSRF_COOKIE, CSRF_MAX_AGE, STAFF_COOKIE, hash_id, new_id
+from ..errors import (
+    CLOSE_SESSION_ENDED,
+    ChatError,
+    Conflict,
+    Forbidden,
+    RateLimited,
+    ValidationFailed,
+)
+from ..sessions import (
+    CSRF_COOKIE,
+    CSRF_MAX_AGE,
+    DEVICE_COOKIE,
+    DEVICE_MAX_AGE,
+    STAFF_COOKIE,
+    hash_id,
+    new_id,
+)
 from ..storage.base import Staff, iso
 from .common import (
     app_state,
@@ -20,6 +37,7 @@ from .common import (
     clear_staff_cookie,
     client_ip,
     current_staff,
+    device_cookie_name,
     page,
     read_json,
     require_staff,
@@ -47,17 +65,76 @@ def _throttled(staff: Staff, now: datetime) -> bool:
     return now < last + timedelta(seconds=wait)
 
 
-async def sign_in(request: Request, username: str, password: str) -> tuple[Staff, str]:
+@dataclass(frozen=True)
+class SignedIn:
+    staff: Staff
+    cookie: str  # the staff cookie's signed value
+    device_cookie: str  # the known-device cookie's signed value
+
+
+def known_device(request: Request, staff: Staff | None) -> str | None:
+    """This browser's device id when it signed in to `staff` before: its signed device cookie,
+    set at a successful sign-in, names this account. A stranger's failures at the account
+    count against the account; this browser's own count against it alone."""
+    if staff is None:
+        return None
+    state = app_state(request)
+    raw = state.signer.unsign(DEVICE_COOKIE, request.cookies.get(device_cookie_name(request)),
+                              DEVICE_MAX_AGE)
+    account, _, device = (raw or "").partition(":")
+    return device if account == str(staff.id) and device else None
+
+
+class _RefusalNotes:
+    """A log line at most once a minute per limit, with how many refusals it stands for: a
+    flood of attempts must not become a flood of log lines."""
+
+    def __init__(self) -> None:
+        self._notes: dict[str, tuple[float, int]] = {}
+
+    def note(self, limit: str) -> None:
+        now = time.monotonic()
+        last, count = self._notes.get(limit, (-60.0, 0))
+        if now - last >= 60:
+            log.warning("staff sign-in attempts refused by the %s limit: %d since this line "
+                        "last appeared", limit, count + 1)
+            self._notes[limit] = (now, 0)
+        else:
+            self._notes[limit] = (last, count + 1)
+
+
+_refusals = _RefusalNotes()
+
+
+async def sign_in(request: Request, username: str, password: str) -> SignedIn:
     """Check a password, record the attempt, and open a new session (a fresh id every time).
 
     Unknown names, wrong passwords, disabled and throttled accounts all get the same answer
-    after the same work (one argon2 verification), so none can be told from another."""
+    after the same work (one argon2 verification), so none can be told from another.
+
+    Throttles, so that a stranger cannot lock an account's owner out: a browser that signed
+    in to the account before (`known_device`) is judged by its own failures only; any other
+    is judged by the account's failures and by the per-address and overall limits, which
+    refuse at once (429, no argon2 work) and alike for every name."""
     state = app_state(request)
     ip, agent = client_ip(request), user_agent(request)
     staff = await state.store.get_staff_by_name(username) if 0 < len(username) <= 100 else None
+    arrived = state.store.clock()  # delays are judged by when the attempt came, not ended
+    device = known_device(request, staff)
+    device_waiting = device is not None and state.limits.device_wait(device) > 0
+    trusted = device is not None and not device_waiting
+    if not trusted:
+        refused = state.limits.sign_in_refused(ip)
+        if refused:
+            _refusals.note(refused)
+            raise RateLimited("Too many sign-in attempts; please wait a minute and try again.")
     # argon2 is deliberately slow: off the event loop, so a sign-in never stalls a chat.
-    ok = await passwords.verify_async(staff.password_hash if staff else None, password)
-    throttled = staff is not None and _throttled(staff, state.store.clock())
+    ok = await passwords.verify_async(staff.password_hash if staff else None, password,
+                                      known_device=trusted)
+    if device is not None:
+        throttled = device_waiting
+    else:
+        throttled = staff is not None and _throttled(staff, arrived)
     if staff is None or not ok or staff.state != "active" or throttled:
         outcome = ("unknown_user" if staff is None else "throttled" if throttled
                    else "bad_password" if not ok else "disabled")
@@ -65,7 +142,10 @@ async def sign_in(request: Request, username: str, password: str) -> tuple[Staff
         if staff is not None and outcome == "bad_password":
             # Attempts refused during the delay do not lengthen it: otherwise anyone could
             # keep a colleague locked out for good by trying now and then.
-            await state.store.note_login(staff.id, ok=False)
+            if device is not None:
+                state.limits.device_failed(device)
+            else:
+                await state.store.note_login(staff.id, ok=False)
         await audit.record(state.store, actor=f"staff:{staff.id}" if staff else "anonymous",
                            action="staff.login_failed", ip=ip,
                            target=f"staff:{staff.id}" if staff else None,
@@ -78,10 +158,13 @@ async def sign_in(request: Request, username: str, password: str) -> tuple[Staff
     await state.store.record_login(staff.id, ip, agent, "success")
     if staff.failed_logins:
         await state.store.note_login(staff.id, ok=True)
+    if device is not None:
+        state.limits.device_succeeded(device)
     await audit.record(state.store, actor=f"staff:{staff.id}", action="staff.login", ip=ip,
                        target=f"staff:{staff.id}")
     log.info("staff signed in staff=%s", staff.id)
-    return staff, state.signer.sign(STAFF_COOKIE, raw)
+    return SignedIn(staff, state.signer.sign(STAFF_COOKIE, raw),
+                    state.signer.sign(DEVICE_COOKIE, f"{staff.id}:{device or new_id()}"))
 
 
 async def sign_out(request: Request) -> None:
@@ -97,8 +180,10 @@ async def sign_out(request: Request) -> None:
                            ip=client_ip(request), target=f"staff:{staff.id}")
 
 
-def _set_staff_cookie(response: Response, request: Request, value: str) -> None:
-    set_staff_cookie(response, request, value)
+def _set_staff_cookies(response: Response, request: Request, signed_in: SignedIn) -> None:
+    set_staff_cookie(response, request, signed_in.cookie)
+    set_cookie(response, request, device_cookie_name(request), signed_in.device_cookie,
+               max_age=DEVICE_MAX_AGE, samesite="strict")
 
 
 def _safe_next(value: str | None, default: str) -> str:
@@ -165,12 +250,12 @@ async def form_login(request: Request) -> Response:
         return login_page(request, next_path=next_path, status=403,
                           error="The form expired. Please try again.")
     try:
-        _, cookie = await sign_in(request, str(form.get("username") or "").strip(),
+        signed_in = await sign_in(request, str(form.get("username") or "").strip(),
                                   str(form.get("password") or ""))
-    except InvalidCredentials as exc:
-        return login_page(request, next_path=next_path, error=exc.message, status=401)
+    except (InvalidCredentials, RateLimited) as exc:
+        return login_page(request, next_path=next_path, error=exc.message, status=exc.status)
     response = RedirectResponse(next_path, status_code=303)
-    _set_staff_cookie(response, request, cookie)
+    _set_staff_cookies(response, request, signed_in)
     return response
 
 
@@ -193,9 +278,9 @@ async def api_login(request: Request) -> Response:
         body.get("password"), str
     ):
         raise ValidationFailed("Send username and password as text.")
-    staff, cookie = await sign_in(request, body["username"].strip(), body["password"])
-    response = JSONResponse({"staff": staff.public()})
-    _set_staff_cookie(response, request, cookie)
+    signed_in = await sign_in(request, body["username"].strip(), body["password"])
+    response = JSONResponse({"staff": signed_in.staff.public()})
+    _set_staff_cookies(response, request, signed_in)
     return response
 
 
@@ -265,9 +350,9 @@ async def setup_submit(request: Request) -> Response:
         return page(request, "setup.html", {"title": "Set up", "valid": False}, status=404)
     await audit.record(state.store, actor="setup", action="staff.create", ip=client_ip(request),
                        target=f"staff:{staff.id}", detail={"role": "admin"})
-    _, cookie = await sign_in(request, name, password)
+    signed_in = await sign_in(request, name, password)
     response = RedirectResponse("/admin", status_code=303)
-    _set_staff_cookie(response, request, cookie)
+    _set_staff_cookies(response, request, signed_in)
     return response
 
 

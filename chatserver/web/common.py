@@ -27,7 +27,15 @@ from ..errors import (
 )
 from ..hub import Hub
 from ..limits import Limits
-from ..sessions import SECURE_STAFF_COOKIE, STAFF_COOKIE, VISITOR_COOKIE, Signer, hash_id
+from ..sessions import (
+    DEVICE_COOKIE,
+    SECURE_DEVICE_COOKIE,
+    SECURE_STAFF_COOKIE,
+    STAFF_COOKIE,
+    VISITOR_COOKIE,
+    Signer,
+    hash_id,
+)
 from ..settings import Settings
 from ..storage.base import Staff, Store, VisitorSession, iso
 
@@ -155,11 +163,21 @@ def set_visitor_cookie(response: Response, conn: HTTPConnection, value: str, max
         set_cookie(response, conn, name, value, max_age=max_age)
 
 
-def set_staff_cookie(response: Response, conn: HTTPConnection, value: str) -> None:
+def staff_cookie_name(conn: HTTPConnection) -> str:
     """Under HTTPS the staff cookie takes the __Host- prefix: browsers then insist on Secure,
-    Path=/ and no Domain, so no sibling subdomain can plant or read it."""
-    name = SECURE_STAFF_COOKIE if secure_cookie(conn) else STAFF_COOKIE
-    set_cookie(response, conn, name, value, max_age=None, samesite="strict")
+    Path=/ and no Domain, so no sibling subdomain can plant or read it. Only that name is set
+    there, and only that name is read: a plain `chat_staff` beside it could have been planted
+    (by a sibling subdomain, or over plain HTTP)."""
+    return SECURE_STAFF_COOKIE if secure_cookie(conn) else STAFF_COOKIE
+
+
+def device_cookie_name(conn: HTTPConnection) -> str:
+    """The known-device cookie follows the staff cookie's naming (see staff_cookie_name)."""
+    return SECURE_DEVICE_COOKIE if secure_cookie(conn) else DEVICE_COOKIE
+
+
+def set_staff_cookie(response: Response, conn: HTTPConnection, value: str) -> None:
+    set_cookie(response, conn, staff_cookie_name(conn), value, max_age=None, samesite="strict")
 
 
 def clear_staff_cookie(response: Response, conn: HTTPConnection) -> None:
@@ -211,7 +229,7 @@ async def current_visitor(conn: HTTPConnection) -> VisitorSession | None:
 
 
 def staff_session_hash(conn: HTTPConnection) -> str | None:
-    value = conn.cookies.get(SECURE_STAFF_COOKIE) or conn.cookies.get(STAFF_COOKIE)
+    value = conn.cookies.get(staff_cookie_name(conn))
     raw = app_state(conn).signer.unsign(STAFF_COOKIE, value)
     return hash_id(raw) if raw else None
 

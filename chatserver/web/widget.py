@@ -217,7 +217,15 @@ async def api_visitor(request: Request) -> Response:
     customer = await state.store.save_customer(session.id, **fields)
     hub = state.hub
     hub.queue_changed()  # a corrected name shows in the agents' queue at once
-    return JSONResponse({"customer": customer.public()})
+    response = JSONResponse({"customer": customer.public()})
+    if session.customer_id is None:
+        # The session now stands for a person: a new id, so that whoever knew the old one (a
+        # cookie planted before the form, say) is not let into this customer's account.
+        raw = new_id()
+        await state.store.rotate_visitor_session(session.id, hash_id(raw))
+        set_visitor_cookie(response, request, state.signer.sign(VISITOR_COOKIE, raw),
+                           VISITOR_MAX_AGE)
+    return response
 
 
 routes = [

@@ -1,0 +1,95 @@
+"""The WebSocket connection below Starlette: uvicorn's sans-I/O protocol, with three guards.
+
+uvicorn handles protocol-level frames before the application sees anything, so these live here,
+at the one depth where they can be enforced:
+
+- Pings are answered without limit by uvicorn, and each answer is a write: a flood of them from
+  one client costs every other connection its share of the loop. Here each ping is charged to the
+  socket's own rate budget, the one its frames draw on (the application hangs its charge function
+  on a `PingGate` in the scope); over the budget pings go unanswered and the application closes
+  the socket with 4429.
+- An opening request that websockets cannot parse (a header line over 8 KiB, more than 128
+  headers, a request line too long) gets its prepared HTTP error answer (431, 414) and the
+  connection closes at once, where uvicorn left it hanging.
+- A text frame that is not UTF-8 closes the socket with 1007 and one log line, not a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+log = logging.getLogger("chatserver.sockets")
+
+PING_GATE = "chatserver.ping_gate"  # the key of the gate in scope["extensions"]
+CLOSE_INVALID_DATA = 1007
+
+
+class PingGate:
+    """Set `charge` to a function that takes one ping from the socket's budget: True while
+    within it. Until it is set (the socket is not yet accepted) pings are answered."""
+
+    __slots__ = ("charge",)
+
+    def __init__(self) -> None:
+        self.charge: Callable[[], bool] | None = None
+
+
+class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets (sans-I/O) protocol with the guards described above; pass the class
+    to uvicorn as `ws=`."""
+
+    conn: ServerProtocol
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.ping_gate = PingGate()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self.handshake_initiated and self.conn.handshake_exc is not None:
+            self._refuse_handshake()
+
+    def _refuse_handshake(self) -> None:
+        # websockets has prepared the answer (431, 414, or an end of stream for garbage).
+        self.handshake_initiated = True
+        self.handshake_complete = True
+        self.close_sent = True
+        reason = type(self.conn.handshake_exc).__name__
+        log.info("refused a WebSocket opening request that could not be parsed (%s)", reason)
+        output = b"".join(self.conn.data_to_send())
+        if output and not self.transport.is_closing():
+            self.transport.write(output)
+        self.transport.close()
+
+    def handle_connect(self, event: object) -> None:
+        super().handle_connect(event)  # type: ignore[arg-type]
+        scope = getattr(self, "scope", None)
+        if scope is not None:  # the app task is created but has not run yet
+            scope["extensions"][PING_GATE] = self.ping_gate
+
+    def handle_ping(self) -> None:
+        charge = self.ping_gate.charge
+        if self.close_sent or (charge is not None and not charge()):
+            # websockets queued the pong already: drop it. The application is closing the
+            # socket (4429); anything else queued now goes out with the close.
+            self.conn.data_to_send()
+            return
+        super().handle_ping()
+
+    def send_receive_event_to_app(self) -> None:
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            try:
+                b"".join(self.frames).decode()
+            except UnicodeDecodeError:
+                self.frames = []
+                log.info("closed a socket that sent a text frame that is not UTF-8 (1007)")
+                if self.conn.state is State.OPEN:
+                    self.conn.send_close(CLOSE_INVALID_DATA, "invalid UTF-8")
+                    self.handle_parser_exception()
+                return
+        super().send_receive_event_to_app()
