@@ -79,6 +79,7 @@ def cutoffs(settings: Settings, store: Store) -> dict[str, str]:
         "account_cutoff": iso(now - timedelta(days=settings.retention_days)),
         "access_cutoff": iso(now - timedelta(days=settings.access_retention_days)),
         "conversation_cutoff": iso(now - timedelta(days=settings.conversation_retention_days)),
+        "session_cutoff": iso(now - timedelta(hours=settings.unfinished_session_hours)),
     }
 
 

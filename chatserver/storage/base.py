@@ -269,12 +269,19 @@ class Store(Protocol):
 
     async def purge(
         self, *, account_cutoff: str, access_cutoff: str, conversation_cutoff: str,
-        dry_run: bool,
+        session_cutoff: str, dry_run: bool,
     ) -> dict[str, Any]:
-        """Apply the retention rules in one transaction (rolled back on a dry run)."""
+        """Apply the retention rules: access records at `access_cutoff`, closed conversations at
+        `conversation_cutoff`, idle accounts at `account_cutoff` (erased), sessions that never
+        gave details created at or before `session_cutoff`, staff sign-in records at
+        `access_cutoff`. In short transactions (a large purge must not hold chat writes up);
+        idempotent, so a run cut short is completed by the next. A dry run only counts.
+        Returns {"counts", "session_ids", "conversation_ids", "dry_run"}."""
 
     async def compact(self) -> None:
-        """Make deleted content unrecoverable from the files (WAL checkpoint and truncate)."""
+        """Make deleted content unrecoverable from the files (SQLite: scrub the search index,
+        truncate the WAL). Must not stall other writes: while a reader holds an old snapshot it
+        may return before the work is done, which then finishes as soon as readers let go."""
 
     async def set_legal_hold(self, customer_id: str, hold: bool) -> Customer: ...
     async def list_customers(

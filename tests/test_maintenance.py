@@ -1,0 +1,88 @@
+"""Erasure, purge, checkpoint and backup beside live chats: none of them stalls a chat write, and
+erased data still leaves every file of the data folder once readers let go."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from .support import Server, Socket, Visitor
+
+ACK_BOUND = 1.0  # seconds: a correctness bound for "not stalled", not a benchmark
+
+
+def _marker(kind: str) -> str:
+    return f"{kind}{uuid.uuid4().hex[:12]}"
+
+
+async def _chatting(server: Server, name: str, email: str, body: str) -> tuple[Visitor, Socket]:
+    visitor = await Visitor(server).start(name=name, email=email)
+    socket = await visitor.socket()
+    await socket.wait_type("welcome")
+    await socket.send({"type": "message", "body": body, "client_msg_id": "first"})
+    await socket.wait_type("ack", client_msg_id="first")
+    return visitor, socket
+
+
+async def _ack_time(socket: Socket, tag: str) -> float:
+    started = time.monotonic()
+    await socket.send({"type": "message", "body": f"still here {tag}", "client_msg_id": tag})
+    await socket.wait_type("ack", client_msg_id=tag, timeout=30)
+    return time.monotonic() - started
+
+
+def _files_holding(data_dir: Path, markers: list[str]) -> list[tuple[str, str]]:
+    found = []
+    for path in (p for p in data_dir.rglob("*") if p.is_file()):
+        content = path.read_bytes()
+        found += [(path.name, m) for m in markers if m.encode() in content]
+    return found
+
+
+async def _until_clean(data_dir: Path, markers: list[str], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while (left := _files_holding(data_dir, markers)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert not left, left
+
+
+async def test_erasure_beside_an_open_reader_does_not_stall_chats(
+    make_server: Callable[..., Server],
+) -> None:
+    """With a read transaction held open on the database (as an online backup holds one), erasing
+    a customer does not hold up another conversation's acks, and once the reader lets go no file
+    of the data folder holds the erased customer's data, the WAL included."""
+    server = make_server(CHATSERVER_LIMITS_EXEMPT="127.0.0.1")
+    name, email, body = _marker("Name"), _marker("mail") + "@example.com", _marker("Body")
+    gone, gone_socket = await _chatting(server, name, email, body)
+    other, other_socket = await _chatting(server, "Other Person", "other@example.com", "hi")
+    markers = [name, email, body]
+    assert _files_holding(server.data_dir, markers)  # the check can see them
+
+    reader = sqlite3.connect(server.data_dir / "chat.db", isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM messages").fetchone()  # holds this snapshot
+        erasure = asyncio.create_task(gone.http.delete("/api/me", timeout=60))
+        await asyncio.sleep(0.2)  # let the erasure reach the database first
+        waits = [await _ack_time(other_socket, f"during{n}") for n in range(5)]
+        assert max(waits) < ACK_BOUND, waits
+        response = await erasure
+        assert response.status_code == 200 and response.json()["erased"] is True
+        assert await gone_socket.closed_code() == 4401
+        assert max(await _ack_time(other_socket, "after-erasure"), 0) < ACK_BOUND
+    finally:
+        reader.execute("ROLLBACK")
+        reader.close()
+    await _until_clean(server.data_dir, markers)
+    assert "WAL truncation waits for a reader" in server.log()  # the reader did hold it up
+    assert (await _ack_time(other_socket, "end")) < ACK_BOUND
+    with contextlib.suppress(Exception):
+        await other_socket.close()
+    await other.aclose()
+    await gone.aclose()
