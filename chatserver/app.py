@@ -23,8 +23,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import audit, openapi, privacy
 from . import broadcast as broadcast_backends
-from . import openapi, privacy
 from .consent import Policies
 from .errors import ChatError, ForeignOrigin, TooLarge
 from .hub import Hub
@@ -206,6 +206,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = await open_store(settings.database_url, clock)
+        await audit.attach(store, settings)
         fanout = broadcast_backends.create(settings.broadcast_url)
         await fanout.connect()
         policies = Policies(store)
@@ -231,6 +232,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                     await purger
             await hub.shutdown()
             await fanout.disconnect()
+            await audit.detach(store)
             await store.close()
 
     routes = [

@@ -33,9 +33,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 async def _with_store(settings: Settings, job: Callable[[Store], Awaitable[int]]) -> int:
     store = await open_store(settings.database_url)
     try:
+        await audit.attach(store, settings)
         await Policies(store).ensure_default()
         return await job(store)
     finally:
+        await audit.detach(store)
         await store.close()
 
 
@@ -177,13 +179,23 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     async def job(store: Store) -> int:
-        entries = await store.all_audit()
-        broken = audit.verify(entries)
-        if broken is None:
-            print(f"audit log intact: {len(entries)} entries")
-            return 0
-        print(f"audit log broken at entry {broken['id']} ({broken['action']} at {broken['at']})")
-        return 1
+        report = await audit.check(store)
+        span = f", ids {report.first_id} to {report.last_id}" if report.entries else ""
+        if report.intact:
+            print(f"audit log intact: {report.entries} entries{span}")
+        else:
+            where = (f" at entry {report.first_broken_id}"
+                     if report.first_broken_id is not None else "")
+            print(f"audit log broken{where}: {report.problem}")
+        if report.anchor is not None:
+            print(f"anchor: entry {report.anchor.seq}, hash {report.anchor.hash[:16]}")
+        print("checked:")
+        for line in report.checked or ["nothing could be checked"]:
+            print(f"  - {line}")
+        print("cannot prove:")
+        for line in report.cannot_prove:
+            print(f"  - {line}")
+        return 0 if report.intact else 1
 
     return asyncio.run(_with_store(_settings(args), job))
 

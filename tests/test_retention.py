@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from chatserver import privacy
+from chatserver import audit, privacy
 from chatserver.consent import bundled_policy
 from chatserver.settings import Settings, load
 from chatserver.storage import open_store
@@ -37,8 +37,10 @@ def clock() -> Clock:
 @pytest.fixture
 async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[Store]:
     s = await open_store(f"sqlite://{tmp_path / 'chat.db'}", clock)
+    await audit.attach(s, _settings(tmp_path))
     await s.publish_policy(bundled_policy())
     yield s
+    await audit.detach(s)
     await s.close()
 
 
@@ -128,9 +130,9 @@ async def test_purge_runs_are_audited_with_counts_only(store: Store, tmp_path: P
     settings = _settings(tmp_path, CHATSERVER_RETENTION_DAYS="0")
     await _customer_with_conversation(store, "gone", close=True)
     await privacy.purge(store, None, settings, dry_run=True, actor="test")
-    assert await store.all_audit() == []
+    assert [e["action"] for e in await store.all_audit()] == ["audit.chain_keyed"]
     await _purge(store, settings)
-    [entry] = await store.all_audit()
+    entry = (await store.all_audit())[-1]
     assert entry["action"] == "retention.purge" and entry["detail"]["accounts"] == 1
     assert "gone" not in str(entry)
 

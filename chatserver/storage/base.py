@@ -352,3 +352,13 @@ class Store(Protocol):
         a time range."""
     async def all_audit(self) -> list[dict[str, Any]]:
         """Every entry, oldest first, for verification."""
+
+    async def cut_audit(self, before: str, entry: dict[str, Any], hasher: AuditHasher, *,
+                        dry_run: bool = False) -> dict[str, Any] | None:
+        """Audit retention, in one transaction: delete the oldest entries, up to the newest one
+        whose time is before `before` (always a prefix of the chain), and append `entry` after
+        the newest entry, its detail extended with `cut` (how many went), `first_kept` (the id
+        of the oldest entry left; the new entry's own id when none is) and
+        `first_kept_prev_hash` (that entry's prev_hash), so the chain's new start is vouched
+        for by an entry inside it. Returns the appended entry, or None when nothing was old
+        enough. A dry run changes nothing and returns {"cut": n}."""

@@ -1321,28 +1321,58 @@ class SQLiteStore:
         entry["detail"] = json.loads(entry["detail"])
         return entry
 
+    @staticmethod
+    def _append_audit(c: sqlite3.Connection, entry: dict[str, Any], hasher: AuditHasher,
+                      now: str, prev: tuple[int, str] | None = None) -> dict[str, Any]:
+        """Append after `prev` (id, hash), by default the newest entry."""
+        if prev is None:
+            last = c.execute("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
+            prev = (last[0], last[1]) if last else (0, "")
+        prev_id, prev_hash = prev
+        full = {
+            "id": prev_id + 1,
+            "at": now,
+            "actor": entry["actor"],
+            "action": entry["action"],
+            "ip": entry.get("ip"),
+            "target": entry.get("target"),
+            "detail": entry.get("detail") or {},
+        }
+        digest = hasher(prev_hash, full)
+        c.execute(
+            "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (full["id"], now, full["actor"], full["action"], full["ip"], full["target"],
+             json.dumps(full["detail"], sort_keys=True), prev_hash, digest),
+        )
+        return {**full, "prev_hash": prev_hash, "hash": digest}
+
     async def append_audit(self, entry: dict[str, Any], hasher: AuditHasher) -> dict[str, Any]:
         now = self._now()
+        return await self._write(lambda c: self._append_audit(c, entry, hasher, now))
 
-        def job(c: sqlite3.Connection) -> dict[str, Any]:
+    async def cut_audit(self, before: str, entry: dict[str, Any], hasher: AuditHasher, *,
+                        dry_run: bool = False) -> dict[str, Any] | None:
+        now = self._now()
+        # Always a prefix of the chain: up to the newest entry older than `before`.
+        upto = "SELECT MAX(id) FROM audit_log WHERE at < ?"
+        if dry_run:
+            (n,) = await self._read(lambda c: c.execute(
+                f"SELECT COUNT(*) FROM audit_log WHERE id <= ({upto})", (before,)).fetchone())
+            return {"cut": n}
+
+        def job(c: sqlite3.Connection) -> dict[str, Any] | None:
             last = c.execute("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
-            prev_id, prev_hash = last if last else (0, "")
-            full = {
-                "id": prev_id + 1,
-                "at": now,
-                "actor": entry["actor"],
-                "action": entry["action"],
-                "ip": entry.get("ip"),
-                "target": entry.get("target"),
-                "detail": entry.get("detail") or {},
-            }
-            digest = hasher(prev_hash, full)
-            c.execute(
-                "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (full["id"], now, full["actor"], full["action"], full["ip"], full["target"],
-                 json.dumps(full["detail"], sort_keys=True), prev_hash, digest),
-            )
-            return {**full, "prev_hash": prev_hash, "hash": digest}
+            if last is None:
+                return None
+            cut = c.execute(f"DELETE FROM audit_log WHERE id <= ({upto})", (before,)).rowcount
+            if not cut:
+                return None
+            first = c.execute("SELECT id, prev_hash FROM audit_log ORDER BY id LIMIT 1").fetchone()
+            first_kept, first_prev = first if first else (last[0] + 1, last[1])
+            detail = {**(entry.get("detail") or {}), "cut": cut, "first_kept": first_kept,
+                      "first_kept_prev_hash": first_prev}
+            return self._append_audit(c, {**entry, "detail": detail}, hasher, now,
+                                      (last[0], last[1]))
 
         return await self._write(job)
 
