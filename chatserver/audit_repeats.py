@@ -103,6 +103,10 @@ class Repeats:
             self._folds[key] = _Fold(fold.entry, count=0)
             self._arm(key)
 
+    def pending(self) -> int:
+        """Events being folded now."""
+        return len(self._folds)
+
     async def flush(self) -> None:
         """Write every pending count now (shutdown)."""
         for key in list(self._folds):

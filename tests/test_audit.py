@@ -4,6 +4,7 @@ log cut by retention or upgraded from an unkeyed one still verifies."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import sqlite3
@@ -14,9 +15,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from chatserver import audit
+from chatserver.audit_repeats import Repeats
+from chatserver.audit_verify import Report
 from chatserver.settings import Settings, load
 from chatserver.storage import open_store
 from chatserver.storage.base import Store
@@ -73,7 +77,7 @@ def _cli_verify(data_dir: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True, text=True, timeout=60, env=_CLI_ENV)
 
 
-async def _tampered(store: Store, settings: Settings, sql: str, *args: Any) -> audit.Report:
+async def _tampered(store: Store, settings: Settings, sql: str, *args: Any) -> Report:
     """Close the store, run `sql` on the file as an attacker with the database would, and check
     the log again from a fresh process's point of view."""
     await audit.detach(store)
@@ -292,3 +296,59 @@ def test_cli_verify_finds_each_attack(written_by_the_cli: Path, tmp_path: Path,
     expected = {"delete newest": "were deleted", "delete all": "every entry was deleted",
                 "rewrite middle": "altered"}[attack]
     assert expected in broken.stdout, broken.stdout
+
+
+async def test_repeated_failed_sign_ins_fold_into_one_entry(make_server: Any) -> None:
+    """Eight failed sign-ins from outside write one entry at once and, at shutdown (or when the
+    window ends), one more with the count of the other seven, instead of eight entries."""
+    server = make_server(CHATSERVER_LIMITS_EXEMPT="127.0.0.1",
+                         CHATSERVER_AUDIT_REPEAT_WINDOW_SECONDS="600")
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        for n in range(8):
+            response = await http.post("/api/staff/login",
+                                       json={"username": f"nobody{n}", "password": "wrong"})
+            assert response.status_code == 401
+    db = sqlite3.connect(f"file:{server.data_dir / 'chat.db'}?mode=ro", uri=True)
+    query = "SELECT detail FROM audit_log WHERE action = 'staff.login_failed' ORDER BY id"
+    assert len(db.execute(query).fetchall()) == 1  # the first one, at once
+    db.close()
+    server.stop()  # shutdown writes the pending count
+    db = sqlite3.connect(f"file:{server.data_dir / 'chat.db'}?mode=ro", uri=True)
+    details = [json.loads(d) for (d,) in db.execute(query)]
+    db.close()
+    assert len(details) == 2
+    assert details[0] == {"outcome": "unknown_user"}
+    assert details[1]["repeats"] == 7 and details[1]["outcome"] == "unknown_user"
+    assert details[1]["first_at"] <= details[1]["last_at"]
+    assert server.cli("audit", "verify").returncode == 0
+
+
+async def test_repeats_are_written_when_their_window_ends() -> None:
+    """A fold writes its count when the window ends, keeps folding while repeats come, and a
+    quiet window ends it (the next occurrence is written at once again)."""
+    written: list[dict[str, Any]] = []
+    arrived = asyncio.Event()
+
+    async def write(entry: dict[str, Any]) -> None:
+        written.append(entry)
+        arrived.set()
+
+    repeats = Repeats(0.2, write, lambda: datetime.now(UTC).isoformat())
+    entry = {"actor": "anonymous", "action": "staff.login_failed", "target": None,
+             "ip": "192.0.2.1", "detail": {"outcome": "bad_password"}}
+    assert repeats.fold(entry) is False  # the first: write it now
+    assert repeats.fold(entry) and repeats.fold({**entry, "ip": "192.0.2.2"})
+    assert repeats.fold({**entry, "action": "staff.login"}) is False  # not a repeatable one
+    await asyncio.wait_for(arrived.wait(), 5)
+    assert written[0]["detail"]["repeats"] == 2 and written[0]["detail"]["addresses"] == 2
+    assert written[0]["ip"] is None
+    arrived.clear()
+    assert repeats.fold(entry)  # still folding in the next window
+    await asyncio.wait_for(arrived.wait(), 5)
+    assert written[1]["detail"]["repeats"] == 1 and written[1]["ip"] == "192.0.2.1"
+    for _ in range(250):  # a quiet window ends the fold
+        if not repeats.pending():
+            break
+        await asyncio.sleep(0.02)
+    assert repeats.fold(entry) is False
+    await repeats.flush()

@@ -46,7 +46,10 @@ def _files_holding(data_dir: Path, markers: list[str]) -> list[tuple[str, str]]:
 
 async def _until_clean(data_dir: Path, markers: list[str], timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
-    while (left := _files_holding(data_dir, markers)) and time.monotonic() < deadline:
+    for _ in range(int(timeout / 0.1)):
+        left = _files_holding(data_dir, markers)
+        if not left or time.monotonic() > deadline:
+            break
         await asyncio.sleep(0.1)
     assert not left, left
 
