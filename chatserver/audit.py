@@ -27,7 +27,7 @@ import weakref
 from datetime import timedelta
 from typing import Any
 
-from .audit_anchor import AnchorFile, AnchorInvalid, Head
+from .audit_anchor import AnchorFile, AnchorInvalid, Head, encode
 from .audit_repeats import Repeats
 from .audit_verify import ANCHOR_RESET, KEYING_MARKER, RETENTION, Report, verify
 from .settings import Settings
@@ -199,6 +199,12 @@ class Chain:
             await self.advance(result)
             return int(result["detail"]["cut"])
         return int(result["cut"])
+
+
+def anchor_text(settings: Settings, seq: int, digest: str) -> str:
+    """An anchor file's content for a log whose newest entry is (seq, digest): for the anchor
+    that goes with a backup copy."""
+    return encode(_derive(settings.secret_key, _ANCHOR_LABEL), Head(seq, digest))
 
 
 _chains: weakref.WeakKeyDictionary[Store, Chain] = weakref.WeakKeyDictionary()

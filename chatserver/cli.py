@@ -8,6 +8,7 @@ import getpass
 import json
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import date
@@ -138,7 +139,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
               f"{counts['sessions_without_details']} sessions without details, "
               f"{counts['closed_conversations']} closed conversations, "
               f"{counts['access_events']} access records, "
-              f"{counts['staff_sign_ins']} staff sign-in records")
+              f"{counts['staff_sign_ins']} staff sign-in records, "
+              f"{counts['audit_entries']} audit entries")
         return 0
 
     return asyncio.run(_with_store(settings, job))
@@ -200,6 +202,33 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return asyncio.run(_with_store(_settings(args), job))
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from .storage.sqlite_backup import BackupFailed, backup
+
+    settings = _settings(args)
+    if not settings.database_url.startswith("sqlite:"):
+        print("backup copies the SQLite database; for PostgreSQL use pg_dump", file=sys.stderr)
+        return 2
+    source = Path(settings.database_url[len("sqlite://"):])
+    if str(source).startswith("//"):
+        source = Path(str(source)[1:])
+    target = Path(args.file).expanduser().resolve()
+    try:
+        head = backup(source, target)
+    except (BackupFailed, sqlite3.Error, OSError) as exc:
+        print(f"backup failed: {exc}", file=sys.stderr)
+        return 1
+    anchor = target.with_name(target.name + ".anchor")
+    if head is not None:
+        seq, size, digest = head
+        anchor.write_text(audit.anchor_text(settings, seq, digest), encoding="utf-8")
+        print(f"backed up {source} to {target} ({size} bytes, integrity ok); the audit "
+              f"anchor for this copy is {anchor}")
+    else:
+        print(f"backed up {source} to {target} (integrity ok; the audit log is empty)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     env_help = "\n".join(f"  {s.env}: {s.help} (default: {s.default or 'see text'})"
                          for s in SETTINGS.values())
@@ -246,6 +275,11 @@ def parser() -> argparse.ArgumentParser:
     erase = sub.add_parser("erase", help="terminate a customer's account and wipe its data now")
     erase.add_argument("--email", required=True)
     erase.set_defaults(func=cmd_erase)
+
+    backup_cmd = sub.add_parser("backup", help="a consistent copy of the SQLite database, "
+                                "taken while the server runs")
+    backup_cmd.add_argument("file", help="where the copy goes (FILE.anchor gets its audit anchor)")
+    backup_cmd.set_defaults(func=cmd_backup)
 
     audit_cmd = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action",
                                                                              required=True)

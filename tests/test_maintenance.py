@@ -89,3 +89,37 @@ async def test_erasure_beside_an_open_reader_does_not_stall_chats(
         await other_socket.close()
     await other.aclose()
     await gone.aclose()
+
+
+async def test_backup_while_chatting_is_consistent_and_restores_with_its_anchor(
+    make_server: Callable[..., Server], tmp_path: Path,
+) -> None:
+    """`chatserver backup FILE` copies the database while a chat goes on (acks stay quick), the
+    copy passes SQLite's integrity check and holds the chat, and restored with FILE.anchor and
+    the secret key it passes `chatserver audit verify`."""
+    server = make_server(CHATSERVER_LIMITS_EXEMPT="127.0.0.1")
+    server.add_staff("boss", "admin")  # something in the audit log
+    visitor, socket = await _chatting(server, "Backed Up", "backed@example.com", "keep me")
+    copy = tmp_path / "copy.db"
+    backup = asyncio.create_task(asyncio.to_thread(server.cli, "backup", str(copy)))
+    n = 0
+    while not backup.done():
+        assert (await _ack_time(socket, f"b{n}")) < ACK_BOUND
+        n += 1
+    done = await backup
+    assert done.returncode == 0, done.stderr
+    assert "integrity ok" in done.stdout
+    with contextlib.closing(sqlite3.connect(copy)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert db.execute("SELECT COUNT(*) FROM messages WHERE body = 'keep me'").fetchone() == (1,)
+    assert not (tmp_path / "copy.db.part").exists()
+
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    (restored / "chat.db").write_bytes(copy.read_bytes())
+    (restored / "audit.anchor").write_bytes((tmp_path / "copy.db.anchor").read_bytes())
+    (restored / "secret.key").write_bytes((server.data_dir / "secret.key").read_bytes())
+    verified = Server(restored).cli("audit", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    await socket.close()
+    await visitor.aclose()

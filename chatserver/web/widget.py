@@ -10,7 +10,8 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from .. import consent, privacy
-from ..errors import ConsentRequired, PolicyOutdated, ValidationFailed
+from ..capacity import refuse_new_visitors_when_low
+from ..errors import ConsentRequired, PolicyOutdated, RateLimited, ValidationFailed
 from ..sessions import COOKIES, VISITOR_COOKIE, VISITOR_MAX_AGE, hash_id, new_id
 from .common import (
     app_state,
@@ -110,6 +111,8 @@ async def api_consent(request: Request) -> Response:
     """Record consent to the current policy; start a visitor session when there is none."""
     state = app_state(request)
     body = await read_json(request)
+    if not state.limits.allow_consent(client_ip(request)):
+        raise RateLimited("Too many consents from your address; please try again later.")
     if not isinstance(body, dict) or not isinstance(body.get("policy_version"), str):
         raise ValidationFailed("Name the policy_version you accept.", field="policy_version")
     unknown = set(body) - {"policy_version", "policy_sha256", "on_behalf", "method"}
@@ -131,6 +134,8 @@ async def api_consent(request: Request) -> Response:
 
     session_hash = visitor_session_hash(request)
     session = await state.store.get_visitor_session(session_hash) if session_hash else None
+    if session is None or session.customer_id is None:  # customers already chatting go on
+        refuse_new_visitors_when_low(state.settings)
     raw = None
     if session is None:
         raw = new_id()
@@ -170,6 +175,8 @@ async def api_visitor(request: Request) -> Response:
     if session.consent_version != current.version:
         raise ConsentRequired("Please read and accept the current privacy policy first.")
     fields = consent.validate_customer(body)
+    if session.customer_id is None:
+        refuse_new_visitors_when_low(state.settings)
     customer = await state.store.save_customer(session.id, **fields)
     hub = state.hub
     hub.queue_changed()  # a corrected name shows in the agents' queue at once
