@@ -93,6 +93,7 @@ def _practice(request: Request) -> dict[str, Any]:
         "retention_days": settings.retention_days,
         "access_retention_days": settings.access_retention_days,
         "conversation_retention_days": settings.conversation_retention_days,
+        "unfinished_session_hours": settings.unfinished_session_hours,
         "contact_email": settings.contact_email,
         "subprocessors": privacy.subprocessors(settings),
     }
