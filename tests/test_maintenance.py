@@ -64,7 +64,8 @@ async def test_erasure_beside_an_open_reader_does_not_stall_chats(
     name, email, body = _marker("Name"), _marker("mail") + "@example.com", _marker("Body")
     gone, gone_socket = await _chatting(server, name, email, body)
     other, other_socket = await _chatting(server, "Other Person", "other@example.com", "hi")
-    markers = [name, email, body]
+    # The search index keeps words folded to lower case: look for those too.
+    markers = [name, email, body, body.lower()]
     assert _files_holding(server.data_dir, markers)  # the check can see them
 
     reader = sqlite3.connect(server.data_dir / "chat.db", isolation_level=None)
@@ -123,3 +124,43 @@ async def test_backup_while_chatting_is_consistent_and_restores_with_its_anchor(
     assert verified.returncode == 0, verified.stdout + verified.stderr
     await socket.close()
     await visitor.aclose()
+
+
+async def test_a_scrub_cut_short_by_a_crash_is_finished_at_the_next_open(tmp_path: Path) -> None:
+    """An erasure commits a note in `upkeep` with its deletions; if the process dies before the
+    search index is scrubbed, the next open scrubs it, and the erased words leave the files."""
+    from chatserver.consent import bundled_policy
+    from chatserver.storage import open_store
+
+    path = tmp_path / "chat.db"
+    secret = _marker("secret")  # lower case: the index keeps words folded to lower case
+    store = await open_store(f"sqlite://{path}")
+    await store.publish_policy(bundled_policy())
+    await store.create_visitor_session("s")
+    customer = await store.save_customer("s", name="N", email="n@example.com", company="")
+    conversation, _ = await store.open_conversation(customer.id)
+    await store.close()
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        # One large index segment holding the secret among many other words...
+        db.execute("BEGIN")
+        for n in range(3000):
+            body = f"{secret} number{n}" if n % 150 == 0 else f"filler word{n} other{n % 97}"
+            db.execute("INSERT INTO messages (conversation_id, seq, sender, sender_id, body, "
+                       "sent_at) VALUES (?, ?, 'visitor', 'c', ?, 'now')",
+                       (conversation.id, n + 1, body))
+        db.execute("COMMIT")
+        # ...then what a crash right after an erasure's commit leaves: the rows and their
+        # deletion markers, the old segment not yet merged away.
+        db.execute("BEGIN")
+        db.execute("DELETE FROM messages WHERE body LIKE ?", (secret + "%",))
+        db.execute("INSERT INTO upkeep (task, since) VALUES ('search_index_scrub', 'now')")
+        db.execute("COMMIT")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert secret.encode() in path.read_bytes()  # still in an old index segment
+
+    store = await open_store(f"sqlite://{path}")
+    await store.compact()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT COUNT(*) FROM upkeep").fetchone() == (0,)
+    await store.close()
+    assert _files_holding(tmp_path, [secret]) == []

@@ -11,8 +11,8 @@ as long as it copies, so every chat write waited that long. Now:
 
 - the writer never checkpoints (`wal_autocheckpoint=0`): a checkpointer thread with a connection
   of its own copies the WAL back into the database (`PASSIVE`: it takes no lock a writer needs)
-  whenever the WAL has grown past CHECKPOINT_BYTES, so a reader holding an old snapshot only
-  makes the WAL grow for a while;
+  at most once every CHECKPOINT_SECONDS while there are writes, so a reader holding an old
+  snapshot only makes the WAL grow for a while;
 - the index is merged in small steps (`merge`, a few hundred pages each), each a write job of its
   own, so chat writes slip in between;
 - truncating the WAL first lets the checkpointer catch up, then tries a `TRUNCATE` on the
@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,7 +39,7 @@ from typing import Any
 log = logging.getLogger("chatserver.storage")
 
 MERGE_PAGES = 200  # pages written per index merge step: tens of milliseconds at most
-CHECKPOINT_BYTES = 4 * 1024 * 1024  # WAL size past which the checkpointer copies it back
+CHECKPOINT_SECONDS = 1.0  # at most one passive checkpoint this often, after writes
 WAIT_SECONDS = 1.0  # how long truncate_wal() waits for readers before leaving it to a task
 RETRY_SECONDS = (0.02, 0.05, 0.1, 0.25, 0.5, 1.0)  # pauses between attempts, the last repeating
 SCRUB_TASK = "search_index_scrub"
@@ -92,8 +93,8 @@ def _pauses() -> Iterator[float]:
 class Upkeep:
     def __init__(self, path: Path, write: Write, on_writer: OnWriter,
                  writer: Callable[[], sqlite3.Connection | None]) -> None:
-        self._wal = Path(str(path) + "-wal")
         self._path = path
+        self._last_checkpoint = 0.0
         self._write = write
         self._on_writer = on_writer
         self._writer = writer
@@ -123,12 +124,10 @@ class Upkeep:
         return self._checkpointing
 
     def after_batch(self) -> None:
-        """Called after each committed batch: copy the WAL back once it has grown."""
-        try:
-            size = self._wal.stat().st_size
-        except OSError:
-            return
-        if size > CHECKPOINT_BYTES:
+        """Called after each committed batch: copy the WAL back now and then."""
+        now = time.monotonic()
+        if now - self._last_checkpoint >= CHECKPOINT_SECONDS:
+            self._last_checkpoint = now
             self.checkpoint()
 
     # -- scrubbing the search index ----------------------------------------------------------
