@@ -1,6 +1,6 @@
 """A consistent online copy of the SQLite database, taken while the server runs.
 
-The copy is one snapshot (SQLite's backup API in a single step, from a read-only connection), so
+The copy is one snapshot (SQLite's backup API in a single step, from a connection that only reads), so
 it is consistent and includes what is still in the WAL. Holding that snapshot for the length of
 the copy does not hold chat writes up: the server never waits on readers to checkpoint (see
 sqlite_upkeep); the WAL only grows until the copy is done. A copy in several steps would not be
@@ -26,7 +26,10 @@ def backup(source: Path, target: Path) -> tuple[int, int, str] | None:
         raise BackupFailed(f"there is no database at {source}")
     partial = target.with_name(target.name + ".part")
     partial.unlink(missing_ok=True)
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    # Not mode=ro: a read-only connection that happens to be the last one to close could not
+    # fold the WAL back and remove it. query_only keeps it from writing anything else.
+    src = sqlite3.connect(f"file:{source}?mode=rw", uri=True)
+    src.execute("PRAGMA query_only=ON")
     try:
         dst = sqlite3.connect(partial)
         try:
