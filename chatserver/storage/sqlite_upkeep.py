@@ -105,6 +105,7 @@ class Upkeep:
         self._scrub_wanted = 0
         self._scrub_done = 0
         self._truncation: asyncio.Task[None] | None = None
+        self._closed = False
 
     # -- passive checkpoints, off the writer's thread -------------------------------------------
 
@@ -118,8 +119,12 @@ class Upkeep:
 
     def checkpoint(self) -> asyncio.Future[None]:
         """Start a passive checkpoint unless one is running; the future of the running one."""
+        loop = asyncio.get_running_loop()
+        if self._closed:  # the writer's own close folds the WAL back
+            done: asyncio.Future[None] = loop.create_future()
+            done.set_result(None)
+            return done
         if self._checkpointing is None or self._checkpointing.done():
-            loop = asyncio.get_running_loop()
             self._checkpointing = loop.run_in_executor(self._pool, self._passive)
         return self._checkpointing
 
@@ -200,6 +205,7 @@ class Upkeep:
                     await task
                 log.warning("WAL not truncated before closing: a reader still holds an old "
                             "snapshot; the next erasure, purge or start truncates it")
+        self._closed = True
         if self._checkpointing is not None:
             with contextlib.suppress(Exception):
                 await self._checkpointing
