@@ -23,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import audit, openapi, privacy
 from . import broadcast as broadcast_backends
 from . import openapi, privacy
 from .consent import Policies, bundled_policy
@@ -207,6 +208,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = await open_store(settings.database_url, clock)
+        await audit.attach(store, settings)
         fanout = broadcast_backends.create(settings.broadcast_url)
         await fanout.connect()
         policies = Policies(store)
@@ -236,6 +238,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                     await purger
             await hub.shutdown()
             await fanout.disconnect()
+            await audit.detach(store)
             await store.close()
 
     routes = [

@@ -8,6 +8,7 @@ import getpass
 import json
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import date
@@ -54,9 +55,11 @@ def where(settings: Settings) -> str:
 async def _with_store(settings: Settings, job: Callable[[Store], Awaitable[int]]) -> int:
     store = await open_store(settings.database_url)
     try:
+        await audit.attach(store, settings)
         await Policies(store).ensure_default()
         return await job(store)
     finally:
+        await audit.detach(store)
         await store.close()
 
 
@@ -185,7 +188,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
               f"{counts['sessions_without_details']} sessions without details, "
               f"{counts['closed_conversations']} closed conversations, "
               f"{counts['access_events']} access records, "
-              f"{counts['staff_sign_ins']} staff sign-in records")
+              f"{counts['staff_sign_ins']} staff sign-in records, "
+              f"{counts['audit_entries']} audit entries")
         return 0
 
     return asyncio.run(_with_store(settings, job))
@@ -226,15 +230,52 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     async def job(store: Store) -> int:
-        entries = await store.all_audit()
-        broken = audit.verify(entries)
-        if broken is None:
-            print(f"audit log intact: {len(entries)} entries")
-            return 0
-        print(f"audit log broken at entry {broken['id']} ({broken['action']} at {broken['at']})")
-        return 1
+        report = await audit.check(store)
+        span = f", ids {report.first_id} to {report.last_id}" if report.entries else ""
+        if report.intact:
+            print(f"audit log intact: {report.entries} entries{span}")
+        else:
+            where = (f" at entry {report.first_broken_id}"
+                     if report.first_broken_id is not None else "")
+            print(f"audit log broken{where}: {report.problem}")
+        if report.anchor is not None:
+            print(f"anchor: entry {report.anchor.seq}, hash {report.anchor.hash[:16]}")
+        print("checked:")
+        for line in report.checked or ["nothing could be checked"]:
+            print(f"  - {line}")
+        print("cannot prove:")
+        for line in report.cannot_prove:
+            print(f"  - {line}")
+        return 0 if report.intact else 1
 
     return asyncio.run(_with_store(_settings(args), job))
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from .storage.sqlite_backup import BackupFailed, backup
+
+    settings = _settings(args)
+    if not settings.database_url.startswith("sqlite:"):
+        print("backup copies the SQLite database; for PostgreSQL use pg_dump", file=sys.stderr)
+        return 2
+    source = Path(settings.database_url[len("sqlite://"):])
+    if str(source).startswith("//"):
+        source = Path(str(source)[1:])
+    target = Path(args.file).expanduser().resolve()
+    try:
+        head = backup(source, target)
+    except (BackupFailed, sqlite3.Error, OSError) as exc:
+        print(f"backup failed: {exc}", file=sys.stderr)
+        return 1
+    anchor = target.with_name(target.name + ".anchor")
+    if head is not None:
+        seq, size, digest = head
+        anchor.write_text(audit.anchor_text(settings, seq, digest), encoding="utf-8")
+        print(f"backed up {source} to {target} ({size} bytes, integrity ok); the audit "
+              f"anchor for this copy is {anchor}")
+    else:
+        print(f"backed up {source} to {target} (integrity ok; the audit log is empty)")
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -286,6 +327,11 @@ def parser() -> argparse.ArgumentParser:
     erase = sub.add_parser("erase", help="terminate a customer's account and wipe its data now")
     erase.add_argument("--email", required=True)
     erase.set_defaults(func=cmd_erase)
+
+    backup_cmd = sub.add_parser("backup", help="a consistent copy of the SQLite database, "
+                                "taken while the server runs")
+    backup_cmd.add_argument("file", help="where the copy goes (FILE.anchor gets its audit anchor)")
+    backup_cmd.set_defaults(func=cmd_backup)
 
     audit_cmd = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action",
                                                                              required=True)

@@ -58,6 +58,7 @@ class Limits:
         self._sign_in_overall = TokenBucket(burst, burst / per_second)
         # device id -> (failed attempts in a row, monotonic time of the last one)
         self._devices: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._consents: OrderedDict[str, TokenBucket] = OrderedDict()
 
     def exempt(self, ip: str | None) -> bool:
         return self.settings.is_exempt(ip)
@@ -79,6 +80,21 @@ class Limits:
         else:
             self._ip_buckets.move_to_end(ip)
         return bucket.take(cost)
+
+    def allow_consent(self, ip: str | None) -> bool:
+        """Each consent stores a session, a consent receipt and an access record: at most N per
+        IP in an hour (a bucket refilled evenly over the hour), so nobody can fill the disk."""
+        if ip is None or self.exempt(ip):
+            return True
+        bucket = self._consents.get(ip)
+        if bucket is None:
+            bucket = TokenBucket(self.settings.consents_per_ip_hour, 3600)
+            self._consents[ip] = bucket
+            if len(self._consents) > MAX_TRACKED_IPS:
+                self._consents.popitem(last=False)
+        else:
+            self._consents.move_to_end(ip)
+        return bucket.take()
 
     def open_socket(self, ip: str | None, session: str) -> str | None:
         """Count a new socket; the reason it is refused, or None."""

@@ -546,8 +546,16 @@ def _admin_paths() -> dict[str, dict[str, Operation]]:
                 _query("before", _MOMENT, "entries before this day or time")])},
         "/api/admin/audit/verify": {"get": _admin(
             "Check the audit log's hash chain", "auditVerify",
-            _ok(_obj(["intact", "first_broken_id"], intact={"type": "boolean"},
-                     first_broken_id={"type": "integer", "nullable": True})))},
+            _ok(_obj(["intact", "first_broken_id", "problem", "entries", "first_id", "last_id",
+                      "checked", "cannot_prove"],
+                     intact={"type": "boolean"},
+                     first_broken_id={"type": "integer", "nullable": True},
+                     problem={"type": "string", "nullable": True},
+                     entries={"type": "integer"},
+                     first_id={"type": "integer", "nullable": True},
+                     last_id={"type": "integer", "nullable": True},
+                     checked={"type": "array", "items": {"type": "string"}},
+                     cannot_prove={"type": "array", "items": {"type": "string"}})))},
     }
 
 

@@ -79,6 +79,7 @@ def cutoffs(settings: Settings, store: Store) -> dict[str, str]:
         "account_cutoff": iso(now - timedelta(days=settings.retention_days)),
         "access_cutoff": iso(now - timedelta(days=settings.access_retention_days)),
         "conversation_cutoff": iso(now - timedelta(days=settings.conversation_retention_days)),
+        "session_cutoff": iso(now - timedelta(hours=settings.unfinished_session_hours)),
     }
 
 
@@ -88,6 +89,7 @@ async def purge(
 ) -> dict[str, Any]:
     """Apply every retention rule now (or count what it would do); audit a real run."""
     result = await store.purge(**cutoffs(settings, store), dry_run=dry_run)
+    result["counts"]["audit_entries"] = await audit.chain(store).cut(actor, dry_run=dry_run)
     if not dry_run:
         await _after_erasure(hub, result["session_ids"])
         await audit.record(store, actor=actor, action="retention.purge", ip=ip,

@@ -65,6 +65,35 @@ SETTINGS: dict[str, Setting] = {
         "Days after closing at which a conversation and its messages are deleted; 0 deletes "
         "closed conversations at the next purge.",
     ),
+    "unfinished_session_hours": Setting(
+        "CHATSERVER_UNFINISHED_SESSION_HOURS",
+        "4",
+        "Hours after which a visitor session that accepted the policy but never filled in the "
+        "pre-chat form is deleted with its consents and access records (at the next purge).",
+    ),
+    "audit_retention_days": Setting(
+        "CHATSERVER_AUDIT_RETENTION_DAYS",
+        "365",
+        "Days after which audit entries are deleted by the purge; an entry recording the cut "
+        "keeps the rest of the chain verifiable.",
+    ),
+    "audit_repeat_window_seconds": Setting(
+        "CHATSERVER_AUDIT_REPEAT_WINDOW_SECONDS",
+        "300",
+        "Repeats of the same failed sign-in or self-service export within this window are "
+        "written as one audit entry with a count, after the first one.",
+    ),
+    "consents_per_ip_hour": Setting(
+        "CHATSERVER_CONSENTS_PER_IP_HOUR",
+        "60",
+        "Consents (POST /api/consent) one IP address may give in an hour; more get 429.",
+    ),
+    "min_free_bytes": Setting(
+        "CHATSERVER_MIN_FREE_BYTES",
+        "104857600",
+        "Free space the disk holding the data folder must keep: below it new visitor sessions "
+        "and customers are refused with 503 storage_low while existing chats go on.",
+    ),
     "purge_interval_seconds": Setting(
         "CHATSERVER_PURGE_INTERVAL_SECONDS",
         "3600",
@@ -197,6 +226,11 @@ class Settings:
     retention_days: int
     access_retention_days: int
     conversation_retention_days: int
+    unfinished_session_hours: int
+    audit_retention_days: int
+    audit_repeat_window_seconds: float
+    consents_per_ip_hour: int
+    min_free_bytes: int
     purge_interval_seconds: int
     contact_email: str
     organisation: str
@@ -383,6 +417,19 @@ def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None
         conversation_retention_days=_int(
             "conversation_retention_days", _raw("conversation_retention_days", overrides, env)
         ),
+        unfinished_session_hours=_int(
+            "unfinished_session_hours", _raw("unfinished_session_hours", overrides, env)
+        ),
+        audit_retention_days=_int(
+            "audit_retention_days", _raw("audit_retention_days", overrides, env), 1
+        ),
+        audit_repeat_window_seconds=_float(
+            "audit_repeat_window_seconds", _raw("audit_repeat_window_seconds", overrides, env)
+        ),
+        consents_per_ip_hour=_int(
+            "consents_per_ip_hour", _raw("consents_per_ip_hour", overrides, env), 1
+        ),
+        min_free_bytes=_int("min_free_bytes", _raw("min_free_bytes", overrides, env)),
         purge_interval_seconds=_int(
             "purge_interval_seconds", _raw("purge_interval_seconds", overrides, env)
         ),

@@ -404,7 +404,8 @@ async def test_audit_verify_finds_a_tampered_entry(make_server: Callable[..., Se
         await end_chat(c)
         assert server.cli("audit", "verify").returncode == 0
         intact = (await boss.http.get("/api/admin/audit/verify")).json()
-        assert intact == {"intact": True, "first_broken_id": None}
+        assert intact["intact"] is True and intact["first_broken_id"] is None
+        assert intact["problem"] is None and intact["checked"] and intact["cannot_prove"]
 
         with contextlib.closing(sqlite3.connect(server.data_dir / "chat.db")) as db:
             assert db.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0] >= 3
@@ -415,6 +416,7 @@ async def test_audit_verify_finds_a_tampered_entry(make_server: Callable[..., Se
         assert done.returncode == 1, done.stdout + done.stderr
         assert "entry 2" in done.stdout + done.stderr
         broken = (await boss.http.get("/api/admin/audit/verify")).json()
-        assert broken == {"intact": False, "first_broken_id": 2}
+        assert broken["intact"] is False and broken["first_broken_id"] == 2
+        assert "altered" in broken["problem"]
     finally:
         await boss.aclose()

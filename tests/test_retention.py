@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from chatserver import privacy
+from chatserver import audit, privacy
 from chatserver.consent import bundled_policy
 from chatserver.settings import Settings, load
 from chatserver.storage import open_store
@@ -37,8 +37,10 @@ def clock() -> Clock:
 @pytest.fixture
 async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[Store]:
     s = await open_store(f"sqlite://{tmp_path / 'chat.db'}", clock)
+    await audit.attach(s, _settings(tmp_path))
     await s.publish_policy(bundled_policy())
     yield s
+    await audit.detach(s)
     await s.close()
 
 
@@ -128,29 +130,71 @@ async def test_purge_runs_are_audited_with_counts_only(store: Store, tmp_path: P
     settings = _settings(tmp_path, CHATSERVER_RETENTION_DAYS="0")
     await _customer_with_conversation(store, "gone", close=True)
     await privacy.purge(store, None, settings, dry_run=True, actor="test")
-    assert await store.all_audit() == []
+    assert [e["action"] for e in await store.all_audit()] == ["audit.chain_keyed"]
     await _purge(store, settings)
-    [entry] = await store.all_audit()
+    entry = (await store.all_audit())[-1]
     assert entry["action"] == "retention.purge" and entry["detail"]["accounts"] == 1
     assert "gone" not in str(entry)
 
 
-async def test_sessions_without_details_and_staff_sign_ins_expire(store: Store, clock: Clock,
-                                                                  tmp_path: Path) -> None:
-    """A session that only consented goes like an idle account; staff sign-in records go with
-    access records."""
-    settings = _settings(tmp_path, CHATSERVER_RETENTION_DAYS="10",
-                         CHATSERVER_ACCESS_RETENTION_DAYS="5")
+async def test_unfinished_sessions_expire_within_hours(store: Store, clock: Clock,
+                                                      tmp_path: Path) -> None:
+    """A session that consented but never gave details is deleted with its consents and access
+    records after CHATSERVER_UNFINISHED_SESSION_HOURS (default 4), long before an account
+    would be; a session that reached the pre-chat form is kept."""
+    settings = _settings(tmp_path)
+    assert settings.unfinished_session_hours == 4
     await store.create_visitor_session("bare")
     await store.add_consent("bare", policy_version="1.01", policy_sha256="0" * 64,
                             ip="192.0.2.9", user_agent="UA", method="widget", on_behalf=False)
-    staff = await store.add_staff("sam", "agent", "hash")
-    await store.record_login(staff.id, "192.0.2.10", "UA", "success")
-    clock.advance(days=5, hours=1)
-    counts = await _purge(store, settings)
-    assert counts["staff_sign_ins"] == 1 and counts["sessions_without_details"] == 0
-    assert await store.login_events(staff.id) == []
-    clock.advance(days=5)
+    await store.record_access("bare", "session_start", "192.0.2.9", "UA")
+    kept = await _customer_with_conversation(store, "kept", close=True)
+    clock.advance(hours=3, minutes=59)
+    assert (await _purge(store, settings))["sessions_without_details"] == 0
+    assert await store.get_visitor_session("bare") is not None
+    clock.advance(minutes=2)
+    dry = await privacy.purge(store, None, settings, dry_run=True, actor="test")
+    assert dry["counts"]["sessions_without_details"] == 1
     counts = await _purge(store, settings)
     assert counts["sessions_without_details"] == 1
     assert await store.get_visitor_session("bare") is None
+    assert await store.session_consents("bare") == []
+    assert await store.get_customer(kept) is not None
+
+
+async def test_staff_sign_ins_expire_with_access_records(store: Store, clock: Clock,
+                                                         tmp_path: Path) -> None:
+    """Staff sign-in records (IP address, user agent) go at CHATSERVER_ACCESS_RETENTION_DAYS."""
+    settings = _settings(tmp_path, CHATSERVER_ACCESS_RETENTION_DAYS="5")
+    staff = await store.add_staff("sam", "agent", "hash")
+    await store.record_login(staff.id, "192.0.2.10", "UA", "success")
+    clock.advance(days=4, hours=23)
+    assert (await _purge(store, settings))["staff_sign_ins"] == 0
+    clock.advance(hours=2)
+    assert (await _purge(store, settings))["staff_sign_ins"] == 1
+    assert await store.login_events(staff.id) == []
+
+
+async def test_a_large_purge_runs_in_batches_and_counts_as_its_dry_run(
+        store: Store, clock: Clock, tmp_path: Path) -> None:
+    """Hundreds of accounts, conversations and sessions past their time (more than one batch
+    each) are all purged, in several short transactions, and the dry run counted the same."""
+    from chatserver.storage.sqlite import PURGE_BATCH
+
+    settings = _settings(tmp_path, CHATSERVER_RETENTION_DAYS="30",
+                         CHATSERVER_CONVERSATION_RETENTION_DAYS="10")
+    n = PURGE_BATCH + 30
+    for k in range(n):
+        await _customer_with_conversation(store, f"c{k}", close=True)
+        await store.create_visitor_session(f"bare{k}")
+    keep = await _customer_with_conversation(store, "open", close=False)
+    clock.advance(days=31)
+    dry = await privacy.purge(store, None, settings, dry_run=True, actor="test")
+    counts = await _purge(store, settings)
+    assert counts == dry["counts"]
+    assert counts["accounts"] == n and counts["closed_conversations"] == n
+    assert counts["sessions_without_details"] == n and counts["messages"] == n
+    assert counts["access_events"] == n + 1
+    assert await store.get_customer(keep) is not None
+    again = await _purge(store, settings)
+    assert again["accounts"] == again["sessions_without_details"] == 0

@@ -280,12 +280,19 @@ class Store(Protocol):
 
     async def purge(
         self, *, account_cutoff: str, access_cutoff: str, conversation_cutoff: str,
-        dry_run: bool,
+        session_cutoff: str, dry_run: bool,
     ) -> dict[str, Any]:
-        """Apply the retention rules in one transaction (rolled back on a dry run)."""
+        """Apply the retention rules: access records at `access_cutoff`, closed conversations at
+        `conversation_cutoff`, idle accounts at `account_cutoff` (erased), sessions that never
+        gave details created at or before `session_cutoff`, staff sign-in records at
+        `access_cutoff`. In short transactions (a large purge must not hold chat writes up);
+        idempotent, so a run cut short is completed by the next. A dry run only counts.
+        Returns {"counts", "session_ids", "conversation_ids", "dry_run"}."""
 
     async def compact(self) -> None:
-        """Make deleted content unrecoverable from the files (WAL checkpoint and truncate)."""
+        """Make deleted content unrecoverable from the files (SQLite: scrub the search index,
+        truncate the WAL). Must not stall other writes: while a reader holds an old snapshot it
+        may return before the work is done, which then finishes as soon as readers let go."""
 
     async def set_legal_hold(self, customer_id: str, hold: bool) -> Customer: ...
     async def list_customers(
@@ -359,3 +366,13 @@ class Store(Protocol):
         a time range."""
     async def all_audit(self) -> list[dict[str, Any]]:
         """Every entry, oldest first, for verification."""
+
+    async def cut_audit(self, before: str, entry: dict[str, Any], hasher: AuditHasher, *,
+                        dry_run: bool = False) -> dict[str, Any] | None:
+        """Audit retention, in one transaction: delete the oldest entries, up to the newest one
+        whose time is before `before` (always a prefix of the chain), and append `entry` after
+        the newest entry, its detail extended with `cut` (how many went), `first_kept` (the id
+        of the oldest entry left; the new entry's own id when none is) and
+        `first_kept_prev_hash` (that entry's prev_hash), so the chain's new start is vouched
+        for by an entry inside it. Returns the appended entry, or None when nothing was old
+        enough. A dry run changes nothing and returns {"cut": n}."""

@@ -18,7 +18,6 @@ import re
 import secrets
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -42,6 +41,7 @@ from .base import (
     iso,
     utc_now,
 )
+from .sqlite_upkeep import BUSY_TIMEOUT_MS, Upkeep, note_scrub_needed
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
@@ -73,7 +73,7 @@ def _connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA secure_delete=ON")
-    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     return conn
 
 
@@ -125,20 +125,6 @@ def _fts_query(text: str) -> str | None:
     return " ".join(f'"{w}"*' for w in words) if words else None  # prefixes: "print" finds "printer"
 
 
-def _merge_search_index(c: sqlite3.Connection) -> None:
-    """Merge the full-text index into one segment: FTS5 records deletions as markers in new
-    segments, so without a merge the erased words would stay readable in the old ones."""
-    c.execute("INSERT INTO messages_fts (messages_fts) VALUES ('optimize')")
-
-
-class _DryRun(Exception):
-    """Raised to roll a job back while handing out what it would have done."""
-
-    def __init__(self, result: dict[str, Any]) -> None:
-        super().__init__("dry run")
-        self.result = result
-
-
 def _staff(row: tuple[Any, ...]) -> Staff:
     return Staff(
         id=row[0], name=row[1], role=row[2], state=row[3], created_at=row[4],
@@ -171,6 +157,41 @@ def migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
+PURGE_BATCH = 100  # rows or accounts per purge transaction: each stays short
+PURGE_COUNTS = ("accounts", "sessions_without_details", "closed_conversations", "access_events",
+                "staff_sign_ins", "messages")
+_HELD = "SELECT id FROM customers WHERE legal_hold = 1"
+_HELD_SESSIONS = f"SELECT id FROM visitor_sessions WHERE customer_id IN ({_HELD})"
+_STALE_ACCOUNTS = """SELECT id FROM customers cu WHERE legal_hold = 0 AND last_active_at <= ?
+    AND NOT EXISTS (SELECT 1 FROM conversations WHERE customer_id = cu.id AND status != 'closed')"""
+
+
+def _purge_counts(c: sqlite3.Connection, account_cutoff: str, access_cutoff: str,
+                  conversation_cutoff: str, session_cutoff: str) -> dict[str, int]:
+    """What a purge would delete now, counted as the real run counts it, rule by rule."""
+    def one(sql: str, *args: Any) -> int:
+        return int(c.execute(sql, args).fetchone()[0])
+
+    old = (f"SELECT id FROM conversations WHERE status = 'closed' AND closed_at <= ? "
+           f"AND customer_id NOT IN ({_HELD})")
+    return {
+        "access_events": one(f"SELECT COUNT(*) FROM access_events WHERE at <= ? "
+                             f"AND session_id NOT IN ({_HELD_SESSIONS})", access_cutoff),
+        "closed_conversations": one(f"SELECT COUNT(*) FROM ({old})", conversation_cutoff),
+        "accounts": one(f"SELECT COUNT(*) FROM ({_STALE_ACCOUNTS})", account_cutoff),
+        "sessions_without_details": one(
+            "SELECT COUNT(*) FROM visitor_sessions WHERE customer_id IS NULL AND created_at <= ?",
+            session_cutoff),
+        "staff_sign_ins": one("SELECT COUNT(*) FROM login_events WHERE at <= ?", access_cutoff),
+        # The old closed conversations go first; the stale accounts' erasure takes the rest.
+        "messages": one(f"SELECT COUNT(*) FROM messages WHERE conversation_id IN ({old})",
+                        conversation_cutoff)
+        + one(f"""SELECT COUNT(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id
+                  WHERE c.customer_id IN ({_STALE_ACCOUNTS})
+                  AND c.id NOT IN ({old})""", account_cutoff, conversation_cutoff),
+    }
+
+
 class SQLiteStore:
     def __init__(self, path: Path, clock: Clock = utc_now) -> None:
         self.path = path
@@ -185,6 +206,7 @@ class SQLiteStore:
         self._flushing = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self._upkeep = Upkeep(path, self._write, self._on_writer, lambda: self._writer)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -192,10 +214,13 @@ class SQLiteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
         self._writer = await loop.run_in_executor(self._writer_pool, self._open_writer)
+        await self._upkeep.scrub_if_needed()  # a scrub a crash interrupted
         return self
 
     def _open_writer(self) -> sqlite3.Connection:
         conn = _connect(str(self.path))
+        # Checkpoints run on a thread of their own (sqlite_upkeep), never inside a commit here.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations "
             "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
@@ -218,6 +243,7 @@ class SQLiteStore:
         return conn
 
     async def close(self) -> None:
+        await self._upkeep.close()
         await self._idle.wait()
         loop = asyncio.get_running_loop()
         if self._writer is not None:
@@ -257,6 +283,7 @@ class SQLiteStore:
                         future.set_exception(result)
                     else:
                         future.set_result(result)
+                self._upkeep.after_batch()
         finally:
             self._flushing = False
             self._idle.set()
@@ -292,6 +319,10 @@ class SQLiteStore:
             with self._readers_lock:
                 self._readers.append(conn)
         return conn
+
+    async def _on_writer(self, job: Callable[[], T]) -> T:
+        """Run `job` on the writer's thread between batches (outside any transaction)."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer_pool, job)
 
     async def _read(self, job: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -899,7 +930,7 @@ class SQLiteStore:
         if conversations:
             c.execute(f"DELETE FROM messages WHERE conversation_id IN ({marks})", conversations)
             c.execute(f"DELETE FROM conversations WHERE id IN ({marks})", conversations)
-            _merge_search_index(c)
+            note_scrub_needed(c, now)
         c.execute("DELETE FROM visitor_sessions WHERE customer_id = ?", (customer_id,))
         c.execute("DELETE FROM customers WHERE id = ?", (customer_id,))
         tombstone = {
@@ -955,72 +986,90 @@ class SQLiteStore:
 
     async def purge(
         self, *, account_cutoff: str, access_cutoff: str, conversation_cutoff: str,
-        dry_run: bool,
+        session_cutoff: str, dry_run: bool,
     ) -> dict[str, Any]:
+        """Apply the retention rules in batches of PURGE_BATCH, each its own short transaction,
+        so a large purge never holds chat writes up; a crash midway leaves a partial purge that
+        the next run completes. A dry run only counts, on a reader."""
+        if dry_run:
+            counts = await self._read(lambda c: _purge_counts(
+                c, account_cutoff, access_cutoff, conversation_cutoff, session_cutoff))
+            return {"counts": counts, "session_ids": [], "conversation_ids": [], "dry_run": True}
         now = self._now()
+        Step = tuple[int, dict[str, int], list[str], list[str]]  # done, counts, sessions, convs
 
-        def job(c: sqlite3.Connection) -> dict[str, Any]:
-            held = "SELECT id FROM customers WHERE legal_hold = 1"
-            access = c.execute(
-                f"""DELETE FROM access_events WHERE at <= ? AND session_id NOT IN (
-                    SELECT id FROM visitor_sessions WHERE customer_id IN ({held}))""",
-                (access_cutoff,),
-            ).rowcount
+        def access(c: sqlite3.Connection) -> Step:
+            n = c.execute(
+                f"""DELETE FROM access_events WHERE id IN (SELECT id FROM access_events
+                    WHERE at <= ? AND session_id NOT IN ({_HELD_SESSIONS}) LIMIT ?)""",
+                (access_cutoff, PURGE_BATCH)).rowcount
+            return n, {"access_events": n}, [], []
+
+        def conversations(c: sqlite3.Connection) -> Step:
             old = [r[0] for r in c.execute(
                 f"""SELECT id FROM conversations WHERE status = 'closed' AND closed_at <= ?
-                    AND customer_id NOT IN ({held})""", (conversation_cutoff,))]
-            closed_messages = 0
+                    AND customer_id NOT IN ({_HELD}) LIMIT ?""",
+                (conversation_cutoff, PURGE_BATCH))]
+            messages = 0
             for conversation_id in old:
-                closed_messages += c.execute("DELETE FROM messages WHERE conversation_id = ?",
-                                             (conversation_id,)).rowcount
+                messages += c.execute(
+                    "DELETE FROM messages WHERE conversation_id = ?", (conversation_id,)).rowcount
                 c.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
             if old:
-                _merge_search_index(c)
-            stale = [r[0] for r in c.execute(
-                """SELECT id FROM customers cu WHERE legal_hold = 0 AND last_active_at <= ?
-                   AND NOT EXISTS (SELECT 1 FROM conversations WHERE customer_id = cu.id
-                                   AND status != 'closed')""", (account_cutoff,))]
-            erased = [self._erase(c, customer_id, "retention", now) for customer_id in stale]
-            # Sessions that consented but never gave details: kept no longer than accounts.
-            bare = [r[0] for r in c.execute(
-                "SELECT id FROM visitor_sessions WHERE customer_id IS NULL AND last_seen_at <= ?",
-                (account_cutoff,))]
-            erased += [self._erase_bare_session(c, sid, "retention", now) for sid in bare]
-            # Staff sign-in records hold addresses too: kept as long as access records.
-            logins = c.execute("DELETE FROM login_events WHERE at <= ?",
-                               (access_cutoff,)).rowcount
-            result = {
-                "counts": {"accounts": len(stale), "sessions_without_details": len(bare),
-                           "closed_conversations": len(old),
-                           "access_events": access, "staff_sign_ins": logins,
-                           "messages": closed_messages + sum(e["messages"] for e in erased)},
-                "session_ids": [s for e in erased for s in e["session_ids"]],
-                "conversation_ids": old + [x for e in erased for x in e["conversation_ids"]],
-            }
-            if dry_run:
-                raise _DryRun(result)
-            return result
+                note_scrub_needed(c, now)
+            return len(old), {"closed_conversations": len(old), "messages": messages}, [], old
 
-        try:
-            result = await self._write(job)
-        except _DryRun as dry:
-            return {**dry.result, "dry_run": True}
+        def accounts(c: sqlite3.Connection) -> Step:
+            stale = [r[0] for r in c.execute(
+                f"{_STALE_ACCOUNTS} LIMIT ?", (account_cutoff, PURGE_BATCH))]
+            erased = [self._erase(c, customer_id, "retention", now) for customer_id in stale]
+            return (len(stale),
+                    {"accounts": len(stale), "messages": sum(e["messages"] for e in erased)},
+                    [s for e in erased for s in e["session_ids"]],
+                    [x for e in erased for x in e["conversation_ids"]])
+
+        def unfinished(c: sqlite3.Connection) -> Step:
+            # Sessions that consented but never gave details expire within hours: anyone can
+            # make them, so they must not pile up. No tombstone each (they hold no account);
+            # the purge's audit entry counts them. They never had a chat socket to close.
+            ids = [r[0] for r in c.execute(
+                "SELECT id FROM visitor_sessions WHERE customer_id IS NULL AND created_at <= ? "
+                "LIMIT ?", (session_cutoff, PURGE_BATCH))]
+            marks = ",".join("?" * len(ids))
+            if ids:
+                c.execute(f"DELETE FROM consents WHERE session_id IN ({marks})", ids)
+                c.execute(f"DELETE FROM access_events WHERE session_id IN ({marks})", ids)
+                c.execute(f"DELETE FROM visitor_sessions WHERE id IN ({marks})", ids)
+            return len(ids), {"sessions_without_details": len(ids)}, [], []
+
+        def logins(c: sqlite3.Connection) -> Step:
+            # Staff sign-in records hold addresses too: kept as long as access records.
+            n = c.execute(
+                "DELETE FROM login_events WHERE id IN (SELECT id FROM login_events WHERE at <= ? "
+                "LIMIT ?)", (access_cutoff, PURGE_BATCH)).rowcount
+            return n, {"staff_sign_ins": n}, [], []
+
+        counts = dict.fromkeys(PURGE_COUNTS, 0)
+        session_ids: list[str] = []
+        conversation_ids: list[str] = []
+        for step in (access, conversations, accounts, unfinished, logins):
+            while True:
+                done, delta, sessions, convs = await self._write(step)
+                for key, value in delta.items():
+                    counts[key] += value
+                session_ids += sessions
+                conversation_ids += convs
+                if done < PURGE_BATCH:
+                    break
         await self.compact()
-        return {**result, "dry_run": False}
+        return {"counts": counts, "session_ids": session_ids,
+                "conversation_ids": conversation_ids, "dry_run": False}
 
     async def compact(self) -> None:
-        def checkpoint() -> None:
-            conn = self._writer
-            assert conn is not None
-            for _ in range(50):  # readers holding an old snapshot block a full checkpoint
-                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-                if not busy:
-                    return
-                time.sleep(0.02)
-
-        await self._write(lambda c: None)  # flush queued writes first
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._writer_pool, checkpoint)
+        """Make deleted content unrecoverable from the files: scrub the search index, then empty
+        the WAL, without stalling writes (see sqlite_upkeep)."""
+        await self._upkeep.scrub_if_needed()
+        await self._upkeep.truncate_wal()
 
     async def set_legal_hold(self, customer_id: str, hold: bool) -> Customer:
         def job(c: sqlite3.Connection) -> Customer:
@@ -1305,28 +1354,58 @@ class SQLiteStore:
         entry["detail"] = json.loads(entry["detail"])
         return entry
 
+    @staticmethod
+    def _append_audit(c: sqlite3.Connection, entry: dict[str, Any], hasher: AuditHasher,
+                      now: str, prev: tuple[int, str] | None = None) -> dict[str, Any]:
+        """Append after `prev` (id, hash), by default the newest entry."""
+        if prev is None:
+            last = c.execute("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
+            prev = (last[0], last[1]) if last else (0, "")
+        prev_id, prev_hash = prev
+        full = {
+            "id": prev_id + 1,
+            "at": now,
+            "actor": entry["actor"],
+            "action": entry["action"],
+            "ip": entry.get("ip"),
+            "target": entry.get("target"),
+            "detail": entry.get("detail") or {},
+        }
+        digest = hasher(prev_hash, full)
+        c.execute(
+            "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (full["id"], now, full["actor"], full["action"], full["ip"], full["target"],
+             json.dumps(full["detail"], sort_keys=True), prev_hash, digest),
+        )
+        return {**full, "prev_hash": prev_hash, "hash": digest}
+
     async def append_audit(self, entry: dict[str, Any], hasher: AuditHasher) -> dict[str, Any]:
         now = self._now()
+        return await self._write(lambda c: self._append_audit(c, entry, hasher, now))
 
-        def job(c: sqlite3.Connection) -> dict[str, Any]:
+    async def cut_audit(self, before: str, entry: dict[str, Any], hasher: AuditHasher, *,
+                        dry_run: bool = False) -> dict[str, Any] | None:
+        now = self._now()
+        # Always a prefix of the chain: up to the newest entry older than `before`.
+        upto = "SELECT MAX(id) FROM audit_log WHERE at < ?"
+        if dry_run:
+            (n,) = await self._read(lambda c: c.execute(
+                f"SELECT COUNT(*) FROM audit_log WHERE id <= ({upto})", (before,)).fetchone())
+            return {"cut": n}
+
+        def job(c: sqlite3.Connection) -> dict[str, Any] | None:
             last = c.execute("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
-            prev_id, prev_hash = last if last else (0, "")
-            full = {
-                "id": prev_id + 1,
-                "at": now,
-                "actor": entry["actor"],
-                "action": entry["action"],
-                "ip": entry.get("ip"),
-                "target": entry.get("target"),
-                "detail": entry.get("detail") or {},
-            }
-            digest = hasher(prev_hash, full)
-            c.execute(
-                "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (full["id"], now, full["actor"], full["action"], full["ip"], full["target"],
-                 json.dumps(full["detail"], sort_keys=True), prev_hash, digest),
-            )
-            return {**full, "prev_hash": prev_hash, "hash": digest}
+            if last is None:
+                return None
+            cut = c.execute(f"DELETE FROM audit_log WHERE id <= ({upto})", (before,)).rowcount
+            if not cut:
+                return None
+            first = c.execute("SELECT id, prev_hash FROM audit_log ORDER BY id LIMIT 1").fetchone()
+            first_kept, first_prev = first if first else (last[0] + 1, last[1])
+            detail = {**(entry.get("detail") or {}), "cut": cut, "first_kept": first_kept,
+                      "first_kept_prev_hash": first_prev}
+            return self._append_audit(c, {**entry, "detail": detail}, hasher, now,
+                                      (last[0], last[1]))
 
         return await self._write(job)
 

@@ -201,9 +201,8 @@ async def audit_log(request: Request) -> Response:
 
 async def audit_verify(request: Request) -> Response:
     await require_staff(request, "admin")
-    broken = audit.verify(await app_state(request).store.all_audit())
-    return JSONResponse({"intact": broken is None,
-                         "first_broken_id": broken["id"] if broken else None})
+    report = await audit.check(app_state(request).store)
+    return JSONResponse(report.as_dict(), headers={"Cache-Control": "no-store"})
 
 
 routes = [

@@ -33,6 +33,7 @@ from ..sessions import (
     SECURE_STAFF_COOKIE,
     STAFF_COOKIE,
     VISITOR_COOKIE,
+    VISITOR_MAX_AGE,
     Signer,
     hash_id,
 )
@@ -217,7 +218,11 @@ def query_int(conn: HTTPConnection, name: str, default: int, high: int) -> int:
 
 
 def visitor_session_hash(conn: HTTPConnection) -> str | None:
-    raw = app_state(conn).signer.unsign(VISITOR_COOKIE, conn.cookies.get(VISITOR_COOKIE))
+    """The session the visitor cookie names, unless forged or older than the lifetime the
+    cookie was set with: the signature's timestamp is checked here, so a browser (or anyone)
+    that keeps sending the cookie after its max-age has no session any more."""
+    raw = app_state(conn).signer.unsign(VISITOR_COOKIE, conn.cookies.get(VISITOR_COOKIE),
+                                        VISITOR_MAX_AGE)
     return hash_id(raw) if raw else None
 
 

@@ -11,7 +11,8 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from .. import consent, privacy
-from ..errors import ConsentRequired, PolicyOutdated, ValidationFailed
+from ..capacity import refuse_new_visitors_when_low
+from ..errors import ConsentRequired, PolicyOutdated, RateLimited, ValidationFailed
 from ..sessions import COOKIES, VISITOR_COOKIE, VISITOR_MAX_AGE, hash_id, new_id
 from ..storage.base import iso
 from .common import (
@@ -136,6 +137,7 @@ def _practice(request: Request) -> dict[str, Any]:
         "retention_days": settings.retention_days,
         "access_retention_days": settings.access_retention_days,
         "conversation_retention_days": settings.conversation_retention_days,
+        "unfinished_session_hours": settings.unfinished_session_hours,
         "contact_email": settings.contact_email,
         "subprocessors": privacy.subprocessors(settings),
     }
@@ -154,6 +156,8 @@ async def api_consent(request: Request) -> Response:
     """Record consent to the current policy; start a visitor session when there is none."""
     state = app_state(request)
     body = await read_json(request)
+    if not state.limits.allow_consent(client_ip(request)):
+        raise RateLimited("Too many consents from your address; please try again later.")
     if not isinstance(body, dict) or not isinstance(body.get("policy_version"), str):
         raise ValidationFailed("Name the policy_version you accept.", field="policy_version")
     unknown = set(body) - {"policy_version", "policy_sha256", "on_behalf", "method"}
@@ -178,6 +182,8 @@ async def api_consent(request: Request) -> Response:
         raise ValidationFailed("method is widget or account.", field="method")
 
     session = await current_visitor(request)
+    if session is None or session.customer_id is None:  # customers already chatting go on
+        refuse_new_visitors_when_low(state.settings)
     if session is not None:  # this browser keeps its cookie: record at once
         receipt = await state.store.add_consent(
             session.id,
@@ -214,6 +220,8 @@ async def api_visitor(request: Request) -> Response:
     if session.consent_version != current.version:
         raise ConsentRequired("Please read and accept the current privacy policy first.")
     fields = consent.validate_customer(body)
+    if session.customer_id is None:
+        refuse_new_visitors_when_low(state.settings)
     customer = await state.store.save_customer(session.id, **fields)
     hub = state.hub
     hub.queue_changed()  # a corrected name shows in the agents' queue at once
