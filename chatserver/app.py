@@ -25,7 +25,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import audit, openapi, privacy
 from . import broadcast as broadcast_backends
-from . import openapi, privacy
 from .consent import Policies, bundled_policy
 from .errors import ChatError, ForeignOrigin, TooLarge
 from .hub import Hub

@@ -25,6 +25,8 @@ from chatserver.settings import Settings, load
 from chatserver.storage import open_store
 from chatserver.storage.base import Store
 
+from .support import Server
+
 
 class Clock:
     def __init__(self) -> None:
@@ -269,6 +271,9 @@ def _attack(data_dir: Path, attack: str) -> None:
 def written_by_the_cli(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data folder whose audit log `chatserver` itself wrote (three staff accounts)."""
     data = tmp_path_factory.mktemp("cli") / "data"
+    server = Server(data)
+    server.start()  # only `serve` makes a data folder
+    server.stop()
     for name in ("ann", "bob", "cat"):
         done = subprocess.run([sys.executable, "-m", "chatserver", "--data-dir", str(data),
                                "user", "add", name, "--role", "agent", "--password-stdin"],
