@@ -53,6 +53,7 @@ async def test_sessions_that_never_give_details_are_purged_within_hours(
                          CHATSERVER_LIMITS_EXEMPT="127.0.0.1")
     bare = Visitor(server)
     assert (await bare.consent()).status_code == 200
+    await bare.http.get("/api/session")  # the cookie comes back: the session is recorded
     chatting = await Visitor(server).start(name="Kept Customer", email="kept@example.com")
     done = server.cli("purge")
     assert done.returncode == 0, done.stderr
@@ -95,6 +96,7 @@ async def test_low_disk_refuses_new_visitors_while_chats_go_on(
     chatting = await Visitor(first).start(name="Early Bird", email="early@example.com")
     half = Visitor(first)
     assert (await half.consent()).status_code == 200  # consented, form not yet filled in
+    await half.http.get("/api/session")  # the cookie comes back: the session is recorded
     cookies, half_cookies = cookie_header(chatting.http), cookie_header(half.http)
     first.stop()
 
