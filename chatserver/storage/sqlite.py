@@ -41,6 +41,7 @@ from .base import (
     iso,
     utc_now,
 )
+from .sqlite_mail import SQLiteMailStore
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
@@ -166,7 +167,7 @@ def migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteMailStore):
     def __init__(self, path: Path, clock: Clock = utc_now) -> None:
         self.path = path
         self.clock = clock
