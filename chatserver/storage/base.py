@@ -167,6 +167,8 @@ class MailStore(Protocol):
     """The outbox, one-time links and what each customer has seen. Rows that name a customer or
     conversation are deleted with it, in the erasure's (or purge's) own transaction."""
 
+    clock: Clock
+
     async def queue_account_mail(self, kind: str, email: str) -> None:
         """Queue a `signin` or `terminate` mail for the most recently active customer with this
         address (compared case-insensitively); queue nothing when no customer has it. The same

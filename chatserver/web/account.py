@@ -62,6 +62,8 @@ async def api_me(request: Request) -> Response:
                 {k: v for k, v in c.items() if k not in {"ip", "user_agent"}} for c in consents
             ],
             "legal_hold": customer.legal_hold if customer else False,
+            # Whether replies, links and transcripts can come by mail on this server.
+            "mail_enabled": state.mailer.enabled,
         },
         headers={"Cache-Control": "no-store"},
     )

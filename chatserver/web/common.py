@@ -27,6 +27,8 @@ from ..errors import (
 )
 from ..hub import Hub
 from ..limits import Limits
+from ..mail import Mailer
+from ..mail.throttle import MailThrottle
 from ..sessions import SECURE_STAFF_COOKIE, STAFF_COOKIE, VISITOR_COOKIE, Signer, hash_id
 from ..settings import Settings
 from ..storage.base import Staff, Store, VisitorSession, iso
@@ -51,6 +53,8 @@ class AppState:
     policies: Policies
     signer: Signer
     templates: Jinja2Templates
+    mailer: Mailer
+    mail_throttle: MailThrottle
 
 
 def app_state(conn: HTTPConnection) -> AppState:
