@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from .support import Server, free_port
 
@@ -76,18 +77,50 @@ class _Handler:
 
 
 class Mailbox:
-    """Every mail aiosmtpd took; `refuse` holds answers to give RCPT instead of accepting."""
+    """Every mail aiosmtpd took; `refuse` holds answers to give RCPT instead of accepting.
 
-    def __init__(self) -> None:
+    With `users` it demands AUTH; with `tls` ("starttls" or "implicit") and a certificate it
+    speaks TLS as a real mail server would."""
+
+    def __init__(self, *, users: dict[str, str] | None = None, tls: str | None = None,
+                 cert: tuple[Path, Path] | None = None) -> None:
         self.lock = threading.Lock()
         self.mails: list[Caught] = []
         self.refuse: list[str] = []
+        self.logins: list[str] = []
         self.port = free_port()
-        self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port)
+        self.tls = tls
+        options: dict[str, Any] = {}
+        if users is not None:
+            options.update(authenticator=self._authenticator(users), auth_required=True,
+                           auth_require_tls=tls is not None)
+        if tls is not None:
+            assert cert is not None
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(str(cert[0]), str(cert[1]))
+            if tls == "implicit":
+                options["ssl_context"] = context
+            else:
+                options.update(tls_context=context, require_starttls=True)
+        self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port,
+                                     **options)
+
+    def _authenticator(self, users: dict[str, str]) -> Callable[..., AuthResult]:
+        def check(server: SMTP, session: Session, envelope: Envelope, mechanism: str,
+                  data: Any) -> AuthResult:
+            ok = (isinstance(data, LoginPassword)
+                  and users.get(data.login.decode()) == data.password.decode())
+            if ok:
+                self.logins.append(data.login.decode())
+            return AuthResult(success=ok)
+
+        return check
 
     @property
     def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}"
+        scheme = {None: "smtp", "starttls": "smtp+starttls", "implicit": "smtps"}[self.tls]
+        host = "127.0.0.1" if self.tls is None else "localhost"
+        return f"{scheme}://{host}:{self.port}"
 
     def to(self, address: str) -> list[Caught]:
         with self.lock:
@@ -116,11 +149,12 @@ class Mailbox:
             and (subject is None or m.message["Subject"] == subject), timeout, count)
 
 
-def mail_server(tmp_path: Path, box: Mailbox, **env: str) -> Server:
+def mail_server(tmp_path: Path, box: Mailbox, smtp_url: str | None = None, **env: str
+                ) -> Server:
     """A chat server that sends its mail to `box`, links starting with its own URL."""
     port = free_port()
     srv = Server(tmp_path / f"data-{port}", port=port, env={
-        "CHATSERVER_SMTP_URL": box.url,
+        "CHATSERVER_SMTP_URL": smtp_url or box.url,
         "CHATSERVER_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "CHATSERVER_MAIL_FROM": "Example Support <support@example.com>",
         **env,
