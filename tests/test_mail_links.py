@@ -4,6 +4,7 @@ mails are read as a mail client would and their links followed with fresh client
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import statistics
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
+import jsonschema
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
@@ -19,6 +21,7 @@ from .mailbox import Mailbox, check_mail, mail_server
 from .support import Server, Visitor, open_socket
 
 HTML = {"Accept": "text/html"}
+SCHEMA = json.loads((Path(__file__).parent.parent / "docs" / "export.schema.json").read_text())
 SIGNIN = "Your sign-in link"
 TERMINATE = "Confirm the deletion of your account"
 FAREWELL = "Your account has been deleted"
@@ -106,6 +109,10 @@ async def test_sign_in_link_signs_a_fresh_browser_in(srv: Server, shared_box: Ma
         assert body["consent"] == {"policy_version": "1.01", "current": True}
         assert body["mail_enabled"] is True
         assert body["consents"][0]["method"] == "email_link"
+        # The export names the carried consent and the access by link, and keeps its schema.
+        export = (await browser.get(srv.url + "/api/me/export")).json()
+        jsonschema.validate(export, SCHEMA)
+        assert "email_link" in [r["kind"] for r in export["access_records"]]
         # The carried consent lets this browser chat in the customer's conversation.
         cookie = f"chat_session={browser.cookies['chat_session']}"
         sock = await open_socket(srv, "/ws/visitor", cookie)

@@ -169,6 +169,9 @@ async def test_without_smtp_no_mail_is_promised_or_stored(make_server: Any) -> N
     try:
         assert (await ada.http.get("/api/mail")).json() == {"enabled": False}
         assert (await ada.http.get("/api/me")).json()["mail_enabled"] is False
+        policy = " ".join((await ada.http.get("/policy")).text.split())
+        assert "this chat service sends no email" in policy
+        assert "Replies you have not seen" not in policy
         for path, body in (("/api/account/link", {"email": "no.mail@example.com"}),
                            ("/api/account/terminate-link", {"email": "no.mail@example.com"}),
                            ("/api/me/transcript-email", {"conversation_id": "cv_x"})):

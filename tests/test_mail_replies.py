@@ -280,3 +280,13 @@ async def test_header_injection_in_names_reaches_no_header(srv: Server, box: Mai
     assert all("evil" not in " ".join(m.rcpt_tos) for m in box.mails)
     await ags.close()
     await sly.aclose()
+
+
+async def test_policy_page_says_which_emails_are_sent_and_why(srv: Server) -> None:
+    """With mail on, /policy's generated section lists each email, when and why it is sent."""
+    async with httpx.AsyncClient(base_url=srv.url, timeout=10) as client:
+        text = " ".join((await client.get("/policy")).text.split())
+    for expected in ("Emails we send", "Replies you have not seen", "within 1 second,",
+                     "Sign-in link", "Account deletion", "Transcript", "no tracking",
+                     "never with copies to anyone"):
+        assert expected in text, expected

@@ -94,6 +94,8 @@ def _practice(request: Request) -> dict[str, Any]:
         "conversation_retention_days": settings.conversation_retention_days,
         "contact_email": settings.contact_email,
         "subprocessors": privacy.subprocessors(settings),
+        "mail_enabled": app_state(request).mailer.enabled,
+        "reply_email_delay_seconds": settings.reply_email_delay_seconds,
     }
 
 
