@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import traceback
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import aiosmtplib
@@ -105,9 +107,10 @@ class Mailer:
         while True:
             try:
                 mail = await self.store.claim_mail(iso(self.store.clock() + LEASE))
-            except Exception:
-                log.exception("mail outbox unreadable; trying again")
-                mail = None
+            except Exception as exc:
+                log.error("mail outbox unreadable (%s); trying again", type(exc).__name__)
+                await asyncio.sleep(POLL_SECONDS)
+                continue
             if mail is None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._idle_wait())
@@ -115,8 +118,9 @@ class Mailer:
                 continue
             try:
                 await self.deliver(mail)
-            except Exception:  # the lease runs out and another round tries again
-                log.exception("mail %s (%s) could not be finished", mail.id, mail.kind)
+            except Exception as exc:  # the lease runs out and another round tries again
+                log.error("mail %s (%s) could not be finished: %s at %s", mail.id, mail.kind,
+                          type(exc).__name__, _where(exc))
 
     def _idle_wait(self) -> float:
         """Until the soonest retry this process set, else the poll interval."""
@@ -138,6 +142,10 @@ class Mailer:
             return "dropped"
         except AddressRefused:
             return await self._finish(mail, "failed", "address_refused")
+        except Exception as exc:  # a template or header error: the text could quote a value
+            log.error("mail %s (%s) could not be rendered: %s at %s", mail.id, mail.kind,
+                      type(exc).__name__, _where(exc))
+            return await self._finish(mail, "failed", f"render_error {type(exc).__name__}")
         smtp = self.config.smtp
         assert smtp is not None
         try:
@@ -252,8 +260,15 @@ class Mailer:
                     pruned = loop.time()
                     await self.store.prune_mail(
                         iso(now - timedelta(days=self.config.access_retention_days)))
-            except Exception:  # the next round tries again
-                log.exception("queueing reply mail failed")
+            except Exception as exc:  # the next round tries again
+                log.error("queueing reply mail failed: %s at %s", type(exc).__name__,
+                          _where(exc))
+
+
+def _where(exc: BaseException) -> str:
+    """Where an exception happened, not its text: that could quote an address or a message."""
+    return "; ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}"
+                     for f in traceback.extract_tb(exc.__traceback__)[-3:])
 
 
 def _when(moment: str) -> str:
