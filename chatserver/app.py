@@ -23,18 +23,21 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import audit, openapi, privacy
+from . import audit, mail, openapi, privacy
 from . import broadcast as broadcast_backends
 from .consent import Policies, bundled_policy
 from .errors import ChatError, ForeignOrigin, TooLarge
 from .hub import Hub
 from .limits import Limits
+from .mail.compose import environment as mail_environment
+from .mail.throttle import MailThrottle
 from .sessions import Signer, hash_id, new_id
 from .settings import Settings
 from .sockets import agent_socket, visitor_socket
 from .storage import Clock, open_store, utc_now
 from .storage.base import iso
 from .web import account, admin, admin_privacy, admin_staff, agent, widget
+from .web import mail as mail_routes
 from .web.common import MAX_BODY_BYTES, AppState, app_state, asset_dir, error_response
 from .web.pending_consent import PendingConsentMiddleware
 
@@ -191,7 +194,7 @@ async def _print_setup_link(store: Any, settings: Settings) -> None:
     raw = new_id()
     expires = store.clock() + timedelta(hours=1)
     await store.create_setup_token(hash_id(raw), iso(expires))
-    base = settings.extra.get("public_url", "http://127.0.0.1:8000")
+    base = mail.config.public_url(settings)
     # Printed, not logged: the link is a one-time secret for whoever started the server.
     print(f"No admin yet. Create the first admin within an hour at:\n  {base}/setup?token={raw}",
           file=sys.stdout, flush=True)
@@ -217,11 +220,21 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             print(f"The privacy policy in force is the bundled sample ({current.version}). Publish "
                   "your own before going live: see README.md, 'Before going live'.", flush=True)
         hub = Hub(store, fanout)
+        signer = Signer(settings.secret_key)
+        mail_config = mail.from_settings(settings)
+        mailer = mail.Mailer(mail_config, store, signer,
+                             mail_environment(str(asset_dir("templates"))))
         app.state.chat = AppState(
             settings=settings, store=store, broadcast=fanout, limits=Limits(settings), hub=hub,
             policies=policies,
-            signer=Signer(settings.secret_key), templates=templates,
+            signer=signer, templates=templates,
+            mailer=mailer, mail_throttle=MailThrottle(settings),
         )
+        log.info("%s", mail_config.describe())
+        if mailer.enabled and not settings.public_url:
+            log.warning("mail: CHATSERVER_PUBLIC_URL is not set; links in mails start with %s",
+                        mail_config.public_url)
+        mailer.start()
         await _print_setup_link(store, settings)
         purger = (
             asyncio.get_running_loop().create_task(privacy.purge_forever(store, hub, settings))
@@ -231,6 +244,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         try:
             yield
         finally:
+            await mailer.stop()
             if purger is not None:
                 purger.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -247,6 +261,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         *admin.routes,
         *admin_privacy.routes,
         *admin_staff.routes,
+        *mail_routes.routes,
         *openapi.routes,
         Route("/healthz", healthz),
         WebSocketRoute("/ws/visitor", visitor_socket),

@@ -43,6 +43,9 @@ class Peer:
         self.close_code: int | None = None
         self._sender = asyncio.get_running_loop().create_task(self._send_loop())
         self._closer: asyncio.Task[None] | None = None
+        # Told of each frame once the socket took it (a visitor's delivered replies count as
+        # seen); must not raise or block.
+        self.on_sent: Callable[[str], None] | None = None
 
     def send(self, text: str) -> None:
         """Queue a frame without waiting; safe to call from broadcast listeners."""
@@ -60,7 +63,10 @@ class Peer:
     async def replay(self, frames: list[dict[str, Any]]) -> None:
         async with self.lock:
             for frame in frames:
-                await self.ws.send_text(protocol.dump(frame))
+                text = protocol.dump(frame)
+                await self.ws.send_text(text)
+                if self.on_sent is not None:
+                    self.on_sent(text)
 
     def close(self, code: int, reason: str = "") -> None:
         if self.closing:
@@ -88,6 +94,8 @@ class Peer:
                 try:
                     async with self.lock:
                         await self.ws.send_text(text)
+                    if self.on_sent is not None:
+                        self.on_sent(text)
                 finally:
                     self.queue.task_done()
         except asyncio.CancelledError:
@@ -175,8 +183,8 @@ def listener(peer: Peer, skip_typing_from: str) -> Callable[[str], None]:
     visitor = skip_typing_from == "visitor"
 
     def listen(payload: str) -> None:
-        if payload.startswith('{"type":"typing"') and own_typing in payload:
-            return  # nobody needs to see their own typing
+        if payload.startswith(('{"type":"typing"', '{"type":"read"')) and own_typing in payload:
+            return  # nobody needs to see their own typing or read marks
         peer.send(for_visitor(payload) if visitor else payload)
 
     return listen

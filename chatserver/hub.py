@@ -12,6 +12,7 @@ agents the set of open conversations changed; `session:<hash>` ends a signed-in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -112,6 +113,49 @@ def queue_item(summary: ConversationSummary) -> dict[str, Any]:
     }
 
 
+class DeliveredReplies:
+    """Agent replies delivered to one visitor socket count as seen, so they are not emailed.
+
+    Marks are coalesced: one write at a time, carrying the highest seq so far. A client that
+    sends `read` frames says itself what was seen; from its first, deliveries stop counting.
+    """
+
+    def __init__(self, store: Store, conversation_id: str) -> None:
+        self.store = store
+        self.conversation_id = conversation_id
+        self.reads = False
+        self._pending = 0
+        self._written = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def on_sent(self, text: str) -> None:
+        if self.reads or not text.startswith('{"type":"message"'):
+            return
+        frame = json.loads(text)
+        if frame.get("sender") != "agent" or frame.get("seq", 0) <= self._pending:
+            return
+        self._pending = frame["seq"]
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self._written < self._pending:
+            target = self._pending
+            try:
+                await self.store.mark_seen(self.conversation_id, target, read=False)
+            except NotFound:  # erased meanwhile: nothing left to mark
+                return
+            except Exception:  # the reply may be emailed after all; that is the safe side
+                log.exception("marking delivered replies failed")
+                return
+            self._written = target
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._task), 5)
+
+
 class Hub:
     def __init__(self, store: Store, broadcast: Broadcast) -> None:
         self.store = store
@@ -208,6 +252,21 @@ class Hub:
             "state": state,
         }
         await self.broadcast.publish(conversation_channel(conversation_id), protocol.dump(frame))
+
+    async def read(self, conversation_id: str, seq: int, *, sender: str) -> int:
+        """`sender` saw everything up to `seq` (clamped to the last seq): a visitor's mark is
+        stored (it decides which replies are emailed); both are relayed to the other side."""
+        if sender == "visitor":
+            upto = await self.store.mark_seen(conversation_id, seq, read=True)
+        else:
+            conversation = await self.store.get_conversation(conversation_id)
+            if conversation is None:
+                raise NotFound("No such conversation.")
+            upto = min(seq, conversation.last_seq)
+        await self.broadcast.publish(conversation_channel(conversation_id),
+                                     protocol.dump(protocol.read_frame(conversation_id, upto,
+                                                                       sender)))
+        return upto
 
     async def policy_published(self, version: str) -> None:
         """Visitors whose consent is to an older version stop chatting until they accept."""

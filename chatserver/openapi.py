@@ -219,6 +219,45 @@ SCHEMAS: dict[str, Schema] = {
             "prev_hash": {"type": "string"}, "hash": {"type": "string"},
         },
     },
+    "AddressInput": {
+        "type": "object",
+        "description": "One address. A second address, any cc or bcc field (or one ending in "
+                       "_cc/_bcc) is refused with 422 cc_not_allowed; a to, address, recipient(s) "
+                       "or reply_to field with 422 recipient_not_allowed.",
+        "required": ["email"],
+        "additionalProperties": False,
+        "properties": {"email": _EMAIL},
+    },
+    "TranscriptMailInput": {
+        "type": "object",
+        "description": "The transcript goes to the customer's own address on file: a field "
+                       "naming any recipient is refused (422 cc_not_allowed or "
+                       "recipient_not_allowed).",
+        "required": ["conversation_id"],
+        "additionalProperties": False,
+        "properties": {"conversation_id": {"type": "string", "minLength": 1, "maxLength": 64}},
+    },
+    "Accepted": {
+        "type": "object",
+        "required": ["accepted", "message"],
+        "properties": {"accepted": {"type": "boolean"}, "message": {"type": "string"}},
+    },
+    "OutboxMail": {
+        "type": "object",
+        "description": "One mail of the outbox: never its address or content.",
+        "required": ["id", "kind", "status", "attempts", "created_at"],
+        "properties": {
+            "id": {"type": "integer"},
+            "kind": {"type": "string",
+                     "enum": ["signin", "terminate", "reply", "transcript", "farewell"]},
+            "status": {"type": "string",
+                       "enum": ["pending", "sending", "sent", "failed", "dropped"]},
+            "attempts": {"type": "integer"},
+            "last_error": {"type": "string", "nullable": True},
+            "conversation_id": {"type": "string", "nullable": True},
+            "created_at": _TIME, "next_attempt_at": _TIME, "sent_at": _TIME_OR_NULL,
+        },
+    },
     "Erased": {
         "type": "object",
         "required": ["erased", "erasure_id"],
@@ -379,7 +418,7 @@ def _customer_paths() -> dict[str, dict[str, Operation]]:
                         "{\"session\": true} and every field of GET /api/me.")},
         "/api/me": {
             "get": _op("The customer's own account", "customer", VISITOR, {
-                "200": _ok(_obj(list(me), **me)),
+                "200": _ok(_obj(list(me), **me, mail_enabled={"type": "boolean"})),
                 **_errors(401)}, operation_id="getMe"),
             "patch": _op("Correct name, email or company", "customer", VISITOR,
                          {"200": _ok(customer), **_errors(*_JSON_ERRORS, 401, 404, 422)},
@@ -394,6 +433,37 @@ def _customer_paths() -> dict[str, dict[str, Operation]]:
             "Everything held about the customer", "customer", VISITOR,
             {"200": _ok({"type": "object", "description": "see docs/export.schema.json"}),
              **_errors(401)}, operation_id="exportMe")},
+        **_mail_paths(),
+    }
+
+
+def _mail_paths() -> dict[str, dict[str, Operation]]:
+    accepted = _ok(_ref("Accepted"), "accepted; any mail goes out later from the outbox")
+    link_errors = _errors(*_JSON_ERRORS, 404, 422, 429)
+    same = ("Always the same 202 body, after the same work, whether or not the address is "
+            "known; only a known address gets a mail. 404 mail_disabled when the server sends "
+            "no mail; 429 after 3 links to one address in 15 minutes or 10 requests from one "
+            "IP in an hour.")
+    return {
+        "/api/account/link": {"post": _op(
+            "Mail a one-time sign-in link (15 minutes) to a known address", "customer", PUBLIC,
+            {"202": accepted, **link_errors}, body=_body(_ref("AddressInput")),
+            operation_id="accountLink", description=same)},
+        "/api/account/terminate-link": {"post": _op(
+            "Mail a one-time link to confirm the account's deletion", "customer", PUBLIC,
+            {"202": accepted, **link_errors}, body=_body(_ref("AddressInput")),
+            operation_id="terminateLink", description=same)},
+        "/api/me/transcript-email": {"post": _op(
+            "Mail one of the customer's own conversations to their own address", "customer",
+            VISITOR, {"202": accepted, **_errors(*_JSON_ERRORS, 401, 404, 422, 429)},
+            body=_body(_ref("TranscriptMailInput")), operation_id="transcriptEmail",
+            description="Audited by conversation, never by address. 404 for a conversation that "
+                        "is not the customer's, no_customer before the pre-chat form, "
+                        "mail_disabled when the server sends no mail.")},
+        "/api/mail": {"get": _op(
+            "Whether this server sends mail", "customer", PUBLIC,
+            {"200": _ok(_obj(["enabled"], enabled={"type": "boolean"}))},
+            operation_id="mailEnabled")},
     }
 
 
@@ -544,6 +614,11 @@ def _admin_paths() -> dict[str, dict[str, Operation]]:
                 _query("target", {"type": "string"}, "e.g. conversation:cv_..."),
                 _query("since", _MOMENT, "entries at or after this day or time"),
                 _query("before", _MOMENT, "entries before this day or time")])},
+        "/api/admin/mail": {"get": _admin(
+            "The mail outbox, newest first (no addresses, no content)", "mailOutbox",
+            _ok(_list("mails", _ref("OutboxMail"), enabled={"type": "boolean"},
+                      total={"type": "integer"})),
+            422, parameters=[_limit(100, 500), _OFFSET])},
         "/api/admin/audit/verify": {"get": _admin(
             "Check the audit log's hash chain", "auditVerify",
             _ok(_obj(["intact", "first_broken_id", "problem", "entries", "first_id", "last_id",

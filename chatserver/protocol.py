@@ -63,7 +63,15 @@ class Ping:
     pass
 
 
-Frame = Resume | Message | Typing | Close | Claim | Ping
+@dataclass(frozen=True, slots=True)
+class Read:
+    """Everything up to `seq` was seen by the sender."""
+
+    seq: int
+    conversation_id: str | None = None
+
+
+Frame = Resume | Message | Typing | Close | Claim | Ping | Read
 Audience = Literal["visitor", "agent"]
 
 # The fields each frame type takes, per audience; "type" is implied.
@@ -74,6 +82,7 @@ _FIELDS: dict[Audience, dict[str, set[str]]] = {
         "typing": {"state"},
         "close": set(),
         "ping": set(),
+        "read": {"seq"},
     },
     "agent": {
         "resume": {"conversation_id", "after_seq"},
@@ -82,6 +91,7 @@ _FIELDS: dict[Audience, dict[str, set[str]]] = {
         "close": {"conversation_id"},
         "claim": {"conversation_id"},
         "ping": set(),
+        "read": {"conversation_id", "seq"},
     },
 }
 
@@ -131,6 +141,13 @@ def _body(data: dict[str, Any]) -> str:
     return _text(value, "body")
 
 
+def _seq(data: dict[str, Any], key: str) -> int:
+    value = data.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEQ:
+        raise ProtocolError("invalid_field", f"'{key}' must be a whole number >= 0.")
+    return value
+
+
 def parse(text: str | bytes, audience: Audience) -> Frame:
     """Validate one client frame for `audience`; raise ProtocolError on anything amiss."""
     data = _load(text)
@@ -154,10 +171,9 @@ def parse(text: str | bytes, audience: Audience) -> Frame:
             conversation_id=conv,
         )
     if kind == "resume":
-        after = data.get("after_seq")
-        if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= MAX_SEQ:
-            raise ProtocolError("invalid_field", "'after_seq' must be a whole number >= 0.")
-        return Resume(after_seq=after, conversation_id=conv)
+        return Resume(after_seq=_seq(data, "after_seq"), conversation_id=conv)
+    if kind == "read":
+        return Read(seq=_seq(data, "seq"), conversation_id=conv)
     if kind == "typing":
         state = data.get("state")
         if not isinstance(state, bool):
@@ -174,6 +190,11 @@ def parse(text: str | bytes, audience: Audience) -> Frame:
 def dump(frame: dict[str, Any]) -> str:
     """Serialise a server frame compactly; keys keep their insertion order."""
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+def read_frame(conversation_id: str, seq: int, sender: str) -> dict[str, Any]:
+    """`read` as relayed to the other side: `sender` (visitor or agent) saw up to `seq`."""
+    return {"type": "read", "conversation_id": conversation_id, "seq": seq, "sender": sender}
 
 
 def error(code: str, message: str) -> dict[str, str]:

@@ -22,6 +22,7 @@ CSRF_COOKIE = "chat_csrf"
 PENDING_CONSENT_COOKIE = "chat_consent"
 DEVICE_COOKIE = "chat_staff_device"
 SECURE_DEVICE_COOKIE = "__Host-chat_staff_device"  # its name under HTTPS
+LINK_COOKIE = "chat_link"
 
 VISITOR_MAX_AGE = 30 * 24 * 3600
 CSRF_MAX_AGE = 12 * 3600
@@ -71,10 +72,20 @@ COOKIES: list[dict[str, str]] = [
     },
     {
         "name": CSRF_COOKIE,
-        "purpose": "Proves that a staff sign-in or sign-out form was sent from our own page.",
+        "purpose": "Proves that a staff sign-in or sign-out form, or the confirmation of an "
+        "account deletion, was sent from our own page.",
         "lifetime": "12 hours.",
         "contents": "A random value with a signature. Nothing else.",
         "attributes": "HttpOnly; SameSite=Strict; Path=/; Secure under HTTPS",
+    },
+    {
+        "name": LINK_COOKIE,
+        "purpose": "Holds an account-deletion link from an email while you confirm, so the link "
+        "leaves the address bar (and the page's address) at once.",
+        "lifetime": "15 minutes, or until the deletion is confirmed.",
+        "contents": "The signed one-time link itself. Nothing else.",
+        "attributes": "HttpOnly; SameSite=Lax (set by following a link from a mail); Path=/; "
+        "Secure under HTTPS",
     },
 ]
 

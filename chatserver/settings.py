@@ -10,8 +10,12 @@ import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field, replace
+from email.utils import formataddr, parseaddr
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from .consent import EMAIL_RE
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,38 @@ SETTINGS: dict[str, Setting] = {
         "12",
         "Absolute lifetime of a staff sign-in, in hours.",
     ),
+    "smtp_url": Setting(
+        "CHATSERVER_SMTP_URL",
+        "",
+        "Where mail goes: smtp://[user:pass@]host:port, smtp+starttls://... (STARTTLS required) "
+        "or smtps://... (TLS from the start). Empty: no mail is sent, and the widget promises "
+        "no email replies.",
+    ),
+    "mail_from": Setting(
+        "CHATSERVER_MAIL_FROM",
+        "",
+        "The From address of every mail (an address, or Name <address>); empty means "
+        "chat@<host of the public URL>.",
+    ),
+    "public_url": Setting(
+        "CHATSERVER_PUBLIC_URL",
+        "",
+        "The base of every link in a mail, such as https://chat.example.com; empty means the "
+        "server's own origin as started (http://localhost:<port>). Set it in production: "
+        "links are never built from a request's Host header.",
+    ),
+    "reply_email_delay_seconds": Setting(
+        "CHATSERVER_REPLY_EMAIL_DELAY_SECONDS",
+        "120",
+        "An agent reply the customer has not seen after this many seconds is emailed to the "
+        "customer's own address (replies are batched per conversation).",
+    ),
+    "mail_retry_seconds": Setting(
+        "CHATSERVER_MAIL_RETRY_SECONDS",
+        "30",
+        "Wait before the first retry of a mail the SMTP server did not take; it doubles with "
+        "each attempt (at most 6 hours), and after 8 attempts the mail is marked failed.",
+    ),
     "log_level": Setting(
         "CHATSERVER_LOG_LEVEL",
         "info",
@@ -214,6 +250,21 @@ SETTINGS: dict[str, Setting] = {
 
 TRUTHY = {"1", "on", "true", "yes"}
 FALSY = {"0", "off", "false", "no"}
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    """Where mail goes, from CHATSERVER_SMTP_URL. `tls` is none, starttls or implicit."""
+
+    host: str
+    port: int
+    tls: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    def describe(self) -> str:
+        """For the startup log: never the password."""
+        return f"{self.host}:{self.port} ({self.tls})"
 
 
 @dataclass(frozen=True)
@@ -252,6 +303,11 @@ class Settings:
     send_queue_size: int
     staff_session_hours: float
     log_level: str
+    smtp: SmtpTarget | None = None  # None: no mail is sent
+    mail_from: str = ""  # empty: chat@<host of the public URL>
+    public_url: str = ""  # empty: the server's own origin as started
+    reply_email_delay_seconds: int = 120
+    mail_retry_seconds: float = 30.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def with_(self, **changes: Any) -> Settings:
@@ -344,6 +400,68 @@ def _secure(value: str) -> bool | None:
     if lowered in {"", "auto"}:
         return None
     raise SettingsError("CHATSERVER_SECURE_COOKIES must be on, off or auto")
+
+
+_SMTP_SCHEMES = {"smtp": ("none", 25), "smtp+starttls": ("starttls", 587),
+                 "smtps": ("implicit", 465)}
+
+
+def _smtp(value: str) -> SmtpTarget | None:
+    """smtp://[user:pass@]host[:port], smtp+starttls://... or smtps://...; empty: no mail."""
+    value = value.strip()
+    if not value:
+        return None
+    name = "CHATSERVER_SMTP_URL"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise SettingsError(f"{name}: the port is not a number from 1 to 65535") from None
+    if parts.scheme not in _SMTP_SCHEMES:
+        raise SettingsError(f"{name} must start with smtp://, smtp+starttls:// or smtps://")
+    if not parts.hostname:
+        raise SettingsError(f"{name} names no host, as in smtp://mail.example.com:25")
+    if parts.path not in {"", "/"} or parts.query or parts.fragment:
+        raise SettingsError(f"{name} takes no path, query or fragment")
+    if (parts.username is None) != (parts.password is None):
+        raise SettingsError(f"{name}: give both user and password (user:pass@host), or neither")
+    tls, default_port = _SMTP_SCHEMES[parts.scheme]
+    return SmtpTarget(
+        host=parts.hostname, port=port or default_port, tls=tls,
+        username=unquote(parts.username) if parts.username is not None else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+    )
+
+
+def _public_url(value: str) -> str:
+    value = value.strip().rstrip("/")
+    if not value:
+        return ""
+    name = "CHATSERVER_PUBLIC_URL"
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise SettingsError(f"{name}: {value!r} has a bad port") from None
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise SettingsError(f"{name} must be an http:// or https:// URL, not {value!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise SettingsError(f"{name} takes no user, query or fragment")
+    return value
+
+
+def _mail_from(value: str) -> str:
+    """An address, or Name <address>, on one line."""
+    value = value.strip()
+    if not value:
+        return ""
+    name = "CHATSERVER_MAIL_FROM"
+    if any(ch in value for ch in "\r\n\x00"):
+        raise SettingsError(f"{name} must be on one line")
+    display, address = parseaddr(value)
+    if not EMAIL_RE.match(address) or "," in value:
+        raise SettingsError(f"{name}: {value!r} is not one email address")
+    return formataddr((display, address)) if display else address
 
 
 def _missing(what: str, data_dir: Path) -> SettingsError:
@@ -466,4 +584,11 @@ def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None
         send_queue_size=_int("send_queue_size", _raw("send_queue_size", overrides, env), 8),
         staff_session_hours=_float("staff_session_hours", _raw("staff_session_hours", overrides, env)),
         log_level=level,
+        smtp=_smtp(_raw("smtp_url", overrides, env)),
+        mail_from=_mail_from(_raw("mail_from", overrides, env)),
+        public_url=_public_url(_raw("public_url", overrides, env)),
+        reply_email_delay_seconds=_int(
+            "reply_email_delay_seconds", _raw("reply_email_delay_seconds", overrides, env)
+        ),
+        mail_retry_seconds=_float("mail_retry_seconds", _raw("mail_retry_seconds", overrides, env)),
     )

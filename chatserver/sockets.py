@@ -29,6 +29,7 @@ from .errors import (
 from .hub import (
     POLICY_CHANNEL,
     QUEUE_CHANNEL,
+    DeliveredReplies,
     conversation_channel,
     session_channel,
     staff_channel,
@@ -97,6 +98,8 @@ async def _visitor_session(ws: WebSocket, session: Any, customer: Any, conversat
     await state.store.record_access(session.id, "socket", client_ip(ws), user_agent(ws))
     conversation_id = conversation.id
     peer = Peer(ws, state.settings.send_queue_size)
+    delivered = DeliveredReplies(state.store, conversation_id)
+    peer.on_sent = delivered.on_sent
     consented = session.consent_version
 
     def on_policy(version: str) -> None:
@@ -137,6 +140,8 @@ async def _visitor_session(ws: WebSocket, session: Any, customer: Any, conversat
                 # A policy published in another process: found within the cache's few seconds.
                 on_policy("")
                 continue
+            if isinstance(frame, protocol.Read):
+                delivered.reads = True  # this client says itself what was seen
             try:
                 await _visitor_frame(ws, peer, frame, conversation_id, customer.id, customer.name)
             except NotFound:
@@ -152,6 +157,7 @@ async def _visitor_session(ws: WebSocket, session: Any, customer: Any, conversat
         for sub in subs:
             sub.cancel()
         await peer.finish()
+        await delivered.close()
         log.info("visitor socket closed conversation=%s", conversation_id)
 
 
@@ -173,6 +179,8 @@ async def _visitor_frame(
         await hub.typing(conversation_id, sender="visitor", author=author, state=frame.state)
     elif isinstance(frame, protocol.Close):
         await hub.close(conversation_id, by="the customer", by_kind="visitor")
+    elif isinstance(frame, protocol.Read):
+        await hub.read(conversation_id, frame.seq, sender="visitor")
     elif isinstance(frame, protocol.Ping):
         peer.send_frame({"type": "pong"})
 
@@ -321,3 +329,5 @@ async def _agent_frame(
                          state=frame.state)
     elif isinstance(frame, protocol.Close):
         await hub.close(conversation_id, by=staff.display_name, by_kind="agent")
+    elif isinstance(frame, protocol.Read):
+        await hub.read(conversation_id, frame.seq, sender="agent")

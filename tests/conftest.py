@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from .mailbox import Mailbox
 from .support import Agent, Server, Visitor
 
 _names = itertools.count(1)
@@ -59,3 +60,12 @@ async def admin(server: Server) -> AsyncIterator[Agent]:
     a = await Agent(server, "admin").login()
     yield a
     await a.aclose()
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    """A real SMTP server (aiosmtpd) on a free port that keeps every mail it is given."""
+    box = Mailbox()
+    box.controller.start()
+    yield box
+    box.controller.stop()

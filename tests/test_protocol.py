@@ -75,3 +75,28 @@ def test_error_frame_shape() -> None:
     """Errors carry type, code and message."""
     err = protocol.ProtocolError("invalid_json", "bad")
     assert err.frame() == {"type": "error", "code": "invalid_json", "message": "bad"}
+
+
+def test_read_frames_parse_for_both_audiences() -> None:
+    """read takes a seq; agents also name the conversation."""
+    assert protocol.parse('{"type":"read","seq":4}', "visitor") == protocol.Read(4)
+    assert protocol.parse('{"type":"read","conversation_id":"cv_1","seq":0}', "agent") == (
+        protocol.Read(0, "cv_1"))
+    with pytest.raises(protocol.ProtocolError) as err:
+        protocol.parse('{"type":"read","seq":2}', "agent")
+    assert err.value.code == "invalid_field"
+
+
+@pytest.mark.parametrize("seq", [True, 1.5, -1, None, "2", 2**63])
+def test_read_takes_a_whole_number(seq: object) -> None:
+    """seq must be an int from 0 to the database's largest (not a bool, float or string)."""
+    with pytest.raises(protocol.ProtocolError) as err:
+        protocol.parse(json.dumps({"type": "read", "seq": seq}), "visitor")
+    assert err.value.code == "invalid_field"
+
+
+def test_read_takes_no_other_field() -> None:
+    """A visitor's read frame naming a conversation is refused: visitors have only their own."""
+    with pytest.raises(protocol.ProtocolError) as err:
+        protocol.parse('{"type":"read","seq":1,"conversation_id":"cv_x"}', "visitor")
+    assert err.value.code == "unknown_field"

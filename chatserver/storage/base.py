@@ -148,7 +148,94 @@ class ConversationSearch:
     created_before: str | None = None  # exclusive
 
 
-class Store(Protocol):
+@dataclass(frozen=True, slots=True)
+class OutboxMail:
+    """One mail taken from the outbox for sending. `address` is set for a farewell only: every
+    other mail goes to the customer's address on file when it is sent."""
+
+    id: int
+    kind: str
+    customer_id: str | None
+    conversation_id: str | None
+    address: str | None
+    params: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class MailToken:
+    """What a one-time link, once checked or spent, signs in to."""
+
+    customer_id: str
+    conversation_id: str | None
+
+
+class MailStore(Protocol):
+    """The outbox, one-time links and what each customer has seen. Rows that name a customer or
+    conversation are deleted with it, in the erasure's (or purge's) own transaction."""
+
+    clock: Clock
+
+    async def queue_account_mail(self, kind: str, email: str) -> None:
+        """Queue a `signin` or `terminate` mail for the most recently active customer with this
+        address (compared case-insensitively); queue nothing when no customer has it. The same
+        work either way: one write transaction with one look-up, so the caller's answer and
+        timing say nothing about whether the address is known."""
+
+    async def queue_mail(
+        self, kind: str, *, customer_id: str | None = None, conversation_id: str | None = None,
+        address: str | None = None, params: dict[str, Any] | None = None,
+    ) -> int:
+        """Queue one mail; its id. `address` only for a farewell (the customer is gone)."""
+
+    async def queue_reply_mails(self, *, cutoff: str, horizon: str) -> int:
+        """For each conversation whose oldest agent reply not yet seen nor mailed was sent after
+        `horizon` and at or before `cutoff`: queue one `reply` mail covering every such reply
+        (params from_seq, to_seq) and mark them mailed, in one transaction. How many queued."""
+
+    async def claim_mail(self, lease_until: str) -> OutboxMail | None:
+        """Take the oldest due mail (pending and due, or sending with its lease run out), mark
+        it sending until `lease_until` and count the attempt; None when nothing is due."""
+
+    async def finish_mail(self, mail_id: int, *, status: str, error: str | None = None,
+                          retry_at: str | None = None) -> None:
+        """Record the outcome: sent, failed or dropped (address and params are cleared), or
+        pending again with `retry_at`. `error` is a short code, never an address or text."""
+
+    async def list_mail(self, *, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        """Outbox rows newest first, without address or params, and the total."""
+
+    async def prune_mail(self, before: str) -> int:
+        """Delete finished mail rows created before `before`; how many."""
+
+    async def create_mail_token(
+        self, token_hash: str, customer_id: str, purpose: str, expires_at: str,
+        conversation_id: str | None = None,
+    ) -> None:
+        """Store a new link; older unused links of the customer for the same purpose die."""
+
+    async def check_mail_token(self, token_hash: str, purpose: str) -> MailToken | None:
+        """The link's target when it is unused and unexpired, without spending it."""
+
+    async def use_mail_token(self, token_hash: str, purpose: str) -> MailToken | None:
+        """Spend the link: its target, or None when unknown, used, voided or expired."""
+
+    async def create_linked_session(
+        self, session_id: str, customer_id: str, *, ip: str | None, user_agent: str | None,
+    ) -> VisitorSession:
+        """A new visitor session bound to the customer (a sign-in by link). The customer's
+        newest standing consent is carried into it as a receipt of method `email_link` (this
+        browser's time, IP and user agent); an access record `email_link` is kept."""
+
+    async def mark_seen(self, conversation_id: str, seq: int, *, read: bool) -> int:
+        """The customer saw (or, with `read`, read) everything up to `seq`, clamped to the
+        conversation's last seq, which is returned. NotFound for an unknown conversation."""
+
+    async def read_state(self, conversation_id: str) -> dict[str, int]:
+        """read_seq, seen_seq and mailed_seq of the conversation (0 when never set)."""
+
+
+class Store(MailStore, Protocol):
     """Durable state. Each method is one transaction; writes are durable when they return."""
 
     clock: Clock

@@ -41,6 +41,7 @@ from .base import (
     iso,
     utc_now,
 )
+from .sqlite_mail import SQLiteMailStore
 from .sqlite_upkeep import BUSY_TIMEOUT_MS, Upkeep, note_scrub_needed
 
 T = TypeVar("T")
@@ -192,7 +193,7 @@ def _purge_counts(c: sqlite3.Connection, account_cutoff: str, access_cutoff: str
     }
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteMailStore):
     def __init__(self, path: Path, clock: Clock = utc_now) -> None:
         self.path = path
         self.clock = clock

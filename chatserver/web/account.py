@@ -80,6 +80,8 @@ async def _me(request: Request, session: VisitorSession) -> dict[str, Any]:
             {k: v for k, v in c.items() if k not in {"ip", "user_agent"}} for c in consents
         ],
         "legal_hold": customer.legal_hold if customer else False,
+        # Whether replies, links and transcripts can come by mail on this server.
+        "mail_enabled": state.mailer.enabled,
     }
 
 

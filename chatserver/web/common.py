@@ -27,6 +27,8 @@ from ..errors import (
 )
 from ..hub import Hub
 from ..limits import Limits
+from ..mail import Mailer
+from ..mail.throttle import MailThrottle
 from ..sessions import (
     DEVICE_COOKIE,
     SECURE_DEVICE_COOKIE,
@@ -60,6 +62,8 @@ class AppState:
     policies: Policies
     signer: Signer
     templates: Jinja2Templates
+    mailer: Mailer
+    mail_throttle: MailThrottle
 
 
 def app_state(conn: HTTPConnection) -> AppState:

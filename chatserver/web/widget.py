@@ -140,6 +140,8 @@ def _practice(request: Request) -> dict[str, Any]:
         "unfinished_session_hours": settings.unfinished_session_hours,
         "contact_email": settings.contact_email,
         "subprocessors": privacy.subprocessors(settings),
+        "mail_enabled": app_state(request).mailer.enabled,
+        "reply_email_delay_seconds": settings.reply_email_delay_seconds,
     }
 
 
