@@ -97,9 +97,10 @@ def printable(text: object) -> str:
 
 
 def _txt(summary: ConversationSummary, messages: list[Message]) -> str:
-    h = {k: printable(v) if isinstance(v, str) else v for k, v in header(summary).items()}
+    h: dict[str, Any] = {k: printable(v) if isinstance(v, str) else v
+                         for k, v in header(summary).items()}
     customer = {k: printable(v) if isinstance(v, str) else v
-                for k, v in h["customer"].items()}
+                for k, v in summary.customer.items()}
     lines = [
         f"Conversation {h['conversation_id']} ({h['status']})",
         f"Customer: {customer['name']} <{customer['email']}>"
