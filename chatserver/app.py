@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -63,6 +64,14 @@ def _csp(path: str, frame_ancestors: str) -> str:
     )
 
 
+def loggable_path(path: str) -> str:
+    """The path as one line of log text: a decoded %0A would otherwise start a forged log line.
+
+    Percent-encodes control characters, blanks and everything beyond ASCII (U+2028 and U+0085
+    break lines in some viewers), and keeps the characters a path is usually made of."""
+    return quote(path, safe="/:@!$&'()*+,;=-._~%")
+
+
 class EdgeMiddleware:
     """Body size limit, security headers on every response, and a PII-free access log.
 
@@ -82,6 +91,7 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        shown = loggable_path(path)
         started = time.perf_counter()
         status = 0
         received = 0
@@ -138,7 +148,7 @@ class EdgeMiddleware:
             # Where it happened, not the exception's text: that could quote what a user sent.
             where = "; ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}"
                               for f in traceback.extract_tb(exc.__traceback__)[-4:])
-            log.error("unhandled %s on %s %s at %s", type(exc).__name__, scope["method"], path,
+            log.error("unhandled %s on %s %s at %s", type(exc).__name__, scope["method"], shown,
                       where)
             if status == 0:
                 await JSONResponse(
@@ -146,7 +156,7 @@ class EdgeMiddleware:
                      "nothing you sent was lost."}, status_code=500,
                 )(scope, receive, send_with_headers)
         finally:
-            access_log.info("%s %s %s %.1fms", scope["method"], path, status,
+            access_log.info("%s %s %s %.1fms", scope["method"], shown, status,
                             (time.perf_counter() - started) * 1000)
 
     def _same_or_allowed(self, scope: Scope) -> bool:
@@ -163,7 +173,8 @@ class EdgeMiddleware:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, error: ChatError,
                       started: float) -> None:
         await JSONResponse(error.to_dict(), status_code=error.status)(scope, receive, send)
-        access_log.info("%s %s %s %.1fms", scope["method"], scope["path"], error.status,
+        access_log.info("%s %s %s %.1fms", scope["method"], loggable_path(scope["path"]),
+                        error.status,
                         (time.perf_counter() - started) * 1000)
 
 
