@@ -44,7 +44,9 @@ _EMAIL: Schema = {"type": "string", "format": "email", "maxLength": 254,
 _COMPANY: Schema = {"type": "string", "maxLength": 200, "nullable": True,
                     "description": "up to 200 characters; null or absent means none"}
 _PASSWORD: Schema = {"type": "string", "minLength": 12, "maxLength": 128,
-                     "description": "12-128 characters, not a common password, not containing "
+                     "description": "12-128 characters without control characters, not a common "
+                                    "password, strong enough by the zxcvbn estimate (score 3 of "
+                                    "4), not containing "
                                     "the account name"}
 _ROLE: Schema = {"type": "string", "enum": ["agent", "admin"]}
 

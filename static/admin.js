@@ -1244,7 +1244,7 @@
     const err = el("p", "field-error");
     err.id = `${id}-error`;
     err.setAttribute("role", "alert");
-    const hint = el("p", "hint", "Passwords: 12 to 128 characters, no composition rules; common passwords are refused.");
+    const hint = el("p", "hint", "Passwords: 12 to 128 characters, no composition rules; common and easily guessed ones (keyboard rows, repeats, decorated words) are refused. A few unrelated words make a strong one.");
     hint.id = `${id}-hint`;
     input.setAttribute("aria-describedby", `${err.id} ${hint.id}`);
     const save = el("button", "", "Set password");

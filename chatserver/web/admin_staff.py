@@ -55,11 +55,11 @@ async def list_staff(request: Request) -> Response:
     return JSONResponse({"staff": items}, headers={"Cache-Control": "no-store"})
 
 
-def _password(body: dict[str, Any], name: str) -> str:
+async def _password(body: dict[str, Any], name: str) -> str:
     password = body.get("password")
     if not isinstance(password, str):
         raise ValidationFailed("Give a password.", field="password")
-    reason = passwords.check_policy(password, name)
+    reason = await passwords.check_policy_async(password, name)
     if reason:
         raise ValidationFailed(reason, field="password", code="weak_password")
     return password
@@ -78,7 +78,7 @@ async def add_staff(request: Request) -> Response:
         raise ValidationFailed("A name is 1-100 characters without spaces.", field="name")
     if not isinstance(body.get("role"), str) or body["role"] not in ROLES:
         raise ValidationFailed("role is agent or admin.", field="role")
-    password = _password(body, name.strip())
+    password = await _password(body, name.strip())
     staff = await state.store.add_staff(name.strip(), body["role"],
                                         await passwords.hash_password_async(password))
     await audit.record(state.store, actor=f"staff:{actor.id}", action="staff.create",
@@ -119,7 +119,7 @@ async def reset_password(request: Request) -> Response:
     state = app_state(request)
     body = await read_json(request)
     staff = await _target_staff(request)
-    password = _password(body if isinstance(body, dict) else {}, staff.name)
+    password = await _password(body if isinstance(body, dict) else {}, staff.name)
     await state.store.set_password(staff.id,
                                    await passwords.hash_password_async(password))
     await state.store.note_login(staff.id, ok=True)
