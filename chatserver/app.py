@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -27,7 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import broadcast as broadcast_backends
 from . import openapi, privacy
 from .consent import Policies
-from .errors import ChatError, ForeignOrigin, TooLarge
+from .errors import ChatError, ForeignOrigin, HostNotAllowed, TooLarge
+from .hosts import AllowedHosts
 from .hub import Hub
 from .limits import Limits
 from .sessions import Signer, hash_id, new_id
@@ -72,8 +73,32 @@ def loggable_path(path: str) -> str:
     return quote(path, safe="/:@!$&'()*+,;=-._~%")
 
 
+def allowed_hosts(settings: Settings) -> AllowedHosts:
+    """CHATSERVER_ALLOWED_HOSTS, or the default: loopback, the public URL, the allowed origins."""
+    if settings.allowed_hosts:
+        return AllowedHosts.parse(settings.allowed_hosts)
+    urls = [settings.extra.get("public_url", ""), getattr(settings, "public_url", ""),
+            *settings.allowed_origins]
+    return AllowedHosts.default(u for u in urls if isinstance(u, str) and u)
+
+
+# Health checks from load balancers and orchestrators often name the address they dialled; the
+# answer reflects nothing of the request.
+HOST_CHECK_EXEMPT = {"/healthz"}
+
+
+def _relative(location: bytes) -> bytes:
+    """A Location on this server, without scheme and host: a redirect never repeats a Host."""
+    parts = urlsplit(location.decode("latin-1"))
+    if not parts.scheme and not parts.netloc:
+        return location
+    local = urlunsplit(("", "", parts.path or "/", parts.query, parts.fragment))
+    return local.encode("latin-1")
+
+
 class EdgeMiddleware:
-    """Body size limit, security headers on every response, and a PII-free access log.
+    """Allowed hosts, body size limit, security headers on every response, relative redirects,
+    and a PII-free access log.
 
     The access log records method, path without its query string, status and duration: query
     strings can hold search terms or one-time tokens.
@@ -82,11 +107,22 @@ class EdgeMiddleware:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.allowed_origins = set(settings.allowed_origins)
+        self.hosts = allowed_hosts(settings)
         ancestors = " ".join(["'self'", *settings.allowed_origins])
         self.widget_csp = _csp("/widget", ancestors)
         self.default_csp = _csp("/", "'none'")
 
+    def _host_allowed(self, scope: Scope) -> bool:
+        if scope["path"] in HOST_CHECK_EXEMPT:
+            return True
+        host = next((v for k, v in scope["headers"] if k == b"host"), None)
+        return self.hosts.allows(host.decode("latin-1") if host is not None else None)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and not self._host_allowed(scope):
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1008})  # the handshake gets 403
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -109,7 +145,8 @@ class EdgeMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = [(k, v) for k, v in message.get("headers", []) if k != b"server"]
+                headers = [(k, _relative(v) if k == b"location" else v)
+                           for k, v in message.get("headers", []) if k != b"server"]
                 present = {k.lower() for k, _ in headers}
                 framable = path in FRAMABLE
                 csp = self.widget_csp if framable else self.default_csp
@@ -128,6 +165,9 @@ class EdgeMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        if not self._host_allowed(scope):
+            await self._refuse(scope, receive, send_with_headers, HostNotAllowed(), started)
+            return
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -183,6 +223,16 @@ async def _chat_error(request: Request, exc: Exception) -> Response:
     return error_response(request, exc)
 
 
+def allowed_methods(app: Starlette, path: str) -> list[str]:
+    """Every method some route serves at `path`. Starlette answers 405 with the methods of the
+    first route whose path matched, though a path's methods may be spread over several routes."""
+    methods: set[str] = set()
+    for route in app.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
+            methods |= route.methods
+    return sorted(methods)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed"}
@@ -192,6 +242,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     response = error_response(request, error)
     if exc.headers:
         response.headers.update(exc.headers)
+    if exc.status_code == 405:
+        methods = allowed_methods(request.app, request.url.path)
+        if methods:
+            response.headers["Allow"] = ", ".join(methods)
     return response
 
 

@@ -42,7 +42,7 @@ async def _with_store(settings: Settings, job: Callable[[Store], Awaitable[int]]
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import create_app
+    from .app import allowed_hosts, create_app
 
     settings = _settings(args)
     host = "localhost" if args.host in {"127.0.0.1", "::1", "0.0.0.0", "::"} else args.host  # noqa: S104
@@ -54,6 +54,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     print(f"chatserver {__version__}: data in {settings.data_dir}, "
           f"open {settings.extra['public_url']}/", flush=True)
+    print(f"Answering for hosts: {allowed_hosts(settings).describe()} "
+          "(CHATSERVER_ALLOWED_HOSTS)", flush=True)
     uvicorn.run(
         create_app(settings),
         host=args.host,

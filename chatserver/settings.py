@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .hosts import AllowedHosts
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -48,6 +50,14 @@ SETTINGS: dict[str, Setting] = {
         "",
         "Comma-separated origins allowed to embed the widget and open its WebSocket, besides the "
         "server's own origin.",
+    ),
+    "allowed_hosts": Setting(
+        "CHATSERVER_ALLOWED_HOSTS",
+        "",
+        "Comma-separated host names this server answers for (the Host header; ports ignored): "
+        "chat.example.com, .example.com for a domain and its subdomains, * for any. Empty: "
+        "localhost, 127.0.0.1 and ::1, the host serve was told to listen on, and the hosts of "
+        "CHATSERVER_ALLOWED_ORIGINS. Any other Host gets 400.",
     ),
     "retention_days": Setting(
         "CHATSERVER_RETENTION_DAYS",
@@ -168,6 +178,7 @@ class Settings:
     broadcast_url: str
     secret_key: str
     allowed_origins: tuple[str, ...]
+    allowed_hosts: tuple[str, ...]  # empty: derived (hosts.AllowedHosts.default)
     retention_days: int
     access_retention_days: int
     conversation_retention_days: int
@@ -255,6 +266,15 @@ def _origins(value: str) -> tuple[str, ...]:
     return tuple(origins)
 
 
+def _hosts(value: str) -> tuple[str, ...]:
+    entries = tuple(filter(None, (p.strip().lower() for p in value.split(","))))
+    try:
+        AllowedHosts.parse(entries)
+    except ValueError as exc:
+        raise SettingsError(f"CHATSERVER_ALLOWED_HOSTS: {exc} is not a host name") from None
+    return entries
+
+
 def _secure(value: str) -> bool | None:
     lowered = value.strip().lower()
     if lowered in TRUTHY:
@@ -299,6 +319,7 @@ def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None
         broadcast_url=_raw("broadcast_url", overrides, env),
         secret_key=secret,
         allowed_origins=_origins(_raw("allowed_origins", overrides, env)),
+        allowed_hosts=_hosts(_raw("allowed_hosts", overrides, env)),
         retention_days=_int("retention_days", _raw("retention_days", overrides, env)),
         access_retention_days=_int(
             "access_retention_days", _raw("access_retention_days", overrides, env)

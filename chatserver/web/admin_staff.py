@@ -13,7 +13,7 @@ from starlette.routing import Route
 from .. import audit, passwords
 from ..errors import CLOSE_SESSION_ENDED, NotFound, ValidationFailed
 from ..storage.base import Staff, iso
-from .common import app_state, client_ip, query_int, read_json, require_staff
+from .common import app_state, client_ip, query_int, read_json, require_staff, text_filter
 
 ROLES = {"agent", "admin"}
 STATES = {"active", "disabled"}
@@ -163,7 +163,7 @@ async def customer_access(request: Request) -> Response:
 def _moment(request: Request, name: str) -> str | None:
     """A date (YYYY-MM-DD) or ISO time query parameter, in the log's own time format."""
     raw = request.query_params.get(name)
-    if not raw:
+    if raw is None:
         return None
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
@@ -172,13 +172,18 @@ def _moment(request: Request, name: str) -> str | None:
         raise ValidationFailed(f"{name} must be a date or an ISO time.", field=name) from None
 
 
+AUDIT_FILTER_CHARS = 200
+
+
 async def audit_log(request: Request) -> Response:
     await require_staff(request, "admin")
     params = request.query_params
     entries = await app_state(request).store.list_audit(
         query_int(request, "limit", 100, 1000), query_int(request, "offset", 0, 10**9),
-        actor=params.get("actor") or None, action=params.get("action") or None,
-        target=params.get("target") or None, since=_moment(request, "since"),
+        actor=text_filter(params.get("actor"), "actor", AUDIT_FILTER_CHARS),
+        action=text_filter(params.get("action"), "action", AUDIT_FILTER_CHARS),
+        target=text_filter(params.get("target"), "target", AUDIT_FILTER_CHARS),
+        since=_moment(request, "since"),
         before=_moment(request, "before"),
     )
     return JSONResponse({"entries": entries}, headers={"Cache-Control": "no-store"})
