@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -183,6 +183,10 @@ class EdgeMiddleware:
             return
         try:
             await self.app(scope, limited_receive, send_with_headers)
+        except ClientDisconnect:
+            # The client went, or was dropped for sending its body too slowly: nobody to answer,
+            # nothing that went wrong here. The access line below records it (status 0).
+            pass
         except Exception as exc:
             # Here rather than in Starlette's outermost handler, so the 500 carries our headers.
             # Where it happened, not the exception's text: that could quote what a user sent.

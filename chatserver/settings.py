@@ -145,6 +145,34 @@ SETTINGS: dict[str, Setting] = {
         "A socket that sends nothing (not even the clients' 25-second ping) for this long is "
         "closed with 1001; clients reconnect and resume.",
     ),
+    "header_timeout_seconds": Setting(
+        "CHATSERVER_HEADER_TIMEOUT_SECONDS",
+        "10",
+        "Seconds a connection has to send a request's headers, from opening or from the previous "
+        "response; then it is closed (slowloris).",
+    ),
+    "body_timeout_seconds": Setting(
+        "CHATSERVER_BODY_TIMEOUT_SECONDS",
+        "30",
+        "Seconds a request has to send its body once its headers are in; then it is closed.",
+    ),
+    "keepalive_seconds": Setting(
+        "CHATSERVER_KEEPALIVE_SECONDS",
+        "5",
+        "An idle keep-alive connection is closed after this many seconds without a request.",
+    ),
+    "max_connections": Setting(
+        "CHATSERVER_MAX_CONNECTIONS",
+        "4096",
+        "Open connections (HTTP and WebSocket) one server process holds; more get 503. Lowered "
+        "at start to fit the open-file limit.",
+    ),
+    "max_connections_per_ip": Setting(
+        "CHATSERVER_MAX_CONNECTIONS_PER_IP",
+        "128",
+        "Open connections one address may hold (trusted proxies and CHATSERVER_LIMITS_EXEMPT "
+        "excepted); more get 503.",
+    ),
     "staff_idle_minutes": Setting(
         "CHATSERVER_STAFF_IDLE_MINUTES",
         "60",
@@ -195,6 +223,11 @@ class Settings:
     max_sockets_per_ip: int
     new_conversations_per_ip_hour: int
     socket_idle_seconds: float
+    header_timeout_seconds: float
+    body_timeout_seconds: float
+    keepalive_seconds: float
+    max_connections: int
+    max_connections_per_ip: int
     staff_idle_minutes: float
     send_queue_size: int
     staff_session_hours: float
@@ -351,6 +384,14 @@ def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None
         socket_idle_seconds=_float(
             "socket_idle_seconds", _raw("socket_idle_seconds", overrides, env)
         ),
+        header_timeout_seconds=_float(
+            "header_timeout_seconds", _raw("header_timeout_seconds", overrides, env)),
+        body_timeout_seconds=_float(
+            "body_timeout_seconds", _raw("body_timeout_seconds", overrides, env)),
+        keepalive_seconds=_float("keepalive_seconds", _raw("keepalive_seconds", overrides, env)),
+        max_connections=_int("max_connections", _raw("max_connections", overrides, env), 1),
+        max_connections_per_ip=_int(
+            "max_connections_per_ip", _raw("max_connections_per_ip", overrides, env), 1),
         staff_idle_minutes=_float("staff_idle_minutes", _raw("staff_idle_minutes", overrides, env)),
         send_queue_size=_int("send_queue_size", _raw("send_queue_size", overrides, env), 8),
         staff_session_hours=_float("staff_session_hours", _raw("staff_session_hours", overrides, env)),
