@@ -587,7 +587,9 @@ def document() -> dict[str, Any]:
             "description": "The JSON routes of the chat server. Bodies are JSON sent as "
                            "application/json and at most 64 KiB. A browser request from a "
                            "foreign Origin is refused with 403; clients that send no Origin are "
-                           "judged by their cookies alone. Errors are "
+                           "judged by their cookies alone. A request naming a Host the server "
+                           "does not answer for (CHATSERVER_ALLOWED_HOSTS) gets 400 "
+                           "host_not_allowed. Errors are "
                            "{\"error\", \"message\", \"field\"?}.",
         },
         "tags": [{"name": "customer"}, {"name": "staff"}, {"name": "admin"},
