@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import __version__
+from .web import admin, admin_privacy, admin_staff
 
 Schema = dict[str, Any]
 Operation = dict[str, Any]
@@ -60,8 +61,9 @@ def _words(limit: int, description: str = "") -> Schema:
     return schema
 
 
-_Q = _words(200, "words in the customer's details or the messages; empty means no filter")
-_EMAIL_FILTER = _words(254, "the customer's exact email; empty means no filter")
+_Q = _words(admin.QUERY_CHARS,
+            "words in the customer's details or the messages; empty means no filter")
+_EMAIL_FILTER = _words(admin.EMAIL_CHARS, "the customer's exact email; empty means no filter")
 _STATUS: Schema = {"type": "string", "enum": ["queued", "active", "closed"]}
 _AGENT: Schema = {"type": "integer", "format": "int64", "minimum": 0,
                   "description": "a staff id"}
@@ -205,7 +207,8 @@ SCHEMAS: dict[str, Schema] = {
         "description": "The search of GET /api/admin/customers, in a body.",
         "additionalProperties": False,
         "properties": {
-            "q": _words(200, "words in a customer's name, email or company, or an id"),
+            "q": _words(admin_privacy.QUERY_CHARS,
+                        "words in a customer's name, email or company, or an id"),
             "limit": {"type": "integer", "minimum": 0, "maximum": 200, "default": 50},
             "offset": {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0},
         },
@@ -498,8 +501,9 @@ def _admin_paths() -> dict[str, dict[str, Operation]]:
         },
         "/api/admin/customers": {"get": _admin(
             "List and search customers", "listCustomers", customers,
-            422, parameters=[_query("q", _words(200), "kept for scripts: the console sends "
-                                    "searches in a POST body (/api/admin/search/customers)"),
+            422, parameters=[_query("q", _words(admin_privacy.QUERY_CHARS),
+                                    "kept for scripts: the console sends searches in a POST "
+                                    "body (/api/admin/search/customers)"),
                              _limit(50, 200), _OFFSET])},
         "/api/admin/search/customers": {"post": _admin(
             "Search customers, the words in the body", "searchCustomers", customers,
@@ -558,9 +562,9 @@ def _admin_paths() -> dict[str, dict[str, Operation]]:
             "The audit log, newest first", "auditLog",
             _ok(_list("entries", _ref("AuditEntry"))), 422, parameters=[
                 _limit(100, 1000), _OFFSET,
-                _query("actor", _words(200), "e.g. staff:1, customer, anonymous"),
-                _query("action", _words(200), "e.g. transcript.download"),
-                _query("target", _words(200), "e.g. conversation:cv_..."),
+                _query("actor", _words(admin_staff.AUDIT_FILTER_CHARS), "e.g. staff:1, customer, anonymous"),
+                _query("action", _words(admin_staff.AUDIT_FILTER_CHARS), "e.g. transcript.download"),
+                _query("target", _words(admin_staff.AUDIT_FILTER_CHARS), "e.g. conversation:cv_..."),
                 _query("since", _MOMENT, "entries at or after this day or time"),
                 _query("before", _MOMENT, "entries before this day or time")])},
         "/api/admin/audit/verify": {"get": _admin(
