@@ -6,6 +6,8 @@ would fill the disk and bury everything else. Lines are grouped by logger, level
 template (not the filled-in text); past `burst` lines of a group within `window` seconds the rest
 are dropped and counted, and the group's next line after the window says how many were. Only the
 first line of a group in a window keeps its traceback.
+
+The access log is exempt: each of its lines is one request answered, and every one is kept.
 """
 
 from __future__ import annotations
@@ -23,16 +25,23 @@ class _Group:
     dropped: int = 0
 
 
+EXEMPT = frozenset({"chatserver.access"})
+
+
 class RepeatFilter(logging.Filter):
     def __init__(self, burst: int = 10, window: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 exempt: frozenset[str] = EXEMPT) -> None:
         super().__init__()
         self.burst = burst
         self.window = window
         self.clock = clock
+        self.exempt = exempt
         self.groups: dict[tuple[str, int, str], _Group] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name in self.exempt:
+            return True
         key = (record.name, record.levelno, str(record.msg))
         now = self.clock()
         group = self.groups.get(key)
