@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -26,7 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import audit, mail, openapi, privacy
 from . import broadcast as broadcast_backends
 from .consent import Policies, bundled_policy
-from .errors import ChatError, ForeignOrigin, TooLarge
+from .errors import ChatError, ForeignOrigin, HostNotAllowed, TooLarge
+from .hosts import AllowedHosts
 from .hub import Hub
 from .limits import Limits
 from .mail.compose import environment as mail_environment
@@ -67,8 +69,40 @@ def _csp(path: str, frame_ancestors: str) -> str:
     )
 
 
+def loggable_path(path: str) -> str:
+    """The path as one line of log text: a decoded %0A would otherwise start a forged log line.
+
+    Percent-encodes control characters, blanks and everything beyond ASCII (U+2028 and U+0085
+    break lines in some viewers), and keeps the characters a path is usually made of."""
+    return quote(path, safe="/:@!$&'()*+,;=-._~%")
+
+
+def allowed_hosts(settings: Settings) -> AllowedHosts:
+    """CHATSERVER_ALLOWED_HOSTS, or the default: loopback, the public URL, the allowed origins."""
+    if settings.allowed_hosts:
+        return AllowedHosts.parse(settings.allowed_hosts)
+    urls = [settings.extra.get("public_url", ""), getattr(settings, "public_url", ""),
+            *settings.allowed_origins]
+    return AllowedHosts.default(u for u in urls if isinstance(u, str) and u)
+
+
+# Health checks from load balancers and orchestrators often name the address they dialled; the
+# answer reflects nothing of the request.
+HOST_CHECK_EXEMPT = {"/healthz"}
+
+
+def _relative(location: bytes) -> bytes:
+    """A Location on this server, without scheme and host: a redirect never repeats a Host."""
+    parts = urlsplit(location.decode("latin-1"))
+    if not parts.scheme and not parts.netloc:
+        return location
+    local = urlunsplit(("", "", parts.path or "/", parts.query, parts.fragment))
+    return local.encode("latin-1")
+
+
 class EdgeMiddleware:
-    """Body size limit, security headers on every response, and a PII-free access log.
+    """Allowed hosts, body size limit, security headers on every response, relative redirects,
+    and a PII-free access log.
 
     The access log records method, path without its query string, status and duration: query
     strings can hold search terms or one-time tokens.
@@ -77,15 +111,27 @@ class EdgeMiddleware:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.allowed_origins = set(settings.allowed_origins)
+        self.hosts = allowed_hosts(settings)
         ancestors = " ".join(["'self'", *settings.allowed_origins])
         self.widget_csp = _csp("/widget", ancestors)
         self.default_csp = _csp("/", "'none'")
 
+    def _host_allowed(self, scope: Scope) -> bool:
+        if scope["path"] in HOST_CHECK_EXEMPT:
+            return True
+        host = next((v for k, v in scope["headers"] if k == b"host"), None)
+        return self.hosts.allows(host.decode("latin-1") if host is not None else None)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and not self._host_allowed(scope):
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1008})  # the handshake gets 403
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        shown = loggable_path(path)
         started = time.perf_counter()
         status = 0
         received = 0
@@ -103,7 +149,8 @@ class EdgeMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = [(k, v) for k, v in message.get("headers", []) if k != b"server"]
+                headers = [(k, _relative(v) if k == b"location" else v)
+                           for k, v in message.get("headers", []) if k != b"server"]
                 present = {k.lower() for k, _ in headers}
                 framable = path in FRAMABLE
                 csp = self.widget_csp if framable else self.default_csp
@@ -122,6 +169,9 @@ class EdgeMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        if not self._host_allowed(scope):
+            await self._refuse(scope, receive, send_with_headers, HostNotAllowed(), started)
+            return
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -137,12 +187,16 @@ class EdgeMiddleware:
             return
         try:
             await self.app(scope, limited_receive, send_with_headers)
+        except ClientDisconnect:
+            # The client went, or was dropped for sending its body too slowly: nobody to answer,
+            # nothing that went wrong here. The access line below records it (status 0).
+            pass
         except Exception as exc:
             # Here rather than in Starlette's outermost handler, so the 500 carries our headers.
             # Where it happened, not the exception's text: that could quote what a user sent.
             where = "; ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}"
                               for f in traceback.extract_tb(exc.__traceback__)[-4:])
-            log.error("unhandled %s on %s %s at %s", type(exc).__name__, scope["method"], path,
+            log.error("unhandled %s on %s %s at %s", type(exc).__name__, scope["method"], shown,
                       where)
             if status == 0:
                 await JSONResponse(
@@ -150,7 +204,7 @@ class EdgeMiddleware:
                      "nothing you sent was lost."}, status_code=500,
                 )(scope, receive, send_with_headers)
         finally:
-            access_log.info("%s %s %s %.1fms", scope["method"], path, status,
+            access_log.info("%s %s %s %.1fms", scope["method"], shown, status,
                             (time.perf_counter() - started) * 1000)
 
     def _same_or_allowed(self, scope: Scope) -> bool:
@@ -167,13 +221,24 @@ class EdgeMiddleware:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, error: ChatError,
                       started: float) -> None:
         await JSONResponse(error.to_dict(), status_code=error.status)(scope, receive, send)
-        access_log.info("%s %s %s %.1fms", scope["method"], scope["path"], error.status,
+        access_log.info("%s %s %s %.1fms", scope["method"], loggable_path(scope["path"]),
+                        error.status,
                         (time.perf_counter() - started) * 1000)
 
 
 async def _chat_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ChatError)
     return error_response(request, exc)
+
+
+def allowed_methods(app: Starlette, path: str) -> list[str]:
+    """Every method some route serves at `path`. Starlette answers 405 with the methods of the
+    first route whose path matched, though a path's methods may be spread over several routes."""
+    methods: set[str] = set()
+    for route in app.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
+            methods |= route.methods
+    return sorted(methods)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -185,6 +250,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     response = error_response(request, error)
     if exc.headers:
         response.headers.update(exc.headers)
+    if exc.status_code == 405:
+        methods = allowed_methods(request.app, request.url.path)
+        if methods:
+            response.headers["Allow"] = ", ".join(methods)
     return response
 
 

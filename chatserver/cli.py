@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from . import __version__, audit, passwords, privacy
+from . import __version__, audit, logfilter, passwords, privacy
 from .consent import Policies
 from .errors import ChatError
 from .settings import SETTINGS, Settings, SettingsError, load, sqlite_file
@@ -66,7 +66,8 @@ async def _with_store(settings: Settings, job: Callable[[Store], Awaitable[int]]
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import create_app
+    from . import serving
+    from .app import allowed_hosts, create_app
     from .wsprotocol import GuardedWebSocketProtocol
 
     settings = _settings(args, create=True)
@@ -77,11 +78,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        logfilter.install(handler)  # a flood of one line is counted, not written
+    capacity = serving.Capacity.fit(settings.max_connections, serving.open_file_limit())
+    if capacity.max_connections < settings.max_connections:
+        print(f"At most {capacity.max_connections} connections: the open-file limit leaves no "
+              "room for CHATSERVER_MAX_CONNECTIONS", flush=True)
     database = sqlite_file(settings.database_url)
     first = ", created now" if database is not None and not database.exists() else ""
     print(f"chatserver {__version__}: using {where(settings)}{first}; "
           f"open {settings.extra['public_url']}/", flush=True)
-    uvicorn.run(
+    print(f"Answering for hosts: {allowed_hosts(settings).describe()} "
+          "(CHATSERVER_ALLOWED_HOSTS)", flush=True)
+    config = uvicorn.Config(
         create_app(settings),
         host=args.host,
         port=args.port,
@@ -94,7 +103,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # uvicorn logs each socket handshake with the client's IP at info level: only its
         # warnings and errors reach our log, unless debugging.
         log_level="debug" if settings.log_level == "debug" else "warning",
+        timeout_keep_alive=settings.keepalive_seconds,  # type: ignore[arg-type]  # a float works
+        backlog=capacity.backlog,
     )
+    # Deadlines and caps on every connection (see serving.py); trusted proxies are the ones
+    # uvicorn takes forwarded headers from.
+    gate = serving.gate_for(settings, capacity, config.forwarded_allow_ips)
+    config.http, config.ws = serving.protocols(gate, serving.Deadlines(
+        settings.header_timeout_seconds, settings.body_timeout_seconds))
+    uvicorn.Server(config).run()
     return 0
 
 

@@ -11,11 +11,11 @@ import hashlib
 import re
 import time
 from dataclasses import dataclass
+from datetime import date, timedelta
 from importlib import resources
 from typing import Any
 
-import markdown
-
+from . import markup
 from .errors import ConsentRequired, NotFound, ValidationFailed
 from .storage.base import PolicyVersion, Store, VisitorSession
 
@@ -37,9 +37,8 @@ def bundled_policy() -> PolicyVersion:
 
 
 def render(text: str) -> str:
-    """Markdown to HTML with raw HTML neutralised: a policy file cannot inject markup."""
-    escaped = text.replace("&", "&amp;").replace("<", "&lt;")
-    return str(markdown.markdown(escaped, extensions=["sane_lists"], output_format="html"))
+    """Markdown to HTML: a policy file can inject neither markup nor a script link."""
+    return markup.render(text)
 
 
 def public(policy: PolicyVersion) -> dict[str, Any]:
@@ -52,6 +51,9 @@ def public(policy: PolicyVersion) -> dict[str, Any]:
     }
 
 
+# The bounds of a policy's effective date (see Policies._check_effective_date).
+EARLIEST_EFFECTIVE_DATE = date(2000, 1, 1)
+MAX_DAYS_AHEAD = 366
 VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.\-]{0,31}$")
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -92,6 +94,7 @@ class Policies:
         if not DATE_RE.match(effective_date):
             raise ValidationFailed("The effective date must look like 2026-12-31.",
                                    field="effective_date")
+        self._check_effective_date(effective_date)
         if not summary.strip() or len(summary) > 2000:
             raise ValidationFailed("A summary of changes (1-2000 characters) is required.",
                                    field="summary")
@@ -102,6 +105,21 @@ class Policies:
         )
         self._set(published)
         return published
+
+    def _check_effective_date(self, effective_date: str) -> None:
+        """A real day, from EARLIEST_EFFECTIVE_DATE to a year from today: a policy that takes
+        effect centuries from now (or never existed) is a typing slip, and customers would be
+        shown it as the one in force."""
+        try:
+            day = date.fromisoformat(effective_date)
+        except ValueError:
+            raise ValidationFailed("The effective date is not a day of the calendar.",
+                                   field="effective_date") from None
+        latest = self.store.clock().date() + timedelta(days=MAX_DAYS_AHEAD)
+        if not EARLIEST_EFFECTIVE_DATE <= day <= latest:
+            raise ValidationFailed(
+                f"The effective date must be between {EARLIEST_EFFECTIVE_DATE.isoformat()} and "
+                f"{latest.isoformat()} (a year from today).", field="effective_date")
 
     async def get(self, version: str) -> PolicyVersion:
         found = await self.store.get_policy(version)

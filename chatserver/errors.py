@@ -32,6 +32,12 @@ class BadRequest(ChatError):
     pass
 
 
+class HostNotAllowed(BadRequest):
+    code = "host_not_allowed"
+    message = ("This server does not answer for that host name. Its operator can add the name to "
+               "CHATSERVER_ALLOWED_HOSTS.")
+
+
 class ValidationFailed(ChatError):
     status = 422
     code = "invalid"

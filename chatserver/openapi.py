@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from . import __version__
 from .staff_names import MAX_DISPLAY_NAME
+from .web import admin, admin_privacy, admin_staff
 
 Schema = dict[str, Any]
 Operation = dict[str, Any]
@@ -45,11 +46,30 @@ _EMAIL: Schema = {"type": "string", "format": "email", "maxLength": 254,
 _COMPANY: Schema = {"type": "string", "maxLength": 200, "nullable": True,
                     "description": "up to 200 characters; null or absent means none"}
 _PASSWORD: Schema = {"type": "string", "minLength": 12, "maxLength": 128,
-                     "description": "12-128 characters, not a common password, not containing "
+                     "description": "12-128 characters without control characters, not a common "
+                                    "password, strong enough by the zxcvbn estimate (score 3 of "
+                                    "4), not containing "
                                     "the account name"}
 _ROLE: Schema = {"type": "string", "enum": ["agent", "admin"]}
 _DISPLAY_NAME: Schema = {"type": "string", "minLength": 1, "maxLength": MAX_DISPLAY_NAME,
                          "description": "what customers see; never a sign-in name, else 422"}
+# Free text in a search or filter: no control characters (a NUL would match everything).
+_NO_CONTROLS = r"^[^\u0000-\u001f\u007f]*$"
+
+
+def _words(limit: int, description: str = "") -> Schema:
+    schema: Schema = {"type": "string", "maxLength": limit, "pattern": _NO_CONTROLS}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+_Q = _words(admin.QUERY_CHARS,
+            "words in the customer's details or the messages; empty means no filter")
+_EMAIL_FILTER = _words(admin.EMAIL_CHARS, "the customer's exact email; empty means no filter")
+_STATUS: Schema = {"type": "string", "enum": ["queued", "active", "closed"]}
+_AGENT: Schema = {"type": "integer", "format": "int64", "minimum": 0,
+                  "description": "a staff id"}
 
 SCHEMAS: dict[str, Schema] = {
     "Error": ERROR,
@@ -113,7 +133,8 @@ SCHEMAS: dict[str, Schema] = {
         "properties": {
             "version": {"type": "string", "pattern": r"^[0-9A-Za-z][0-9A-Za-z.\-]{0,31}$",
                         "maxLength": 32, "description": "new and unique, else 409"},
-            "effective_date": _DATE,
+            "effective_date": {**_DATE, "description": "a day of the calendar from 2000-01-01 "
+                                                        "to a year from today, else 422"},
             "summary": {"type": "string", "minLength": 1, "maxLength": 2000,
                         "description": "the summary of changes; not only white space"},
             "text": {"type": "string", "minLength": 1,
@@ -173,6 +194,30 @@ SCHEMAS: dict[str, Schema] = {
     "Purge": {
         "type": "object",
         "properties": {"dry_run": {"type": "boolean", "default": True}},
+    },
+    "ConversationSearch": {
+        "type": "object",
+        "description": "The filters of GET /api/admin/conversations, in a body: search words "
+                       "and emails stay out of URLs (and so out of proxies' logs).",
+        "additionalProperties": False,
+        "properties": {
+            "q": _Q, "email": _EMAIL_FILTER, "status": _STATUS, "agent": _AGENT,
+            "from": {**_DATE, "description": "created on or after this day (UTC)"},
+            "to": {**_DATE, "description": "created on or before this day (UTC)"},
+            "limit": {"type": "integer", "minimum": 0, "maximum": 200, "default": 50},
+            "offset": {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0},
+        },
+    },
+    "CustomerSearch": {
+        "type": "object",
+        "description": "The search of GET /api/admin/customers, in a body.",
+        "additionalProperties": False,
+        "properties": {
+            "q": _words(admin_privacy.QUERY_CHARS,
+                        "words in a customer's name, email or company, or an id"),
+            "limit": {"type": "integer", "minimum": 0, "maximum": 200, "default": 50},
+            "offset": {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0},
+        },
     },
     "Message": {
         "type": "object",
@@ -490,20 +535,26 @@ def _staff_paths() -> dict[str, dict[str, Operation]]:
 
 def _admin_paths() -> dict[str, dict[str, Operation]]:
     conversation_filters = [
-        _query("status", {"type": "string", "enum": ["queued", "active", "closed"]}),
-        _query("q", {"type": "string", "maxLength": 200},
-               "words in the customer's details or the messages"),
-        _query("email", {"type": "string", "maxLength": 254}, "the customer's exact email"),
-        _query("agent", {"type": "integer", "format": "int64", "minimum": 0}, "a staff id"),
+        _query("status", _STATUS),
+        _query("q", _Q, "kept for scripts: the console sends searches in a POST body "
+                        "(/api/admin/search/conversations), out of URLs"),
+        _query("email", _EMAIL_FILTER, "kept for scripts, like q"),
+        _query("agent", _AGENT),
         _query("from", _DATE, "created on or after this day (UTC)"),
         _query("to", _DATE, "created on or before this day (UTC)"),
     ]
+    conversations = _ok(_list("conversations", _ref("ConversationSummary"),
+                              total={"type": "integer"}))
+    customers = _ok(_list("customers", {"type": "object"}, total={"type": "integer"}))
     staff_item = _ref("StaffItem")
     return {
         "/api/admin/conversations": {"get": _admin(
-            "List and search conversations", "listConversations",
-            _ok(_list("conversations", _ref("ConversationSummary"), total={"type": "integer"})),
+            "List and search conversations", "listConversations", conversations,
             422, parameters=[*conversation_filters, _limit(50, 200), _OFFSET])},
+        "/api/admin/search/conversations": {"post": _admin(
+            "Search conversations, the filters in the body", "searchConversations",
+            conversations, body=_body(_ref("ConversationSearch")),
+            description="The same answer as GET /api/admin/conversations.")},
         "/api/admin/conversations/{conversation_id}": {"get": _admin(
             "One conversation with its messages (audited)", "getConversation",
             _ok(_obj(["conversation", "messages"], conversation=_ref("ConversationSummary"),
@@ -552,10 +603,15 @@ def _admin_paths() -> dict[str, dict[str, Operation]]:
                                             "description": "Markdown; not only white space"})),
             description="Changes nothing: the console shows the result before asking to publish.")},
         "/api/admin/customers": {"get": _admin(
-            "List and search customers", "listCustomers",
-            _ok(_list("customers", {"type": "object"}, total={"type": "integer"})),
-            422, parameters=[_query("q", {"type": "string", "maxLength": 200}),
+            "List and search customers", "listCustomers", customers,
+            422, parameters=[_query("q", _words(admin_privacy.QUERY_CHARS),
+                                    "kept for scripts: the console sends searches in a POST "
+                                    "body (/api/admin/search/customers)"),
                              _limit(50, 200), _OFFSET])},
+        "/api/admin/search/customers": {"post": _admin(
+            "Search customers, the words in the body", "searchCustomers", customers,
+            body=_body(_ref("CustomerSearch")),
+            description="The same answer as GET /api/admin/customers.")},
         "/api/admin/customers/{customer_id}": {
             "delete": _admin(
                 "Erase a customer now", "eraseCustomer", _ok(_ref("Erased")), 404, 409,
@@ -609,9 +665,9 @@ def _admin_paths() -> dict[str, dict[str, Operation]]:
             "The audit log, newest first", "auditLog",
             _ok(_list("entries", _ref("AuditEntry"))), 422, parameters=[
                 _limit(100, 1000), _OFFSET,
-                _query("actor", {"type": "string"}, "e.g. staff:1, customer, anonymous"),
-                _query("action", {"type": "string"}, "e.g. transcript.download"),
-                _query("target", {"type": "string"}, "e.g. conversation:cv_..."),
+                _query("actor", _words(admin_staff.AUDIT_FILTER_CHARS), "e.g. staff:1, customer, anonymous"),
+                _query("action", _words(admin_staff.AUDIT_FILTER_CHARS), "e.g. transcript.download"),
+                _query("target", _words(admin_staff.AUDIT_FILTER_CHARS), "e.g. conversation:cv_..."),
                 _query("since", _MOMENT, "entries at or after this day or time"),
                 _query("before", _MOMENT, "entries before this day or time")])},
         "/api/admin/mail": {"get": _admin(
@@ -651,7 +707,9 @@ def document() -> dict[str, Any]:
             "description": "The JSON routes of the chat server. Bodies are JSON sent as "
                            "application/json and at most 64 KiB. A browser request from a "
                            "foreign Origin is refused with 403; clients that send no Origin are "
-                           "judged by their cookies alone. Errors are "
+                           "judged by their cookies alone. A request naming a Host the server "
+                           "does not answer for (CHATSERVER_ALLOWED_HOSTS) gets 400 "
+                           "host_not_allowed. Errors are "
                            "{\"error\", \"message\", \"field\"?}.",
         },
         "tags": [{"name": "customer"}, {"name": "staff"}, {"name": "admin"},

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .consent import EMAIL_RE
+from .hosts import AllowedHosts
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,14 @@ SETTINGS: dict[str, Setting] = {
         "",
         "Comma-separated origins allowed to embed the widget and open its WebSocket, besides the "
         "server's own origin.",
+    ),
+    "allowed_hosts": Setting(
+        "CHATSERVER_ALLOWED_HOSTS",
+        "",
+        "Comma-separated host names this server answers for (the Host header; ports ignored): "
+        "chat.example.com, .example.com for a domain and its subdomains, * for any. Empty: "
+        "localhost, 127.0.0.1 and ::1, the host serve was told to listen on, and the hosts of "
+        "CHATSERVER_ALLOWED_ORIGINS. Any other Host gets 400.",
     ),
     "retention_days": Setting(
         "CHATSERVER_RETENTION_DAYS",
@@ -194,6 +203,34 @@ SETTINGS: dict[str, Setting] = {
         "A socket that sends nothing (not even the clients' 25-second ping) for this long is "
         "closed with 1001; clients reconnect and resume.",
     ),
+    "header_timeout_seconds": Setting(
+        "CHATSERVER_HEADER_TIMEOUT_SECONDS",
+        "10",
+        "Seconds a connection has to send a request's headers, from opening or from the previous "
+        "response; then it is closed (slowloris).",
+    ),
+    "body_timeout_seconds": Setting(
+        "CHATSERVER_BODY_TIMEOUT_SECONDS",
+        "30",
+        "Seconds a request has to send its body once its headers are in; then it is closed.",
+    ),
+    "keepalive_seconds": Setting(
+        "CHATSERVER_KEEPALIVE_SECONDS",
+        "5",
+        "An idle keep-alive connection is closed after this many seconds without a request.",
+    ),
+    "max_connections": Setting(
+        "CHATSERVER_MAX_CONNECTIONS",
+        "4096",
+        "Open connections (HTTP and WebSocket) one server process holds; more get 503. Lowered "
+        "at start to fit the open-file limit.",
+    ),
+    "max_connections_per_ip": Setting(
+        "CHATSERVER_MAX_CONNECTIONS_PER_IP",
+        "128",
+        "Open connections one address may hold (trusted proxies and CHATSERVER_LIMITS_EXEMPT "
+        "excepted); more get 503.",
+    ),
     "staff_idle_minutes": Setting(
         "CHATSERVER_STAFF_IDLE_MINUTES",
         "60",
@@ -274,6 +311,7 @@ class Settings:
     broadcast_url: str
     secret_key: str
     allowed_origins: tuple[str, ...]
+    allowed_hosts: tuple[str, ...]  # empty: derived (hosts.AllowedHosts.default)
     retention_days: int
     access_retention_days: int
     conversation_retention_days: int
@@ -299,6 +337,11 @@ class Settings:
     max_sockets_per_ip: int
     new_conversations_per_ip_hour: int
     socket_idle_seconds: float
+    header_timeout_seconds: float
+    body_timeout_seconds: float
+    keepalive_seconds: float
+    max_connections: int
+    max_connections_per_ip: int
     staff_idle_minutes: float
     send_queue_size: int
     staff_session_hours: float
@@ -389,6 +432,15 @@ def _organisation(value: str) -> str:
     if not 1 <= len(name) <= 100:
         raise SettingsError("CHATSERVER_ORGANISATION must be 1-100 characters")
     return name
+
+
+def _hosts(value: str) -> tuple[str, ...]:
+    entries = tuple(filter(None, (p.strip().lower() for p in value.split(","))))
+    try:
+        AllowedHosts.parse(entries)
+    except ValueError as exc:
+        raise SettingsError(f"CHATSERVER_ALLOWED_HOSTS: {exc} is not a host name") from None
+    return entries
 
 
 def _secure(value: str) -> bool | None:
@@ -528,6 +580,7 @@ def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None
         broadcast_url=_raw("broadcast_url", overrides, env),
         secret_key=secret,
         allowed_origins=_origins(_raw("allowed_origins", overrides, env)),
+        allowed_hosts=_hosts(_raw("allowed_hosts", overrides, env)),
         retention_days=_int("retention_days", _raw("retention_days", overrides, env)),
         access_retention_days=_int(
             "access_retention_days", _raw("access_retention_days", overrides, env)
@@ -580,6 +633,14 @@ def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None
         socket_idle_seconds=_float(
             "socket_idle_seconds", _raw("socket_idle_seconds", overrides, env)
         ),
+        header_timeout_seconds=_float(
+            "header_timeout_seconds", _raw("header_timeout_seconds", overrides, env)),
+        body_timeout_seconds=_float(
+            "body_timeout_seconds", _raw("body_timeout_seconds", overrides, env)),
+        keepalive_seconds=_float("keepalive_seconds", _raw("keepalive_seconds", overrides, env)),
+        max_connections=_int("max_connections", _raw("max_connections", overrides, env), 1),
+        max_connections_per_ip=_int(
+            "max_connections_per_ip", _raw("max_connections_per_ip", overrides, env), 1),
         staff_idle_minutes=_float("staff_idle_minutes", _raw("staff_idle_minutes", overrides, env)),
         send_queue_size=_int("send_queue_size", _raw("send_queue_size", overrides, env), 8),
         staff_session_hours=_float("staff_session_hours", _raw("staff_session_hours", overrides, env)),

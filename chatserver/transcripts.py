@@ -6,6 +6,7 @@ import csv
 import html
 import io
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,12 +18,28 @@ FORMATS = {
     "html": "text/html; charset=utf-8",
     "csv": "text/csv; charset=utf-8",
 }
-# Cells a spreadsheet would run as a formula; prefixed with an apostrophe so they stay text.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# Spreadsheet formula injection. A spreadsheet runs a cell that starts with = + - or @ (or one
+# of their full-width and small forms, which some turn into the ASCII sign). A cell is not only
+# what our CSV quoting says it is: importers are told to split on ; or tab as well as commas,
+# and some split lines before they read quotes. So wherever a piece of text could begin a cell
+# (the start, or just after any such separator or line break), if it begins, past blanks and
+# quotes, with a formula sign, an apostrophe goes in front of it: the piece then starts with
+# text in every reading. JSON exports keep the exact text.
+_SEPARATORS = ",;\t\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+_SIGNS = ("=\u207c\u208c\u2a75\u2a76\ufe66\uff1d"  # = and its compatibility forms
+          "+\u207a\u208a\ufb29\ufe62\uff0b"  # +
+          "\\-\ufe63\uff0d"  # -
+          "@\ufe6b\uff20")  # @
+_FORMULA_PIECE = re.compile(
+    f"(?:^|(?<=[{_SEPARATORS}]))(?=[\\s\"\u200b\u2060\ufeff]*[{_SIGNS}])"
+)
 
 
 def neutralise(cell: str) -> str:
-    return "'" + cell if cell.startswith(_FORMULA_START) else cell
+    """The cell with an apostrophe before every piece a spreadsheet could run as a formula."""
+    if cell.startswith(("\t", "\r")):  # OWASP: a cell starting with tab or CR, whatever follows
+        cell = "'" + cell
+    return _FORMULA_PIECE.sub("'", cell)
 
 
 CSV_HEADER = ["conversation_id", "seq", "sent_at", "sender", "author", "body"]
@@ -66,9 +83,24 @@ def render(fmt: str, summary: ConversationSummary, messages: list[Message]) -> s
     return _txt(summary, messages)
 
 
+# A txt transcript is read with cat or less: an escape sequence in a message would drive the
+# reader's terminal (move the cursor, rewrite lines, set its title). Control characters other
+# than tab and line breaks are shown as their Unicode pictures (ESC as U+241B), C1 controls as
+# U+FFFD, so the text stays readable and the terminal stays ours.
+_TERMINAL_CONTROLS = {**{code: 0x2400 + code for code in range(0x20) if chr(code) not in "\t\n"},
+                      0x7F: 0x2421, **{code: 0xFFFD for code in range(0x80, 0xA0)}}
+
+
+def printable(text: object) -> str:
+    """`text` with every terminal control character replaced by a visible one."""
+    return str(text).translate(_TERMINAL_CONTROLS)
+
+
 def _txt(summary: ConversationSummary, messages: list[Message]) -> str:
-    h = header(summary)
-    customer = h["customer"]
+    h: dict[str, Any] = {k: printable(v) if isinstance(v, str) else v
+                         for k, v in header(summary).items()}
+    customer = {k: printable(v) if isinstance(v, str) else v
+                for k, v in summary.customer.items()}
     lines = [
         f"Conversation {h['conversation_id']} ({h['status']})",
         f"Customer: {customer['name']} <{customer['email']}>"
@@ -79,8 +111,8 @@ def _txt(summary: ConversationSummary, messages: list[Message]) -> str:
         "",
     ]
     for m in messages:
-        lines.append(f"[{m.sent_at}] #{m.seq} {m.author} ({m.sender}):")
-        lines.extend("    " + line for line in m.body.splitlines() or [""])
+        lines.append(printable(f"[{m.sent_at}] #{m.seq} {m.author} ({m.sender}):"))
+        lines.extend("    " + printable(line) for line in m.body.splitlines() or [""])
     return "\n".join(lines) + "\n"
 
 

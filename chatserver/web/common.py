@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -215,6 +216,34 @@ def query_int(conn: HTTPConnection, name: str, default: int, high: int) -> int:
         raise ValidationFailed(f"{name} must be a whole number.", field=name) from None
     if not 0 <= value <= high:
         raise ValidationFailed(f"{name} must be between 0 and {high}.", field=name)
+    return value
+
+
+# Control characters in a search: SQLite reads a LIKE pattern up to a NUL, so "\x00" would
+# match everything; none of them can be typed into a search box anyway.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def text_filter(value: Any, name: str, limit: int) -> str | None:
+    """A free-text filter (a search, an email, an audit actor) as given, or None when absent or
+    blank; 422 naming it when it is not text, too long or holds control characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationFailed(f"{name} must be text.", field=name)
+    if len(value) > limit:
+        raise ValidationFailed(f"{name} may have at most {limit} characters.", field=name)
+    if _CONTROL.search(value):
+        raise ValidationFailed(f"{name} contains characters that are not allowed.", field=name)
+    return value.strip() or None
+
+
+def body_int(body: dict[str, Any], name: str, default: int, high: int) -> int:
+    """A whole number in a JSON body between 0 and `high`, or a 422 naming it."""
+    value = body.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= high:
+        raise ValidationFailed(f"{name} must be a whole number between 0 and {high}.",
+                               field=name)
     return value
 
 
