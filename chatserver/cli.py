@@ -68,7 +68,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from . import serving
     from .app import allowed_hosts, create_app
-    from .wsprotocol import GuardedWebSocketProtocol
 
     settings = _settings(args, create=True)
     host = "localhost" if args.host in {"127.0.0.1", "::1", "0.0.0.0", "::"} else args.host  # noqa: S104
@@ -94,7 +93,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         create_app(settings),
         host=args.host,
         port=args.port,
-        ws=GuardedWebSocketProtocol,  # pings charged to the socket's budget; see wsprotocol.py
         ws_max_size=WS_MAX_BYTES,
         ws_per_message_deflate=False,
         access_log=False,

@@ -42,6 +42,13 @@ class RepeatFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name in self.exempt:
             return True
+        if record.name == "asyncio" and record.exc_info and record.exc_info[1] is not None:
+            # asyncio's own errors (an accept that ran out of descriptors under a flood) are
+            # about the machine, not our code: one line naming the error says all there is.
+            record.msg = f"{record.getMessage()}: {record.exc_info[1]!r}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
         key = (record.name, record.levelno, str(record.msg))
         now = self.clock()
         group = self.groups.get(key)

@@ -34,6 +34,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from .settings import Settings
+from .wsprotocol import GuardedWebSocketProtocol
 
 log = logging.getLogger("chatserver.connections")
 
@@ -242,7 +243,7 @@ def protocols(gate: Gate, deadlines: Deadlines) -> tuple[type[H11Protocol],
                     self.transport.write(TOO_SLOW)
             self.transport.close()
 
-    class GuardedWebSocket(WebSocketsSansIOProtocol):
+    class GuardedWebSocket(GuardedWebSocketProtocol):  # pings charged to the socket's budget
         def connection_lost(self, exc: Exception | None) -> None:
             gate.release(self.transport)
             super().connection_lost(exc)
