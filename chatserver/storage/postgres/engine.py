@@ -1,0 +1,166 @@
+"""The PostgreSQL engine: a pool of asyncpg connections and one transaction per store call.
+
+A write is reported done only once its COMMIT has returned. A connection that died while idle in
+the pool (a database restart, `pg_terminate_backend`) is noticed when the transaction would begin,
+before anything of the write was sent, so the write is simply run on a fresh connection. Once a
+transaction has begun, losing the connection is reported as `Unavailable`: the caller hears that
+the write failed (a chat message is not acked), never that it succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from ...errors import DatabaseError, Unavailable
+
+T = TypeVar("T")
+Connection = Any  # asyncpg.Connection; asyncpg ships no type hints
+Job = Callable[[Connection], Awaitable[T]]
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+# Errors that mean "the connection or the server is gone", as opposed to a refused statement.
+LOST = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.IdleSessionTimeoutError,
+    asyncpg.exceptions.InternalClientError,
+)
+UNAVAILABLE = "The database is not answering; this was not done. Please try again."
+
+
+def describe(url: str) -> str:
+    """The URL without its password, for messages: postgresql://user@host:port/db."""
+    parts = urlsplit(url)
+    user = f"{parts.username}@" if parts.username else ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{user}{parts.hostname or ''}{port}{parts.path}"
+
+
+def open_error(url: str, exc: BaseException) -> DatabaseError:
+    """One line that says why the database at `url` cannot be used (no password, no trace)."""
+    where = describe(url)
+    if isinstance(exc, asyncpg.exceptions.InvalidPasswordError | asyncpg.exceptions.
+                  InvalidAuthorizationSpecificationError):
+        return DatabaseError(f"{where} refused the credentials: {exc}")
+    if isinstance(exc, asyncpg.exceptions.InvalidCatalogNameError):
+        return DatabaseError(f"{where}: {exc}")
+    if isinstance(exc, TimeoutError):
+        return DatabaseError(f"cannot reach {where}: no answer within "
+                             f"{CONNECT_TIMEOUT_SECONDS:.0f} seconds")
+    if isinstance(exc, OSError):
+        return DatabaseError(f"cannot reach {where}: {exc.strerror or exc}")
+    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+        return DatabaseError(f"{where}: {exc}")
+    return DatabaseError(f"{where}: {type(exc).__name__}")
+
+
+def _lost(conn: Connection | None, exc: BaseException) -> bool:
+    return isinstance(exc, LOST) or (conn is not None and conn.is_closed())
+
+
+class Engine:
+    """The pool, and the two ways the store uses it: `write` (one transaction, committed or
+    failed) and `read` (retried once on a lost connection: a read changes nothing)."""
+
+    def __init__(self, pool: Any, size: int) -> None:
+        self.pool = pool
+        self.size = size
+
+    @classmethod
+    async def connect(cls, url: str, size: int) -> Engine:
+        try:
+            pool = await asyncpg.create_pool(
+                url, min_size=1, max_size=size, timeout=CONNECT_TIMEOUT_SECONDS,
+                # The store's statements are few and fixed: keep them prepared per connection.
+                max_inactive_connection_lifetime=300.0,
+            )
+        except Exception as exc:
+            raise open_error(url, exc) from exc
+        return cls(pool, size)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.pool.close(), 10)
+            return
+        self.pool.terminate()
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        try:
+            conn = await self.pool.acquire(timeout=CONNECT_TIMEOUT_SECONDS * 2)
+        except Exception as exc:
+            if _lost(None, exc):
+                raise Unavailable(UNAVAILABLE) from exc
+            raise
+        try:
+            yield conn
+        finally:
+            # The pool replaces a connection it cannot reset; that is no failure of ours, and
+            # must not turn a committed write into an error.
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn)
+
+    async def write(self, job: Job[T], *, isolation: str = "read_committed") -> T:
+        """Run `job` in one transaction; its result once the commit has returned."""
+        attempts = self.size + 1  # every pooled connection may have died at once
+        for attempt in range(attempts):
+            async with self._connection() as conn:
+                tx = conn.transaction(isolation=isolation)
+                try:
+                    await tx.start()
+                except Exception as exc:
+                    if _lost(conn, exc) and attempt + 1 < attempts:
+                        continue  # nothing was sent: run it on another connection
+                    raise Unavailable(UNAVAILABLE) from exc
+                try:
+                    result = await job(conn)
+                except BaseException as exc:
+                    with contextlib.suppress(Exception):
+                        await tx.rollback()
+                    if isinstance(exc, Exception) and _lost(conn, exc):
+                        raise Unavailable(UNAVAILABLE) from exc
+                    raise
+                try:
+                    await tx.commit()
+                except Exception as exc:
+                    if _lost(conn, exc):
+                        raise Unavailable(UNAVAILABLE) from exc
+                    raise
+                return result
+        raise Unavailable(UNAVAILABLE)  # pragma: no cover - the loop returns or raises
+
+    async def read(self, job: Job[T], *, snapshot: bool = False) -> T:
+        """Run a read; with `snapshot`, its statements see one consistent state."""
+        for attempt in range(2):
+            async with self._connection() as conn:
+                try:
+                    if not snapshot:
+                        return await job(conn)
+                    async with conn.transaction(isolation="repeatable_read", readonly=True):
+                        return await job(conn)
+                except Exception as exc:
+                    if not _lost(conn, exc):
+                        raise
+                    if attempt == 1:
+                        raise Unavailable(UNAVAILABLE) from exc
+        raise Unavailable(UNAVAILABLE)  # pragma: no cover
+
+    async def outside_transaction(self, statement: str) -> None:
+        """Run a statement that may not run in a transaction (VACUUM)."""
+        async with self._connection() as conn:
+            try:
+                await conn.execute(statement)
+            except Exception as exc:
+                if _lost(conn, exc):
+                    raise Unavailable(UNAVAILABLE) from exc
+                raise
