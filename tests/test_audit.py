@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
-
 from chatserver import audit
 from chatserver.storage import open_store
 
+from .databases import query
 
-async def test_chain_verifies_and_names_the_first_altered_entry(tmp_path: Path) -> None:
+
+async def test_chain_verifies_and_names_the_first_altered_entry(store_url: str) -> None:
     """Each entry chains to the previous; altering entry 3 breaks verification at 3."""
-    store = await open_store(f"sqlite://{tmp_path / 'chat.db'}")
+    store = await open_store(store_url)
     for n in range(5):
         await audit.record(store, actor="staff:1", action="transcript.download",
                            target=f"conversation:{n}", ip="127.0.0.1", detail={"format": "txt"})
@@ -21,11 +20,8 @@ async def test_chain_verifies_and_names_the_first_altered_entry(tmp_path: Path) 
     assert audit.verify(entries) is None
     await store.close()
 
-    conn = sqlite3.connect(tmp_path / "chat.db")
-    conn.execute("UPDATE audit_log SET target = 'conversation:x' WHERE id = 3")
-    conn.commit()
-    conn.close()
-    store = await open_store(f"sqlite://{tmp_path / 'chat.db'}")
+    query(store_url, "UPDATE audit_log SET target = 'conversation:x' WHERE id = 3")
+    store = await open_store(store_url)
     broken = audit.verify(await store.all_audit())
     assert broken is not None and broken["id"] == 3
     await store.close()
