@@ -70,7 +70,7 @@ def _lost(conn: Connection | None, exc: BaseException) -> bool:
 
 class Engine:
     """The pool, and the two ways the store uses it: `write` (one transaction, committed or
-    failed) and `read` (retried once on a lost connection: a read changes nothing)."""
+    failed) and `read` (run again on another connection when its connection was lost)."""
 
     def __init__(self, pool: Any, size: int) -> None:
         self.pool = pool
@@ -141,7 +141,8 @@ class Engine:
 
     async def read(self, job: Job[T], *, snapshot: bool = False) -> T:
         """Run a read; with `snapshot`, its statements see one consistent state."""
-        for attempt in range(2):
+        attempts = self.size + 1  # a read changes nothing: safe to run again elsewhere
+        for attempt in range(attempts):
             async with self._connection() as conn:
                 try:
                     if not snapshot:
@@ -151,7 +152,7 @@ class Engine:
                 except Exception as exc:
                     if not _lost(conn, exc):
                         raise
-                    if attempt == 1:
+                    if attempt + 1 == attempts:
                         raise Unavailable(UNAVAILABLE) from exc
         raise Unavailable(UNAVAILABLE)  # pragma: no cover
 
