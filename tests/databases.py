@@ -114,15 +114,31 @@ def drop_all() -> None:
 
 
 def empty_database(url: str) -> None:
-    """Delete every row (the schema stays migrated), so each test starts from nothing."""
+    """Delete every row (the schema stays migrated) and restart the id counters, so each test
+    starts from nothing. DELETE of a few rows is much faster than TRUNCATE of many tables."""
 
     async def job() -> None:
-        rows = await _admin(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-            "AND tablename <> 'schema_migrations'", url)
-        if rows:
-            names = ", ".join(f'"{r[0]}"' for r in rows)
-            await _admin(f"TRUNCATE {names} RESTART IDENTITY CASCADE", url)
+        import asyncpg
+
+        conn = await asyncpg.connect(url, timeout=5)
+        try:
+            tables = [r[0] for r in await conn.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename <> 'schema_migrations'")]
+            counters = await conn.fetch(
+                "SELECT table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema = 'public' AND is_identity = 'YES'")
+            async with conn.transaction():
+                # Foreign keys are triggers: off for this transaction, so the order is free.
+                await conn.execute("SET LOCAL session_replication_role = replica")
+                for table in tables:
+                    await conn.execute(f'DELETE FROM "{table}"')
+                for table, column in counters:
+                    await conn.execute(
+                        "SELECT setval(pg_get_serial_sequence($1, $2), 1, false)",
+                        f'"{table}"', column)
+        finally:
+            await conn.close()
 
     run(job)
 
@@ -154,6 +170,52 @@ def query(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         conn = await asyncpg.connect(url, timeout=5)
         try:
             return [tuple(r) for r in await conn.fetch(numbered, *args)]
+        finally:
+            await conn.close()
+
+    return run(job)
+
+
+def tables_holding(url: str, markers: list[str]) -> list[tuple[str, str, str]]:
+    """(table, column, marker) for every value, in every table and column, that contains a
+    marker (any case): what any SELECT could still find."""
+    if url.startswith("sqlite:"):
+        import sqlite3
+        from contextlib import closing
+
+        from chatserver.storage import sqlite_path
+
+        with closing(sqlite3.connect(sqlite_path(url))) as db:
+            tables = [r[0] for r in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'messages_fts_%' AND name NOT LIKE 'sqlite_%'")]
+            found = []
+            for table in tables:
+                for column in [r[1] for r in db.execute(f'PRAGMA table_info("{table}")')]:
+                    for marker in markers:
+                        (hits,) = db.execute(
+                            f'SELECT COUNT(*) FROM "{table}" WHERE lower(CAST("{column}" AS TEXT))'
+                            " LIKE ?", (f"%{marker.lower()}%",)).fetchone()
+                        if hits:
+                            found.append((table, column, marker))
+            return found
+
+    async def job() -> list[tuple[str, str, str]]:
+        import asyncpg
+
+        conn = await asyncpg.connect(url, timeout=5)
+        try:
+            columns = await conn.fetch(
+                "SELECT table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema = 'public'")
+            found = []
+            for table, column in columns:
+                for marker in markers:
+                    if await conn.fetchval(
+                            f'SELECT COUNT(*) FROM "{table}" WHERE lower("{column}"::text) '
+                            "LIKE $1", f"%{marker.lower()}%"):
+                        found.append((table, column, marker))
+            return found
         finally:
             await conn.close()
 

@@ -16,7 +16,13 @@ import pytest
 
 from chatserver import audit
 from chatserver.consent import bundled_policy
-from chatserver.errors import AlreadyClaimed, DatabaseError, Unavailable
+from chatserver.errors import (
+    AlreadyClaimed,
+    DatabaseError,
+    NotFound,
+    Unavailable,
+    ValidationFailed,
+)
 from chatserver.storage import open_store
 from chatserver.storage.base import Store
 from chatserver.storage.postgres.migrate import migrations
@@ -281,3 +287,20 @@ async def test_unusable_databases_are_refused_in_one_line(postgres_url: str, url
         await open_store(url)
     message = caught.value.message
     assert expected in message and "\n" not in message and "secret-pw" not in message
+
+
+async def test_nul_characters_are_refused_as_input_and_found_nowhere(postgres_url: str) -> None:
+    """PostgreSQL text holds no NUL: storing one is a ValidationFailed (422), looking one up is
+    NotFound (404), never a driver error that would end as a 500."""
+    databases.empty_database(postgres_url)
+    store = await open_store(postgres_url)
+    try:
+        with pytest.raises(ValidationFailed):
+            await store.add_staff("nul\x00name", "agent", "h")
+        with pytest.raises(NotFound):
+            await store.get_staff_by_name("nul\x00name")
+        with pytest.raises(NotFound):
+            await store.get_conversation("cv_\x00")
+        assert await store.list_staff() == []
+    finally:
+        await store.close()

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from ...errors import DatabaseError, Unavailable
+from ...errors import DatabaseError, NotFound, Unavailable, ValidationFailed
 
 T = TypeVar("T")
 Connection = Any  # asyncpg.Connection; asyncpg ships no type hints
@@ -36,6 +36,9 @@ LOST = (
     asyncpg.exceptions.InternalClientError,
 )
 UNAVAILABLE = "The database is not answering; this was not done. Please try again."
+# PostgreSQL text cannot hold NUL (SQLite's can). Input is checked for it where it is stored,
+# so one that reaches the database anyway is refused as input, or, in a look-up, found nowhere.
+NUL_IN_TEXT = asyncpg.exceptions.CharacterNotInRepertoireError
 
 
 def describe(url: str) -> str:
@@ -129,6 +132,9 @@ class Engine:
                         await tx.rollback()
                     if isinstance(exc, Exception) and _lost(conn, exc):
                         raise Unavailable(UNAVAILABLE) from exc
+                    if isinstance(exc, NUL_IN_TEXT):
+                        raise ValidationFailed("Text may not contain NUL characters.",
+                                               code="invalid_text") from exc
                     raise
                 try:
                     await tx.commit()
@@ -149,6 +155,8 @@ class Engine:
                         return await job(conn)
                     async with conn.transaction(isolation="repeatable_read", readonly=True):
                         return await job(conn)
+                except NUL_IN_TEXT as exc:
+                    raise NotFound() from exc
                 except Exception as exc:
                     if not _lost(conn, exc):
                         raise

@@ -19,6 +19,10 @@ from .engine import Connection
 from .folding import words
 from .visitors import like
 
+# PostgreSQL text cannot hold NUL, so no stored value contains one: a filter with a NUL matches
+# nothing (as on SQLite), rather than being sent and refused.
+NUL = "\x00"
+
 
 def tsquery(text: str) -> str | None:
     """User words to a to_tsquery('simple', ...) text: "a quoted phrase" as a phrase, else every
@@ -45,7 +49,8 @@ async def search_conversations(
     if search.status:
         where.append(f"c.status = {arg(search.status)}")
     if search.email:
-        where.append(f"lower(cu.email) = lower({arg(search.email)})")
+        where.append(f"lower(cu.email) = lower({arg(search.email)})"
+                     if NUL not in search.email else "false")
     if search.agent_id is not None:
         where.append(f"c.agent_id = {arg(search.agent_id)}")
     if search.created_from:
@@ -53,17 +58,16 @@ async def search_conversations(
     if search.created_before:
         where.append(f"c.created_at < {arg(search.created_before)}")
     if search.query:
-        pattern = arg(like(search.query))
+        either: list[str] = []
+        if NUL not in search.query:
+            pattern = arg(like(search.query))
+            either += [f"cu.name ILIKE {pattern}", f"cu.email ILIKE {pattern}",
+                       f"cu.company ILIKE {pattern}", f"c.id = {arg(search.query)}"]
         match = tsquery(search.query)
-        in_messages = (
-            f" OR c.id IN (SELECT m.conversation_id FROM messages m "
-            f"WHERE m.search @@ to_tsquery('simple', {arg(match)}))"
-            if match else ""
-        )
-        where.append(
-            f"(cu.name ILIKE {pattern} OR cu.email ILIKE {pattern} OR cu.company ILIKE {pattern}"
-            f" OR c.id = {arg(search.query)}{in_messages})"
-        )
+        if match:
+            either.append(f"c.id IN (SELECT m.conversation_id FROM messages m "
+                          f"WHERE m.search @@ to_tsquery('simple', {arg(match)}))")
+        where.append("(" + (" OR ".join(either) or "false") + ")")
     clause = (" WHERE " + " AND ".join(where)) if where else ""
     filters = len(args)
     rows = await c.fetch(
