@@ -16,9 +16,9 @@ from typing import Any
 
 from . import __version__, audit, passwords, privacy
 from .consent import Policies
-from .errors import ChatError
+from .errors import ChatError, DatabaseError
 from .settings import SETTINGS, Settings, SettingsError, load
-from .storage import Store, open_store
+from .storage import Store, describe, open_store
 
 WS_MAX_BYTES = 64 * 1024
 
@@ -30,8 +30,18 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load(overrides)
 
 
+async def _open(settings: Settings) -> Store:
+    return await open_store(settings.database_url, pool_size=settings.database_pool_size)
+
+
+async def _check_database(settings: Settings) -> None:
+    """Open (and migrate) the database once before serving, so a database that cannot be used
+    stops the start with one line instead of a failed startup's traceback."""
+    await (await _open(settings)).close()
+
+
 async def _with_store(settings: Settings, job: Callable[[Store], Awaitable[int]]) -> int:
-    store = await open_store(settings.database_url)
+    store = await _open(settings)
     try:
         await Policies(store).ensure_default()
         return await job(store)
@@ -47,12 +57,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     host = "localhost" if args.host in {"127.0.0.1", "::1", "0.0.0.0", "::"} else args.host  # noqa: S104
     settings.extra["public_url"] = f"http://{host}:{args.port}"
+    asyncio.run(_check_database(settings))
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    print(f"chatserver {__version__}: data in {settings.data_dir}, "
+    where = (settings.data_dir if settings.database_url.startswith("sqlite:")
+             else describe(settings.database_url))
+    print(f"chatserver {__version__}: data in {where}, "
           f"open {settings.extra['public_url']}/", flush=True)
     uvicorn.run(
         create_app(settings),
@@ -249,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
+    except DatabaseError as exc:
+        print(f"CHATSERVER_DATABASE_URL: {exc.message}", file=sys.stderr)
+        return 2
     except (SettingsError, ChatError) as exc:
         print(getattr(exc, "message", str(exc)), file=sys.stderr)
         return 2

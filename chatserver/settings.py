@@ -33,6 +33,12 @@ SETTINGS: dict[str, Setting] = {
         "Database URL; empty means sqlite:///<data dir>/chat.db. postgresql://... selects "
         "PostgreSQL.",
     ),
+    "database_pool_size": Setting(
+        "CHATSERVER_DATABASE_POOL_SIZE",
+        "10",
+        "PostgreSQL only: connections each server process keeps at most (mind the database's "
+        "max_connections across processes).",
+    ),
     "broadcast_url": Setting(
         "CHATSERVER_BROADCAST_URL",
         "memory://",
@@ -165,6 +171,7 @@ FALSY = {"0", "off", "false", "no"}
 class Settings:
     data_dir: Path
     database_url: str
+    database_pool_size: int
     broadcast_url: str
     secret_key: str
     allowed_origins: tuple[str, ...]
@@ -255,6 +262,19 @@ def _origins(value: str) -> tuple[str, ...]:
     return tuple(origins)
 
 
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
+
+
+def _database_url(value: str) -> str:
+    scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+    if scheme not in DATABASE_SCHEMES:
+        raise SettingsError(
+            "CHATSERVER_DATABASE_URL must start with sqlite:/// or postgresql:// (or postgres://)"
+            + (f", not {scheme}://" if scheme else "")
+        )
+    return value
+
+
 def _secure(value: str) -> bool | None:
     lowered = value.strip().lower()
     if lowered in TRUTHY:
@@ -288,7 +308,8 @@ def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None
     env = dict(os.environ if environ is None else environ)
     data_dir = Path(_raw("data_dir", overrides, env)).expanduser().resolve()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    database_url = _raw("database_url", overrides, env) or f"sqlite:///{data_dir / 'chat.db'}"
+    database_url = _database_url(
+        _raw("database_url", overrides, env) or f"sqlite:///{data_dir / 'chat.db'}")
     secret = _raw("secret_key", overrides, env) or load_secret(data_dir)
     level = _raw("log_level", overrides, env).lower()
     if level not in {"debug", "info", "warning", "error"}:
@@ -296,6 +317,9 @@ def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
+        database_pool_size=_int(
+            "database_pool_size", _raw("database_pool_size", overrides, env), 1
+        ),
         broadcast_url=_raw("broadcast_url", overrides, env),
         secret_key=secret,
         allowed_origins=_origins(_raw("allowed_origins", overrides, env)),

@@ -102,8 +102,25 @@ def create_database(admin_url: str = ADMIN_URL) -> str:
 
 def drop_database(url: str) -> None:
     name = urlsplit(url).path.lstrip("/")
-    run(lambda: _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', with_database(
-        url, urlsplit(ADMIN_URL).path.lstrip("/") or "postgres")))
+    run(lambda: _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+                       with_database(url, "postgres")))
+
+
+_server_databases: dict[str, str] = {}
+
+
+def server_database(data_dir: object) -> str:
+    """The PostgreSQL database of the server whose data folder is `data_dir`: made fresh on
+    first use (under CHATSERVER_TEST_DATABASE's server), the same one for its restarts."""
+    key = str(data_dir)
+    with _lock:
+        found = _server_databases.get(key)
+    if found:
+        return found
+    url = create_database(SERVER_DATABASE)
+    with _lock:
+        _server_databases[key] = url
+    return url
 
 
 def drop_all() -> None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
-import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -406,10 +404,8 @@ async def test_audit_verify_finds_a_tampered_entry(make_server: Callable[..., Se
         intact = (await boss.http.get("/api/admin/audit/verify")).json()
         assert intact == {"intact": True, "first_broken_id": None}
 
-        with contextlib.closing(sqlite3.connect(server.data_dir / "chat.db")) as db:
-            assert db.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0] >= 3
-            db.execute("UPDATE audit_log SET action = 'x' WHERE id = 2")
-            db.commit()
+        assert server.query("SELECT COUNT(*) FROM audit_log")[0][0] >= 3
+        server.query("UPDATE audit_log SET action = 'x' WHERE id = 2")
 
         done = server.cli("audit", "verify")
         assert done.returncode == 1, done.stdout + done.stderr

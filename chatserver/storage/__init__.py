@@ -5,12 +5,22 @@ from __future__ import annotations
 import sqlite3
 from contextlib import closing
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 from ..errors import DatabaseError
 from .base import Clock, Store, utc_now
 
 POSTGRES_SCHEMES = {"postgres", "postgresql"}
+
+
+def describe(url: str) -> str:
+    """The URL without its password, for messages: postgresql://user@host:port/db."""
+    if url.startswith("sqlite:"):
+        return url
+    parts = urlsplit(url)
+    user = f"{parts.username}@" if parts.username else ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{user}{parts.hostname or ''}{port}{parts.path}"
 
 
 def sqlite_path(url: str) -> Path:
@@ -67,4 +77,4 @@ async def open_store(url: str, clock: Clock = utc_now, *, pool_size: int = 10) -
     )
 
 
-__all__ = ["Store", "open_store", "Clock", "utc_now", "sqlite_path"]
+__all__ = ["Store", "open_store", "Clock", "utc_now", "describe", "sqlite_path"]

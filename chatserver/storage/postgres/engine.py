@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import asyncpg
 
 from ...errors import DatabaseError, NotFound, Unavailable, ValidationFailed
+from .. import describe
 
 T = TypeVar("T")
 Connection = Any  # asyncpg.Connection; asyncpg ships no type hints
@@ -41,14 +43,6 @@ UNAVAILABLE = "The database is not answering; this was not done. Please try agai
 NUL_IN_TEXT = asyncpg.exceptions.CharacterNotInRepertoireError
 
 
-def describe(url: str) -> str:
-    """The URL without its password, for messages: postgresql://user@host:port/db."""
-    parts = urlsplit(url)
-    user = f"{parts.username}@" if parts.username else ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{user}{parts.hostname or ''}{port}{parts.path}"
-
-
 def open_error(url: str, exc: BaseException) -> DatabaseError:
     """One line that says why the database at `url` cannot be used (no password, no trace)."""
     where = describe(url)
@@ -61,7 +55,11 @@ def open_error(url: str, exc: BaseException) -> DatabaseError:
         return DatabaseError(f"cannot reach {where}: no answer within "
                              f"{CONNECT_TIMEOUT_SECONDS:.0f} seconds")
     if isinstance(exc, OSError):
-        return DatabaseError(f"cannot reach {where}: {exc.strerror or exc}")
+        if isinstance(exc, socket.gaierror):  # the host name is not known
+            reason = str(exc.strerror).lower()
+        else:
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        return DatabaseError(f"cannot reach {where}: {reason}")
     if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
         return DatabaseError(f"{where}: {exc}")
     return DatabaseError(f"{where}: {type(exc).__name__}")
