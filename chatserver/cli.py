@@ -13,12 +13,13 @@ from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from . import __version__, audit, passwords, privacy
 from .consent import Policies
 from .errors import ChatError, DatabaseError
 from .settings import SETTINGS, Settings, SettingsError, load
-from .storage import Store, describe, open_store
+from .storage import POSTGRES_SCHEMES, Store, describe, open_store, sqlite_path, transfer
 
 WS_MAX_BYTES = 64 * 1024
 
@@ -201,6 +202,49 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return asyncio.run(_with_store(_settings(args), job))
 
 
+def _sqlite_source(settings: Settings) -> Path:
+    if not settings.database_url.startswith("sqlite:"):
+        raise ChatError("The configured database (CHATSERVER_DATABASE_URL) is not SQLite; this "
+                        "command works on the SQLite database.", code="not_sqlite")
+    return sqlite_path(settings.database_url)
+
+
+def cmd_migrate_to(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    source = _sqlite_source(settings)
+    target = args.url
+    if urlparse(target).scheme not in POSTGRES_SCHEMES:
+        print("migrate-to: give a postgresql://user@host:port/database URL", file=sys.stderr)
+        return 2
+
+    async def job() -> transfer.Summary:
+        await _check_database(settings)  # the source at the current schema version
+        return await transfer.copy_sqlite_to_postgres(source, target)
+
+    try:
+        summary = asyncio.run(job())
+    except ChatError as exc:  # a DatabaseError here is about the target, not the setting
+        print(f"migrate-to {describe(target)}: {exc.message}", file=sys.stderr)
+        return 2
+    print(f"copied {source} to {describe(target)}:")
+    for table, count in summary.counts.items():
+        print(f"  {table}: {count} rows")
+    print(f"audit log intact: {summary.audit_entries} entries, last hash "
+          f"{summary.audit_last_hash[:16] or '-'}")
+    print(f"next: stop the server, set CHATSERVER_DATABASE_URL={describe(target)} "
+          "(with its password, if any) and start it again")
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    source = _sqlite_source(_settings(args))
+    counts = transfer.backup_sqlite(source, Path(args.file))
+    total = sum(counts.values())
+    print(f"backed up {source} to {args.file}: {len(counts)} tables, {total} rows, "
+          "integrity ok")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     env_help = "\n".join(f"  {s.env}: {s.help} (default: {s.default or 'see text'})"
                          for s in SETTINGS.values())
@@ -252,6 +296,14 @@ def parser() -> argparse.ArgumentParser:
                                                                              required=True)
     audit_cmd.add_parser("verify", help="check the hash chain").set_defaults(
         func=cmd_audit_verify)
+
+    migrate = sub.add_parser(
+        "migrate-to", help="copy everything from the SQLite database to an empty PostgreSQL one")
+    migrate.add_argument("url", help="postgresql://user@host:port/database (must be empty)")
+    migrate.set_defaults(func=cmd_migrate_to)
+    backup = sub.add_parser("backup", help="a consistent online copy of the SQLite database")
+    backup.add_argument("file", help="the new file to write (not overwritten if it exists)")
+    backup.set_defaults(func=cmd_backup)
     return p
 
 
