@@ -80,9 +80,11 @@ class Engine:
     @classmethod
     async def connect(cls, url: str, size: int) -> Engine:
         try:
+            # No floor of open connections: the pool would retry it in the background while
+            # the database is away, logging a traceback each time. Connections open on demand
+            # and close after five idle minutes.
             pool = await asyncpg.create_pool(
-                url, min_size=1, max_size=size, timeout=CONNECT_TIMEOUT_SECONDS,
-                # The store's statements are few and fixed: keep them prepared per connection.
+                url, min_size=0, max_size=size, timeout=CONNECT_TIMEOUT_SECONDS,
                 max_inactive_connection_lifetime=300.0,
             )
         except Exception as exc:
