@@ -290,17 +290,25 @@ async def test_unusable_databases_are_refused_in_one_line(postgres_url: str, url
 
 
 async def test_nul_characters_are_refused_as_input_and_found_nowhere(postgres_url: str) -> None:
-    """PostgreSQL text holds no NUL: storing one is a ValidationFailed (422), looking one up is
-    NotFound (404), never a driver error that would end as a 500."""
+    """PostgreSQL text holds no NUL: storing one is a ValidationFailed (422); a look-up with one
+    finds nothing, as on SQLite; never a driver error that would end as a 500. Numbers are
+    64-bit as on SQLite; beyond that, the same two answers."""
     databases.empty_database(postgres_url)
     store = await open_store(postgres_url)
     try:
         with pytest.raises(ValidationFailed):
             await store.add_staff("nul\x00name", "agent", "h")
-        with pytest.raises(NotFound):
-            await store.get_staff_by_name("nul\x00name")
-        with pytest.raises(NotFound):
-            await store.get_conversation("cv_\x00")
+        assert await store.get_staff_by_name("nul\x00name") is None
+        assert await store.get_conversation("cv_\x00") is None
+        assert await store.messages_after("cv_\x00", 0) == []
+        assert await store.list_customers(query="a\x00", limit=5, offset=0) == ([], 0)
+        with pytest.raises(NotFound):  # a look-up the store did not foresee: found nowhere
+            await store.export_customer("cu_\x00")
         assert await store.list_staff() == []
+        with pytest.raises(ValidationFailed):
+            await store.note_login(2**70, ok=True)
+        assert await store.get_staff(2**62) is None  # 64-bit numbers fit, as on SQLite
+        with pytest.raises(NotFound):
+            await store.get_staff(2**70)
     finally:
         await store.close()

@@ -38,9 +38,14 @@ LOST = (
     asyncpg.exceptions.InternalClientError,
 )
 UNAVAILABLE = "The database is not answering; this was not done. Please try again."
-# PostgreSQL text cannot hold NUL (SQLite's can). Input is checked for it where it is stored,
-# so one that reaches the database anyway is refused as input, or, in a look-up, found nowhere.
-NUL_IN_TEXT = asyncpg.exceptions.CharacterNotInRepertoireError
+# PostgreSQL text cannot hold NUL (SQLite's can), and a number past 64 bits fits no column of
+# either. Input is checked where it is stored and look-ups with a NUL find nothing (store.py), so
+# one that reaches the database anyway is refused as input, or, in a look-up, found nowhere.
+def _unstorable(exc: BaseException) -> bool:
+    if isinstance(exc, asyncpg.exceptions.CharacterNotInRepertoireError):
+        return True  # a NUL
+    # The driver's "value out of int64 range"; other data errors are bugs, raised as they are.
+    return isinstance(exc, asyncpg.exceptions.DataError) and "out of" in str(exc)
 
 
 def open_error(url: str, exc: BaseException) -> DatabaseError:
@@ -132,9 +137,9 @@ class Engine:
                         await tx.rollback()
                     if isinstance(exc, Exception) and _lost(conn, exc):
                         raise Unavailable(UNAVAILABLE) from exc
-                    if isinstance(exc, NUL_IN_TEXT):
-                        raise ValidationFailed("Text may not contain NUL characters.",
-                                               code="invalid_text") from exc
+                    if _unstorable(exc):
+                        raise ValidationFailed("A value holds a NUL character or a number "
+                                               "too large to store.") from exc
                     raise
                 try:
                     await tx.commit()
@@ -155,9 +160,9 @@ class Engine:
                         return await job(conn)
                     async with conn.transaction(isolation="repeatable_read", readonly=True):
                         return await job(conn)
-                except NUL_IN_TEXT as exc:
-                    raise NotFound() from exc
                 except Exception as exc:
+                    if _unstorable(exc):
+                        raise NotFound() from exc
                     if not _lost(conn, exc):
                         raise
                     if attempt + 1 == attempts:

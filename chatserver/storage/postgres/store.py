@@ -7,8 +7,10 @@ injected clock as ISO strings, as on SQLite.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from ...errors import ChatError
 from ..base import (
@@ -31,6 +33,34 @@ from .engine import Engine, open_error
 from .migrate import migrate
 
 DEFAULT_POOL_SIZE = 10
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def nothing_for_nul(empty: Callable[[], Any]) -> Callable[
+        [Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
+    """PostgreSQL text cannot hold NUL, so nothing stored has one: a look-up by a text with NUL
+    finds nothing, as it would on SQLite, without asking the database (which would refuse it)."""
+
+    def wrap(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+        @functools.wraps(method)
+        async def inner(*args: P.args, **kwargs: P.kwargs) -> R:
+            if any(isinstance(a, str) and "\x00" in a for a in (*args, *kwargs.values())):
+                result: R = empty()
+                return result
+            return await method(*args, **kwargs)
+
+        return inner
+
+    return wrap
+
+
+def _none() -> None:
+    return None
+
+
+def _list() -> list[Any]:
+    return []
 
 
 class PostgresStore:
@@ -82,6 +112,7 @@ class PostgresStore:
     async def current_policy(self) -> PolicyVersion | None:
         return await self.engine.read(policies.current)
 
+    @nothing_for_nul(_none)
     async def get_policy(self, version: str) -> PolicyVersion | None:
         return await self.engine.read(lambda c: policies.get(c, version))
 
@@ -94,6 +125,7 @@ class PostgresStore:
         now = self._now()
         await self.engine.write(lambda c: visitors.create_session(c, session_id, now))
 
+    @nothing_for_nul(_none)
     async def get_visitor_session(self, session_id: str) -> VisitorSession | None:
         return await self.engine.read(lambda c: visitors.get_session(c, session_id))
 
@@ -113,6 +145,7 @@ class PostgresStore:
         return await self.engine.write(lambda c: visitors.save_customer(
             c, session_id, name=name, email=email, company=company, now=now))
 
+    @nothing_for_nul(_none)
     async def get_customer(self, customer_id: str) -> Customer | None:
         return await self.engine.read(lambda c: visitors.get_customer(c, customer_id))
 
@@ -135,6 +168,7 @@ class PostgresStore:
         return await self.engine.write(lambda c: conversations.open_conversation(
             c, customer_id, create=True, now=now))
 
+    @nothing_for_nul(_none)
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         return await self.engine.read(lambda c: conversations.get(c, conversation_id))
 
@@ -158,6 +192,7 @@ class PostgresStore:
             c, conversation_id, sender=sender, sender_id=sender_id, author=author, body=body,
             client_msg_id=client_msg_id, now=now))
 
+    @nothing_for_nul(_list)
     async def messages_after(
         self, conversation_id: str, after_seq: int, limit: int = 1000
     ) -> list[Message]:
@@ -167,6 +202,7 @@ class PostgresStore:
     async def open_conversations(self) -> list[ConversationSummary]:
         return await self.engine.read(conversations.open_conversations)
 
+    @nothing_for_nul(_none)
     async def conversation_summary(self, conversation_id: str) -> ConversationSummary | None:
         return await self.engine.read(lambda c: conversations.summary(c, conversation_id))
 
@@ -180,6 +216,8 @@ class PostgresStore:
     async def messages_between(
         self, created_from: str | None, created_before: str | None, after_id: int, limit: int
     ) -> tuple[list[Message], int]:
+        if "\x00" in (created_from or "") + (created_before or ""):
+            return [], after_id  # no stored time has a NUL: nothing is in such a range
         return await self.engine.read(lambda c: conversations.messages_between(
             c, created_from, created_before, after_id, limit))
 
@@ -190,12 +228,15 @@ class PostgresStore:
         return await self.engine.write(
             lambda c: visitors.update_customer(c, customer_id, fields, now))
 
+    @nothing_for_nul(_list)
     async def customers_by_email(self, email: str) -> list[Customer]:
         return await self.engine.read(lambda c: visitors.customers_by_email(c, email))
 
+    @nothing_for_nul(_list)
     async def list_consents(self, customer_id: str) -> list[dict[str, Any]]:
         return await self.engine.read(lambda c: visitors.list_consents(c, customer_id))
 
+    @nothing_for_nul(_list)
     async def session_consents(self, session_id: str) -> list[dict[str, Any]]:
         return await self.engine.read(lambda c: visitors.session_consents(c, session_id))
 
@@ -203,6 +244,7 @@ class PostgresStore:
         now = self._now()
         return await self.engine.write(lambda c: visitors.withdraw_consents(c, session_id, now))
 
+    @nothing_for_nul(_list)
     async def customer_sessions(self, customer_id: str) -> list[str]:
         return await self.engine.read(lambda c: visitors.customer_sessions(c, customer_id))
 
@@ -255,6 +297,7 @@ class PostgresStore:
     async def set_legal_hold(self, customer_id: str, hold: bool) -> Customer:
         return await self.engine.write(lambda c: visitors.set_legal_hold(c, customer_id, hold))
 
+    @nothing_for_nul(lambda: ([], 0))
     async def list_customers(
         self, *, query: str | None, limit: int, offset: int
     ) -> tuple[list[dict[str, Any]], int]:
@@ -262,6 +305,7 @@ class PostgresStore:
             lambda c: visitors.list_customers(c, query=query, limit=limit, offset=offset),
             snapshot=True)
 
+    @nothing_for_nul(_list)
     async def customer_access(self, customer_id: str) -> list[dict[str, Any]]:
         return await self.engine.read(lambda c: visitors.customer_access(c, customer_id))
 
@@ -274,6 +318,7 @@ class PostgresStore:
     async def get_staff(self, staff_id: int) -> Staff | None:
         return await self.engine.read(lambda c: staff.get(c, staff_id))
 
+    @nothing_for_nul(_none)
     async def get_staff_by_name(self, name: str) -> Staff | None:
         return await self.engine.read(lambda c: staff.get_by_name(c, name))
 
@@ -308,6 +353,7 @@ class PostgresStore:
         await self.engine.write(
             lambda c: staff.create_session(c, session_id, staff_id, expires_at, now))
 
+    @nothing_for_nul(_none)
     async def get_staff_session(self, session_id: str, idle_cutoff: str | None = None
                                 ) -> Staff | None:
         now = self._now()
@@ -351,6 +397,7 @@ class PostgresStore:
         return await self.engine.write(
             lambda c: staff.create_first_admin(c, token_hash, name, password_hash, now))
 
+    @nothing_for_nul(lambda: False)
     async def setup_token_valid(self, token_hash: str) -> bool:
         now = self._now()
         return await self.engine.read(lambda c: staff.setup_token_valid(c, token_hash, now))
@@ -361,6 +408,7 @@ class PostgresStore:
         now = self._now()
         return await self.engine.write(lambda c: audit.append(c, entry, hasher, now))
 
+    @nothing_for_nul(_list)
     async def list_audit(
         self, limit: int = 100, offset: int = 0, *, actor: str | None = None,
         action: str | None = None, target: str | None = None, since: str | None = None,
