@@ -312,3 +312,36 @@ async def test_nul_characters_are_refused_as_input_and_found_nowhere(postgres_ur
             await store.get_staff(2**70)
     finally:
         await store.close()
+
+
+async def test_an_erasure_amid_writes_on_other_connections_neither_deadlocks_nor_misses(
+    stores: list[Store],
+) -> None:
+    """Messages and access records stream in on three pools while a fourth erases the customer:
+    every write either lands before the erasure (and is counted and erased with it) or finds
+    the conversation gone (NotFound); no deadlock, nothing left behind."""
+    conversation_id, customer_id = await _conversation(stores[0])
+
+    async def write(n: int) -> str:
+        store = stores[1 + n % 3]
+        try:
+            if n % 4 == 3:
+                await store.record_access("s-ada", "socket", "192.0.2.1", "UA")
+            else:
+                await store.append_message(conversation_id, sender="visitor",
+                                           sender_id=customer_id, author="ada",
+                                           body=f"zebraword {n}", client_msg_id=f"id{n}")
+            return "stored" if n % 4 != 3 else "access"
+        except NotFound:
+            return "gone"
+
+    async def erase_soon() -> dict[str, object]:
+        await asyncio.sleep(0)  # let the writes start first
+        return await stores[0].erase_customer(customer_id, reason="request")
+
+    *outcomes, tombstone = await asyncio.gather(*[write(n) for n in range(160)], erase_soon())
+    assert set(outcomes) <= {"stored", "access", "gone"}
+    assert tombstone["messages"] == outcomes.count("stored")
+    assert await stores[1].get_conversation(conversation_id) is None
+    url = stores[0].url  # type: ignore[attr-defined]
+    assert databases.tables_holding(url, ["zebraword", "192.0.2.1"]) == []

@@ -41,6 +41,11 @@ UNAVAILABLE = "The database is not answering; this was not done. Please try agai
 # PostgreSQL text cannot hold NUL (SQLite's can), and a number past 64 bits fits no column of
 # either. Input is checked where it is stored and look-ups with a NUL find nothing (store.py), so
 # one that reaches the database anyway is refused as input, or, in a look-up, found nowhere.
+# Aborted by the database to break a deadlock or a serialization conflict: nothing was done.
+RETRIABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+RETRIES_AFTER_DEADLOCK = 3
+
+
 def _unstorable(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.exceptions.CharacterNotInRepertoireError):
         return True  # a NUL
@@ -119,7 +124,17 @@ class Engine:
                 await self.pool.release(conn)
 
     async def write(self, job: Job[T], *, isolation: str = "read_committed") -> T:
-        """Run `job` in one transaction; its result once the commit has returned."""
+        """Run `job` in one transaction; its result once the commit has returned. A transaction
+        the database chose to abort to break a deadlock changed nothing, and runs again."""
+        for attempt in range(RETRIES_AFTER_DEADLOCK):
+            try:
+                return await self._write_once(job, isolation)
+            except RETRIABLE:
+                if attempt + 1 == RETRIES_AFTER_DEADLOCK:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _write_once(self, job: Job[T], isolation: str) -> T:
         attempts = self.size + 1  # every pooled connection may have died at once
         for attempt in range(attempts):
             async with self._connection() as conn:

@@ -112,20 +112,29 @@ async def _tombstone(c: Connection, now: str, reason: str, conversations: int, m
     return tombstone
 
 
+_CONVERSATIONS = "SELECT id FROM conversations WHERE customer_id = $1 ORDER BY created_at FOR UPDATE"
+_SESSIONS = "SELECT id FROM visitor_sessions WHERE customer_id = $1 ORDER BY id FOR UPDATE"
+
+
 async def erase(c: Connection, customer_id: str, reason: str, now: str) -> dict[str, Any]:
-    """Delete the customer and everything of theirs; keep a tombstone without PII."""
+    """Delete the customer and everything of theirs; keep a tombstone without PII.
+
+    Rows are locked children first, the customer last, the order every other write takes them
+    in (a message locks its conversation, then touches the customer; an access record its
+    session, then the customer), so an erasure and a write never wait for each other in a
+    circle. Locking the conversations waits for messages being stored in them; later ones find
+    them gone."""
+    await c.fetch(_CONVERSATIONS, customer_id)
+    await c.fetch(_SESSIONS, customer_id)
     held = await c.fetchval("SELECT legal_hold FROM customers WHERE id = $1 FOR UPDATE",
                             customer_id)
     if held is None:
         await customer(c, customer_id)  # raises NotFound
     if held:
         raise LegalHold()
-    sessions = [r[0] for r in await c.fetch(
-        "SELECT id FROM visitor_sessions WHERE customer_id = $1 FOR UPDATE", customer_id)]
-    # Waits for messages being stored in these conversations; later ones find them gone.
-    conversations = [r[0] for r in await c.fetch(
-        "SELECT id FROM conversations WHERE customer_id = $1 ORDER BY created_at FOR UPDATE",
-        customer_id)]
+    # Again, now that nothing new can be opened for the customer (that takes its row first).
+    conversations = [r[0] for r in await c.fetch(_CONVERSATIONS, customer_id)]
+    sessions = [r[0] for r in await c.fetch(_SESSIONS, customer_id)]
     messages = int(await c.fetchval(
         "SELECT COUNT(*) FROM messages WHERE conversation_id = ANY($1::text[])", conversations))
     versions = sorted({r[0] for r in await c.fetch(

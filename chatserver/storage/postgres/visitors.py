@@ -122,16 +122,21 @@ async def save_customer(
 
 async def record_access(c: Connection, session_id: str, kind: str, ip: str | None,
                         user_agent: str | None, now: str) -> None:
+    # The session first (an erasure may have just removed it: NotFound, not a key violation),
+    # then the customer: the order an erasure locks them in, reversed nowhere.
+    customer_id = await c.fetchval(
+        "UPDATE visitor_sessions SET last_seen_at = $1 WHERE id = $2 "
+        "RETURNING COALESCE(customer_id, '')",
+        now, session_id,
+    )
+    if customer_id is None:
+        raise NotFound("That session has ended.")
     await c.execute(
         "INSERT INTO access_events (session_id, at, kind, ip, user_agent) "
         "VALUES ($1, $2, $3, $4, $5)",
         session_id, now, kind, ip, user_agent,
     )
-    customer_id = await c.fetchval(
-        "UPDATE visitor_sessions SET last_seen_at = $1 WHERE id = $2 RETURNING customer_id",
-        now, session_id,
-    )
-    if customer_id is not None:
+    if customer_id:
         await c.execute("UPDATE customers SET last_active_at = $1 WHERE id = $2",
                         now, customer_id)
 
