@@ -1,8 +1,8 @@
 """Conversations and their messages.
 
-Seqs are gapless and unique per conversation: an append locks the conversation's row
-(`SELECT ... FOR UPDATE`) and takes last_seq + 1, and the (conversation_id, seq) constraint would
-refuse a repeat. A repeated client_msg_id meets a unique index (`INSERT ... ON CONFLICT DO
+Seqs are gapless and unique per conversation: an append (one statement) locks the conversation's
+row (`SELECT ... FOR UPDATE`) and takes last_seq + 1, and the (conversation_id, seq) constraint
+would refuse a repeat. A repeated client_msg_id meets a unique index (`INSERT ... ON CONFLICT DO
 NOTHING`), so two processes storing the same message at once store it once. A claim is one
 conditional UPDATE: of two agents claiming at the same instant, exactly one changes the row.
 """
@@ -157,6 +157,35 @@ async def _repeat(c: Connection, conversation_id: str, sender: str, sender_id: s
     return to_message(row), False, status
 
 
+# One statement, so a message costs one round trip and holds its conversation's row lock for as
+# short a time as it can: lock the conversation and take its next seq; insert unless closed (system
+# messages excepted) or a repeat (the unique index on client_msg_id); move last_seq; mark the
+# customer active. Every part sees the row as locked, the newest committed version.
+_APPEND = """
+    WITH conv AS (
+        SELECT id, last_seq, customer_id, status FROM conversations WHERE id = $1 FOR UPDATE
+    ), ins AS (
+        INSERT INTO messages (conversation_id, seq, sender, sender_id, body, client_msg_id,
+                              sent_at, search)
+        SELECT id, last_seq + 1, $2, $3, $4, $5, $6, to_tsvector('simple', $7) FROM conv
+        WHERE status <> 'closed' OR $2 = 'system'
+        ON CONFLICT (conversation_id, sender, sender_id, client_msg_id)
+            WHERE client_msg_id IS NOT NULL DO NOTHING
+        RETURNING seq
+    ), moved AS (
+        UPDATE conversations SET last_seq = ins.seq, last_message_at = $6
+        FROM ins WHERE conversations.id = $1
+        RETURNING 1
+    ), active AS (
+        UPDATE customers SET last_active_at = $6
+        FROM conv, ins WHERE customers.id = conv.customer_id AND $2 = 'visitor'
+        RETURNING 1
+    )
+    SELECT conv.status, ins.seq, (SELECT COUNT(*) FROM moved), (SELECT COUNT(*) FROM active)
+    FROM conv LEFT JOIN ins ON true
+"""
+
+
 async def append(
     c: Connection, conversation_id: str, *, sender: str, sender_id: str, author: str, body: str,
     client_msg_id: str | None, now: str,
@@ -165,35 +194,19 @@ async def append(
         repeat = await _repeat(c, conversation_id, sender, sender_id, client_msg_id)
         if repeat is not None:
             return repeat
-    row = await c.fetchrow(
-        "SELECT last_seq, customer_id, status FROM conversations WHERE id = $1 FOR UPDATE",
-        conversation_id,
-    )
+    row = await c.fetchrow(_APPEND, conversation_id, sender, sender_id, body, client_msg_id,
+                           now, fold(body))
     if row is None:
         raise NotFound("No such conversation.")
-    last_seq, customer_id, status = row
-    if status == "closed" and sender != "system":
-        raise ConversationClosed()
-    seq = last_seq + 1
-    inserted = await c.fetchval(
-        """INSERT INTO messages (conversation_id, seq, sender, sender_id, body, client_msg_id,
-                                 sent_at, search)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, to_tsvector('simple', $8))
-           ON CONFLICT (conversation_id, sender, sender_id, client_msg_id)
-               WHERE client_msg_id IS NOT NULL DO NOTHING
-           RETURNING id""",
-        conversation_id, seq, sender, sender_id, body, client_msg_id, now, fold(body),
-    )
-    if inserted is None:  # the same message, committed by another connection meanwhile
+    status, seq = row[0], row[1]
+    if seq is None:
+        if status == "closed" and sender != "system":
+            raise ConversationClosed()
+        # the same message, committed by another connection meanwhile
         assert client_msg_id is not None
         repeat = await _repeat(c, conversation_id, sender, sender_id, client_msg_id)
         assert repeat is not None
         return repeat
-    await c.execute("UPDATE conversations SET last_seq = $1, last_message_at = $2 WHERE id = $3",
-                    seq, now, conversation_id)
-    if sender == "visitor":
-        await c.execute("UPDATE customers SET last_active_at = $1 WHERE id = $2",
-                        now, customer_id)
     return Message(conversation_id, seq, sender, sender_id, author, body, client_msg_id, now), \
         True, status
 
