@@ -5,11 +5,13 @@ killed by the server; a database of a newer schema refused."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -345,3 +347,33 @@ async def test_an_erasure_amid_writes_on_other_connections_neither_deadlocks_nor
     assert await stores[1].get_conversation(conversation_id) is None
     url = stores[0].url  # type: ignore[attr-defined]
     assert databases.tables_holding(url, ["zebraword", "192.0.2.1"]) == []
+
+
+async def test_an_erasure_by_a_user_that_cannot_compact_is_still_reported_done(
+    postgres_url: str,
+) -> None:
+    """A database user with every right on the rows but not owning the tables cannot REINDEX:
+    the erasure is committed, so it is reported done (the log says the compaction failed)."""
+    databases.empty_database(postgres_url)
+    role = "chatserver_test_rows_" + secrets.token_hex(4)
+    owner = await open_store(postgres_url)
+    await owner.publish_policy(bundled_policy())
+    conversation_id, customer_id = await _conversation(owner)
+    await owner.close()
+    for statement in (
+        f"CREATE ROLE {role} LOGIN",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+        f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}",
+    ):
+        databases.query(postgres_url, statement)
+    limited = urlsplit(postgres_url)._replace(
+        netloc=f"{role}@{urlsplit(postgres_url).hostname}:{urlsplit(postgres_url).port}").geturl()
+    store = await open_store(limited)
+    try:
+        result = await store.erase_customer(customer_id, reason="request")
+        assert result["conversation_ids"] == [conversation_id]
+        assert await store.get_customer(customer_id) is None
+    finally:
+        await store.close()
+        databases.query(postgres_url, f"DROP OWNED BY {role}")
+        databases.query(postgres_url, f"DROP ROLE {role}")

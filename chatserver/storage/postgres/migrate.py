@@ -32,10 +32,13 @@ async def migrate(conn: Connection, now: str) -> list[int]:
     applied_now: list[int] = []
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
     try:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations "
-            "(version integer PRIMARY KEY, applied_at text NOT NULL)"
-        )
+        # Created only when missing: a user with rights on the rows but not on the schema
+        # (the tables made by another, owning role) can then run an up-to-date database.
+        if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+            await conn.execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, "
+                "applied_at text NOT NULL)"
+            )
         done = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
         if done and max(done) > newest:
             raise DatabaseError(
