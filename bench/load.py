@@ -3,13 +3,17 @@
     python bench/load.py --conversations 50 --duration 15              # flat out
     python bench/load.py --conversations 200 --duration 15 --rate 1    # 1 msg/s per side
     python bench/load.py --conversations 50 --duration 15 --compare    # chat server, then baseline
+    python bench/load.py --compare --postgres postgresql://postgres@127.0.0.1:5432/postgres
+                                     # chat server on SQLite, on PostgreSQL, then the baseline
 
 By default it starts its own server (`python -m chatserver serve` on a free port, a fresh data folder
 in a temporary directory, CHATSERVER_LIMITS_EXEMPT=127.0.0.1) and creates the agent `benchagent`
 with the CLI. Every conversation is a real visitor (consent to the current policy, pre-chat form,
 /ws/visitor) claimed by an agent socket (/ws/agent, one per --per-agent conversations, all signed in
 as the same agent). `--baseline` runs the same traffic against bench/baseline.py instead: one room of
-two sockets per conversation, no storage.
+two sockets per conversation, no storage. `--postgres ADMIN_URL` adds a run of the chat server on
+PostgreSQL (`chatserver-pg`): a fresh database `chatbench_<random>` is created through ADMIN_URL for
+the run and dropped after it.
 
 Each side of each conversation sends `message` frames, at --rate per second or, without it, flat
 out; either way at most --in-flight un-acked at a time. Measured over the --duration window:
@@ -171,10 +175,33 @@ def agent_name(g: int) -> str:
     return AGENT_NAME if g == 0 else f"{AGENT_NAME}{g}"
 
 
-async def start_chatserver(tmp: Path, agents: int = 1) -> tuple[ServerProcess, str]:
+async def postgres_admin(admin_url: str, statement: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url, timeout=10)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def postgres_database(admin_url: str) -> Any:
+    """A fresh PostgreSQL database for one run; its URL. Dropped afterwards."""
+    name = "chatbench_" + os.urandom(6).hex()
+    await postgres_admin(admin_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield urlsplit(admin_url)._replace(path="/" + name).geturl()
+    finally:
+        await postgres_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def start_chatserver(tmp: Path, agents: int = 1, database_url: str | None = None
+                           ) -> tuple[ServerProcess, str]:
     port = free_port()
     env = child_env({"CHATSERVER_DATA_DIR": str(tmp / "data"),
-                     "CHATSERVER_LIMITS_EXEMPT": "127.0.0.1"})
+                     "CHATSERVER_LIMITS_EXEMPT": "127.0.0.1",
+                     **({"CHATSERVER_DATABASE_URL": database_url} if database_url else {})})
     server = ServerProcess([sys.executable, "-m", "chatserver", "serve", "--port", str(port)],
                            env, tmp / "chatserver.log")
     url = f"http://127.0.0.1:{port}"
@@ -538,7 +565,15 @@ def mib(kib: int | None) -> float | None:
 
 
 async def run_once(args: argparse.Namespace, target: str) -> dict[str, Any]:
-    """One run against one target ("chatserver" or "baseline"); returns the figures."""
+    """One run against one target ("chatserver", "chatserver-pg" or "baseline")."""
+    if target != "chatserver-pg":
+        return await _run_once(args, target, None)
+    async with postgres_database(args.postgres) as database_url:
+        return await _run_once(args, target, database_url)
+
+
+async def _run_once(args: argparse.Namespace, target: str, database_url: str | None
+                    ) -> dict[str, Any]:
     tally = Tally()
     clients = Clients(tally)
     server: ServerProcess | None = None
@@ -556,8 +591,8 @@ async def run_once(args: argparse.Namespace, target: str) -> dict[str, Any]:
                 url, pid = args.url.rstrip("/"), args.pid
             else:
                 agents = -(-args.conversations // args.per_agent)
-                server, url = await (start_chatserver(tmp, agents) if target == "chatserver"
-                                     else start_baseline(tmp))
+                server, url = await (start_chatserver(tmp, agents, database_url)
+                                     if target != "baseline" else start_baseline(tmp))
                 pid = server.pid
             idle = rss_kib(pid)
 
@@ -571,7 +606,7 @@ async def run_once(args: argparse.Namespace, target: str) -> dict[str, Any]:
             sampler = asyncio.create_task(sample())
             t_setup = time.perf_counter()
             async with asyncio.timeout(120 + args.conversations):
-                if target == "chatserver":
+                if target != "baseline":
                     setup = await setup_chatserver(url, args.conversations, args.per_agent, tally,
                                                    clients)
                 else:
@@ -753,6 +788,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--baseline", action="store_true", help="measure bench/baseline.py instead")
     p.add_argument("--compare", action="store_true",
                    help="run the chat server, then the baseline, with the same parameters")
+    p.add_argument("--postgres", metavar="ADMIN_URL",
+                   help="also run the chat server on PostgreSQL, in a database made for the run "
+                        "through ADMIN_URL (e.g. postgresql://postgres@127.0.0.1:5432/postgres)")
     args = p.parse_args(argv)
     if not 1 <= args.conversations <= 2000:
         p.error("--conversations: 1 to 2000")
@@ -766,8 +804,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parts = urlsplit(args.url)
         if parts.scheme != "http" or parts.hostname not in LOCAL_HOSTS:
             p.error("--url must be http://127.0.0.1:PORT (this tool only talks to this machine)")
-        if args.compare:
-            p.error("--compare starts both servers itself; leave out --url")
+        if args.compare or args.postgres:
+            p.error("--compare and --postgres start servers themselves; leave out --url")
     if args.pid is not None and not args.url:
         p.error("--pid goes with --url")
     return args
@@ -776,6 +814,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def amain(args: argparse.Namespace) -> int:
     targets = ["chatserver", "baseline"] if args.compare else [
         "baseline" if args.baseline else "chatserver"]
+    if args.postgres:
+        targets.insert(1, "chatserver-pg")
     runs = []
     for target in targets:
         try:

@@ -51,13 +51,21 @@ FRAMABLE = {"/widget", "/account"}
 
 
 async def healthz(request: Request) -> Response:
+    """ok, or 503 naming each part that does not answer (`database`, `broadcast`)."""
     state = app_state(request)
-    try:
-        await state.store.ping()
-        await state.broadcast.ping()
-    except Exception:
-        log.exception("health check failed")
-        return JSONResponse({"status": "unavailable"}, status_code=503)
+    failing = []
+    for part, ping in (("database", state.store.ping), ("broadcast", state.broadcast.ping)):
+        try:
+            await ping()
+        except Exception as exc:  # a monitor polls this: one line, no trace, per failure
+            log.warning("health check: the %s does not answer (%s)", part, type(exc).__name__)
+            failing.append(part)
+    if failing:
+        return JSONResponse(
+            {"status": "unavailable", "failing": failing,
+             "message": f"The {' and the '.join(failing)} does not answer."},
+            status_code=503,
+        )
     return JSONResponse({"status": "ok"})
 
 
@@ -278,7 +286,8 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store = await open_store(settings.database_url, clock)
+        store = await open_store(settings.database_url, clock,
+                                 pool_size=settings.database_pool_size)
         await audit.attach(store, settings)
         fanout = broadcast_backends.create(settings.broadcast_url)
         await fanout.connect()

@@ -14,14 +14,14 @@ from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from . import __version__, audit, logfilter, passwords, privacy
 from .consent import Policies
-from .errors import ChatError
+from .errors import ChatError, DatabaseError
 from .settings import SETTINGS, Settings, SettingsError, load, sqlite_file
 from .staff_names import DEFAULT_DISPLAY_NAME, check_display_name, check_sign_in_name
-from .storage import Store, open_store
+from .storage import POSTGRES_SCHEMES, Store, describe, open_store, sqlite_path, transfer
 
 WS_MAX_BYTES = 64 * 1024
 
@@ -52,8 +52,18 @@ def where(settings: Settings) -> str:
     return f"database {urlunsplit(parts)}"
 
 
+async def _open(settings: Settings) -> Store:
+    return await open_store(settings.database_url, pool_size=settings.database_pool_size)
+
+
+async def _check_database(settings: Settings) -> None:
+    """Open (and migrate) the database once before serving, so a database that cannot be used
+    stops the start with one line instead of a failed startup's traceback."""
+    await (await _open(settings)).close()
+
+
 async def _with_store(settings: Settings, job: Callable[[Store], Awaitable[int]]) -> int:
-    store = await open_store(settings.database_url)
+    store = await _open(settings)
     try:
         await audit.attach(store, settings)
         await Policies(store).ensure_default()
@@ -72,6 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args, create=True)
     host = "localhost" if args.host in {"127.0.0.1", "::1", "0.0.0.0", "::"} else args.host  # noqa: S104
     settings.extra["public_url"] = f"http://{host}:{args.port}"
+    asyncio.run(_check_database(settings))
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -266,6 +277,40 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return asyncio.run(_with_store(_settings(args), job))
 
 
+def _sqlite_source(settings: Settings) -> Path:
+    if not settings.database_url.startswith("sqlite:"):
+        raise ChatError("The configured database (CHATSERVER_DATABASE_URL) is not SQLite; this "
+                        "command works on the SQLite database.", code="not_sqlite")
+    return sqlite_path(settings.database_url)
+
+
+def cmd_migrate_to(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    source = _sqlite_source(settings)
+    target = args.url
+    if urlparse(target).scheme not in POSTGRES_SCHEMES:
+        print("migrate-to: give a postgresql://user@host:port/database URL", file=sys.stderr)
+        return 2
+
+    async def job() -> transfer.Summary:
+        await _check_database(settings)  # the source at the current schema version
+        return await transfer.copy_sqlite_to_postgres(source, target)
+
+    try:
+        summary = asyncio.run(job())
+    except ChatError as exc:  # a DatabaseError here is about the target, not the setting
+        print(f"migrate-to {describe(target)}: {exc.message}", file=sys.stderr)
+        return 2
+    print(f"copied {source} to {describe(target)}:")
+    for table, count in summary.counts.items():
+        print(f"  {table}: {count} rows")
+    print(f"audit log intact: {summary.audit_entries} entries, last hash "
+          f"{summary.audit_last_hash[:16] or '-'}")
+    print(f"next: stop the server, set CHATSERVER_DATABASE_URL={describe(target)} "
+          "(with its password, if any) and start it again")
+    return 0
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     from .storage.sqlite_backup import BackupFailed, backup
 
@@ -352,6 +397,14 @@ def parser() -> argparse.ArgumentParser:
                                                                              required=True)
     audit_cmd.add_parser("verify", help="check the hash chain").set_defaults(
         func=cmd_audit_verify)
+
+    migrate = sub.add_parser(
+        "migrate-to", help="copy everything from the SQLite database to an empty PostgreSQL one")
+    migrate.add_argument("url", help="postgresql://user@host:port/database (must be empty)")
+    migrate.set_defaults(func=cmd_migrate_to)
+    backup = sub.add_parser("backup", help="a consistent online copy of the SQLite database")
+    backup.add_argument("file", help="the new file to write (not overwritten if it exists)")
+    backup.set_defaults(func=cmd_backup)
     return p
 
 
@@ -362,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
+    except DatabaseError as exc:
+        print(f"CHATSERVER_DATABASE_URL: {exc.message}", file=sys.stderr)
+        return 2
     except (SettingsError, ChatError) as exc:
         print(getattr(exc, "message", str(exc)), file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ from importlib import resources
 from typing import Any
 
 from . import markup
-from .errors import ConsentRequired, NotFound, ValidationFailed
+from .errors import Conflict, ConsentRequired, NotFound, ValidationFailed
 from .storage.base import PolicyVersion, Store, VisitorSession
 
 BUNDLED_VERSION = "1.01"
@@ -68,7 +68,11 @@ class Policies:
         """Publish the bundled policy as 1.01 when none is published yet."""
         current = await self.store.current_policy()
         if current is None:
-            current = await self.store.publish_policy(bundled_policy())
+            try:
+                current = await self.store.publish_policy(bundled_policy())
+            except Conflict:  # another process, starting at the same moment, published it
+                current = await self.store.current_policy()
+                assert current is not None
         self._set(current)
         return current
 

@@ -138,3 +138,11 @@ class Unavailable(ChatError):
     status = 503
     code = "unavailable"
     message = "The service is not available right now."
+
+
+class DatabaseError(Unavailable):
+    """The configured database cannot be used: unreachable, wrong credentials, unknown scheme,
+    or a schema newer than this version of the code."""
+
+    code = "database_unavailable"
+    message = "The database cannot be used."

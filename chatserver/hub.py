@@ -20,7 +20,7 @@ from typing import Any
 
 from . import audit, protocol
 from .broadcast import Broadcast, Subscription
-from .errors import Forbidden, NotFound
+from .errors import Forbidden, NotFound, Unavailable
 from .storage.base import Conversation, ConversationSummary, Message, Staff, Store
 
 log = logging.getLogger("chatserver.hub")
@@ -336,6 +336,8 @@ class Hub:
         try:
             frame = await self.queue_frame()
             await self.broadcast.publish(QUEUE_CHANNEL, protocol.dump(frame))
+        except Unavailable:  # the database is away: said once per change, without a trace
+            log.warning("queue refresh failed: the database does not answer")
         except Exception:  # a failed refresh must not break the caller; the next change retries
             log.exception("queue refresh failed")
 

@@ -38,6 +38,12 @@ SETTINGS: dict[str, Setting] = {
         "Database URL; empty means sqlite:///<data dir>/chat.db. postgresql://... selects "
         "PostgreSQL.",
     ),
+    "database_pool_size": Setting(
+        "CHATSERVER_DATABASE_POOL_SIZE",
+        "10",
+        "PostgreSQL only: connections each server process keeps at most (mind the database's "
+        "max_connections across processes).",
+    ),
     "broadcast_url": Setting(
         "CHATSERVER_BROADCAST_URL",
         "memory://",
@@ -308,6 +314,7 @@ class SmtpTarget:
 class Settings:
     data_dir: Path
     database_url: str
+    database_pool_size: int
     broadcast_url: str
     secret_key: str
     allowed_origins: tuple[str, ...]
@@ -443,6 +450,19 @@ def _hosts(value: str) -> tuple[str, ...]:
     return entries
 
 
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
+
+
+def _database_url(value: str) -> str:
+    scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+    if scheme not in DATABASE_SCHEMES:
+        raise SettingsError(
+            "CHATSERVER_DATABASE_URL must start with sqlite:/// or postgresql:// (or postgres://)"
+            + (f", not {scheme}://" if scheme else "")
+        )
+    return value
+
+
 def _secure(value: str) -> bool | None:
     lowered = value.strip().lower()
     if lowered in TRUTHY:
@@ -563,7 +583,8 @@ def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None
     data_dir = Path(_raw("data_dir", overrides, env)).expanduser().resolve()
     if create:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    database_url = _raw("database_url", overrides, env) or f"sqlite:///{data_dir / 'chat.db'}"
+    database_url = _database_url(
+        _raw("database_url", overrides, env) or f"sqlite:///{data_dir / 'chat.db'}")
     database_file = sqlite_file(database_url)
     if not create and database_file is not None and not database_file.is_file():
         if database_file.parent == data_dir:
@@ -577,6 +598,9 @@ def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
+        database_pool_size=_int(
+            "database_pool_size", _raw("database_pool_size", overrides, env), 1
+        ),
         broadcast_url=_raw("broadcast_url", overrides, env),
         secret_key=secret,
         allowed_origins=_origins(_raw("allowed_origins", overrides, env)),

@@ -6,12 +6,13 @@ does is decided here and carried out by the hub.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketState
 
 from . import consent, protocol
 from .broadcast import Subscription
@@ -25,6 +26,7 @@ from .errors import (
     NotFound,
     NotSignedIn,
     RateLimited,
+    Unavailable,
 )
 from .hub import (
     POLICY_CHANNEL,
@@ -52,7 +54,35 @@ SESSION_RECHECK_SECONDS = 60.0
 _OUTDATED = "The privacy policy changed; please read and accept it to go on chatting."
 
 
+CLOSE_TRY_LATER = 1013
+
+
+async def _database_away(ws: WebSocket, exc: Unavailable) -> None:
+    """The database did not answer while a socket was being set up: say so, and close with
+    1013 (try again later); the clients reconnect and resume."""
+    log.warning("socket closed: the database does not answer")
+    if ws.application_state == WebSocketState.CONNECTING:
+        await ws.accept()
+    with contextlib.suppress(Exception):
+        await ws.send_text(protocol.dump(protocol.error(exc.code, exc.message)))
+        await ws.close(CLOSE_TRY_LATER, exc.code)
+
+
 async def visitor_socket(ws: WebSocket) -> None:
+    try:
+        await _visitor_socket(ws)
+    except Unavailable as exc:
+        await _database_away(ws, exc)
+
+
+async def agent_socket(ws: WebSocket) -> None:
+    try:
+        await _agent_socket(ws)
+    except Unavailable as exc:
+        await _database_away(ws, exc)
+
+
+async def _visitor_socket(ws: WebSocket) -> None:
     state = app_state(ws)
     if not origin_allowed(ws, ws.headers.get("origin")):
         await ws.close(1008)  # before accept: the handshake is answered with HTTP 403
@@ -134,15 +164,15 @@ async def _visitor_session(ws: WebSocket, session: Any, customer: Any, conversat
                 continue
             if not limiter.allow(frame):
                 continue
-            if isinstance(frame, protocol.Message) and (
-                await state.policies.current()
-            ).version != consented:
-                # A policy published in another process: found within the cache's few seconds.
-                on_policy("")
-                continue
             if isinstance(frame, protocol.Read):
                 delivered.reads = True  # this client says itself what was seen
             try:
+                if isinstance(frame, protocol.Message) and (
+                    await state.policies.current()
+                ).version != consented:
+                    # A policy published in another process: found within the cache's seconds.
+                    on_policy("")
+                    continue
                 await _visitor_frame(ws, peer, frame, conversation_id, customer.id, customer.name)
             except NotFound:
                 # Erased from another process (`chatserver erase`, a purge): the session is gone.
@@ -194,7 +224,7 @@ async def _replay(state: Any, peer: Peer, conversation_id: str, after_seq: int) 
         after_seq = chunk[-1].seq
 
 
-async def agent_socket(ws: WebSocket) -> None:
+async def _agent_socket(ws: WebSocket) -> None:
     state = app_state(ws)
     if not origin_allowed(ws, ws.headers.get("origin")):
         await ws.close(1008)

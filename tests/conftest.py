@@ -6,10 +6,35 @@ from pathlib import Path
 
 import pytest
 
+from . import databases
 from .mailbox import Mailbox
 from .support import Agent, Server, Visitor
 
 _names = itertools.count(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_databases() -> Iterator[None]:
+    """The PostgreSQL databases made during the run are dropped at its end."""
+    yield
+    databases.drop_all()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """One fresh PostgreSQL database for this test run (skipped without PostgreSQL, failed on CI)."""
+    databases.require_postgres()
+    return databases.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty database, once for each store: store tests run on both."""
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'chat.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    databases.empty_database(url)
+    return url
 
 
 @pytest.fixture(scope="session")

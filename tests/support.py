@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
+from . import databases
+
 STAFF_PASSWORD = "correct horse battery staple"
 
 
@@ -53,7 +55,21 @@ class Server:
     def environ(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHATSERVER_")}
         env.update({"CHATSERVER_DATA_DIR": str(self.data_dir), **self.env})
+        if "CHATSERVER_DATABASE_URL" not in self.env and databases.SERVER_DATABASE:
+            env["CHATSERVER_DATABASE_URL"] = databases.server_database(self.data_dir)
         return env
+
+    @property
+    def database_url(self) -> str:
+        return self.environ().get("CHATSERVER_DATABASE_URL") or f"sqlite://{self.data_dir / 'chat.db'}"
+
+    @property
+    def on_postgres(self) -> bool:
+        return not self.database_url.startswith("sqlite:")
+
+    def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Run SQL on the server's database behind its back (`?` marks parameters)."""
+        return databases.query(self.database_url, sql, *args)
 
     def start(self) -> Server:
         if not self.port:

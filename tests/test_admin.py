@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import re
-import sqlite3
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -497,10 +495,8 @@ async def test_audit_verify_finds_a_tampered_entry(make_server: Callable[..., Se
         assert intact["intact"] is True and intact["first_broken_id"] is None
         assert intact["problem"] is None and intact["checked"] and intact["cannot_prove"]
 
-        with contextlib.closing(sqlite3.connect(server.data_dir / "chat.db")) as db:
-            assert db.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0] >= 3
-            db.execute("UPDATE audit_log SET action = 'x' WHERE id = 2")
-            db.commit()
+        assert server.query("SELECT COUNT(*) FROM audit_log")[0][0] >= 3
+        server.query("UPDATE audit_log SET action = 'x' WHERE id = 2")
 
         done = server.cli("audit", "verify")
         assert done.returncode == 1, done.stdout + done.stderr

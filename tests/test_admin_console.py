@@ -6,7 +6,6 @@ import asyncio
 import csv
 import io
 import json
-import sqlite3
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -189,9 +188,7 @@ async def test_repeated_failures_slow_down_sign_in_with_the_same_answer(
                 break
             await asyncio.sleep(0.5)
         assert right.status_code == 200
-    db = sqlite3.connect(f"file:{server.data_dir / 'chat.db'}?mode=ro", uri=True)
-    outcomes = [r[0] for r in db.execute("SELECT outcome FROM login_events ORDER BY id")]
-    db.close()
+    outcomes = [r[0] for r in server.query("SELECT outcome FROM login_events ORDER BY id")]
     assert outcomes[0] == "unknown_user" and "throttled" in outcomes and outcomes[-1] == "success"
 
 

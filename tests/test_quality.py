@@ -37,6 +37,7 @@ def test_wheel_ships_static_templates_migrations_and_policy(tmp_path: Path) -> N
     for expected in ("chatserver/static/widget.js", "chatserver/templates/widget.html",
                      "chatserver/templates/_base.html",
                      "chatserver/storage/migrations/001_initial.sql",
+                     "chatserver/storage/postgres/migrations/001_initial.sql",
                      "chatserver/bundled/privacy-policy-1.01.md"):
         assert expected in names, expected
 

@@ -35,8 +35,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[Store]:
-    s = await open_store(f"sqlite://{tmp_path / 'chat.db'}", clock)
+async def store(store_url: str, clock: Clock, tmp_path: Path) -> AsyncIterator[Store]:
+    s = await open_store(store_url, clock)
     await audit.attach(s, _settings(tmp_path))
     await s.publish_policy(bundled_policy())
     yield s

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-import sqlite3
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -48,9 +46,7 @@ async def _login_form(client: httpx.AsyncClient) -> str:
 
 
 def _query(server: Server, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    uri = f"file:{server.data_dir / 'chat.db'}?mode=ro"
-    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
-        return db.execute(sql, args).fetchall()
+    return server.query(sql, *args)
 
 
 # -- the JSON API ------------------------------------------------------------------------------

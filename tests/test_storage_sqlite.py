@@ -1,4 +1,5 @@
-"""The SQLite store, used directly: seq, idempotency, claims, group commit, settings of the file."""
+"""The store, used directly, on SQLite and on PostgreSQL: seq, idempotency, claims, batches;
+and the settings of the SQLite file."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from chatserver.storage.sqlite import migrations
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> Store:
-    s = await open_store(f"sqlite://{tmp_path / 'chat.db'}")
+async def store(store_url: str) -> Store:
+    s = await open_store(store_url)
     await s.publish_policy(bundled_policy())
     yield s  # type: ignore[misc]
     await s.close()
@@ -116,8 +117,10 @@ async def test_corrected_name_shows_in_old_messages(store: Store) -> None:
     assert message.author == "New"
 
 
-async def test_database_file_settings(store: Store, tmp_path: Path) -> None:
+async def test_database_file_settings(tmp_path: Path) -> None:
     """The file is in WAL mode with the schema migrated; secure_delete is on for our connections."""
+    store = await open_store(f"sqlite://{tmp_path / 'chat.db'}")
+    await store.publish_policy(bundled_policy())
     conn = sqlite3.connect(tmp_path / "chat.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     versions = [v for (v,) in conn.execute("SELECT version FROM schema_migrations")]
@@ -125,6 +128,7 @@ async def test_database_file_settings(store: Store, tmp_path: Path) -> None:
     assert versions[0] == 1
     conn.close()
     assert await store.current_policy() is not None
+    await store.close()
 
 
 async def test_policy_versions_are_immutable(store: Store) -> None:

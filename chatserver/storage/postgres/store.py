@@ -1,0 +1,434 @@
+"""The PostgreSQL store: the `Store` interface as a thin async front over the aggregate modules.
+
+Each method is one transaction on a pooled connection (engine.py); the SQL lives in policies.py,
+visitors.py, conversations.py, search.py, privacy.py, staff.py and audit.py. Times come from the
+injected clock as ISO strings, as on SQLite.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Coroutine
+from datetime import timedelta
+from typing import Any, ParamSpec, TypeVar
+
+from ...errors import ChatError
+from ..base import (
+    AuditHasher,
+    Clock,
+    Conversation,
+    ConversationSearch,
+    ConversationSummary,
+    Customer,
+    Message,
+    PolicyVersion,
+    Staff,
+    VisitorSession,
+    iso,
+    utc_now,
+)
+from . import audit, conversations, policies, privacy, staff, visitors
+from . import search as full_text
+from .engine import Engine, open_error
+from .migrate import migrate
+
+log = logging.getLogger("chatserver.storage")
+DEFAULT_POOL_SIZE = 10
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def nothing_for_nul(empty: Callable[[], Any]) -> Callable[
+        [Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
+    """PostgreSQL text cannot hold NUL, so nothing stored has one: a look-up by a text with NUL
+    finds nothing, as it would on SQLite, without asking the database (which would refuse it)."""
+
+    def wrap(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+        @functools.wraps(method)
+        async def inner(*args: P.args, **kwargs: P.kwargs) -> R:
+            if any(isinstance(a, str) and "\x00" in a for a in (*args, *kwargs.values())):
+                result: R = empty()
+                return result
+            return await method(*args, **kwargs)
+
+        return inner
+
+    return wrap
+
+
+def _none() -> None:
+    return None
+
+
+def _list() -> list[Any]:
+    return []
+
+
+class PostgresStore:
+    def __init__(self, url: str, clock: Clock = utc_now, *, pool_size: int = DEFAULT_POOL_SIZE
+                 ) -> None:
+        self.url = url
+        self.clock = clock
+        self.pool_size = pool_size
+        self._engine: Engine | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def open(self) -> PostgresStore:
+        engine = await Engine.connect(self.url, self.pool_size)
+        try:
+            async with engine.pool.acquire() as conn:
+                await migrate(conn, self._now())
+        except ChatError:
+            await engine.close()
+            raise
+        except Exception as exc:
+            await engine.close()
+            raise open_error(self.url, exc) from exc
+        self._engine = engine
+        return self
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.close()
+            self._engine = None
+
+    @property
+    def engine(self) -> Engine:
+        assert self._engine is not None, "store is closed"
+        return self._engine
+
+    def _now(self) -> str:
+        return iso(self.clock())
+
+    async def ping(self) -> None:
+        await self.engine.read(lambda c: c.fetchval("SELECT 1"))
+
+    # -- policy -----------------------------------------------------------------------------
+
+    async def publish_policy(self, policy: PolicyVersion) -> PolicyVersion:
+        now = self._now()
+        return await self.engine.write(lambda c: policies.publish(c, policy, now))
+
+    async def current_policy(self) -> PolicyVersion | None:
+        return await self.engine.read(policies.current)
+
+    @nothing_for_nul(_none)
+    async def get_policy(self, version: str) -> PolicyVersion | None:
+        return await self.engine.read(lambda c: policies.get(c, version))
+
+    async def list_policies(self) -> list[PolicyVersion]:
+        return await self.engine.read(policies.list_all)
+
+    # -- visitors ---------------------------------------------------------------------------
+
+    async def create_visitor_session(self, session_id: str) -> None:
+        now = self._now()
+        await self.engine.write(lambda c: visitors.create_session(c, session_id, now))
+
+    @nothing_for_nul(_none)
+    async def get_visitor_session(self, session_id: str) -> VisitorSession | None:
+        return await self.engine.read(lambda c: visitors.get_session(c, session_id))
+
+    async def add_consent(
+        self, session_id: str, *, policy_version: str, policy_sha256: str, ip: str | None,
+        user_agent: str | None, method: str, on_behalf: bool,
+    ) -> dict[str, Any]:
+        now = self._now()
+        return await self.engine.write(lambda c: visitors.add_consent(
+            c, session_id, policy_version=policy_version, policy_sha256=policy_sha256, ip=ip,
+            user_agent=user_agent, method=method, on_behalf=on_behalf, now=now))
+
+    async def save_customer(
+        self, session_id: str, *, name: str, email: str, company: str
+    ) -> Customer:
+        now = self._now()
+        return await self.engine.write(lambda c: visitors.save_customer(
+            c, session_id, name=name, email=email, company=company, now=now))
+
+    @nothing_for_nul(_none)
+    async def get_customer(self, customer_id: str) -> Customer | None:
+        return await self.engine.read(lambda c: visitors.get_customer(c, customer_id))
+
+    async def record_access(
+        self, session_id: str, kind: str, ip: str | None, user_agent: str | None
+    ) -> None:
+        now = self._now()
+        await self.engine.write(
+            lambda c: visitors.record_access(c, session_id, kind, ip, user_agent, now))
+
+    # -- conversations ----------------------------------------------------------------------
+
+    async def open_conversation(
+        self, customer_id: str, *, create: bool = True
+    ) -> tuple[Conversation, bool]:
+        now = self._now()
+        if not create:  # the common case (every visitor socket): a read, no lock
+            return await self.engine.read(lambda c: conversations.open_conversation(
+                c, customer_id, create=False, now=now))
+        return await self.engine.write(lambda c: conversations.open_conversation(
+            c, customer_id, create=True, now=now))
+
+    @nothing_for_nul(_none)
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        return await self.engine.read(lambda c: conversations.get(c, conversation_id))
+
+    async def claim_conversation(
+        self, conversation_id: str, staff_id: int
+    ) -> tuple[Conversation, bool]:
+        now = self._now()
+        return await self.engine.write(
+            lambda c: conversations.claim(c, conversation_id, staff_id, now))
+
+    async def close_conversation(self, conversation_id: str) -> Conversation | None:
+        now = self._now()
+        return await self.engine.write(lambda c: conversations.close(c, conversation_id, now))
+
+    async def append_message(
+        self, conversation_id: str, *, sender: str, sender_id: str, author: str, body: str,
+        client_msg_id: str | None,
+    ) -> tuple[Message, bool, str]:
+        now = self._now()
+        return await self.engine.write(lambda c: conversations.append(
+            c, conversation_id, sender=sender, sender_id=sender_id, author=author, body=body,
+            client_msg_id=client_msg_id, now=now))
+
+    @nothing_for_nul(_list)
+    async def messages_after(
+        self, conversation_id: str, after_seq: int, limit: int = 1000
+    ) -> list[Message]:
+        return await self.engine.read(
+            lambda c: conversations.messages_after(c, conversation_id, after_seq, limit))
+
+    async def open_conversations(self) -> list[ConversationSummary]:
+        return await self.engine.read(conversations.open_conversations)
+
+    @nothing_for_nul(_none)
+    async def conversation_summary(self, conversation_id: str) -> ConversationSummary | None:
+        return await self.engine.read(lambda c: conversations.summary(c, conversation_id))
+
+    async def search_conversations(
+        self, search: ConversationSearch, *, limit: int = 50, offset: int = 0,
+    ) -> tuple[list[ConversationSummary], int]:
+        return await self.engine.read(
+            lambda c: full_text.search_conversations(c, search, limit=limit, offset=offset),
+            snapshot=True)
+
+    async def messages_between(
+        self, created_from: str | None, created_before: str | None, after_id: int, limit: int
+    ) -> tuple[list[Message], int]:
+        if "\x00" in (created_from or "") + (created_before or ""):
+            return [], after_id  # no stored time has a NUL: nothing is in such a range
+        return await self.engine.read(lambda c: conversations.messages_between(
+            c, created_from, created_before, after_id, limit))
+
+    # -- privacy rights ---------------------------------------------------------------------
+
+    async def update_customer(self, customer_id: str, fields: dict[str, str]) -> Customer:
+        now = self._now()
+        return await self.engine.write(
+            lambda c: visitors.update_customer(c, customer_id, fields, now))
+
+    @nothing_for_nul(_list)
+    async def customers_by_email(self, email: str) -> list[Customer]:
+        return await self.engine.read(lambda c: visitors.customers_by_email(c, email))
+
+    @nothing_for_nul(_list)
+    async def list_consents(self, customer_id: str) -> list[dict[str, Any]]:
+        return await self.engine.read(lambda c: visitors.list_consents(c, customer_id))
+
+    @nothing_for_nul(_list)
+    async def session_consents(self, session_id: str) -> list[dict[str, Any]]:
+        return await self.engine.read(lambda c: visitors.session_consents(c, session_id))
+
+    async def withdraw_consents(self, session_id: str) -> int:
+        now = self._now()
+        return await self.engine.write(lambda c: visitors.withdraw_consents(c, session_id, now))
+
+    @nothing_for_nul(_list)
+    async def customer_sessions(self, customer_id: str) -> list[str]:
+        return await self.engine.read(lambda c: visitors.customer_sessions(c, customer_id))
+
+    async def export_customer(self, customer_id: str) -> dict[str, Any]:
+        return await self.engine.read(
+            lambda c: privacy.export_customer(c, customer_id), snapshot=True)
+
+    async def export_session(self, session_id: str) -> dict[str, Any]:
+        return await self.engine.read(
+            lambda c: privacy.export_session(c, session_id), snapshot=True)
+
+    async def erase_customer(self, customer_id: str, *, reason: str) -> dict[str, Any]:
+        now = self._now()
+        result = await self.engine.write(lambda c: privacy.erase(c, customer_id, reason, now))
+        await self._compact_after("erasure")
+        return result
+
+    async def erase_session(self, session_id: str, *, reason: str) -> dict[str, Any]:
+        now = self._now()
+        result = await self.engine.write(
+            lambda c: privacy.erase_session(c, session_id, reason, now))
+        await self._compact_after("erasure")
+        return result
+
+    async def purge(
+        self, *, account_cutoff: str, access_cutoff: str, conversation_cutoff: str,
+        dry_run: bool,
+    ) -> dict[str, Any]:
+        now = self._now()
+        try:
+            result = await self.engine.write(lambda c: privacy.purge(
+                c, account_cutoff=account_cutoff, access_cutoff=access_cutoff,
+                conversation_cutoff=conversation_cutoff, dry_run=dry_run, now=now))
+        except privacy.DryRun as dry:
+            return {**dry.result, "dry_run": True}
+        await self._compact_after("purge")
+        return {**result, "dry_run": False}
+
+    async def _compact_after(self, what: str) -> None:
+        """The erasure is committed: a compaction that fails (the database gone a moment, a
+        user that does not own the tables) must not report it as failed. Autovacuum removes the
+        row versions later; the log says so."""
+        try:
+            await self.compact()
+        except Exception as exc:
+            log.warning("VACUUM or REINDEX after an %s failed (%s): the deleted rows' versions "
+                        "stay until autovacuum removes them", what, type(exc).__name__)
+
+    async def compact(self) -> None:
+        """After an erasure or purge: VACUUM the tables it deleted from, so no row version of
+        the deleted content remains (dead tuples would otherwise wait for autovacuum), with
+        index cleanup forced (VACUUM may skip it when few rows died: the entries, an email among
+        them, would stay). Then rebuild the search index without blocking writes: GIN keeps a
+        word as a key after its last row is gone (SQLite's FTS index is merged for the same
+        reason). What can remain elsewhere is in docs/privacy.md."""
+        await self.engine.outside_transaction(
+            "VACUUM (INDEX_CLEANUP ON) " + ", ".join(privacy.TOUCHED))
+        await self.engine.outside_transaction("REINDEX INDEX CONCURRENTLY messages_search")
+
+    async def set_legal_hold(self, customer_id: str, hold: bool) -> Customer:
+        return await self.engine.write(lambda c: visitors.set_legal_hold(c, customer_id, hold))
+
+    @nothing_for_nul(lambda: ([], 0))
+    async def list_customers(
+        self, *, query: str | None, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        return await self.engine.read(
+            lambda c: visitors.list_customers(c, query=query, limit=limit, offset=offset),
+            snapshot=True)
+
+    @nothing_for_nul(_list)
+    async def customer_access(self, customer_id: str) -> list[dict[str, Any]]:
+        return await self.engine.read(lambda c: visitors.customer_access(c, customer_id))
+
+    # -- staff ------------------------------------------------------------------------------
+
+    async def add_staff(self, name: str, role: str, password_hash: str) -> Staff:
+        now = self._now()
+        return await self.engine.write(lambda c: staff.add(c, name, role, password_hash, now))
+
+    async def get_staff(self, staff_id: int) -> Staff | None:
+        return await self.engine.read(lambda c: staff.get(c, staff_id))
+
+    @nothing_for_nul(_none)
+    async def get_staff_by_name(self, name: str) -> Staff | None:
+        return await self.engine.read(lambda c: staff.get_by_name(c, name))
+
+    async def list_staff(self) -> list[Staff]:
+        return await self.engine.read(staff.list_all)
+
+    async def count_admins(self) -> int:
+        return await self.engine.read(staff.count_admins)
+
+    async def set_password(self, staff_id: int, password_hash: str) -> None:
+        await self.engine.write(lambda c: staff.set_password(c, staff_id, password_hash))
+
+    async def update_staff(
+        self, staff_id: int, *, role: str | None = None, state: str | None = None
+    ) -> Staff:
+        return await self.engine.write(
+            lambda c: staff.update(c, staff_id, role=role, state=state))
+
+    async def revoke_staff_sessions(self, staff_id: int) -> list[str]:
+        now = self._now()
+        return await self.engine.write(lambda c: staff.revoke_sessions(c, staff_id, now))
+
+    async def note_login(self, staff_id: int, ok: bool) -> None:
+        now = self._now()
+        await self.engine.write(lambda c: staff.note_login(c, staff_id, ok, now))
+
+    async def last_logins(self) -> dict[int, str]:
+        return await self.engine.read(staff.last_logins)
+
+    async def create_staff_session(self, session_id: str, staff_id: int, expires_at: str) -> None:
+        now = self._now()
+        await self.engine.write(
+            lambda c: staff.create_session(c, session_id, staff_id, expires_at, now))
+
+    @nothing_for_nul(_none)
+    async def get_staff_session(self, session_id: str, idle_cutoff: str | None = None
+                                ) -> Staff | None:
+        now = self._now()
+        found = await self.engine.read(
+            lambda c: staff.session_staff(c, session_id, idle_cutoff or "", now))
+        if found is None:
+            return None
+        member, last_seen = found
+        if last_seen < iso(self.clock() - timedelta(minutes=1)):
+            # Refresh the idle clock at most once a minute: a write per request is waste.
+            await self.engine.write(lambda c: staff.touch_session(c, session_id, now))
+        return member
+
+    async def revoke_staff_session(self, session_id: str) -> None:
+        now = self._now()
+        await self.engine.write(lambda c: staff.revoke_session(c, session_id, now))
+
+    async def record_login(
+        self, staff_id: int | None, ip: str | None, user_agent: str | None, outcome: str
+    ) -> None:
+        now = self._now()
+        await self.engine.write(
+            lambda c: staff.record_login(c, staff_id, ip, user_agent, outcome, now))
+
+    async def login_events(
+        self, staff_id: int | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        return await self.engine.read(lambda c: staff.login_events(c, staff_id, limit))
+
+    # -- setup tokens -----------------------------------------------------------------------
+
+    async def create_setup_token(self, token_hash: str, expires_at: str) -> None:
+        now = self._now()
+        await self.engine.write(
+            lambda c: staff.create_setup_token(c, token_hash, expires_at, now))
+
+    async def create_first_admin(
+        self, token_hash: str, name: str, password_hash: str
+    ) -> Staff | None:
+        now = self._now()
+        return await self.engine.write(
+            lambda c: staff.create_first_admin(c, token_hash, name, password_hash, now))
+
+    @nothing_for_nul(lambda: False)
+    async def setup_token_valid(self, token_hash: str) -> bool:
+        now = self._now()
+        return await self.engine.read(lambda c: staff.setup_token_valid(c, token_hash, now))
+
+    # -- audit ------------------------------------------------------------------------------
+
+    async def append_audit(self, entry: dict[str, Any], hasher: AuditHasher) -> dict[str, Any]:
+        now = self._now()
+        return await self.engine.write(lambda c: audit.append(c, entry, hasher, now))
+
+    @nothing_for_nul(_list)
+    async def list_audit(
+        self, limit: int = 100, offset: int = 0, *, actor: str | None = None,
+        action: str | None = None, target: str | None = None, since: str | None = None,
+        before: str | None = None,
+    ) -> list[dict[str, Any]]:
+        return await self.engine.read(lambda c: audit.list_entries(
+            c, limit, offset, actor=actor, action=action, target=target, since=since,
+            before=before))
+
+    async def all_audit(self) -> list[dict[str, Any]]:
+        return await self.engine.read(audit.all_entries)
