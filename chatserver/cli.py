@@ -402,9 +402,6 @@ def parser() -> argparse.ArgumentParser:
         "migrate-to", help="copy everything from the SQLite database to an empty PostgreSQL one")
     migrate.add_argument("url", help="postgresql://user@host:port/database (must be empty)")
     migrate.set_defaults(func=cmd_migrate_to)
-    backup = sub.add_parser("backup", help="a consistent online copy of the SQLite database")
-    backup.add_argument("file", help="the new file to write (not overwritten if it exists)")
-    backup.set_defaults(func=cmd_backup)
     return p
 
 

@@ -19,13 +19,16 @@ from .folding import fold
 
 COLUMNS = """
     c.id, c.customer_id, c.status, c.agent_id, s.name, c.created_at, c.claimed_at, c.closed_at,
-    c.last_seq, c.last_message_at
+    c.last_seq, c.last_message_at, s.display_name
 """
+WIDTH = 11  # the columns of COLUMNS, which a summary's row starts with
 FROM = "conversations c LEFT JOIN staff s ON s.id = c.agent_id"
-# Author names are read at display time, so a corrected customer name shows everywhere.
+# Author names are read at display time, so a corrected customer name shows everywhere. An
+# agent's author name is the display name, never the sign-in name: customers see these frames.
 MESSAGE_SELECT = """
     SELECT m.conversation_id, m.seq, m.sender, m.sender_id,
-           CASE m.sender WHEN 'visitor' THEN cu.name WHEN 'agent' THEN st.name ELSE 'system' END,
+           CASE m.sender WHEN 'visitor' THEN cu.name WHEN 'agent' THEN st.display_name
+                ELSE 'system' END,
            m.body, m.client_msg_id, m.sent_at
     FROM messages m
     JOIN conversations c ON c.id = m.conversation_id
@@ -54,8 +57,8 @@ def to_message(row: Any) -> Message:
 
 
 def to_summary(row: Any) -> ConversationSummary:
-    conversation = to_conversation(row[:10])
-    name, email, company, version, count, lseq, lsender, lbody, lsent = row[10:]
+    conversation = to_conversation(row[:WIDTH])
+    name, email, company, version, count, lseq, lsender, lbody, lsent = row[WIDTH:]
     last = (
         {"seq": lseq, "sender": lsender, "body": lbody[:200], "sent_at": lsent}
         if lseq is not None

@@ -46,7 +46,7 @@ async def export_customer(c: Connection, customer_id: str) -> dict[str, Any]:
         conversations.append({
             "id": conv.id, "status": conv.status, "created_at": conv.created_at,
             "claimed_at": conv.claimed_at, "closed_at": conv.closed_at,
-            "agent": conv.agent_name, "messages": messages,
+            "agent": conv.agent_display_name, "messages": messages,
         })
     sessions = [
         {"ref": sid[:12], "created_at": created, "last_seen_at": seen, "revoked_at": revoked}

@@ -6,38 +6,41 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import Conflict, NotFound
-from ..base import Staff
+from ..base import DEFAULT_DISPLAY_NAME, Staff
 from .engine import Connection
 from .visitors import rowcount
 
 STAFF = (
-    "SELECT id, name, role, state, created_at, password_hash, failed_logins, last_failed_at "
-    "FROM staff"
+    "SELECT id, name, role, state, created_at, password_hash, failed_logins, last_failed_at, "
+    "display_name FROM staff"
 )
 _ADMINS = "SELECT COUNT(*) FROM staff WHERE role = 'admin' AND state = 'active'"
 
 
 def to_staff(row: Any) -> Staff:
     return Staff(id=row[0], name=row[1], role=row[2], state=row[3], created_at=row[4],
-                 password_hash=row[5], failed_logins=row[6], last_failed_at=row[7])
+                 password_hash=row[5], failed_logins=row[6], last_failed_at=row[7],
+                 display_name=row[8])
 
 
-async def _insert(c: Connection, name: str, role: str, password_hash: str, now: str) -> Staff:
+async def _insert(c: Connection, name: str, role: str, password_hash: str, now: str,
+                  display_name: str = DEFAULT_DISPLAY_NAME) -> Staff:
     # The unique index on lower(name) settles two creations of one name at the same instant.
     await c.execute("LOCK TABLE staff IN SHARE ROW EXCLUSIVE MODE")
     if await c.fetchval("SELECT 1 FROM staff WHERE lower(name) = lower($1)", name):
         raise Conflict(f"A staff member named {name!r} exists already.", code="name_taken")
     row = await c.fetchrow(
-        "INSERT INTO staff (name, role, password_hash, created_at) VALUES ($1, $2, $3, $4) "
-        "RETURNING id, name, role, state, created_at, password_hash, failed_logins, "
-        "last_failed_at",
-        name, role, password_hash, now,
+        "INSERT INTO staff (name, role, password_hash, created_at, display_name) "
+        "VALUES ($1, $2, $3, $4, $5) RETURNING id, name, role, state, created_at, password_hash, "
+        "failed_logins, last_failed_at, display_name",
+        name, role, password_hash, now, display_name,
     )
     return to_staff(row)
 
 
-async def add(c: Connection, name: str, role: str, password_hash: str, now: str) -> Staff:
-    return await _insert(c, name, role, password_hash, now)
+async def add(c: Connection, name: str, role: str, password_hash: str, now: str,
+              display_name: str = DEFAULT_DISPLAY_NAME) -> Staff:
+    return await _insert(c, name, role, password_hash, now, display_name)
 
 
 async def get(c: Connection, staff_id: int) -> Staff | None:
@@ -62,7 +65,8 @@ async def set_password(c: Connection, staff_id: int, password_hash: str) -> None
     await c.execute("UPDATE staff SET password_hash = $1 WHERE id = $2", password_hash, staff_id)
 
 
-async def update(c: Connection, staff_id: int, *, role: str | None, state: str | None) -> Staff:
+async def update(c: Connection, staff_id: int, *, role: str | None, state: str | None,
+                 display_name: str | None = None) -> Staff:
     # Role and state changes one at a time, so "no active admin would remain" is judged on
     # what is committed, not on two changes that each saw the other admin still there.
     await c.execute("LOCK TABLE staff IN SHARE ROW EXCLUSIVE MODE")
@@ -72,6 +76,9 @@ async def update(c: Connection, staff_id: int, *, role: str | None, state: str |
         await c.execute("UPDATE staff SET role = $1 WHERE id = $2", role, staff_id)
     if state is not None:
         await c.execute("UPDATE staff SET state = $1 WHERE id = $2", state, staff_id)
+    if display_name is not None:
+        await c.execute("UPDATE staff SET display_name = $1 WHERE id = $2", display_name,
+                        staff_id)
     if await c.fetchval(_ADMINS) == 0:  # the transaction is rolled back with this error
         raise Conflict("That would leave no active admin.", code="last_admin")
     found = await get(c, staff_id)
@@ -119,13 +126,13 @@ async def session_staff(c: Connection, session_id: str, idle_cutoff: str, now: s
     """The signed-in staff member and the session's last use, unless it has ended."""
     row = await c.fetchrow(
         """SELECT st.id, st.name, st.role, st.state, st.created_at, st.password_hash,
-                  st.failed_logins, st.last_failed_at, ss.last_seen_at
+                  st.failed_logins, st.last_failed_at, st.display_name, ss.last_seen_at
            FROM staff_sessions ss JOIN staff st ON st.id = ss.staff_id
            WHERE ss.id = $1 AND ss.revoked_at IS NULL AND ss.expires_at > $2
            AND ss.last_seen_at > $3 AND st.state = 'active'""",
         session_id, now, idle_cutoff,
     )
-    return (to_staff(row[:8]), row[8]) if row else None
+    return (to_staff(row[:9]), row[9]) if row else None
 
 
 async def touch_session(c: Connection, session_id: str, now: str) -> None:
