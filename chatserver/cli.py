@@ -322,6 +322,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if str(source).startswith("//"):
         source = Path(str(source)[1:])
     target = Path(args.file).expanduser().resolve()
+    if target.exists():
+        print(f"backup: {target} exists; not overwritten", file=sys.stderr)
+        return 2
     try:
         head = backup(source, target)
     except (BackupFailed, sqlite3.Error, OSError) as exc:
