@@ -115,6 +115,9 @@ async def search_customers(request: Request) -> Response:
     body = await read_json(request)
     if not isinstance(body, dict):
         raise ValidationFailed("Send the search as a JSON object.")
+    nulls = sorted(str(k)[:40] for k, v in body.items() if v is None)
+    if nulls:  # leave a filter out to not filter; null is not a value of any of them
+        raise ValidationFailed(f"{nulls[0]} may not be null.", field=nulls[0])
     unknown = set(body) - {"q", "limit", "offset"}
     if unknown:
         name = sorted(str(k)[:40] for k in unknown)[0]
