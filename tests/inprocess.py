@@ -8,6 +8,7 @@ milliseconds and in-process, so mutation testing sees every line they reach.
 from __future__ import annotations
 
 import functools
+import json
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 from starlette.exceptions import StarletteDeprecationWarning
+from starlette.websockets import WebSocketDisconnect
 
 from chatserver import passwords
 from chatserver.app import create_app
@@ -26,11 +29,12 @@ with warnings.catch_warnings():
     # The test client announces, on import, that it prefers another HTTP package; the one we
     # have works the same for these tests.
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
+    from starlette.testclient import TestClient, WebSocketTestSession
 
 STAFF_PASSWORD = "correct horse battery staple"
 ALLOWED = "https://shop.example"
 OWN = "http://testserver"
+__all__ = ["App", "TestClient", "WebSocketTestSession", "receive", "running_app"]
 
 
 @functools.cache
@@ -89,6 +93,21 @@ class App:
                                json={"name": name, "email": email, "company": ""})
         assert response.status_code == 200, response.text
         return client
+
+
+def receive(ws: WebSocketTestSession, timeout: float = 5.0) -> dict[str, Any]:
+    """The socket's next frame; WebSocketDisconnect when the server closed it, TimeoutError
+    when nothing comes (the test client's own receive would wait for ever)."""
+
+    async def next_message() -> Any:
+        with anyio.fail_after(timeout):
+            return await ws._send_rx.receive()
+
+    message = ws.portal.call(next_message)
+    if message["type"] == "websocket.close":
+        raise WebSocketDisconnect(code=message.get("code", 1000), reason=message.get("reason"))
+    frame: dict[str, Any] = json.loads(message["text"])
+    return frame
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from websockets.exceptions import InvalidStatus
 from chatserver.errors import ForeignOrigin
 from chatserver.web import common
 
-from .inprocess import ALLOWED, OWN, App, running_app
+from .inprocess import ALLOWED, OWN, App, receive, running_app
 from .support import Server, Visitor
 
 # Each passes one loosened comparison against https://shop.example or http://testserver.
@@ -72,7 +72,7 @@ def test_look_alike_origins_may_not_open_a_socket(app: App, origin: str) -> None
     for client, path in ((visitor, "/ws/visitor"), (agent, "/ws/agent")):
         with pytest.raises(WebSocketDisconnect) as refused:  # noqa: PT012
             with client.websocket_connect(path, headers={"Origin": origin}) as ws:
-                ws.receive_json()
+                receive(ws)
         assert refused.value.code == 1008, (path, origin)
 
 
@@ -81,10 +81,10 @@ def test_own_and_allowed_origins_may_open_a_socket(app: App, origin: str) -> Non
     """The server's own origin and a listed one get the visitor's welcome and the agent's queue."""
     visitor = app.visitor_client()
     with visitor.websocket_connect("/ws/visitor", headers={"Origin": origin}) as ws:
-        assert ws.receive_json()["type"] == "welcome"
+        assert receive(ws)["type"] == "welcome"
     agent = app.staff_client("agent")
     with agent.websocket_connect("/ws/agent", headers={"Origin": origin}) as ws:
-        assert ws.receive_json()["type"] == "queue"
+        assert receive(ws)["type"] == "queue"
 
 
 def test_cross_site_fetch_without_origin_may_not_write(app: App) -> None:

@@ -17,7 +17,7 @@ from starlette.websockets import WebSocketDisconnect
 from chatserver import sessions
 from chatserver.sessions import CSRF_MAX_AGE, Signer
 
-from .inprocess import App, running_app
+from .inprocess import App, receive, running_app
 
 
 @pytest.fixture
@@ -142,9 +142,9 @@ def test_a_tampered_visitor_cookie_is_no_cookie_on_every_path(app: App) -> None:
     assert client.post("/api/visitor", json={"name": "M", "email": "m@example.com"}
                        ).json()["error"] == "consent_required"
     with client.websocket_connect("/ws/visitor") as ws:
-        assert ws.receive_json()["code"] == "not_signed_in"
+        assert receive(ws)["code"] == "not_signed_in"
         with pytest.raises(WebSocketDisconnect) as closed:
-            ws.receive_json()
+            receive(ws)
     assert closed.value.code == 4401
     fresh = client.post("/api/consent", json={"policy_version": "1.01"})
     assert fresh.cookies["chat_session"] not in {good, tampered}
@@ -234,11 +234,11 @@ def test_sign_out_revokes_the_session_on_the_server(app: App) -> None:
     agent = app.staff_client("agent")
     old = agent.cookies["chat_staff"]
     with agent.websocket_connect("/ws/agent") as ws:
-        assert ws.receive_json()["type"] == "queue"
+        assert receive(ws)["type"] == "queue"
         assert agent.post("/api/staff/logout").status_code == 200
         with pytest.raises(WebSocketDisconnect) as closed:
             while True:
-                ws.receive_json()
+                receive(ws)
         assert closed.value.code == 4401
     replay = app.client()
     replay.cookies.set("chat_staff", old)
@@ -256,7 +256,7 @@ def test_idle_staff_sessions_end(app: App) -> None:
     app.clock.now += idle + timedelta(minutes=1)
     assert agent.get("/api/staff/me").status_code == 401
     with agent.websocket_connect("/ws/agent") as ws:
-        assert ws.receive_json()["code"] == "not_signed_in"
+        assert receive(ws)["code"] == "not_signed_in"
 
 
 def test_staff_sessions_have_an_absolute_lifetime(app: App) -> None:
