@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import itsdangerous.timed
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
@@ -81,6 +82,22 @@ def test_csrf_tokens_match_only_in_pairs_of_the_same_valid_value() -> None:
     assert not signer.csrf_matches("", "")
     forged = signer.sign("chat_session", "x")  # signed, but for another purpose
     assert not signer.csrf_matches(forged, forged)
+
+
+def test_csrf_tokens_expire_after_twelve_hours(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A form token signed more than CSRF_MAX_AGE ago no longer matches, whether it is the
+    cookie's copy or the form's that is old."""
+    signer = Signer("s")
+    now = [1_800_000_000.0]
+    monkeypatch.setattr(itsdangerous.timed.time, "time", lambda: now[0])
+    old = signer.sign("csrf", "same random value")
+    now[0] += CSRF_MAX_AGE - 5
+    fresh = signer.sign("csrf", "same random value")  # the same value, signed later
+    assert signer.csrf_matches(old, fresh) and signer.csrf_matches(fresh, old)
+    now[0] += 10  # old is now past twelve hours, fresh is not
+    assert not signer.csrf_matches(old, fresh)
+    assert not signer.csrf_matches(fresh, old)
+    assert signer.csrf_matches(fresh, fresh)
 
 
 def test_ids_are_random_and_stored_as_sha256() -> None:
