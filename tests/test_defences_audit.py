@@ -42,7 +42,9 @@ def test_recorded_entries_form_a_chain(app: App) -> None:
         assert after["prev_hash"] == before["hash"]
         assert after["hash"] == audit.entry_hash(before["hash"], after)
     assert audit.verify(entries) is None
-    assert entries[-1]["detail"] == {"k": 3} and entries[-1]["actor"] == "staff:3"
+    last = entries[-1]
+    assert (last["actor"], last["action"], last["ip"], last["target"], last["detail"]) == (
+        "staff:3", "test.action", "192.0.2.1", "conversation:3", {"k": 3})
 
 
 @pytest.mark.parametrize("field", ["id", "at", "actor", "action", "ip", "target", "detail"])
@@ -83,6 +85,16 @@ def test_the_hash_covers_every_field_and_the_link() -> None:
     assert audit.entry_hash("", {**entry, "detail": {"a": 2, "b": 1}}) == base
     assert audit.entry_hash("", {**entry, "hash": "ignored", "prev_hash": "x"}) == base
     assert audit.entry_hash("", {**entry, "detail": {"b": 1, "a": 2, "é": "ü"}}) != base
+
+
+def test_the_hash_of_an_entry_does_not_change_between_versions() -> None:
+    """A known answer: the canonical form (compact JSON, sorted keys, text kept as UTF-8) is
+    part of the log's format, or logs written by one version would fail to verify in the next."""
+    entry = {"id": 7, "at": "2026-01-02T03:04:05.000006Z", "actor": "staff:1",
+             "action": "transcript.download", "ip": "192.0.2.1", "target": "conversation:cv_1",
+             "detail": {"format": "csv", "note": "ü"}}
+    assert audit.entry_hash("ab" * 32, entry) == (
+        "374465d9bf3a39fcce407c1125e893cb8f3882aa813c489812e6f6bf36f50ff1")
 
 
 def test_an_edit_in_the_database_is_found(app: App) -> None:
