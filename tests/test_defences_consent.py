@@ -116,12 +116,15 @@ def test_publishing_checks_its_fields(app: App) -> None:
         {"version": "2.0", "effective_date": "2026-01-01", "summary": "  "},
         {"version": "2.0", "effective_date": "2026-01-01", "summary": "s" * 2001},
     ]
-    for fields in bad:
-        with pytest.raises(ValidationFailed):
+    named = ["version"] * 4 + ["effective_date"] + ["summary"] * 2
+    for fields, field in zip(bad, named, strict=True):
+        with pytest.raises(ValidationFailed) as refused:
             app.call(policies.publish, "text", **fields)
-    with pytest.raises(ValidationFailed):
+        assert refused.value.field == field, fields
+    with pytest.raises(ValidationFailed) as empty:
         app.call(policies.publish, " \n", version="2.0", effective_date="2026-01-01",
                  summary="s")
+    assert empty.value.field == "text"
     assert app.call(policies.current).version == "1.01"
     published = app.call(policies.publish, "new text", version="v" * 32,
                          effective_date="2026-01-01", summary="s" * 2000)
@@ -129,10 +132,21 @@ def test_publishing_checks_its_fields(app: App) -> None:
 
 
 def test_policy_text_cannot_inject_markup() -> None:
-    """Raw HTML in a policy file is shown as text."""
+    """Raw HTML in a policy file is shown as text, entities included, as the author wrote it."""
     html = consent.render("Hello <script>alert(1)</script> & <b>bold</b>")
     assert "<script>" not in html and "<b>" not in html
     assert "&lt;script&gt;" in html and "&amp;" in html
+    assert "&amp;lt;b&amp;gt;" in consent.render("&lt;b&gt;")  # shown as typed, not decoded
+
+
+def test_the_policy_api_names_what_a_consent_must_quote(app: App) -> None:
+    """GET /api/policy gives the version and the hash of its text, which a consent names."""
+    policy = app.client().get("/api/policy").json()
+    assert set(policy) == {"version", "effective_date", "summary", "sha256", "html"}
+    assert policy["version"] == "1.01" and policy["effective_date"] == consent.BUNDLED_DATE
+    assert policy["summary"] == consent.BUNDLED_SUMMARY
+    assert policy["sha256"] == consent.sha256_text(consent.bundled_policy().text)
+    assert policy["html"] == consent.render(consent.bundled_policy().text)
 
 
 # -- at the routes and the socket -------------------------------------------------------------
