@@ -61,6 +61,8 @@ def test_chat_needs_consent_to_the_current_version_and_a_customer() -> None:
     {"name": "A", "email": "a@example.com;b@example.com"},
     {"name": "A", "email": "a@example.com b@example.com"},
     {"name": "A", "email": "a@b@example.com"},
+    {"name": "A", "email": "a@example.com,b"},
+    {"name": "A", "email": "a@example.com;"},
 ])
 def test_the_form_takes_one_address_and_no_copies(data: dict[str, Any]) -> None:
     """CC/BCC fields in any spelling and a second address are refused as cc_not_allowed."""
@@ -81,12 +83,16 @@ def test_the_form_takes_one_address_and_no_copies(data: dict[str, Any]) -> None:
     ({"name": "A", "email": "a@" + "b" * 250 + ".com"}, "email"),
     ({"name": "A", "email": None}, "email"),
     ({"name": "A", "email": "a@example.com", "phone": "1"}, "phone"),
+    ({"email": "a@example.com"}, "name"),
+    ({"name": "A"}, "email"),
+    ({"name": "A", "email": "a" * 243 + "@example.com"}, "email"),  # 255 characters
 ])
 def test_the_form_refuses_bad_values_by_name(data: dict[str, Any], field: str) -> None:
     """Each bad value names its field."""
     with pytest.raises(ValidationFailed) as refused:
         consent.validate_customer(data)
     assert refused.value.field == field
+    assert refused.value.code == ("unknown_field" if field == "phone" else f"invalid_{field}")
 
 
 def test_the_form_keeps_good_values_tidy() -> None:
@@ -98,6 +104,18 @@ def test_the_form_keeps_good_values_tidy() -> None:
     longest = {"name": "n" * 100, "email": "a@example.com", "company": "c" * 200}
     assert consent.validate_customer(longest) == longest
     assert consent.validate_customer({"company": "X"}, partial=True) == {"company": "X"}
+    assert consent.validate_customer({"name": " Bo "}, partial=True) == {"name": "Bo"}
+    assert consent.validate_customer({"email": "b@example.com"}, partial=True) == {
+        "email": "b@example.com"}
+    with pytest.raises(ValidationFailed):
+        consent.validate_customer({"name": ""}, partial=True)
+    with pytest.raises(ValidationFailed):
+        consent.validate_customer({"email": "nope"}, partial=True)
+    assert consent.validate_customer({"name": "A", "email": "a@example.com"})["company"] == ""
+    longest_email = "a" * 242 + "@example.com"
+    assert len(longest_email) == 254
+    assert consent.validate_customer({"name": "A", "email": longest_email})["email"] == (
+        longest_email)
     with pytest.raises(ValidationFailed):
         consent.validate_customer({}, partial=True)
     with pytest.raises(ValidationFailed):
