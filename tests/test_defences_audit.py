@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
-from chatserver import audit, privacy
+from chatserver import audit, privacy, sessions
 
 from .inprocess import App, receive, running_app
 
@@ -156,8 +156,9 @@ def test_erasure_leaves_no_trace_and_closes_the_socket(app: App) -> None:
     entries = app.call(app.state.store.all_audit)
     erasure = [e for e in entries if e["action"] == "customer.erase"]
     assert len(erasure) == 1 and erasure[0]["target"].startswith("erasure:")
-    assert erasure[0]["detail"]["messages"] == 3  # the visitor's, the join notice, the reply
-    assert erasure[0]["detail"]["reason"] == "request"
+    assert erasure[0]["detail"] == {"conversations": 1, "messages": 3, "sessions": 1,
+                                    "consents": 1, "access_events": 2, "reason": "request"}
+    assert erasure[0]["ip"] is None  # the customer's own request: no address kept of them
     assert MARKER not in str(entries) and MARKER.lower() not in str(entries)
     assert audit.verify(entries) is None
     app.call(app.state.store.ping)
@@ -186,7 +187,25 @@ def test_erasure_closes_every_socket_of_the_customer(app: App) -> None:
             assert closed.value.code == 4401
     entry = app.call(app.state.store.all_audit)[-1]
     assert entry["action"] == "customer.erase" and entry["actor"].startswith("staff:")
-    assert entry["detail"]["reason"] == "admin"
+    assert entry["detail"]["reason"] == "admin" and entry["ip"] == "testclient"
+
+
+def test_a_session_without_details_can_be_erased(app: App) -> None:
+    """A visitor who consented but never gave details erases their session the same way:
+    it is gone, and the audit entry names the erasure with counts."""
+    client = app.client()
+    client.post("/api/consent", json={"policy_version": "1.01"})
+    session_hash = sessions.hash_id(app.state.signer.unsign("chat_session",
+                                                            client.cookies["chat_session"]))
+    assert app.call(app.state.store.get_visitor_session, session_hash) is not None
+    erased = client.delete("/api/me")
+    assert erased.status_code == 200 and erased.json()["erased"] is True
+    assert app.call(app.state.store.get_visitor_session, session_hash) is None
+    entry = app.call(app.state.store.all_audit)[-1]
+    assert entry["action"] == "customer.erase" and entry["actor"] == "customer"
+    assert entry["target"] == f"erasure:{erased.json()['erasure_id']}"
+    assert entry["detail"]["sessions"] == 1 and entry["detail"]["consents"] == 1
+    assert entry["detail"]["reason"] == "request"
 
 
 def test_a_legal_hold_blocks_erasure(app: App) -> None:

@@ -256,3 +256,31 @@ def test_visitors_of_one_address_share_its_bucket_and_staff_do_not(tmp_path: Pat
                         frame = receive(ws)
                     acked += frame["type"] == "ack"
             assert acked == 3
+
+
+def test_exempt_addresses_are_not_rate_limited_and_others_are(tmp_path: Path) -> None:
+    """A client in CHATSERVER_LIMITS_EXEMPT may flood past every bucket; a client from any
+    other address is closed with 4429; a staff socket gets the staff rate, not the visitors'."""
+    with running_app(tmp_path, CHATSERVER_RATE_MESSAGES="2", CHATSERVER_STAFF_RATE_MESSAGES="50",
+                     CHATSERVER_LIMITS_EXEMPT="10.0.0.0/8") as app:
+        relay = app.visitor_client(client=("10.1.2.3", 40000))
+        with relay.websocket_connect("/ws/visitor") as ws:
+            receive(ws)
+            for _ in range(12):
+                ws.send_json({"type": "ping"})
+            assert [receive(ws)["type"] for _ in range(12)] == ["pong"] * 12
+        stranger = app.visitor_client("Eve", "eve@example.com", client=("192.0.2.7", 40000))
+        with stranger.websocket_connect("/ws/visitor") as ws:
+            receive(ws)
+            for _ in range(12):
+                ws.send_json({"type": "ping"})
+            with pytest.raises(WebSocketDisconnect) as closed:
+                while True:
+                    receive(ws)
+            assert closed.value.code == 4429
+        agent = app.staff_client("agent", client=("192.0.2.8", 40000))
+        with agent.websocket_connect("/ws/agent") as ws:
+            receive(ws)
+            for _ in range(40):  # 10 tokens: past a visitor's 2, inside the staff's 50
+                ws.send_json({"type": "ping"})
+            assert all(receive(ws)["type"] == "pong" for _ in range(40))
