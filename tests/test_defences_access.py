@@ -150,6 +150,32 @@ def test_admins_may_resume_any_conversation(app: App) -> None:
         assert frame_until(ws, "message", seq=1)["body"] == "Bob asks"
 
 
+def test_reading_a_queued_conversation_does_not_subscribe_to_it(app: App) -> None:
+    """Resuming a queued conversation replays it once, without following it: its next message
+    reaches the agent only after a claim. Resuming one's own conversation follows it."""
+    visitor, conversation_id = open_chat(app)
+    agent = app.staff_client("first")
+    with agent.websocket_connect("/ws/agent") as ws, \
+            visitor.websocket_connect("/ws/visitor") as wv:
+        frame_until(ws, "queue")
+        frame_until(wv, "welcome")
+        ws.send_json({"type": "resume", "conversation_id": conversation_id, "after_seq": 0})
+        frame_until(ws, "message", seq=1)
+        wv.send_json({"type": "message", "body": "still waiting", "client_msg_id": "q2"})
+        frame_until(wv, "ack")
+        assert not any(f.get("body") == "still waiting" for f in frames_until_pong(ws))
+    app.call(app.state.hub.claim, conversation_id, app.call(app.state.store.get_staff_by_name,
+                                                           "first"))
+    with agent.websocket_connect("/ws/agent") as ws, \
+            visitor.websocket_connect("/ws/visitor") as wv:
+        frame_until(ws, "queue")
+        frame_until(wv, "welcome")
+        ws.send_json({"type": "resume", "conversation_id": conversation_id, "after_seq": 3})
+        frames_until_pong(ws)
+        wv.send_json({"type": "message", "body": "now answered", "client_msg_id": "q3"})
+        frame_until(ws, "message", body="now answered")
+
+
 def test_an_agent_may_close_a_queued_conversation_without_claiming(app: App) -> None:
     """Closing spam from the queue needs no claim; closing someone else's does."""
     _, conversation_id = open_chat(app)
