@@ -155,3 +155,21 @@ async def test_look_alike_origin_is_refused_by_a_running_server(
     assert (await socket.wait_type("welcome"))["type"] == "welcome"
     await socket.close()
     await visitor.aclose()
+
+
+def test_under_https_our_own_origin_is_the_https_one(app: App) -> None:
+    """Served over HTTPS, the page's own origin is https://host: the same host over plain HTTP
+    (where anyone on the path could inject a script) may neither write nor open a socket."""
+    visitor = app.visitor_client(base_url="https://testserver")
+    assert visitor.post("/api/consent", json={"policy_version": "1.01"},
+                        headers={"Origin": "https://testserver"}).status_code == 200
+    refused = visitor.post("/api/consent", json={"policy_version": "1.01"},
+                           headers={"Origin": "http://testserver"})
+    assert refused.status_code == 403
+    wss = "wss://testserver/ws/visitor"
+    with visitor.websocket_connect(wss, headers={"Origin": "https://testserver"}) as ws:
+        assert receive(ws)["type"] == "welcome"
+    with pytest.raises(WebSocketDisconnect) as closed:  # noqa: PT012
+        with visitor.websocket_connect(wss, headers={"Origin": "http://testserver"}) as ws:
+            receive(ws)
+    assert closed.value.code == 1008
