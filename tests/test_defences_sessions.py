@@ -215,6 +215,7 @@ def test_cookie_attributes_and_hsts_over_https(app: App) -> None:
     for part in ("httponly", "samesite=strict", "path=/", "secure"):
         assert part in lowered
     assert "domain" not in lowered
+    assert client.get("/api/staff/me").status_code == 200  # and it is the one that is read
     plain = app.client().get("/api/policy")
     assert "strict-transport-security" not in plain.headers
 
