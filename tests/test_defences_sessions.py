@@ -220,6 +220,24 @@ def test_cookie_attributes_and_hsts_over_https(app: App) -> None:
     assert "strict-transport-security" not in plain.headers
 
 
+@pytest.mark.parametrize(("setting", "base", "secure"), [
+    ("on", "http://testserver", True), ("off", "https://testserver", False),
+])
+def test_the_secure_cookie_setting_overrides_the_scheme(tmp_path: Path, setting: str, base: str,
+                                                        secure: bool) -> None:
+    """CHATSERVER_SECURE_COOKIES=on marks cookies Secure even when HTTPS ends at a proxy in
+    front; off leaves it off even over HTTPS."""
+    with running_app(tmp_path, CHATSERVER_SECURE_COOKIES=setting) as app:
+        consent = app.client(base_url=base).post("/api/consent", json={"policy_version": "1.01"})
+        assert ("secure" in consent.headers["set-cookie"].lower()) is secure
+        app.add_staff("agent")
+        login = app.client(base_url=base).post(
+            "/api/staff/login", json={"username": "agent", "password": "correct horse battery staple"})
+        header = login.headers["set-cookie"]
+        assert header.startswith("__Host-chat_staff=" if secure else "chat_staff=")
+        assert ("secure" in header.lower()) is secure
+
+
 def test_a_clearing_cookie_keeps_the_attributes_it_was_set_with(app: App) -> None:
     """Erasure clears the visitor cookie with SameSite=None; Secure; Partitioned under HTTPS,
     or an embedded browser would ignore the deletion."""
