@@ -103,9 +103,10 @@ def test_every_unsafe_method_is_checked_at_the_edge(app: App, method: str) -> No
     """Any state-changing method from a foreign origin is refused before any route runs,
     even on a path that has no handler for it."""
     client = app.visitor_client()
-    response = client.request(method, "/api/me", json={},
-                              headers={"Origin": "https://evilshop.example"})
-    assert response.status_code == 403 and response.json()["error"] == "origin_not_allowed"
+    for headers in ({"Origin": "https://evilshop.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        response = client.request(method, "/api/me", json={}, headers=headers)
+        assert response.status_code == 403, headers
+        assert response.json()["error"] == "origin_not_allowed"
     assert client.get("/api/me").json()["customer"]["name"] == "Ada"  # nothing changed
 
 
