@@ -116,6 +116,7 @@ def running_app(tmp_path: Path, **env: str) -> Iterator[App]:
         "CHATSERVER_DATA_DIR": str(tmp_path / "data"),
         "CHATSERVER_PURGE_INTERVAL_SECONDS": "0",
         "CHATSERVER_ALLOWED_ORIGINS": ALLOWED,
+        "CHATSERVER_ALLOWED_HOSTS": "testserver",  # the name Starlette's TestClient sends
         **env,
     }
     settings = load(environ=environ)

@@ -3,11 +3,10 @@ links, carried consent, read state, and erasure taking unsent mail and unused li
 
 from __future__ import annotations
 
-import sqlite3
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -15,6 +14,8 @@ from chatserver.consent import bundled_policy
 from chatserver.errors import NotFound
 from chatserver.storage import open_store
 from chatserver.storage.base import Store, iso
+
+from . import databases
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -39,8 +40,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[Store]:
-    s = await open_store(f"sqlite://{tmp_path / 'chat.db'}", clock)
+async def store(store_url: str, clock: Clock) -> AsyncIterator[Store]:
+    s = await open_store(store_url, clock)
     await s.publish_policy(bundled_policy())
     yield s
     await s.close()
@@ -60,15 +61,11 @@ async def _customer(store: Store, tag: str, email: str | None = None, *,
     return customer.id
 
 
-def _rows(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(tmp_path / "chat.db")
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
+def _rows(store_url: str, sql: str) -> list[tuple[object, ...]]:
+    return databases.query(store_url, sql)
 
 
-async def test_account_mail_is_queued_for_a_known_address_only(store: Store, tmp_path: Path,
+async def test_account_mail_is_queued_for_a_known_address_only(store: Store, store_url: str,
                                                                clock: Clock) -> None:
     """A known address (any case) queues one mail for its newest account; an unknown one
     queues nothing and stores nothing."""
@@ -77,7 +74,7 @@ async def test_account_mail_is_queued_for_a_known_address_only(store: Store, tmp
     newer = await _customer(store, "new", "same@example.com")
     await store.queue_account_mail("signin", "SAME@example.COM")
     await store.queue_account_mail("signin", "nobody@example.com")
-    rows = _rows(tmp_path, "SELECT kind, customer_id, address FROM mail_outbox")
+    rows = _rows(store_url, "SELECT kind, customer_id, address FROM mail_outbox")
     assert rows == [("signin", newer, None)] and older != newer
 
 
@@ -106,16 +103,16 @@ async def test_claim_lease_retry_and_finish(store: Store, clock: Clock) -> None:
     assert "address" not in row and "params" not in row
 
 
-async def test_farewell_address_is_cleared_when_finished(store: Store, tmp_path: Path) -> None:
+async def test_farewell_address_is_cleared_when_finished(store: Store, store_url: str) -> None:
     """The farewell is the one mail that keeps an address; finishing it overwrites it."""
     mail_id = await store.queue_mail("farewell", address="gone@example.com")
     claimed = await store.claim_mail(iso(datetime.now(UTC) + timedelta(days=1)))
     assert claimed is not None and claimed.address == "gone@example.com"
     await store.finish_mail(mail_id, status="failed", error="SMTPRecipientsRefused 550")
-    assert _rows(tmp_path, "SELECT address, status FROM mail_outbox") == [(None, "failed")]
+    assert _rows(store_url, "SELECT address, status FROM mail_outbox") == [(None, "failed")]
 
 
-async def test_erasure_takes_unsent_mail_and_links_with_it(store: Store, tmp_path: Path,
+async def test_erasure_takes_unsent_mail_and_links_with_it(store: Store, store_url: str,
                                                           clock: Clock) -> None:
     """Erasing a customer deletes their queued mail, read state and links in that transaction;
     another customer's are kept."""
@@ -129,9 +126,9 @@ async def test_erasure_takes_unsent_mail_and_links_with_it(store: Store, tmp_pat
                                       clock.iso(minutes=15))
     await store.queue_mail("reply", customer_id=gone, conversation_id=conversation.id)
     await store.erase_customer(gone, reason="request")
-    assert _rows(tmp_path, "SELECT customer_id FROM mail_outbox") == [(kept,)]
-    assert _rows(tmp_path, "SELECT customer_id FROM mail_tokens") == [(kept,)]
-    assert _rows(tmp_path, "SELECT * FROM conversation_reads") == []
+    assert _rows(store_url, "SELECT customer_id FROM mail_outbox") == [(kept,)]
+    assert _rows(store_url, "SELECT customer_id FROM mail_tokens") == [(kept,)]
+    assert _rows(store_url, "SELECT * FROM conversation_reads") == []
 
 
 async def test_links_are_single_use_expire_and_a_newer_one_voids_older(store: Store,
@@ -191,7 +188,7 @@ async def test_read_state_is_clamped_and_only_rises(store: Store) -> None:
         await store.mark_seen("cv_missing", 1, read=True)
 
 
-async def test_unseen_replies_are_batched_per_conversation(store: Store, tmp_path: Path,
+async def test_unseen_replies_are_batched_per_conversation(store: Store, store_url: str,
                                                            clock: Clock) -> None:
     """Replies not seen by the cut-off make one mail per conversation covering all of them;
     seen replies, visitor messages and replies already mailed make none."""
@@ -214,6 +211,40 @@ async def test_unseen_replies_are_batched_per_conversation(store: Store, tmp_pat
     clock.advance(seconds=20)
     assert await store.queue_reply_mails(cutoff=clock.iso(seconds=-120), **window) == 1
     assert await store.queue_reply_mails(cutoff=clock.iso(seconds=-120), **window) == 0
-    rows = _rows(tmp_path, "SELECT kind, customer_id, conversation_id, params FROM mail_outbox")
+    rows = _rows(store_url, "SELECT kind, customer_id, conversation_id, params FROM mail_outbox")
     assert rows == [("reply", customer, conversation.id, '{"from_seq": 3, "to_seq": 4}')]
     assert (await store.read_state(conversation.id))["mailed_seq"] == 4
+
+
+async def test_several_senders_claim_and_queue_each_mail_once(store: Store, store_url: str,
+                                                             clock: Clock) -> None:
+    """Three stores on one database (three server processes) claiming at once take each due
+    mail exactly once, and queueing reply mails at once queues one per conversation."""
+    others = [await open_store(store_url, clock) for _ in range(2)]
+    try:
+        senders = [store, *others]
+        customer = await _customer(store, "ada")
+        queued = {await store.queue_mail("transcript", customer_id=customer)
+                  for _ in range(30)}
+
+        async def drain(sender: Store) -> list[int]:
+            taken = []
+            while (mail := await sender.claim_mail(clock.iso(seconds=60))) is not None:
+                taken.append(mail.id)
+            return taken
+
+        claimed = [i for batch in await asyncio.gather(*[drain(s) for s in senders])
+                   for i in batch]
+        assert sorted(claimed) == sorted(queued)
+
+        conversation, _ = await store.open_conversation(customer)
+        await store.append_message(conversation.id, sender="agent", sender_id="1",
+                                   author="Bo", body="hello", client_msg_id="a1")
+        clock.advance(minutes=10)
+        window = {"cutoff": clock.iso(minutes=-5), "horizon": clock.iso(days=-3)}
+        made = await asyncio.gather(*[s.queue_reply_mails(**window) for s in senders])
+        assert sum(made) == 1
+        assert _rows(store_url, "SELECT COUNT(*) FROM mail_outbox WHERE kind = 'reply'") == [(1,)]
+    finally:
+        for other in others:
+            await other.close()

@@ -14,15 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..audit import verify
 from ..errors import Conflict
 
 # Parents before children, so foreign keys hold at every row.
 ORDER = ("policy_versions", "customers", "visitor_sessions", "consents", "staff",
          "staff_sessions", "login_events", "conversations", "messages", "access_events",
-         "setup_tokens", "audit_log", "erasures")
-# SQLite-only machinery: the full-text index is rebuilt by PostgreSQL's own `search` column.
-SKIPPED_PREFIXES = ("sqlite_", "messages_fts")
+         "setup_tokens", "audit_log", "erasures", "mail_outbox", "mail_tokens",
+         "conversation_reads")
+# SQLite-only machinery: the full-text index is rebuilt by PostgreSQL's own `search` column, and
+# `upkeep` notes an index scrub that SQLite still owes (PostgreSQL's index is built anew).
+SKIPPED_PREFIXES = ("sqlite_", "messages_fts", "upkeep")
 BATCH = 5000
 
 
@@ -174,10 +175,12 @@ async def _check(store: Any, summary: Summary, source_last_hash: str) -> None:
                 raise Conflict(f"{table}: {found} rows arrived of {expected}.",
                                code="copy_mismatch")
     entries = await store.all_audit()
-    broken = verify(entries)
-    if broken is not None:
-        raise Conflict(f"The copied audit log breaks at entry {broken['id']}.",
-                       code="copy_mismatch")
+    # The hashes are keyed with the server's secret, which a copy need not know: the chain's
+    # links are checked here (every hash is copied as it is; `audit verify` checks the keys).
+    for prev, entry in zip(entries, entries[1:], strict=False):
+        if entry["id"] != prev["id"] + 1 or entry["prev_hash"] != prev["hash"]:
+            raise Conflict(f"The copied audit log breaks at entry {entry['id']}.",
+                           code="copy_mismatch")
     summary.audit_entries = len(entries)
     summary.audit_last_hash = entries[-1]["hash"] if entries else ""
     if source_last_hash != summary.audit_last_hash:

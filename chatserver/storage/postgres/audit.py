@@ -13,7 +13,7 @@ from typing import Any
 
 from ..base import AuditHasher
 from .engine import Connection
-from .visitors import like
+from .visitors import like, rowcount
 
 AUDIT_LOCK = 0x63686174_617564  # "chat" "aud": names the audit chain among advisory locks
 _KEYS = ("id", "at", "actor", "action", "ip", "target", "detail", "prev_hash", "hash")
@@ -26,11 +26,15 @@ def to_entry(row: Any) -> dict[str, Any]:
     return entry
 
 
-async def append(c: Connection, entry: dict[str, Any], hasher: AuditHasher, now: str
-                 ) -> dict[str, Any]:
-    await c.execute("SELECT pg_advisory_xact_lock($1)", AUDIT_LOCK)
-    last = await c.fetchrow("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
-    prev_id, prev_hash = (last[0], last[1]) if last else (0, "")
+async def append(c: Connection, entry: dict[str, Any], hasher: AuditHasher, now: str,
+                 prev: tuple[int, str] | None = None) -> dict[str, Any]:
+    """Append after `prev` (id, hash), by default the newest entry; `prev` only under the
+    lock (cut below takes it)."""
+    if prev is None:
+        await c.execute("SELECT pg_advisory_xact_lock($1)", AUDIT_LOCK)
+        last = await c.fetchrow("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
+        prev = (last[0], last[1]) if last else (0, "")
+    prev_id, prev_hash = prev
     full = {
         "id": prev_id + 1,
         "at": now,
@@ -48,6 +52,34 @@ async def append(c: Connection, entry: dict[str, Any], hasher: AuditHasher, now:
         json.dumps(full["detail"], sort_keys=True), prev_hash, digest,
     )
     return {**full, "prev_hash": prev_hash, "hash": digest}
+
+
+# Always a prefix of the chain: up to the newest entry older than `before`.
+_UPTO = "SELECT MAX(id) FROM audit_log WHERE at < $1"
+
+
+async def count_cut(c: Connection, before: str) -> dict[str, Any]:
+    """What a cut at `before` would delete: {"cut": n}."""
+    n = await c.fetchval(f"SELECT COUNT(*) FROM audit_log WHERE id <= ({_UPTO})", before)
+    return {"cut": int(n)}
+
+
+async def cut(c: Connection, before: str, entry: dict[str, Any], hasher: AuditHasher, now: str
+              ) -> dict[str, Any] | None:
+    """Delete the oldest entries up to the newest one before `before`, and append `entry`
+    after the newest, its detail saying where the chain now starts (base.Store.cut_audit)."""
+    await c.execute("SELECT pg_advisory_xact_lock($1)", AUDIT_LOCK)
+    last = await c.fetchrow("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
+    if last is None:
+        return None
+    removed = rowcount(await c.execute(f"DELETE FROM audit_log WHERE id <= ({_UPTO})", before))
+    if not removed:
+        return None
+    first = await c.fetchrow("SELECT id, prev_hash FROM audit_log ORDER BY id LIMIT 1")
+    first_kept, first_prev = (first[0], first[1]) if first else (last[0] + 1, last[1])
+    detail = {**(entry.get("detail") or {}), "cut": removed, "first_kept": first_kept,
+              "first_kept_prev_hash": first_prev}
+    return await append(c, {**entry, "detail": detail}, hasher, now, (last[0], last[1]))
 
 
 async def list_entries(

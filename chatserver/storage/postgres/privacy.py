@@ -1,6 +1,7 @@
 """The customer's rights on PostgreSQL: export, erasure, and the retention purge.
 
-Erasure and purge are each one transaction with the same scope as on SQLite. They lock what they
+An erasure is one transaction, a purge a series of short ones (a batch of rows or accounts each,
+so it never holds chat writes up), with the same scope as on SQLite. They lock what they
 delete first (the customer's row, then their conversations' rows), so a message being stored at
 that moment either lands before and is erased too, or finds its conversation gone. Deleted rows
 stay in the table files as dead row versions until VACUUM, which the store runs right after (it
@@ -20,15 +21,7 @@ from .visitors import CONSENT, customer, rowcount, to_consent
 
 # The tables an erasure or purge deletes from: vacuumed afterwards.
 TOUCHED = ("messages", "conversations", "consents", "access_events", "visitor_sessions",
-           "customers", "login_events")
-
-
-class DryRun(Exception):
-    """Raised to roll a purge back while handing out what it would have done."""
-
-    def __init__(self, result: dict[str, Any]) -> None:
-        super().__init__("dry run")
-        self.result = result
+           "customers", "login_events", "mail_outbox", "mail_tokens", "conversation_reads")
 
 
 async def export_customer(c: Connection, customer_id: str) -> dict[str, Any]:
@@ -176,41 +169,94 @@ async def erase_session(c: Connection, session_id: str, reason: str, now: str) -
     return await erase_bare_session(c, session_id, reason, now)
 
 
-async def purge(c: Connection, *, account_cutoff: str, access_cutoff: str,
-                conversation_cutoff: str, dry_run: bool, now: str) -> dict[str, Any]:
-    held = "SELECT id FROM customers WHERE legal_hold"
-    access = rowcount(await c.execute(
-        f"""DELETE FROM access_events WHERE at <= $1 AND session_id NOT IN (
-            SELECT id FROM visitor_sessions WHERE customer_id IN ({held}))""",
-        access_cutoff))
+PURGE_BATCH = 100  # rows or accounts per purge transaction: each stays short
+PURGE_COUNTS = ("accounts", "sessions_without_details", "closed_conversations", "access_events",
+                "staff_sign_ins", "messages")
+_HELD = "SELECT id FROM customers WHERE legal_hold"
+_HELD_SESSIONS = f"SELECT id FROM visitor_sessions WHERE customer_id IN ({_HELD})"
+_STALE_ACCOUNTS = """SELECT id FROM customers cu WHERE NOT legal_hold AND last_active_at <= $1
+    AND NOT EXISTS (SELECT 1 FROM conversations WHERE customer_id = cu.id AND status <> 'closed')"""
+_OLD_CONVERSATIONS = f"""SELECT id FROM conversations WHERE status = 'closed'
+    AND closed_at <= $1 AND customer_id NOT IN ({_HELD})"""
+_UNFINISHED = "SELECT id FROM visitor_sessions WHERE customer_id IS NULL AND created_at <= $1"
+
+# One purge step: (rows or accounts done, counts, session ids, conversation ids). A step that
+# did a whole batch is run again; one that did less has finished its rule.
+Step = tuple[int, dict[str, int], list[str], list[str]]
+
+
+async def purge_counts(c: Connection, *, account_cutoff: str, access_cutoff: str,
+                       conversation_cutoff: str, session_cutoff: str) -> dict[str, int]:
+    """What a purge would delete now, counted as the real run counts it, rule by rule."""
+    async def one(sql: str, *args: Any) -> int:
+        return int(await c.fetchval(sql, *args))
+
+    return {
+        "access_events": await one(f"SELECT COUNT(*) FROM access_events WHERE at <= $1 "
+                                   f"AND session_id NOT IN ({_HELD_SESSIONS})", access_cutoff),
+        "closed_conversations": await one(f"SELECT COUNT(*) FROM ({_OLD_CONVERSATIONS}) o",
+                                          conversation_cutoff),
+        "accounts": await one(f"SELECT COUNT(*) FROM ({_STALE_ACCOUNTS}) a", account_cutoff),
+        "sessions_without_details": await one(f"SELECT COUNT(*) FROM ({_UNFINISHED}) u",
+                                              session_cutoff),
+        "staff_sign_ins": await one("SELECT COUNT(*) FROM login_events WHERE at <= $1",
+                                    access_cutoff),
+        # The old closed conversations go first; the stale accounts' erasure takes the rest.
+        "messages": await one(f"SELECT COUNT(*) FROM messages WHERE conversation_id IN "
+                              f"({_OLD_CONVERSATIONS})", conversation_cutoff)
+        + await one(f"""SELECT COUNT(*) FROM messages m JOIN conversations c
+                        ON c.id = m.conversation_id
+                        WHERE c.customer_id IN ({_STALE_ACCOUNTS})
+                        AND c.id NOT IN ({_OLD_CONVERSATIONS.replace("$1", "$2")})""",
+                    account_cutoff, conversation_cutoff),
+    }
+
+
+async def purge_access(c: Connection, cutoff: str) -> Step:
+    n = rowcount(await c.execute(
+        f"""DELETE FROM access_events WHERE id IN (SELECT id FROM access_events
+            WHERE at <= $1 AND session_id NOT IN ({_HELD_SESSIONS}) ORDER BY id LIMIT $2)""",
+        cutoff, PURGE_BATCH))
+    return n, {"access_events": n}, [], []
+
+
+async def purge_conversations(c: Connection, cutoff: str) -> Step:
+    # Locked before deleting, as an erasure locks them: a late system message waits, then
+    # finds its conversation gone.
     old = [r[0] for r in await c.fetch(
-        f"""SELECT id FROM conversations WHERE status = 'closed' AND closed_at <= $1
-            AND customer_id NOT IN ({held}) ORDER BY closed_at FOR UPDATE""",
-        conversation_cutoff)]
-    closed_messages = rowcount(await c.execute(
+        _OLD_CONVERSATIONS + " ORDER BY closed_at, id LIMIT $2 FOR UPDATE", cutoff, PURGE_BATCH)]
+    messages = rowcount(await c.execute(
         "DELETE FROM messages WHERE conversation_id = ANY($1::text[])", old))
     await c.execute("DELETE FROM conversations WHERE id = ANY($1::text[])", old)
+    return len(old), {"closed_conversations": len(old), "messages": messages}, [], old
+
+
+async def purge_accounts(c: Connection, cutoff: str, now: str) -> Step:
     stale = [r[0] for r in await c.fetch(
-        """SELECT id FROM customers cu WHERE NOT legal_hold AND last_active_at <= $1
-           AND NOT EXISTS (SELECT 1 FROM conversations WHERE customer_id = cu.id
-                           AND status <> 'closed')
-           ORDER BY last_active_at""", account_cutoff)]
+        _STALE_ACCOUNTS + " ORDER BY last_active_at, id LIMIT $2", cutoff, PURGE_BATCH)]
     erased = [await erase(c, customer_id, "retention", now) for customer_id in stale]
-    # Sessions that consented but never gave details: kept no longer than accounts.
-    bare = [r[0] for r in await c.fetch(
-        "SELECT id FROM visitor_sessions WHERE customer_id IS NULL AND last_seen_at <= $1",
-        account_cutoff)]
-    erased += [await erase_bare_session(c, sid, "retention", now) for sid in bare]
+    return (len(stale),
+            {"accounts": len(stale), "messages": sum(e["messages"] for e in erased)},
+            [s for e in erased for s in e["session_ids"]],
+            [x for e in erased for x in e["conversation_ids"]])
+
+
+async def purge_unfinished(c: Connection, cutoff: str) -> Step:
+    """Sessions that consented but never gave details expire within hours: anyone can make
+    them, so they must not pile up. No tombstone each (they hold no account); the purge's audit
+    entry counts them. Locked first: one giving its details meanwhile is no longer selected."""
+    ids = [r[0] for r in await c.fetch(
+        _UNFINISHED + " ORDER BY created_at, id LIMIT $2 FOR UPDATE", cutoff, PURGE_BATCH)]
+    if ids:
+        await c.execute("DELETE FROM consents WHERE session_id = ANY($1::text[])", ids)
+        await c.execute("DELETE FROM access_events WHERE session_id = ANY($1::text[])", ids)
+        await c.execute("DELETE FROM visitor_sessions WHERE id = ANY($1::text[])", ids)
+    return len(ids), {"sessions_without_details": len(ids)}, [], []
+
+
+async def purge_logins(c: Connection, cutoff: str) -> Step:
     # Staff sign-in records hold addresses too: kept as long as access records.
-    logins = rowcount(await c.execute("DELETE FROM login_events WHERE at <= $1", access_cutoff))
-    result = {
-        "counts": {"accounts": len(stale), "sessions_without_details": len(bare),
-                   "closed_conversations": len(old), "access_events": access,
-                   "staff_sign_ins": logins,
-                   "messages": closed_messages + sum(e["messages"] for e in erased)},
-        "session_ids": [s for e in erased for s in e["session_ids"]],
-        "conversation_ids": old + [x for e in erased for x in e["conversation_ids"]],
-    }
-    if dry_run:
-        raise DryRun(result)
-    return result
+    n = rowcount(await c.execute(
+        "DELETE FROM login_events WHERE id IN (SELECT id FROM login_events WHERE at <= $1 "
+        "ORDER BY id LIMIT $2)", cutoff, PURGE_BATCH))
+    return n, {"staff_sign_ins": n}, [], []

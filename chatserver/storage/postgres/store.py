@@ -7,34 +7,44 @@ injected clock as ISO strings, as on SQLite.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
 
-from ...errors import ChatError
+from ...errors import ChatError, NotFound
 from ..base import (
+    DEFAULT_DISPLAY_NAME,
     AuditHasher,
     Clock,
     Conversation,
     ConversationSearch,
     ConversationSummary,
     Customer,
+    MailToken,
     Message,
+    OutboxMail,
     PolicyVersion,
     Staff,
     VisitorSession,
     iso,
     utc_now,
 )
-from . import audit, conversations, policies, privacy, staff, visitors
+from . import audit, conversations, mail, policies, privacy, staff, visitors
 from . import search as full_text
 from .engine import Engine, open_error
 from .migrate import migrate
 
 log = logging.getLogger("chatserver.storage")
 DEFAULT_POOL_SIZE = 10
+# How long an erasure or purge waits for its compaction before leaving it to finish in the
+# background (it waits for readers holding an old snapshot, a long export or dump).
+COMPACT_WAIT_SECONDS = 1.0
+COMPACT_CLOSE_GRACE_SECONDS = 5.0
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -72,6 +82,8 @@ class PostgresStore:
         self.clock = clock
         self.pool_size = pool_size
         self._engine: Engine | None = None
+        self._compaction: asyncio.Task[None] | None = None
+        self._compact_again = False
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -90,6 +102,7 @@ class PostgresStore:
         return self
 
     async def close(self) -> None:
+        await self._stop_compaction()
         if self._engine is not None:
             await self._engine.close()
             self._engine = None
@@ -146,6 +159,12 @@ class PostgresStore:
         now = self._now()
         return await self.engine.write(lambda c: visitors.save_customer(
             c, session_id, name=name, email=email, company=company, now=now))
+
+    async def rotate_visitor_session(self, session_id: str, new_session_id: str) -> None:
+        if "\x00" in session_id:
+            raise NotFound("That session has ended.")  # no stored id has a NUL
+        await self.engine.write(
+            lambda c: visitors.rotate_session(c, session_id, new_session_id))
 
     @nothing_for_nul(_none)
     async def get_customer(self, customer_id: str) -> Customer | None:
@@ -273,17 +292,40 @@ class PostgresStore:
 
     async def purge(
         self, *, account_cutoff: str, access_cutoff: str, conversation_cutoff: str,
-        dry_run: bool,
+        session_cutoff: str, dry_run: bool,
     ) -> dict[str, Any]:
-        now = self._now()
-        try:
-            result = await self.engine.write(lambda c: privacy.purge(
+        """Apply the retention rules in batches of privacy.PURGE_BATCH, each its own short
+        transaction, so a large purge never holds chat writes up; a run cut short leaves a
+        partial purge that the next run completes. A dry run only counts, in one snapshot."""
+        if dry_run:
+            counts = await self.engine.read(lambda c: privacy.purge_counts(
                 c, account_cutoff=account_cutoff, access_cutoff=access_cutoff,
-                conversation_cutoff=conversation_cutoff, dry_run=dry_run, now=now))
-        except privacy.DryRun as dry:
-            return {**dry.result, "dry_run": True}
+                conversation_cutoff=conversation_cutoff, session_cutoff=session_cutoff),
+                snapshot=True)
+            return {"counts": counts, "session_ids": [], "conversation_ids": [], "dry_run": True}
+        now = self._now()
+        steps: list[Callable[[Any], Coroutine[Any, Any, privacy.Step]]] = [
+            lambda c: privacy.purge_access(c, access_cutoff),
+            lambda c: privacy.purge_conversations(c, conversation_cutoff),
+            lambda c: privacy.purge_accounts(c, account_cutoff, now),
+            lambda c: privacy.purge_unfinished(c, session_cutoff),
+            lambda c: privacy.purge_logins(c, access_cutoff),
+        ]
+        counts = dict.fromkeys(privacy.PURGE_COUNTS, 0)
+        session_ids: list[str] = []
+        conversation_ids: list[str] = []
+        for step in steps:
+            while True:
+                done, delta, sessions, convs = await self.engine.write(step)
+                for key, value in delta.items():
+                    counts[key] += value
+                session_ids += sessions
+                conversation_ids += convs
+                if done < privacy.PURGE_BATCH:
+                    break
         await self._compact_after("purge")
-        return {**result, "dry_run": False}
+        return {"counts": counts, "session_ids": session_ids,
+                "conversation_ids": conversation_ids, "dry_run": False}
 
     async def _compact_after(self, what: str) -> None:
         """The erasure is committed: a compaction that fails (the database gone a moment, a
@@ -301,10 +343,54 @@ class PostgresStore:
         index cleanup forced (VACUUM may skip it when few rows died: the entries, an email among
         them, would stay). Then rebuild the search index without blocking writes: GIN keeps a
         word as a key after its last row is gone (SQLite's FTS index is merged for the same
-        reason). What can remain elsewhere is in docs/privacy.md."""
-        await self.engine.outside_transaction(
-            "VACUUM (INDEX_CLEANUP ON) " + ", ".join(privacy.TOUCHED))
-        await self.engine.outside_transaction("REINDEX INDEX CONCURRENTLY messages_search")
+        reason). What can remain elsewhere is in docs/privacy.md.
+
+        Neither blocks chat writes, but REINDEX CONCURRENTLY waits for every transaction holding
+        an older snapshot (a long export, a pg_dump), and VACUUM cannot remove what such a
+        snapshot still sees. So the work runs as a task: this waits COMPACT_WAIT_SECONDS for it,
+        then returns and lets it finish once readers let go (it VACUUMs again after a wait).
+        One task at a time; a call meanwhile makes it do one more pass."""
+        task = self._compaction
+        if task is None or task.done():
+            self._compact_again = False
+            task = self._compaction = asyncio.get_running_loop().create_task(self._compact())
+            task.add_done_callback(_log_late_failure)
+        else:
+            self._compact_again = True  # what was deleted now may predate the running pass
+        done, _ = await asyncio.wait({task}, timeout=COMPACT_WAIT_SECONDS)
+        if task in done:
+            task.result()  # its failure is this call's
+        else:
+            log.info("compaction waits for a reader holding an old snapshot; it finishes in "
+                     "the background")
+
+    async def _compact(self) -> None:
+        while True:
+            self._compact_again = False
+            await self.engine.outside_transaction(
+                "VACUUM (INDEX_CLEANUP ON) " + ", ".join(privacy.TOUCHED))
+            started = time.monotonic()
+            await self.engine.outside_transaction("REINDEX INDEX CONCURRENTLY messages_search")
+            if time.monotonic() - started > COMPACT_WAIT_SECONDS:
+                # It waited for old snapshots, which may have kept VACUUM from removing rows.
+                await self.engine.outside_transaction(
+                    "VACUUM (INDEX_CLEANUP ON) " + ", ".join(privacy.TOUCHED))
+            if not self._compact_again:
+                return
+
+    async def _stop_compaction(self) -> None:
+        """Before closing: give a running compaction a little longer, then stop it."""
+        task, self._compaction = self._compaction, None
+        if task is None or task.done():
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(task), COMPACT_CLOSE_GRACE_SECONDS)
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            log.warning("compaction stopped by closing: a reader still held an old snapshot; "
+                        "autovacuum or the next erasure or purge finishes it")
 
     async def set_legal_hold(self, customer_id: str, hold: bool) -> Customer:
         return await self.engine.write(lambda c: visitors.set_legal_hold(c, customer_id, hold))
@@ -323,9 +409,11 @@ class PostgresStore:
 
     # -- staff ------------------------------------------------------------------------------
 
-    async def add_staff(self, name: str, role: str, password_hash: str) -> Staff:
+    async def add_staff(self, name: str, role: str, password_hash: str,
+                        display_name: str = DEFAULT_DISPLAY_NAME) -> Staff:
         now = self._now()
-        return await self.engine.write(lambda c: staff.add(c, name, role, password_hash, now))
+        return await self.engine.write(
+            lambda c: staff.add(c, name, role, password_hash, now, display_name))
 
     async def get_staff(self, staff_id: int) -> Staff | None:
         return await self.engine.read(lambda c: staff.get(c, staff_id))
@@ -344,10 +432,11 @@ class PostgresStore:
         await self.engine.write(lambda c: staff.set_password(c, staff_id, password_hash))
 
     async def update_staff(
-        self, staff_id: int, *, role: str | None = None, state: str | None = None
+        self, staff_id: int, *, role: str | None = None, state: str | None = None,
+        display_name: str | None = None,
     ) -> Staff:
-        return await self.engine.write(
-            lambda c: staff.update(c, staff_id, role=role, state=state))
+        return await self.engine.write(lambda c: staff.update(
+            c, staff_id, role=role, state=state, display_name=display_name))
 
     async def revoke_staff_sessions(self, staff_id: int) -> list[str]:
         now = self._now()
@@ -420,6 +509,13 @@ class PostgresStore:
         now = self._now()
         return await self.engine.write(lambda c: audit.append(c, entry, hasher, now))
 
+    async def cut_audit(self, before: str, entry: dict[str, Any], hasher: AuditHasher, *,
+                        dry_run: bool = False) -> dict[str, Any] | None:
+        if dry_run:
+            return await self.engine.read(lambda c: audit.count_cut(c, before))
+        now = self._now()
+        return await self.engine.write(lambda c: audit.cut(c, before, entry, hasher, now))
+
     @nothing_for_nul(_list)
     async def list_audit(
         self, limit: int = 100, offset: int = 0, *, actor: str | None = None,
@@ -432,3 +528,89 @@ class PostgresStore:
 
     async def all_audit(self) -> list[dict[str, Any]]:
         return await self.engine.read(audit.all_entries)
+
+    # -- mail -------------------------------------------------------------------------------
+
+    @nothing_for_nul(_none)
+    async def queue_account_mail(self, kind: str, email: str) -> None:
+        now = self._now()
+        await self.engine.write(lambda c: mail.queue_account_mail(c, kind, email, now))
+
+    async def queue_mail(
+        self, kind: str, *, customer_id: str | None = None, conversation_id: str | None = None,
+        address: str | None = None, params: dict[str, Any] | None = None,
+    ) -> int:
+        now = self._now()
+        return await self.engine.write(lambda c: mail.insert(
+            c, now, kind, customer_id, conversation_id, address, params))
+
+    async def queue_reply_mails(self, *, cutoff: str, horizon: str) -> int:
+        # A read first: most rounds find nothing, and a read takes no lock.
+        if not await self.engine.read(lambda c: mail.any_unseen_replies(c, cutoff, horizon)):
+            return 0
+        now = self._now()
+        return await self.engine.write(
+            lambda c: mail.queue_reply_mails(c, cutoff, horizon, now))
+
+    async def claim_mail(self, lease_until: str) -> OutboxMail | None:
+        now = self._now()
+        return await self.engine.write(lambda c: mail.claim(c, lease_until, now))
+
+    async def finish_mail(self, mail_id: int, *, status: str, error: str | None = None,
+                          retry_at: str | None = None) -> None:
+        now = self._now()
+        await self.engine.write(
+            lambda c: mail.finish(c, mail_id, status, error, retry_at, now))
+
+    async def list_mail(self, *, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        return await self.engine.read(lambda c: mail.list_mail(c, limit, offset), snapshot=True)
+
+    async def prune_mail(self, before: str) -> int:
+        return await self.engine.write(lambda c: mail.prune(c, before))
+
+    async def create_mail_token(
+        self, token_hash: str, customer_id: str, purpose: str, expires_at: str,
+        conversation_id: str | None = None,
+    ) -> None:
+        now = self._now()
+        day_ago = iso(self.clock() - timedelta(days=1))
+        await self.engine.write(lambda c: mail.create_token(
+            c, token_hash, customer_id, purpose, expires_at, conversation_id, now, day_ago))
+
+    @nothing_for_nul(_none)
+    async def check_mail_token(self, token_hash: str, purpose: str) -> MailToken | None:
+        now = self._now()
+        return await self.engine.read(lambda c: mail.check_token(c, token_hash, purpose, now))
+
+    @nothing_for_nul(_none)
+    async def use_mail_token(self, token_hash: str, purpose: str) -> MailToken | None:
+        now = self._now()
+        return await self.engine.write(lambda c: mail.use_token(c, token_hash, purpose, now))
+
+    async def create_linked_session(
+        self, session_id: str, customer_id: str, *, ip: str | None, user_agent: str | None,
+    ) -> VisitorSession:
+        now = self._now()
+        return await self.engine.write(lambda c: mail.create_linked_session(
+            c, session_id, customer_id, ip, user_agent, now))
+
+    async def mark_seen(self, conversation_id: str, seq: int, *, read: bool) -> int:
+        if "\x00" in conversation_id:
+            raise NotFound("No such conversation.")  # no stored id has a NUL
+        return await self.engine.write(
+            lambda c: mail.mark_seen(c, conversation_id, seq, read))
+
+    async def read_state(self, conversation_id: str) -> dict[str, int]:
+        if "\x00" in conversation_id:
+            return {"read_seq": 0, "seen_seq": 0, "mailed_seq": 0}
+        return await self.engine.read(lambda c: mail.read_state(c, conversation_id))
+
+
+def _log_late_failure(task: asyncio.Task[None]) -> None:
+    """A compaction that failed after its caller stopped waiting: logged, not raised."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.warning("VACUUM or REINDEX failed (%s): the deleted rows' versions stay until "
+                    "autovacuum removes them", type(exc).__name__)

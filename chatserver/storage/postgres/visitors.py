@@ -120,6 +120,26 @@ async def save_customer(
     return await customer(c, customer_id)
 
 
+async def rotate_session(c: Connection, session_id: str, new_session_id: str) -> None:
+    """Give the session a new id: a new row, the children moved over, the old row gone (the
+    foreign keys have no ON UPDATE CASCADE, and the old id must not survive anywhere). The old
+    row is locked first, as every other write to a session does."""
+    row = await c.fetchrow(
+        "SELECT customer_id, created_at, last_seen_at FROM visitor_sessions "
+        "WHERE id = $1 AND revoked_at IS NULL FOR UPDATE", session_id,
+    )
+    if row is None:
+        raise NotFound("That session has ended.")
+    await c.execute(
+        "INSERT INTO visitor_sessions (id, customer_id, created_at, last_seen_at) "
+        "VALUES ($1, $2, $3, $4)", new_session_id, row[0], row[1], row[2],
+    )
+    for table in ("consents", "access_events"):
+        await c.execute(f"UPDATE {table} SET session_id = $1 WHERE session_id = $2",
+                        new_session_id, session_id)
+    await c.execute("DELETE FROM visitor_sessions WHERE id = $1", session_id)
+
+
 async def record_access(c: Connection, session_id: str, kind: str, ip: str | None,
                         user_agent: str | None, now: str) -> None:
     # The session first (an erasure may have just removed it: NotFound, not a key violation),
