@@ -102,17 +102,26 @@ async def test_simultaneous_claims_have_exactly_one_winner(stores: list[Store]) 
         assert winners[0][0].status == "active"
 
 
-async def test_audit_appends_from_several_connections_stay_one_chain(stores: list[Store]
-                                                                    ) -> None:
+async def test_audit_appends_from_several_connections_stay_one_chain(stores: list[Store],
+                                                                    tmp_path: Path) -> None:
     """100 audit entries appended at once through four pools form one chain that verifies."""
+    from chatserver.settings import load
+
+    settings = load(environ={"CHATSERVER_DATA_DIR": str(tmp_path / "data")})
+    for store in stores:
+        await audit.attach(store, settings)
     await asyncio.gather(*[
         audit.record(stores[n % 4], actor=f"staff:{n}", action="transcript.download",
                      target=f"conversation:{n}", detail={"n": n})
         for n in range(100)
     ])
     entries = await stores[0].all_audit()
-    assert [e["id"] for e in entries] == list(range(1, 101))
-    assert audit.verify(entries) is None
+    assert [e["id"] for e in entries] == list(range(1, len(entries) + 1))
+    assert sum(e["action"] == "transcript.download" for e in entries) == 100
+    assert all(b["prev_hash"] == a["hash"] for a, b in zip(entries, entries[1:], strict=False))
+    assert (await audit.check(stores[0])).intact
+    for store in stores:
+        await audit.detach(store)
 
 
 async def test_several_processes_starting_at_once_migrate_once_and_write_one_conversation(
@@ -178,7 +187,7 @@ async def test_migrations_are_applied_once_when_stores_open_together(postgres_ur
     opened = await asyncio.gather(*[open_store(url, pool_size=1) for _ in range(8)])
     for store in opened:
         await store.close()
-    rows = databases.query(url, "SELECT version, COUNT(*) FROM schema_migrations GROUP BY 1")
+    rows = databases.query(url, "SELECT version, COUNT(*) FROM schema_migrations GROUP BY 1 ORDER BY 1")
     assert rows == [(number, 1) for number, _ in migrations()]
 
 
