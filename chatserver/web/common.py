@@ -105,6 +105,22 @@ def check_origin(conn: HTTPConnection) -> None:
         raise ForeignOrigin()
 
 
+async def read_search(request: Request, fields: set[str]) -> dict[str, Any]:
+    """A search body: a JSON object of the given fields, none of them null (leave a filter out
+    to not filter), so the OpenAPI document and the handler agree."""
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise ValidationFailed("Send the search as a JSON object.")
+    nulls = sorted(str(k)[:40] for k, v in body.items() if v is None)
+    if nulls:
+        raise ValidationFailed(f"{nulls[0]} may not be null.", field=nulls[0])
+    unknown = set(body) - fields
+    if unknown:
+        name = sorted(str(k)[:40] for k in unknown)[0]
+        raise ValidationFailed(f"Unknown field {name!r}.", field=name, code="unknown_field")
+    return body
+
+
 async def read_json(request: Request) -> Any:
     """The request's JSON body, after the origin, media type and size checks."""
     check_origin(request)
