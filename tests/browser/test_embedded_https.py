@@ -50,8 +50,9 @@ def sites(tmp_path: Path) -> Iterator[Sites]:
     chat_port, shop_port = free_port(), free_port()
     shop = f"https://shop.test:{shop_port}"
     chat = f"https://chat.test:{chat_port}"
+    hosts = "chat.test,127.0.0.1,localhost"  # the browser's name for us, and the tests' own
     server = Server(tmp_path / "data", env={"CHATSERVER_ALLOWED_ORIGINS": shop,
-                                            "CHATSERVER_ALLOWED_HOSTS": "chat.test,127.0.0.1,localhost"}).start()
+                                            "CHATSERVER_ALLOWED_HOSTS": hosts}).start()
     try:
         server.add_staff("agent", "agent")
         folder = tmp_path / "nginx"
