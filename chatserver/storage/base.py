@@ -463,3 +463,21 @@ class Store(MailStore, Protocol):
         `first_kept_prev_hash` (that entry's prev_hash), so the chain's new start is vouched
         for by an entry inside it. Returns the appended entry, or None when nothing was old
         enough. A dry run changes nothing and returns {"cut": n}."""
+
+
+def chain_entry(prev: tuple[int, str], entry: dict[str, Any], hasher: AuditHasher,
+                now: str) -> dict[str, Any]:
+    """The audit entry that follows `prev` (id, hash), with its link and hash: both stores
+    append exactly this row, so the chain's format has one definition."""
+    prev_id, prev_hash = prev
+    full = {
+        "id": prev_id + 1,
+        "at": now,
+        "actor": entry["actor"],
+        "action": entry["action"],
+        "ip": entry.get("ip"),
+        "target": entry.get("target"),
+        "detail": entry.get("detail") or {},
+    }
+    return {**full, "prev_hash": prev_hash, "hash": hasher(prev_hash, full)}
+

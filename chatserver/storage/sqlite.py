@@ -38,6 +38,7 @@ from .base import (
     PolicyVersion,
     Staff,
     VisitorSession,
+    chain_entry,
     iso,
     utc_now,
 )
@@ -1362,23 +1363,14 @@ class SQLiteStore(SQLiteMailStore):
         if prev is None:
             last = c.execute("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
             prev = (last[0], last[1]) if last else (0, "")
-        prev_id, prev_hash = prev
-        full = {
-            "id": prev_id + 1,
-            "at": now,
-            "actor": entry["actor"],
-            "action": entry["action"],
-            "ip": entry.get("ip"),
-            "target": entry.get("target"),
-            "detail": entry.get("detail") or {},
-        }
-        digest = hasher(prev_hash, full)
+        full = chain_entry(prev, entry, hasher, now)
+        prev_hash, digest = full["prev_hash"], full["hash"]
         c.execute(
             "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (full["id"], now, full["actor"], full["action"], full["ip"], full["target"],
              json.dumps(full["detail"], sort_keys=True), prev_hash, digest),
         )
-        return {**full, "prev_hash": prev_hash, "hash": digest}
+        return full
 
     async def append_audit(self, entry: dict[str, Any], hasher: AuditHasher) -> dict[str, Any]:
         now = self._now()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..base import AuditHasher
+from ..base import AuditHasher, chain_entry
 from .engine import Connection
 from .visitors import like, rowcount
 
@@ -34,24 +34,15 @@ async def append(c: Connection, entry: dict[str, Any], hasher: AuditHasher, now:
         await c.execute("SELECT pg_advisory_xact_lock($1)", AUDIT_LOCK)
         last = await c.fetchrow("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
         prev = (last[0], last[1]) if last else (0, "")
-    prev_id, prev_hash = prev
-    full = {
-        "id": prev_id + 1,
-        "at": now,
-        "actor": entry["actor"],
-        "action": entry["action"],
-        "ip": entry.get("ip"),
-        "target": entry.get("target"),
-        "detail": entry.get("detail") or {},
-    }
-    digest = hasher(prev_hash, full)
+    full = chain_entry(prev, entry, hasher, now)
+    prev_hash, digest = full["prev_hash"], full["hash"]
     await c.execute(
         "INSERT INTO audit_log (id, at, actor, action, ip, target, detail, prev_hash, hash) "
         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         full["id"], now, full["actor"], full["action"], full["ip"], full["target"],
         json.dumps(full["detail"], sort_keys=True), prev_hash, digest,
     )
-    return {**full, "prev_hash": prev_hash, "hash": digest}
+    return full
 
 
 # Always a prefix of the chain: up to the newest entry older than `before`.
