@@ -331,10 +331,9 @@
     if (agentsOnline) return 'Waiting for an agent…';
     const email = me && me.customer && me.customer.email;
     if (me && me.mail_enabled && email) {
-      return 'No agent is online right now. Leave a message: the answer will come by email to ' +
-        email + ', and here when you come back.';
+      return "No agent is online. Leave a message: we'll answer by email to " + email + '.';
     }
-    return "No agent is online right now. Leave a message, and we'll answer here when an agent is back.";
+    return "No agent is online. Leave a message; we'll answer here when one is back.";
   }
   function setStatus(now, name) {
     status = now;
@@ -478,6 +477,8 @@
   let connectWhenShown = false;
   function openChat() {
     show('chat', ta);
+    clearInterval(pingTimer);
+    pingTimer = setInterval(() => transmit({ type: 'ping' }), 25000);
     // Loaded behind a closed panel: reconnect only to an open conversation; a socket would
     // otherwise start a new one in the agents' queue before the visitor asked for anything.
     if (!parentOpen && me && me.open_conversation === false) {
@@ -486,8 +487,6 @@
       return;
     }
     if (!ws) connect();
-    clearInterval(pingTimer);
-    pingTimer = setInterval(() => transmit({ type: 'ping' }), 25000);
   }
 
   function send() {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import httpx
+
 from .support import Agent, Server, Visitor
 
 
@@ -58,3 +60,19 @@ async def test_welcome_names_what_the_customer_read(server: Server, visitor: Vis
     assert (await again.wait_type("welcome"))["read_seq"] == reply - 1
     await again.close()
     await ags.close()
+
+
+async def test_session_says_whether_a_conversation_is_open(server: Server, visitor: Visitor
+                                                           ) -> None:
+    """GET /api/session names open_conversation, so that a widget loaded behind a closed panel
+    reconnects only to an open conversation and never opens a new one by itself."""
+    assert (await visitor.http.get("/api/session")).json()["open_conversation"] is False
+    vs = await visitor.socket()
+    await vs.wait_type("welcome")
+    assert (await visitor.http.get("/api/session")).json()["open_conversation"] is True
+    await vs.send({"type": "close"})
+    await vs.wait_type("status", status="closed")
+    assert (await visitor.http.get("/api/session")).json()["open_conversation"] is False
+    await vs.close()
+    async with httpx.AsyncClient(base_url=server.url) as stranger:
+        assert (await stranger.get("/api/session")).json() == {"session": False}

@@ -16,8 +16,7 @@ from ..mailbox import Mailbox, check_mail, mail_server
 from ..support import Agent, Server, Socket
 from .axe import blocking_violations
 
-OFFLINE_NO_MAIL = ("No agent is online right now. Leave a message, and we'll answer here when "
-                   "an agent is back.")
+OFFLINE_NO_MAIL = "No agent is online. Leave a message; we'll answer here when one is back."
 
 
 def _email() -> str:
@@ -66,7 +65,7 @@ async def _reply(ags: Socket, conversation_id: str, body: str) -> int:
 
 
 async def test_next_page_reconnects_counts_unread_and_marks_read_when_opened(
-    make_server: Callable[..., Server], browser: Browser
+    make_server: Callable[..., Server], browser: Browser, tmp_path: Path
 ) -> None:
     """Customer writes, closes the panel and goes to a page without the widget; the agent
     replies. Back on a page with the widget the chat reconnects without opening: the launcher
@@ -94,6 +93,7 @@ async def test_next_page_reconnects_counts_unread_and_marks_read_when_opened(
         await expect(launcher).to_be_visible()
         await expect(page.locator("#chat-widget-panel")).to_be_hidden()
         await expect(page.get_by_role("status")).to_have_text("1 unread message in the chat")
+        await page.screenshot(path=str(tmp_path / "badge.png"))
         assert not [f for f in ags.frames if f["type"] == "read" and f["seq"] >= reply_seq]
 
         await launcher.click()
@@ -196,8 +196,7 @@ async def test_offline_wording_with_mail_names_the_address(
         email = _email()
         widget = await _start_chat(page, srv, "Mailed Mia", email)
         await expect(widget.locator("#banner")).to_have_text(
-            "No agent is online right now. Leave a message: the answer will come by email to "
-            f"{email}, and here when you come back.")
+            f"No agent is online. Leave a message: we'll answer by email to {email}.")
         await page.screenshot(path=str(tmp_path / "offline-with-mail.png"))
     finally:
         await context.close()
@@ -247,6 +246,8 @@ async def test_chat_page_fills_the_window_and_passes_axe(
         page = await context.new_page()
         await page.goto(srv.url + "/chat")
         assert await page.locator("iframe").count() == 0
+        await expect(page.locator("#screen-policy")).to_be_visible()
+        await page.screenshot(path=str(tmp_path / "chat-desktop-policy.png"))
         email = _email()
         await _fill_in(page, "Paige Full", email)
         await _say(page, "Hello from the full page")
@@ -275,3 +276,71 @@ async def test_chat_page_fills_the_window_and_passes_axe(
     finally:
         await context.close()
         await agent.aclose()
+
+
+async def test_chat_closed_while_away_is_not_reopened_behind_the_launcher(
+    make_server: Callable[..., Server], browser: Browser
+) -> None:
+    """The agent closes the conversation while the customer is on another page: the next page
+    loads the chat behind the launcher but opens no socket, so no new conversation appears in
+    the queue, and the marker goes. A click on the launcher starts the new chat."""
+    srv = make_server(CHATSERVER_LIMITS_EXEMPT="127.0.0.1")
+    srv.add_staff("bo", "agent")
+    agent = await Agent(srv, "bo").login()
+    context = await browser.new_context()
+    try:
+        page = await context.new_page()
+        email = _email()
+        widget = await _start_chat(page, srv, "Closed Cleo", email)
+        await _say(widget, "Thanks, that's all")
+        ags = await agent.socket()
+        conversation_id = await _conversation_of(ags, email)
+        await page.goto(srv.url + "/cookies")
+        await _reply(ags, conversation_id, "Glad to help, bye!")
+        await ags.send({"type": "close", "conversation_id": conversation_id})
+        await ags.wait_type("status", conversation_id=conversation_id, status="closed")
+
+        await page.goto(srv.url + "/")
+        await page.wait_for_function("localStorage.getItem('chat-widget') === null", timeout=5000)
+        await expect(page.locator("#chat-widget-panel")).to_be_hidden()
+        assert srv.query("SELECT COUNT(*) FROM conversations") == [(1,)]
+
+        await page.get_by_role("button", name="Open chat").click()
+        await expect(page.frame_locator("iframe").locator("#text")).to_be_visible()
+        await page.wait_for_function("localStorage.getItem('chat-widget') === 'open'",
+                                     timeout=5000)
+        assert srv.query("SELECT COUNT(*) FROM conversations") == [(2,)]
+        await ags.close()
+    finally:
+        await context.close()
+        await agent.aclose()
+
+
+async def test_reply_to_a_closed_panel_counts_unread_and_still_goes_by_mail(
+    browser: Browser, tmp_path: Path, mailbox: Mailbox
+) -> None:
+    """The panel is closed but the chat stays connected on the page: a reply shows on the badge
+    at once, and since the customer did not see it, it is emailed after the delay all the same
+    (a delivery to a closed panel is not a read)."""
+    srv = mail_server(tmp_path, mailbox, CHATSERVER_REPLY_EMAIL_DELAY_SECONDS="1")
+    srv.add_staff("bo", "agent")
+    agent = await Agent(srv, "bo").login()
+    context = await browser.new_context()
+    try:
+        page = await context.new_page()
+        email = _email()
+        widget = await _start_chat(page, srv, "Closed Panel Carl", email)
+        await _say(widget, "I'll wait")
+        ags = await agent.socket()
+        conversation_id = await _conversation_of(ags, email)
+        await page.get_by_role("button", name="Close chat").click()
+        reply_seq = await _reply(ags, conversation_id, "Here is your answer.")
+        await expect(page.get_by_role("button", name="Open chat (1 unread message)")).to_be_visible()
+        [mail] = await mailbox.wait_to(email, "New reply to your conversation")
+        assert "Here is your answer." in mail.text
+        assert not [f for f in ags.frames if f["type"] == "read" and f["seq"] >= reply_seq]
+        await ags.close()
+    finally:
+        await context.close()
+        await agent.aclose()
+        srv.stop()
