@@ -1,15 +1,13 @@
-/* The chat widget inside the /widget iframe, and the full-page chat at /chat: policy -> pre-chat
-   form -> chat. Nothing is written to cookies or storage by this script; the server sets the one
-   session cookie only after consent. It tells the embed (widget.js) whether a conversation is open
-   (chat:active), so that the embed can reconnect on the site's next page, and how many agent
-   replies are unread (chat:unread). Un-acked messages live in memory. User text goes in via
-   textContent. */
+/* The chat in the /widget iframe and at /chat: policy -> pre-chat form -> chat. Writes no
+   cookie or storage; the server sets the session cookie only after consent. Tells the embed
+   whether a conversation is open (chat:active) and how many replies are unread (chat:unread).
+   Un-acked messages live in memory. User text goes in via textContent. */
 (() => {
   'use strict';
   const $ = (id) => document.getElementById(id);
   const root = $('chat');
   const inFrame = window.parent !== window;
-  // The embed loads us with shown=0 when it reconnects on a new page without opening the panel.
+  // shown=0: the embed reconnects on a new page, panel closed.
   const startHidden = inFrame && new URLSearchParams(location.search).get('shown') === '0';
   const toParent = (msg) => { if (inFrame) window.parent.postMessage(msg, '*'); };
   const LIMIT = 4000;
@@ -20,6 +18,8 @@
     return e;
   };
   const say = (id, text) => { $(id).textContent = text || ''; };
+  const AWAY = "Can't reach the chat right now. Please try again.";
+  const WRONG = 'Something went wrong. Please try again.';
   const uuid = () => (crypto.randomUUID ? crypto.randomUUID()
     : '10000000-1000-4000-8000-100000000000'.replace(/[018]/g, (c) =>
       (c ^ (crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16)));
@@ -46,7 +46,7 @@
     return { status: r.status, ok: r.ok, data };
   }
 
-  // ---- screens --------------------------------------------------------------------------
+  // ---- screens
   const SCREENS = ['loading', 'policy', 'blocked', 'form', 'chat', 'done'];
   function show(name, focus) {
     for (const s of SCREENS) $('screen-' + s).hidden = s !== name;
@@ -56,7 +56,7 @@
     if (name !== 'chat') say('subtitle', "We're happy to help.");
     if (focus && parentOpen) focus.focus({ preventScroll: name === 'policy' });
   }
-  // Whether a conversation is open, for the embed's marker; only a boolean leaves the frame.
+  // Whether a conversation is open, for the embed's marker: a boolean only.
   let activeSaid = null;
   function active(on) {
     if (activeSaid === on) return;
@@ -89,7 +89,7 @@
     openChat();
   }
 
-  // ---- 1. policy and consent ------------------------------------------------------------
+  // ---- 1. policy and consent
   let policy = { version: root.dataset.policyVersion, sha256: root.dataset.policySha256 };
   // Links in the policy text open in a tab: most sites (ours too) refuse to show in this frame.
   const newTabs = () => $('policy-html').querySelectorAll('a[href]').forEach((a) => { a.target = '_blank'; a.rel = 'noopener'; });
@@ -138,7 +138,7 @@
       }
       if (!r.ok) {
         btn.disabled = false;
-        return say('policy-error', r.data.message || 'Something went wrong. Please try again.');
+        return say('policy-error', r.data.message || WRONG);
       }
       const m = await api('GET', '/api/session');
       if (!m.ok) throw new Error('me');
@@ -147,7 +147,7 @@
       if (me.customer) openChat(); else showForm();
     } catch (e) {
       btn.disabled = !$('accept').checked;
-      say('policy-error', "Can't reach the chat right now. Please try again.");
+      say('policy-error', AWAY);
     }
   });
   $('blocked-retry').addEventListener('click', route);
@@ -193,11 +193,11 @@
       outbox.clear(); clearList(); convId = null; me = null;
       done(true);
     } catch (e) {
-      say('erase-error', "Can't reach the chat right now. Please try again.");
+      say('erase-error', AWAY);
     } finally { btn.disabled = false; }
   });
 
-  // ---- 2. pre-chat form -----------------------------------------------------------------
+  // ---- 2. pre-chat form
   const FIELDS = ['name', 'email', 'company'];
   const FIELD_MSG = {
     invalid_name: 'Please enter your name (up to 100 characters).',
@@ -243,15 +243,15 @@
         fieldError(f, FIELD_MSG[code] || r.data.message || 'Please check this field.');
         return $('f-' + f).focus();
       }
-      say('form-error', r.data.message || 'Something went wrong. Please try again.');
+      say('form-error', r.data.message || WRONG);
     } catch (e) {
-      say('form-error', "Can't reach the chat right now. Please try again.");
+      say('form-error', AWAY);
     } finally {
       btn.disabled = false;
     }
   });
 
-  // ---- 3. chat --------------------------------------------------------------------------
+  // ---- 3. chat
   const list = $('messages');
   const scroller = $('scroller');
   const ta = $('text');
@@ -326,7 +326,7 @@
   }
 
   // Status: the banner says what is happening while queued; the subtitle names the agent.
-  // Offline, the banner says how the answer will come: by email only where this server sends mail.
+  // Offline: email is promised only where this server sends mail.
   function waitingText() {
     if (agentsOnline) return 'Waiting for an agent…';
     const email = me && me.customer && me.customer.email;
@@ -426,9 +426,8 @@
           agentsOnline = f.agents_online !== false;
           setStatus(f.status, f.agent);
           ready = true;
-          // First a read mark (the one already stored): it tells the server that this client
-          // reports what was seen, so replies merely delivered to a closed panel still get
-          // emailed. Then the history.
+          // The stored read mark first: this client reports reads itself, so replies delivered
+          // to a closed panel are still emailed (docs/protocol.md#read).
           sock.send(JSON.stringify({ type: 'read', seq: readSeq }));
           sock.send(JSON.stringify({ type: 'resume', after_seq: contig }));
           flush();
@@ -479,8 +478,7 @@
     show('chat', ta);
     clearInterval(pingTimer);
     pingTimer = setInterval(() => transmit({ type: 'ping' }), 25000);
-    // Loaded behind a closed panel: reconnect only to an open conversation; a socket would
-    // otherwise start a new one in the agents' queue before the visitor asked for anything.
+    // Behind a closed panel, only to an open conversation: a socket would start a new one.
     if (!parentOpen && me && me.open_conversation === false) {
       connectWhenShown = true;
       active(false);
@@ -557,19 +555,15 @@
     say('transcript-msg', 'Sending…');
     try {
       const r = await api('POST', '/api/me/transcript-email', { conversation_id: convId });
-      if (r.ok) return say('transcript-msg', r.data.message || 'The transcript is on its way to your email address.');
-      say('transcript-msg', r.data.message || 'The transcript could not be sent. Please try again later.');
-    } catch (e) {
-      say('transcript-msg', "Can't reach the chat right now, so no transcript was sent. Please try again.");
-    }
-    b.disabled = false;
+      say('transcript-msg', r.data.message || (r.ok ? 'The transcript is on its way.' : WRONG));
+      b.disabled = r.ok; // sent: once is enough
+    } catch (e) { say('transcript-msg', AWAY); b.disabled = false; }
   });
   window.addEventListener('online', () => { if (!ws && convId && !ended) { backoff = 500; connect(); } });
 
-  // ---- unread count, read marks and the embedding page -------------------------------------
-  // Agent replies after the last read mark are unread; they count on the launcher's badge and
-  // in the page title. A read mark goes out only for what is on screen: the chat showing, the
-  // panel open and the tab visible.
+  // ---- unread count, read marks and the embedding page
+  // Agent replies after the read mark are unread (badge, title). Marks go out only for what is
+  // on screen: chat showing, panel open, tab visible.
   let unread = 0, parentOpen = !startHidden, modal = false;
   const baseTitle = document.title;
   const seen = () => !document.hidden && parentOpen && root.dataset.screen === 'chat';
@@ -581,7 +575,7 @@
     toParent({ type: 'chat:unread', count: unread });
     document.title = (unread ? '(' + unread + ') ' : '') + baseTitle;
   }
-  // Coalesced: a replay of the history brings many messages at once, and wants one mark.
+  // Coalesced: a replay wants one mark.
   let readTimer = 0;
   function markRead() {
     clearTimeout(readTimer);

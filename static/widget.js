@@ -1,11 +1,9 @@
 /* Chat embed: <script src="https://chat.example.com/widget.js" async data-position="right"
    data-color="#2357d9" data-title="Chat with us"></script>
-   Adds a launcher button and, on first click, an iframe with the chat. Sets no cookie. Once a
-   conversation is open (so after consent), it keeps one marker in this site's localStorage,
-   "chat-widget" = "open", with no identifier in it: on the site's next page the chat then
-   reconnects behind the closed launcher and counts the replies that came meanwhile. Before that
-   marker exists, nothing is loaded and nothing is asked of the chat server until the launcher is
-   clicked. Styles are set through element.style, which a strict host CSP still allows. */
+   Adds a launcher and, on click, an iframe with the chat. Sets no cookie. While a conversation is
+   open (so after consent) it keeps localStorage "chat-widget" = "open", no identifier: the next
+   page then loads the chat behind the closed launcher to count new replies. Without it, nothing
+   is asked of the chat server before a click. Styles go through element.style (strict CSP). */
 (function () {
   'use strict';
   if (window.__chatWidget) return;
@@ -48,7 +46,7 @@
   function mark(on) {
     try {
       if (on) window.localStorage.setItem(MARK, 'open'); else window.localStorage.removeItem(MARK);
-    } catch (e) { /* storage blocked: the chat then waits for a click on each page */ }
+    } catch (e) { /* storage blocked: wait for a click */ }
   }
 
   function css(el, props) {
@@ -91,7 +89,7 @@
   });
   badge.setAttribute('aria-hidden', 'true');
   btn.appendChild(badge);
-  // New replies while the panel is closed are announced politely (the badge itself is hidden).
+  // Announces new replies while closed (the badge is aria-hidden).
   var live = css(document.createElement('div'), {
     position: 'fixed', width: '1px', height: '1px', overflow: 'hidden', clip: 'rect(0 0 0 0)',
     'white-space': 'nowrap'
@@ -187,7 +185,7 @@
     document.body.appendChild(live);
     layout();
     label();
-    // A conversation was open on an earlier page: reconnect behind the closed launcher.
+    // A conversation was open on an earlier page: reconnect, panel closed.
     if (marked() && !frame) load(false);
   }
   if (document.body) mount(); else document.addEventListener('DOMContentLoaded', mount);
