@@ -12,8 +12,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import NotFound
-from .base import Clock, MailToken, OutboxMail, VisitorSession, iso
+from ...errors import NotFound
+from ..base import Clock, MailToken, OutboxMail, VisitorSession, iso
 
 T = TypeVar("T")
 FINISHED = ("sent", "failed", "dropped")

@@ -1,32 +1,22 @@
-"""The embedded SQLite store.
+"""The embedded SQLite store: the `Store` interface as a thin async front.
 
-One writer thread owns the only writing connection; writes queue up and run in batches inside one
-`BEGIN IMMEDIATE` transaction, each job in its own savepoint, then one commit with
-`synchronous=FULL` (group commit: one fsync serves every message that arrived meanwhile, and no
-caller hears "stored" before the commit returns). Reads run on a small pool of reader connections,
-which WAL lets proceed beside the writer. `secure_delete` overwrites deleted content.
-
-We call the stdlib sqlite3 module from our own threads rather than through aiosqlite: a batch is
-one thread hop for the whole transaction, where aiosqlite makes one hop per statement.
+Writes go to the engine's group-commit writer, reads to its reader pool (engine.py); upkeep.py
+scrubs and truncates after deletions, backup.py copies the database online.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import secrets
 import sqlite3
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import AlreadyClaimed, Conflict, ConversationClosed, LegalHold, NotFound
-from .base import (
+from ...errors import AlreadyClaimed, Conflict, ConversationClosed, LegalHold, NotFound
+from ..base import (
     DEFAULT_DISPLAY_NAME,
     AuditHasher,
     Clock,
@@ -42,12 +32,11 @@ from .base import (
     iso,
     utc_now,
 )
-from .sqlite_mail import SQLiteMailStore
-from .sqlite_upkeep import BUSY_TIMEOUT_MS, Upkeep, note_scrub_needed
+from .engine import Engine
+from .mail import SQLiteMailStore
+from .upkeep import note_scrub_needed
 
 T = TypeVar("T")
-Job = Callable[[sqlite3.Connection], Any]
-MAX_BATCH = 512
 
 _CONVERSATION_COLUMNS = """
     c.id, c.customer_id, c.status, c.agent_id, s.name, c.created_at, c.claimed_at, c.closed_at,
@@ -67,16 +56,6 @@ _MESSAGE_SELECT = """
     JOIN customers cu ON cu.id = c.customer_id
     LEFT JOIN staff st ON m.sender = 'agent' AND st.id = CAST(m.sender_id AS INTEGER)
 """
-
-
-def _connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA secure_delete=ON")
-    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    return conn
 
 
 def _conversation(row: tuple[Any, ...]) -> Conversation:
@@ -135,30 +114,6 @@ def _staff(row: tuple[Any, ...]) -> Staff:
     )
 
 
-def _statements(script: str) -> list[str]:
-    """Split a migration into statements; triggers hold semicolons of their own."""
-    statements, buffer = [], ""
-    for line in script.splitlines(keepends=True):
-        if not buffer and (not line.strip() or line.lstrip().startswith("--")):
-            continue
-        buffer += line
-        if sqlite3.complete_statement(buffer):
-            statements.append(buffer.strip())
-            buffer = ""
-    if buffer.strip():
-        raise ValueError("a migration ends in the middle of a statement")
-    return statements
-
-
-def migrations() -> list[tuple[int, str]]:
-    folder = resources.files("chatserver.storage") / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
-    return sorted(found)
-
-
 PURGE_BATCH = 100  # rows or accounts per purge transaction: each stays short
 PURGE_COUNTS = ("accounts", "sessions_without_details", "closed_conversations", "access_events",
                 "staff_sign_ins", "messages")
@@ -198,137 +153,22 @@ class SQLiteStore(SQLiteMailStore):
     def __init__(self, path: Path, clock: Clock = utc_now) -> None:
         self.path = path
         self.clock = clock
-        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
-        self._reader_pool = ThreadPoolExecutor(4, thread_name_prefix="sqlite-reader")
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
-        self._writer: sqlite3.Connection | None = None
-        self._jobs: list[tuple[Job, asyncio.Future[Any]]] = []
-        self._flushing = False
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._upkeep = Upkeep(path, self._write, self._on_writer, lambda: self._writer)
+        self.engine = Engine(path)
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def open(self) -> SQLiteStore:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        loop = asyncio.get_running_loop()
-        self._writer = await loop.run_in_executor(self._writer_pool, self._open_writer)
-        await self._upkeep.scrub_if_needed()  # a scrub a crash interrupted
+        await self.engine.open(self._now)
         return self
 
-    def _open_writer(self) -> sqlite3.Connection:
-        conn = _connect(str(self.path))
-        # Checkpoints run on a thread of their own (sqlite_upkeep), never inside a commit here.
-        conn.execute("PRAGMA wal_autocheckpoint=0")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations "
-            "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
-        )
-        done = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
-        for version, sql in migrations():
-            if version in done:
-                continue
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _statements(sql):
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?)", (version, iso(self.clock()))
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        return conn
-
     async def close(self) -> None:
-        await self._upkeep.close()
-        await self._idle.wait()
-        loop = asyncio.get_running_loop()
-        if self._writer is not None:
-            await loop.run_in_executor(self._writer_pool, self._writer.close)
-            self._writer = None
-        with self._readers_lock:
-            for conn in self._readers:
-                conn.close()
-            self._readers.clear()
-        self._writer_pool.shutdown(wait=True)
-        self._reader_pool.shutdown(wait=True)
-
-    # -- plumbing ---------------------------------------------------------------------------
+        await self.engine.close()
 
     async def _write(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._jobs.append((job, future))
-        if not self._flushing:
-            self._flushing = True
-            self._idle.clear()
-            asyncio.get_running_loop().create_task(self._flush())
-        return await future
-
-    async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while self._jobs:
-                batch, self._jobs = self._jobs[:MAX_BATCH], self._jobs[MAX_BATCH:]
-                try:
-                    results = await loop.run_in_executor(self._writer_pool, self._run_batch, batch)
-                except BaseException as exc:  # the commit itself failed: nobody's write stuck
-                    results = [exc] * len(batch)
-                for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, BaseException):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
-                self._upkeep.after_batch()
-        finally:
-            self._flushing = False
-            self._idle.set()
-
-    def _run_batch(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> list[Any]:
-        conn = self._writer
-        assert conn is not None, "store is closed"
-        results: list[Any] = []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for job, _ in batch:
-                conn.execute("SAVEPOINT job")
-                try:
-                    results.append(job(conn))
-                    conn.execute("RELEASE job")
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    results.append(exc)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return results
-
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = _connect(str(self.path))
-            conn.execute("PRAGMA query_only=ON")
-            self._local.conn = conn
-            with self._readers_lock:
-                self._readers.append(conn)
-        return conn
-
-    async def _on_writer(self, job: Callable[[], T]) -> T:
-        """Run `job` on the writer's thread between batches (outside any transaction)."""
-        return await asyncio.get_running_loop().run_in_executor(self._writer_pool, job)
+        return await self.engine.write(job)
 
     async def _read(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader_pool, lambda: job(self._reader()))
+        return await self.engine.read(job)
 
     def _now(self) -> str:
         return iso(self.clock())
@@ -1069,9 +909,9 @@ class SQLiteStore(SQLiteMailStore):
 
     async def compact(self) -> None:
         """Make deleted content unrecoverable from the files: scrub the search index, then empty
-        the WAL, without stalling writes (see sqlite_upkeep)."""
-        await self._upkeep.scrub_if_needed()
-        await self._upkeep.truncate_wal()
+        the WAL, without stalling writes (see upkeep.py)."""
+        await self.engine.upkeep.scrub_if_needed()
+        await self.engine.upkeep.truncate_wal()
 
     async def set_legal_hold(self, customer_id: str, hold: bool) -> Customer:
         def job(c: sqlite3.Connection) -> Customer:
