@@ -32,6 +32,7 @@ from ..base import (
     iso,
     utc_now,
 )
+from . import policies, visitors
 from .engine import Engine
 from .mail import SQLiteMailStore
 from .upkeep import note_scrub_needed
@@ -180,153 +181,45 @@ class SQLiteStore(SQLiteMailStore):
 
     async def publish_policy(self, policy: PolicyVersion) -> PolicyVersion:
         now = self._now()
-
-        def job(c: sqlite3.Connection) -> PolicyVersion:
-            if c.execute(
-                "SELECT 1 FROM policy_versions WHERE version = ?", (policy.version,)
-            ).fetchone():
-                raise Conflict(f"Policy version {policy.version} exists already.",
-                               code="version_exists")
-            (ordinal,) = c.execute(
-                "SELECT COALESCE(MAX(ordinal), 0) + 1 FROM policy_versions"
-            ).fetchone()
-            c.execute(
-                "INSERT INTO policy_versions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (policy.version, policy.effective_date, policy.summary, policy.text,
-                 policy.sha256, now, ordinal),
-            )
-            return PolicyVersion(policy.version, policy.effective_date, policy.summary,
-                                 policy.text, policy.sha256, now)
-
-        return await self._write(job)
-
-    _POLICY = "SELECT version, effective_date, summary, text, sha256, published_at FROM policy_versions"
+        return await self.engine.write(lambda c: policies.publish(c, policy, now))
 
     async def current_policy(self) -> PolicyVersion | None:
-        row = await self._read(
-            lambda c: c.execute(self._POLICY + " ORDER BY ordinal DESC LIMIT 1").fetchone()
-        )
-        return PolicyVersion(*row) if row else None
+        return await self.engine.read(policies.current)
 
     async def get_policy(self, version: str) -> PolicyVersion | None:
-        row = await self._read(
-            lambda c: c.execute(self._POLICY + " WHERE version = ?", (version,)).fetchone()
-        )
-        return PolicyVersion(*row) if row else None
+        return await self.engine.read(lambda c: policies.get(c, version))
 
     async def list_policies(self) -> list[PolicyVersion]:
-        rows = await self._read(
-            lambda c: c.execute(self._POLICY + " ORDER BY ordinal DESC").fetchall()
-        )
-        return [PolicyVersion(*r) for r in rows]
+        return await self.engine.read(policies.list_all)
 
     # -- visitors ---------------------------------------------------------------------------
 
     async def create_visitor_session(self, session_id: str) -> None:
         now = self._now()
-        await self._write(
-            lambda c: c.execute(
-                "INSERT INTO visitor_sessions (id, created_at, last_seen_at) VALUES (?, ?, ?)",
-                (session_id, now, now),
-            )
-        )
+        await self.engine.write(lambda c: visitors.create_session(c, session_id, now))
 
     async def get_visitor_session(self, session_id: str) -> VisitorSession | None:
-        def job(c: sqlite3.Connection) -> VisitorSession | None:
-            row = c.execute(
-                """SELECT s.id, s.customer_id,
-                          (SELECT policy_version FROM consents WHERE session_id = s.id
-                           AND withdrawn_at IS NULL ORDER BY id DESC LIMIT 1)
-                   FROM visitor_sessions s WHERE s.id = ? AND s.revoked_at IS NULL""",
-                (session_id,),
-            ).fetchone()
-            return VisitorSession(*row) if row else None
-
-        return await self._read(job)
+        return await self.engine.read(lambda c: visitors.get_session(c, session_id))
 
     async def add_consent(
         self, session_id: str, *, policy_version: str, policy_sha256: str, ip: str | None,
         user_agent: str | None, method: str, on_behalf: bool,
     ) -> dict[str, Any]:
         now = self._now()
-
-        def job(c: sqlite3.Connection) -> dict[str, Any]:
-            row = c.execute(
-                "SELECT customer_id FROM visitor_sessions WHERE id = ? AND revoked_at IS NULL",
-                (session_id,),
-            ).fetchone()
-            if row is None:
-                raise NotFound("That session has ended.")
-            c.execute(
-                """INSERT INTO consents (session_id, customer_id, policy_version, policy_sha256,
-                   given_at, ip, user_agent, method, on_behalf) VALUES (?,?,?,?,?,?,?,?,?)""",
-                (session_id, row[0], policy_version, policy_sha256, now, ip, user_agent, method,
-                 int(on_behalf)),
-            )
-            c.execute("UPDATE visitor_sessions SET last_seen_at = ? WHERE id = ?", (now, session_id))
-            return {"policy_version": policy_version, "policy_sha256": policy_sha256,
-                    "given_at": now, "method": method, "on_behalf": on_behalf}
-
-        return await self._write(job)
+        return await self.engine.write(lambda c: visitors.add_consent(
+            c, session_id, policy_version=policy_version, policy_sha256=policy_sha256, ip=ip,
+            user_agent=user_agent, method=method, on_behalf=on_behalf, now=now))
 
     async def save_customer(
         self, session_id: str, *, name: str, email: str, company: str
     ) -> Customer:
         now = self._now()
-
-        def job(c: sqlite3.Connection) -> Customer:
-            row = c.execute(
-                "SELECT customer_id FROM visitor_sessions WHERE id = ? AND revoked_at IS NULL",
-                (session_id,),
-            ).fetchone()
-            if row is None:
-                raise NotFound("That session has ended.")
-            customer_id = row[0]
-            if customer_id is None:
-                customer_id = "cu_" + secrets.token_hex(10)
-                c.execute(
-                    """INSERT INTO customers (id, name, email, company, created_at, updated_at,
-                       last_active_at) VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                    (customer_id, name, email, company, now, now, now),
-                )
-                c.execute(
-                    "UPDATE visitor_sessions SET customer_id = ? WHERE id = ?",
-                    (customer_id, session_id),
-                )
-                c.execute(
-                    "UPDATE consents SET customer_id = ? WHERE session_id = ?",
-                    (customer_id, session_id),
-                )
-            else:
-                c.execute(
-                    """UPDATE customers SET name = ?, email = ?, company = ?, updated_at = ?,
-                       last_active_at = ? WHERE id = ?""",
-                    (name, email, company, now, now, customer_id),
-                )
-            return self._customer(c, customer_id)
-
-        return await self._write(job)
+        return await self.engine.write(lambda c: visitors.save_customer(
+            c, session_id, name=name, email=email, company=company, now=now))
 
     async def rotate_visitor_session(self, session_id: str, new_session_id: str) -> None:
-        def job(c: sqlite3.Connection) -> None:
-            row = c.execute(
-                "SELECT customer_id, created_at, last_seen_at FROM visitor_sessions "
-                "WHERE id = ? AND revoked_at IS NULL", (session_id,),
-            ).fetchone()
-            if row is None:
-                raise NotFound("That session has ended.")
-            # A new row, the children moved over, the old row gone: the foreign keys have no
-            # ON UPDATE CASCADE, and the old id must not survive anywhere.
-            c.execute(
-                "INSERT INTO visitor_sessions (id, customer_id, created_at, last_seen_at) "
-                "VALUES (?, ?, ?, ?)", (new_session_id, *row),
-            )
-            for table in ("consents", "access_events"):
-                c.execute(f"UPDATE {table} SET session_id = ? WHERE session_id = ?",
-                          (new_session_id, session_id))
-            c.execute("DELETE FROM visitor_sessions WHERE id = ?", (session_id,))
-
-        await self._write(job)
+        await self.engine.write(
+            lambda c: visitors.rotate_session(c, session_id, new_session_id))
 
     @staticmethod
     def _customer(c: sqlite3.Connection, customer_id: str) -> Customer:
@@ -336,33 +229,14 @@ class SQLiteStore(SQLiteMailStore):
         return _customer(row)
 
     async def get_customer(self, customer_id: str) -> Customer | None:
-        def job(c: sqlite3.Connection) -> Customer | None:
-            try:
-                return self._customer(c, customer_id)
-            except NotFound:
-                return None
-
-        return await self._read(job)
+        return await self.engine.read(lambda c: visitors.get_customer(c, customer_id))
 
     async def record_access(
         self, session_id: str, kind: str, ip: str | None, user_agent: str | None
     ) -> None:
         now = self._now()
-
-        def job(c: sqlite3.Connection) -> None:
-            c.execute(
-                "INSERT INTO access_events (session_id, at, kind, ip, user_agent) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (session_id, now, kind, ip, user_agent),
-            )
-            c.execute("UPDATE visitor_sessions SET last_seen_at = ? WHERE id = ?", (now, session_id))
-            c.execute(
-                """UPDATE customers SET last_active_at = ? WHERE id =
-                   (SELECT customer_id FROM visitor_sessions WHERE id = ?)""",
-                (now, session_id),
-            )
-
-        await self._write(job)
+        await self.engine.write(
+            lambda c: visitors.record_access(c, session_id, kind, ip, user_agent, now))
 
     # -- conversations ----------------------------------------------------------------------
 
@@ -620,59 +494,24 @@ class SQLiteStore(SQLiteMailStore):
 
     async def update_customer(self, customer_id: str, fields: dict[str, str]) -> Customer:
         now = self._now()
-        allowed = {k: v for k, v in fields.items() if k in {"name", "email", "company"}}
-
-        def job(c: sqlite3.Connection) -> Customer:
-            self._customer(c, customer_id)
-            for key, value in allowed.items():
-                c.execute(f"UPDATE customers SET {key} = ? WHERE id = ?", (value, customer_id))
-            c.execute("UPDATE customers SET updated_at = ?, last_active_at = ? WHERE id = ?",
-                      (now, now, customer_id))
-            return self._customer(c, customer_id)
-
-        return await self._write(job)
+        return await self.engine.write(
+            lambda c: visitors.update_customer(c, customer_id, fields, now))
 
     async def customers_by_email(self, email: str) -> list[Customer]:
-        rows = await self._read(
-            lambda c: c.execute(_CUSTOMER + " WHERE lower(email) = lower(?) ORDER BY created_at",
-                                (email.strip(),)).fetchall()
-        )
-        return [_customer(r) for r in rows]
+        return await self.engine.read(lambda c: visitors.customers_by_email(c, email))
 
     async def list_consents(self, customer_id: str) -> list[dict[str, Any]]:
-        rows = await self._read(
-            lambda c: c.execute(_CONSENT + " WHERE customer_id = ? ORDER BY id DESC",
-                                (customer_id,)).fetchall()
-        )
-        return [_consent(r) for r in rows]
+        return await self.engine.read(lambda c: visitors.list_consents(c, customer_id))
 
     async def session_consents(self, session_id: str) -> list[dict[str, Any]]:
-        rows = await self._read(
-            lambda c: c.execute(_CONSENT + " WHERE session_id = ? ORDER BY id DESC",
-                                (session_id,)).fetchall()
-        )
-        return [_consent(r) for r in rows]
+        return await self.engine.read(lambda c: visitors.session_consents(c, session_id))
 
     async def withdraw_consents(self, session_id: str) -> int:
         now = self._now()
-
-        def job(c: sqlite3.Connection) -> int:
-            cur = c.execute(
-                """UPDATE consents SET withdrawn_at = ? WHERE withdrawn_at IS NULL AND (
-                   session_id = ? OR customer_id = (
-                       SELECT customer_id FROM visitor_sessions WHERE id = ?))""",
-                (now, session_id, session_id),
-            )
-            return cur.rowcount
-
-        return await self._write(job)
+        return await self.engine.write(lambda c: visitors.withdraw_consents(c, session_id, now))
 
     async def customer_sessions(self, customer_id: str) -> list[str]:
-        rows = await self._read(
-            lambda c: c.execute("SELECT id FROM visitor_sessions WHERE customer_id = ?",
-                                (customer_id,)).fetchall()
-        )
-        return [r[0] for r in rows]
+        return await self.engine.read(lambda c: visitors.customer_sessions(c, customer_id))
 
     async def export_customer(self, customer_id: str) -> dict[str, Any]:
         def job(c: sqlite3.Connection) -> dict[str, Any]:
@@ -914,41 +753,13 @@ class SQLiteStore(SQLiteMailStore):
         await self.engine.upkeep.truncate_wal()
 
     async def set_legal_hold(self, customer_id: str, hold: bool) -> Customer:
-        def job(c: sqlite3.Connection) -> Customer:
-            self._customer(c, customer_id)
-            c.execute("UPDATE customers SET legal_hold = ? WHERE id = ?", (int(hold), customer_id))
-            return self._customer(c, customer_id)
-
-        return await self._write(job)
+        return await self.engine.write(lambda c: visitors.set_legal_hold(c, customer_id, hold))
 
     async def list_customers(
         self, *, query: str | None, limit: int, offset: int
     ) -> tuple[list[dict[str, Any]], int]:
-        clause, args = "", []
-        if query:
-            like = _like(query)
-            clause = (" WHERE name LIKE ? ESCAPE '\\' OR email LIKE ? ESCAPE '\\' "
-                      "OR company LIKE ? ESCAPE '\\' OR id = ?")
-            args = [like, like, like, query]
-
-        def job(c: sqlite3.Connection) -> tuple[list[dict[str, Any]], int]:
-            rows = c.execute(
-                _CUSTOMER.replace("FROM customers", ", (SELECT COUNT(*) FROM conversations "
-                                  "WHERE customer_id = customers.id) FROM customers")
-                + clause + " ORDER BY last_active_at DESC LIMIT ? OFFSET ?",
-                (*args, limit, offset),
-            ).fetchall()
-            (total,) = c.execute("SELECT COUNT(*) FROM customers" + clause, args).fetchone()
-            items = []
-            for row in rows:
-                customer = _customer(row[:8])
-                items.append({**customer.public(), "id": customer.id,
-                              "created_at": customer.created_at,
-                              "last_active_at": customer.last_active_at,
-                              "legal_hold": customer.legal_hold, "conversations": row[8]})
-            return items, total
-
-        return await self._read(job)
+        return await self.engine.read(
+            lambda c: visitors.list_customers(c, query=query, limit=limit, offset=offset))
 
     # -- staff ------------------------------------------------------------------------------
 
@@ -1063,15 +874,7 @@ class SQLiteStore(SQLiteMailStore):
         return {staff_id: at for staff_id, at in rows}
 
     async def customer_access(self, customer_id: str) -> list[dict[str, Any]]:
-        rows = await self._read(
-            lambda c: c.execute(
-                """SELECT a.at, a.kind, a.ip, a.user_agent FROM access_events a
-                   JOIN visitor_sessions s ON s.id = a.session_id
-                   WHERE s.customer_id = ? ORDER BY a.id DESC LIMIT 500""",
-                (customer_id,),
-            ).fetchall()
-        )
-        return [dict(zip(("at", "kind", "ip", "user_agent"), r, strict=True)) for r in rows]
+        return await self.engine.read(lambda c: visitors.customer_access(c, customer_id))
 
     async def create_staff_session(self, session_id: str, staff_id: int, expires_at: str) -> None:
         now = self._now()
