@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ...errors import AlreadyClaimed, Conflict, ConversationClosed, LegalHold, NotFound
+from ...errors import Conflict, LegalHold, NotFound
 from ..base import (
     DEFAULT_DISPLAY_NAME,
     AuditHasher,
@@ -32,7 +32,8 @@ from ..base import (
     iso,
     utc_now,
 )
-from . import policies, visitors
+from . import conversations, policies, visitors
+from . import search as full_text
 from .engine import Engine
 from .mail import SQLiteMailStore
 from .upkeep import note_scrub_needed
@@ -240,255 +241,59 @@ class SQLiteStore(SQLiteMailStore):
 
     # -- conversations ----------------------------------------------------------------------
 
-    @staticmethod
-    def _get_conversation(c: sqlite3.Connection, conversation_id: str) -> Conversation | None:
-        row = c.execute(
-            f"SELECT {_CONVERSATION_COLUMNS} FROM {_CONVERSATION_FROM} WHERE c.id = ?",
-            (conversation_id,),
-        ).fetchone()
-        return _conversation(row) if row else None
-
-    @classmethod
-    def _require_conversation(cls, c: sqlite3.Connection, conversation_id: str) -> Conversation:
-        found = cls._get_conversation(c, conversation_id)
-        if found is None:
-            raise NotFound("No such conversation.")
-        return found
-
     async def open_conversation(
         self, customer_id: str, *, create: bool = True
     ) -> tuple[Conversation, bool]:
         now = self._now()
-
-        def job(c: sqlite3.Connection) -> tuple[Conversation, bool]:
-            row = c.execute(
-                f"""SELECT {_CONVERSATION_COLUMNS} FROM {_CONVERSATION_FROM}
-                    WHERE c.customer_id = ? AND c.status != 'closed'
-                    ORDER BY c.created_at DESC LIMIT 1""",
-                (customer_id,),
-            ).fetchone()
-            if row:
-                return _conversation(row), False
-            if not create:
-                raise NotFound("No open conversation.")
-            conversation_id = "cv_" + secrets.token_hex(10)
-            c.execute(
-                "INSERT INTO conversations (id, customer_id, status, created_at) "
-                "VALUES (?, ?, 'queued', ?)",
-                (conversation_id, customer_id, now),
-            )
-            return self._require_conversation(c, conversation_id), True
-
-        return await self._write(job)
+        return await self.engine.write(lambda c: conversations.open_conversation(
+            c, customer_id, create=create, now=now))
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
-        return await self._read(lambda c: self._get_conversation(c, conversation_id))
+        return await self.engine.read(lambda c: conversations.get(c, conversation_id))
 
     async def claim_conversation(
         self, conversation_id: str, staff_id: int
     ) -> tuple[Conversation, bool]:
         now = self._now()
-
-        def job(c: sqlite3.Connection) -> tuple[Conversation, bool]:
-            found = self._require_conversation(c, conversation_id)
-            if found.status == "closed":
-                raise ConversationClosed()
-            if found.status == "active":
-                if found.agent_id == staff_id:
-                    return found, False
-                raise AlreadyClaimed()
-            c.execute(
-                "UPDATE conversations SET status = 'active', agent_id = ?, claimed_at = ? "
-                "WHERE id = ? AND status = 'queued'",
-                (staff_id, now, conversation_id),
-            )
-            return self._require_conversation(c, conversation_id), True
-
-        return await self._write(job)
+        return await self.engine.write(
+            lambda c: conversations.claim(c, conversation_id, staff_id, now))
 
     async def close_conversation(self, conversation_id: str) -> Conversation | None:
         now = self._now()
-
-        def job(c: sqlite3.Connection) -> Conversation | None:
-            found = self._require_conversation(c, conversation_id)
-            if found.status == "closed":
-                return None
-            c.execute(
-                "UPDATE conversations SET status = 'closed', closed_at = ? WHERE id = ?",
-                (now, conversation_id),
-            )
-            return self._get_conversation(c, conversation_id)
-
-        return await self._write(job)
+        return await self.engine.write(lambda c: conversations.close(c, conversation_id, now))
 
     async def append_message(
         self, conversation_id: str, *, sender: str, sender_id: str, author: str, body: str,
         client_msg_id: str | None,
     ) -> tuple[Message, bool, str]:
         now = self._now()
-
-        def job(c: sqlite3.Connection) -> tuple[Message, bool, str]:
-            if client_msg_id is not None:
-                row = c.execute(
-                    _MESSAGE_SELECT + " WHERE m.conversation_id = ? AND m.sender = ? "
-                    "AND m.sender_id = ? AND m.client_msg_id = ?",
-                    (conversation_id, sender, sender_id, client_msg_id),
-                ).fetchone()
-                if row:
-                    (status,) = c.execute(
-                        "SELECT status FROM conversations WHERE id = ?", (conversation_id,)
-                    ).fetchone()
-                    return _message(row), False, status
-            row = c.execute(
-                "UPDATE conversations SET last_seq = last_seq + 1, last_message_at = ? "
-                "WHERE id = ? RETURNING last_seq, customer_id, status",
-                (now, conversation_id),
-            ).fetchone()
-            if row is None:
-                raise NotFound("No such conversation.")
-            seq, customer_id, status = row
-            if status == "closed" and sender != "system":
-                raise ConversationClosed()
-            c.execute(
-                "INSERT INTO messages (conversation_id, seq, sender, sender_id, body, "
-                "client_msg_id, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (conversation_id, seq, sender, sender_id, body, client_msg_id, now),
-            )
-            if sender == "visitor":
-                c.execute(
-                    "UPDATE customers SET last_active_at = ? WHERE id = ?", (now, customer_id)
-                )
-            message = Message(conversation_id, seq, sender, sender_id, author, body,
-                              client_msg_id, now)
-            return message, True, status
-
-        return await self._write(job)
+        return await self.engine.write(lambda c: conversations.append(
+            c, conversation_id, sender=sender, sender_id=sender_id, author=author, body=body,
+            client_msg_id=client_msg_id, now=now))
 
     async def messages_after(
         self, conversation_id: str, after_seq: int, limit: int = 1000
     ) -> list[Message]:
-        rows = await self._read(
-            lambda c: c.execute(
-                _MESSAGE_SELECT + " WHERE m.conversation_id = ? AND m.seq > ? "
-                "ORDER BY m.seq LIMIT ?",
-                (conversation_id, after_seq, limit),
-            ).fetchall()
-        )
-        return [_message(r) for r in rows]
-
-    _SUMMARY = f"""
-        SELECT {_CONVERSATION_COLUMNS}, cu.name, cu.email, cu.company,
-               (SELECT policy_version FROM consents WHERE customer_id = c.customer_id
-                ORDER BY id DESC LIMIT 1),
-               (SELECT COUNT(*) FROM messages WHERE conversation_id = c.id),
-               lm.seq, lm.sender, lm.body, lm.sent_at
-        FROM {_CONVERSATION_FROM}
-        JOIN customers cu ON cu.id = c.customer_id
-        LEFT JOIN messages lm ON lm.conversation_id = c.id AND lm.seq = (
-            SELECT MAX(seq) FROM messages WHERE conversation_id = c.id AND sender != 'system')
-    """
-
-    @staticmethod
-    def _summary(row: tuple[Any, ...]) -> ConversationSummary:
-        conversation = _conversation(row[:_CONVERSATION_WIDTH])
-        name, email, company, version, count, lseq, lsender, lbody, lsent = (
-            row[_CONVERSATION_WIDTH:])
-        last = (
-            {"seq": lseq, "sender": lsender, "body": lbody[:200], "sent_at": lsent}
-            if lseq is not None
-            else None
-        )
-        return ConversationSummary(
-            conversation=conversation,
-            customer={"name": name, "email": email, "company": company},
-            policy_version=version,
-            message_count=count,
-            last_message=last,
-        )
+        return await self.engine.read(
+            lambda c: conversations.messages_after(c, conversation_id, after_seq, limit))
 
     async def open_conversations(self) -> list[ConversationSummary]:
-        rows = await self._read(
-            lambda c: c.execute(
-                self._SUMMARY + " WHERE c.status IN ('queued', 'active') ORDER BY c.created_at"
-            ).fetchall()
-        )
-        return [self._summary(r) for r in rows]
+        return await self.engine.read(conversations.open_conversations)
 
     async def conversation_summary(self, conversation_id: str) -> ConversationSummary | None:
-        row = await self._read(
-            lambda c: c.execute(self._SUMMARY + " WHERE c.id = ?", (conversation_id,)).fetchone()
-        )
-        return self._summary(row) if row else None
+        return await self.engine.read(lambda c: conversations.summary(c, conversation_id))
 
     async def search_conversations(
         self, search: ConversationSearch, *, limit: int = 50, offset: int = 0,
     ) -> tuple[list[ConversationSummary], int]:
-        where: list[str] = []
-        args: list[Any] = []
-        if search.status:
-            where.append("c.status = ?")
-            args.append(search.status)
-        if search.email:
-            where.append("lower(cu.email) = lower(?)")
-            args.append(search.email)
-        if search.agent_id is not None:
-            where.append("c.agent_id = ?")
-            args.append(search.agent_id)
-        if search.created_from:
-            where.append("c.created_at >= ?")
-            args.append(search.created_from)
-        if search.created_before:
-            where.append("c.created_at < ?")
-            args.append(search.created_before)
-        if search.query:
-            like = _like(search.query)
-            match = _fts_query(search.query)
-            words = (
-                " OR c.id IN (SELECT m.conversation_id FROM messages_fts "
-                "JOIN messages m ON m.id = messages_fts.rowid WHERE messages_fts MATCH ?)"
-                if match else ""
-            )
-            where.append(
-                "(cu.name LIKE ? ESCAPE '\\' OR cu.email LIKE ? ESCAPE '\\' OR "
-                f"cu.company LIKE ? ESCAPE '\\' OR c.id = ?{words})"
-            )
-            args += [like, like, like, search.query, *([match] if match else [])]
-        clause = (" WHERE " + " AND ".join(where)) if where else ""
-
-        def job(c: sqlite3.Connection) -> tuple[list[ConversationSummary], int]:
-            rows = c.execute(
-                self._SUMMARY + clause + " ORDER BY c.created_at DESC LIMIT ? OFFSET ?",
-                (*args, limit, offset),
-            ).fetchall()
-            (total,) = c.execute(
-                "SELECT COUNT(*) FROM conversations c JOIN customers cu ON cu.id = c.customer_id"
-                + clause,
-                args,
-            ).fetchone()
-            return [self._summary(r) for r in rows], total
-
-        return await self._read(job)
+        return await self.engine.read(
+            lambda c: full_text.search_conversations(c, search, limit=limit, offset=offset))
 
     async def messages_between(
         self, created_from: str | None, created_before: str | None, after_id: int, limit: int
     ) -> tuple[list[Message], int]:
-        where: list[str] = ["m.id > ?"]
-        args: list[Any] = [after_id]
-        if created_from:
-            where.append("m.sent_at >= ?")
-            args.append(created_from)
-        if created_before:
-            where.append("m.sent_at < ?")
-            args.append(created_before)
-        rows = await self._read(
-            lambda c: c.execute(
-                _MESSAGE_SELECT.replace("SELECT m.conversation_id", "SELECT m.id, m.conversation_id")
-                + " WHERE " + " AND ".join(where) + " ORDER BY m.id LIMIT ?",
-                (*args, limit),
-            ).fetchall()
-        )
-        last = rows[-1][0] if rows else after_id
-        return [_message(r[1:]) for r in rows], last
+        return await self.engine.read(lambda c: conversations.messages_between(
+            c, created_from, created_before, after_id, limit))
 
     # -- privacy rights ---------------------------------------------------------------------
 
