@@ -7,15 +7,13 @@ scrubs and truncates after deletions, backup.py copies the database online.
 from __future__ import annotations
 
 import json
-import re
-import secrets
 import sqlite3
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ...errors import Conflict, LegalHold, NotFound
+from ...errors import Conflict, NotFound
 from ..base import (
     DEFAULT_DISPLAY_NAME,
     AuditHasher,
@@ -32,81 +30,12 @@ from ..base import (
     iso,
     utc_now,
 )
-from . import conversations, policies, visitors
+from . import conversations, policies, privacy, visitors
 from . import search as full_text
 from .engine import Engine
 from .mail import SQLiteMailStore
-from .upkeep import note_scrub_needed
 
 T = TypeVar("T")
-
-_CONVERSATION_COLUMNS = """
-    c.id, c.customer_id, c.status, c.agent_id, s.name, c.created_at, c.claimed_at, c.closed_at,
-    c.last_seq, c.last_message_at, s.display_name
-"""
-_CONVERSATION_WIDTH = 11
-_CONVERSATION_FROM = "conversations c LEFT JOIN staff s ON s.id = c.agent_id"
-# Author names are read at display time, so a corrected customer name shows everywhere. An
-# agent's author name is the display name, never the sign-in name: customers see these frames.
-_MESSAGE_SELECT = """
-    SELECT m.conversation_id, m.seq, m.sender, m.sender_id,
-           CASE m.sender WHEN 'visitor' THEN cu.name WHEN 'agent' THEN st.display_name
-                ELSE 'system' END,
-           m.body, m.client_msg_id, m.sent_at
-    FROM messages m
-    JOIN conversations c ON c.id = m.conversation_id
-    JOIN customers cu ON cu.id = c.customer_id
-    LEFT JOIN staff st ON m.sender = 'agent' AND st.id = CAST(m.sender_id AS INTEGER)
-"""
-
-
-def _conversation(row: tuple[Any, ...]) -> Conversation:
-    return Conversation(*row)
-
-
-def _message(row: tuple[Any, ...]) -> Message:
-    return Message(*row)
-
-
-_CUSTOMER = (
-    "SELECT id, name, email, company, created_at, updated_at, last_active_at, legal_hold "
-    "FROM customers"
-)
-_CONSENT_KEYS = ("policy_version", "policy_sha256", "given_at", "method", "on_behalf",
-                 "withdrawn_at", "ip", "user_agent")
-_CONSENT = (
-    "SELECT policy_version, policy_sha256, given_at, method, on_behalf, withdrawn_at, ip, "
-    "user_agent FROM consents"
-)
-
-
-def _customer(row: tuple[Any, ...]) -> Customer:
-    return Customer(id=row[0], name=row[1], email=row[2], company=row[3], created_at=row[4],
-                    updated_at=row[5], last_active_at=row[6], legal_hold=bool(row[7]))
-
-
-def _like(query: str) -> str:
-    """A LIKE pattern matching `query` literally anywhere (used with ESCAPE '\\')."""
-    return "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def _consent(row: tuple[Any, ...]) -> dict[str, Any]:
-    data = dict(zip(_CONSENT_KEYS, row, strict=True))
-    data["on_behalf"] = bool(data["on_behalf"])
-    return data
-
-
-def _fts_query(text: str) -> str | None:
-    """User words to an FTS5 query: "a quoted phrase" as a phrase, else every word (AND).
-
-    Each word is quoted, so FTS5 operators typed by a user are taken as plain words."""
-    stripped = text.strip()
-    if len(stripped) > 2 and stripped[0] == stripped[-1] == '"':
-        words = re.findall(r"\w+", stripped[1:-1])
-        return '"' + " ".join(words) + '"' if words else None
-    words = re.findall(r"\w+", stripped)
-    return " ".join(f'"{w}"*' for w in words) if words else None  # prefixes: "print" finds "printer"
-
 
 def _staff(row: tuple[Any, ...]) -> Staff:
     return Staff(
@@ -114,41 +43,6 @@ def _staff(row: tuple[Any, ...]) -> Staff:
         password_hash=row[5], failed_logins=row[6], last_failed_at=row[7],
         display_name=row[8],
     )
-
-
-PURGE_BATCH = 100  # rows or accounts per purge transaction: each stays short
-PURGE_COUNTS = ("accounts", "sessions_without_details", "closed_conversations", "access_events",
-                "staff_sign_ins", "messages")
-_HELD = "SELECT id FROM customers WHERE legal_hold = 1"
-_HELD_SESSIONS = f"SELECT id FROM visitor_sessions WHERE customer_id IN ({_HELD})"
-_STALE_ACCOUNTS = """SELECT id FROM customers cu WHERE legal_hold = 0 AND last_active_at <= ?
-    AND NOT EXISTS (SELECT 1 FROM conversations WHERE customer_id = cu.id AND status != 'closed')"""
-
-
-def _purge_counts(c: sqlite3.Connection, account_cutoff: str, access_cutoff: str,
-                  conversation_cutoff: str, session_cutoff: str) -> dict[str, int]:
-    """What a purge would delete now, counted as the real run counts it, rule by rule."""
-    def one(sql: str, *args: Any) -> int:
-        return int(c.execute(sql, args).fetchone()[0])
-
-    old = (f"SELECT id FROM conversations WHERE status = 'closed' AND closed_at <= ? "
-           f"AND customer_id NOT IN ({_HELD})")
-    return {
-        "access_events": one(f"SELECT COUNT(*) FROM access_events WHERE at <= ? "
-                             f"AND session_id NOT IN ({_HELD_SESSIONS})", access_cutoff),
-        "closed_conversations": one(f"SELECT COUNT(*) FROM ({old})", conversation_cutoff),
-        "accounts": one(f"SELECT COUNT(*) FROM ({_STALE_ACCOUNTS})", account_cutoff),
-        "sessions_without_details": one(
-            "SELECT COUNT(*) FROM visitor_sessions WHERE customer_id IS NULL AND created_at <= ?",
-            session_cutoff),
-        "staff_sign_ins": one("SELECT COUNT(*) FROM login_events WHERE at <= ?", access_cutoff),
-        # The old closed conversations go first; the stale accounts' erasure takes the rest.
-        "messages": one(f"SELECT COUNT(*) FROM messages WHERE conversation_id IN ({old})",
-                        conversation_cutoff)
-        + one(f"""SELECT COUNT(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id
-                  WHERE c.customer_id IN ({_STALE_ACCOUNTS})
-                  AND c.id NOT IN ({old})""", account_cutoff, conversation_cutoff),
-    }
 
 
 class SQLiteStore(SQLiteMailStore):
@@ -221,13 +115,6 @@ class SQLiteStore(SQLiteMailStore):
     async def rotate_visitor_session(self, session_id: str, new_session_id: str) -> None:
         await self.engine.write(
             lambda c: visitors.rotate_session(c, session_id, new_session_id))
-
-    @staticmethod
-    def _customer(c: sqlite3.Connection, customer_id: str) -> Customer:
-        row = c.execute(_CUSTOMER + " WHERE id = ?", (customer_id,)).fetchone()
-        if row is None:
-            raise NotFound("No such customer.")
-        return _customer(row)
 
     async def get_customer(self, customer_id: str) -> Customer | None:
         return await self.engine.read(lambda c: visitors.get_customer(c, customer_id))
@@ -319,154 +206,21 @@ class SQLiteStore(SQLiteMailStore):
         return await self.engine.read(lambda c: visitors.customer_sessions(c, customer_id))
 
     async def export_customer(self, customer_id: str) -> dict[str, Any]:
-        def job(c: sqlite3.Connection) -> dict[str, Any]:
-            customer = self._customer(c, customer_id)
-            conversations = []
-            for row in c.execute(
-                f"SELECT {_CONVERSATION_COLUMNS} FROM {_CONVERSATION_FROM} "
-                "WHERE c.customer_id = ? ORDER BY c.created_at", (customer_id,)
-            ).fetchall():
-                conv = _conversation(row)
-                messages = [
-                    _message(m).frame() for m in c.execute(
-                        _MESSAGE_SELECT + " WHERE m.conversation_id = ? ORDER BY m.seq",
-                        (conv.id,)).fetchall()
-                ]
-                conversations.append({
-                    "id": conv.id, "status": conv.status, "created_at": conv.created_at,
-                    "claimed_at": conv.claimed_at, "closed_at": conv.closed_at,
-                    "agent": conv.agent_display_name, "messages": messages,
-                })
-            sessions = [
-                {"ref": sid[:12], "created_at": created, "last_seen_at": seen,
-                 "revoked_at": revoked}
-                for sid, created, seen, revoked in c.execute(
-                    "SELECT id, created_at, last_seen_at, revoked_at FROM visitor_sessions "
-                    "WHERE customer_id = ? ORDER BY created_at", (customer_id,)).fetchall()
-            ]
-            access = [
-                {"session_ref": sid[:12], "at": at, "kind": kind, "ip": ip,
-                 "user_agent": agent}
-                for sid, at, kind, ip, agent in c.execute(
-                    """SELECT a.session_id, a.at, a.kind, a.ip, a.user_agent
-                       FROM access_events a JOIN visitor_sessions s ON s.id = a.session_id
-                       WHERE s.customer_id = ? ORDER BY a.id""", (customer_id,)).fetchall()
-            ]
-            consents = [_consent(r) for r in c.execute(
-                _CONSENT + " WHERE customer_id = ? ORDER BY id", (customer_id,)).fetchall()]
-            return {
-                "account": {**customer.public(), "id": customer.id,
-                            "created_at": customer.created_at,
-                            "updated_at": customer.updated_at,
-                            "last_active_at": customer.last_active_at,
-                            "legal_hold": customer.legal_hold},
-                "consents": consents,
-                "conversations": conversations,
-                "sessions": sessions,
-                "access_records": access,
-            }
-
-        return await self._read(job)
+        return await self.engine.read(lambda c: privacy.export_customer(c, customer_id))
 
     async def export_session(self, session_id: str) -> dict[str, Any]:
-        def job(c: sqlite3.Connection) -> dict[str, Any]:
-            row = c.execute("SELECT created_at, last_seen_at, revoked_at FROM visitor_sessions "
-                            "WHERE id = ?", (session_id,)).fetchone()
-            if row is None:
-                raise NotFound("That session has ended.")
-            return {
-                "account": None,
-                "consents": [_consent(r) for r in c.execute(
-                    _CONSENT + " WHERE session_id = ? ORDER BY id", (session_id,))],
-                "conversations": [],
-                "sessions": [{"ref": session_id[:12], "created_at": row[0],
-                              "last_seen_at": row[1], "revoked_at": row[2]}],
-                "access_records": [
-                    {"session_ref": session_id[:12], "at": at, "kind": kind, "ip": ip,
-                     "user_agent": agent}
-                    for at, kind, ip, agent in c.execute(
-                        "SELECT at, kind, ip, user_agent FROM access_events WHERE session_id = ? "
-                        "ORDER BY id", (session_id,))],
-            }
-
-        return await self._read(job)
-
-    def _erase(self, c: sqlite3.Connection, customer_id: str, reason: str, now: str
-               ) -> dict[str, Any]:
-        customer = self._customer(c, customer_id)
-        if customer.legal_hold:
-            raise LegalHold()
-        sessions = [r[0] for r in c.execute(
-            "SELECT id FROM visitor_sessions WHERE customer_id = ?", (customer_id,))]
-        conversations = [r[0] for r in c.execute(
-            "SELECT id FROM conversations WHERE customer_id = ?", (customer_id,))]
-        marks = ",".join("?" * len(conversations))
-        (messages,) = c.execute(
-            f"SELECT COUNT(*) FROM messages WHERE conversation_id IN ({marks})", conversations
-        ).fetchone() if conversations else (0,)
-        versions = sorted({r[0] for r in c.execute(
-            "SELECT policy_version FROM consents WHERE customer_id = ?", (customer_id,))})
-        smarks = ",".join("?" * len(sessions))
-        consents = c.execute(
-            f"DELETE FROM consents WHERE customer_id = ? OR session_id IN ({smarks})",
-            (customer_id, *sessions)).rowcount
-        access = c.execute(
-            f"DELETE FROM access_events WHERE session_id IN ({smarks})", sessions
-        ).rowcount if sessions else 0
-        if conversations:
-            c.execute(f"DELETE FROM messages WHERE conversation_id IN ({marks})", conversations)
-            c.execute(f"DELETE FROM conversations WHERE id IN ({marks})", conversations)
-            note_scrub_needed(c, now)
-        c.execute("DELETE FROM visitor_sessions WHERE customer_id = ?", (customer_id,))
-        c.execute("DELETE FROM customers WHERE id = ?", (customer_id,))
-        tombstone = {
-            "id": "er_" + secrets.token_hex(10), "at": now, "reason": reason,
-            "conversations": len(conversations), "messages": messages,
-            "sessions": len(sessions), "consents": consents, "access_events": access,
-            "policy_versions": versions,
-        }
-        c.execute(
-            "INSERT INTO erasures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (tombstone["id"], now, reason, len(conversations), messages, len(sessions),
-             consents, access, json.dumps(versions)),
-        )
-        return {**tombstone, "session_ids": sessions, "conversation_ids": conversations}
+        return await self.engine.read(lambda c: privacy.export_session(c, session_id))
 
     async def erase_customer(self, customer_id: str, *, reason: str) -> dict[str, Any]:
         now = self._now()
-        result = await self._write(lambda c: self._erase(c, customer_id, reason, now))
+        result = await self.engine.write(lambda c: privacy.erase(c, customer_id, reason, now))
         await self.compact()
         return result
 
-    def _erase_bare_session(self, c: sqlite3.Connection, session_id: str, reason: str, now: str
-                            ) -> dict[str, Any]:
-        """Erase a session that never became a customer: its consents and access records."""
-        versions = sorted({r[0] for r in c.execute(
-            "SELECT policy_version FROM consents WHERE session_id = ?", (session_id,))})
-        consents = c.execute("DELETE FROM consents WHERE session_id = ?", (session_id,)).rowcount
-        access = c.execute("DELETE FROM access_events WHERE session_id = ?",
-                           (session_id,)).rowcount
-        c.execute("DELETE FROM visitor_sessions WHERE id = ?", (session_id,))
-        tombstone = {"id": "er_" + secrets.token_hex(10), "at": now, "reason": reason,
-                     "conversations": 0, "messages": 0, "sessions": 1, "consents": consents,
-                     "access_events": access, "policy_versions": versions}
-        c.execute("INSERT INTO erasures VALUES (?, ?, ?, 0, 0, 1, ?, ?, ?)",
-                  (tombstone["id"], now, reason, consents, access, json.dumps(versions)))
-        return {**tombstone, "session_ids": [session_id], "conversation_ids": []}
-
     async def erase_session(self, session_id: str, *, reason: str) -> dict[str, Any]:
         now = self._now()
-
-        def job(c: sqlite3.Connection) -> dict[str, Any]:
-            row = c.execute("SELECT customer_id FROM visitor_sessions WHERE id = ?",
-                            (session_id,)).fetchone()
-            if row is None:
-                raise NotFound("That session has ended.")
-            if row[0] is not None:
-                return self._erase(c, row[0], reason, now)
-            return self._erase_bare_session(c, session_id, reason, now)
-
-        result = await self._write(job)
+        result = await self.engine.write(
+            lambda c: privacy.erase_session(c, session_id, reason, now))
         await self.compact()
         return result
 
@@ -478,74 +232,29 @@ class SQLiteStore(SQLiteMailStore):
         so a large purge never holds chat writes up; a crash midway leaves a partial purge that
         the next run completes. A dry run only counts, on a reader."""
         if dry_run:
-            counts = await self._read(lambda c: _purge_counts(
-                c, account_cutoff, access_cutoff, conversation_cutoff, session_cutoff))
+            counts = await self.engine.read(lambda c: privacy.purge_counts(
+                c, account_cutoff=account_cutoff, access_cutoff=access_cutoff,
+                conversation_cutoff=conversation_cutoff, session_cutoff=session_cutoff))
             return {"counts": counts, "session_ids": [], "conversation_ids": [], "dry_run": True}
         now = self._now()
-        Step = tuple[int, dict[str, int], list[str], list[str]]  # done, counts, sessions, convs
-
-        def access(c: sqlite3.Connection) -> Step:
-            n = c.execute(
-                f"""DELETE FROM access_events WHERE id IN (SELECT id FROM access_events
-                    WHERE at <= ? AND session_id NOT IN ({_HELD_SESSIONS}) LIMIT ?)""",
-                (access_cutoff, PURGE_BATCH)).rowcount
-            return n, {"access_events": n}, [], []
-
-        def conversations(c: sqlite3.Connection) -> Step:
-            old = [r[0] for r in c.execute(
-                f"""SELECT id FROM conversations WHERE status = 'closed' AND closed_at <= ?
-                    AND customer_id NOT IN ({_HELD}) LIMIT ?""",
-                (conversation_cutoff, PURGE_BATCH))]
-            messages = 0
-            for conversation_id in old:
-                messages += c.execute(
-                    "DELETE FROM messages WHERE conversation_id = ?", (conversation_id,)).rowcount
-                c.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
-            if old:
-                note_scrub_needed(c, now)
-            return len(old), {"closed_conversations": len(old), "messages": messages}, [], old
-
-        def accounts(c: sqlite3.Connection) -> Step:
-            stale = [r[0] for r in c.execute(
-                f"{_STALE_ACCOUNTS} LIMIT ?", (account_cutoff, PURGE_BATCH))]
-            erased = [self._erase(c, customer_id, "retention", now) for customer_id in stale]
-            return (len(stale),
-                    {"accounts": len(stale), "messages": sum(e["messages"] for e in erased)},
-                    [s for e in erased for s in e["session_ids"]],
-                    [x for e in erased for x in e["conversation_ids"]])
-
-        def unfinished(c: sqlite3.Connection) -> Step:
-            # Sessions that consented but never gave details expire within hours: anyone can
-            # make them, so they must not pile up. No tombstone each (they hold no account);
-            # the purge's audit entry counts them. They never had a chat socket to close.
-            ids = [r[0] for r in c.execute(
-                "SELECT id FROM visitor_sessions WHERE customer_id IS NULL AND created_at <= ? "
-                "LIMIT ?", (session_cutoff, PURGE_BATCH))]
-            marks = ",".join("?" * len(ids))
-            if ids:
-                c.execute(f"DELETE FROM consents WHERE session_id IN ({marks})", ids)
-                c.execute(f"DELETE FROM access_events WHERE session_id IN ({marks})", ids)
-                c.execute(f"DELETE FROM visitor_sessions WHERE id IN ({marks})", ids)
-            return len(ids), {"sessions_without_details": len(ids)}, [], []
-
-        def logins(c: sqlite3.Connection) -> Step:
-            # Staff sign-in records hold addresses too: kept as long as access records.
-            n = c.execute(
-                "DELETE FROM login_events WHERE id IN (SELECT id FROM login_events WHERE at <= ? "
-                "LIMIT ?)", (access_cutoff, PURGE_BATCH)).rowcount
-            return n, {"staff_sign_ins": n}, [], []
-
-        counts = dict.fromkeys(PURGE_COUNTS, 0)
+        steps: tuple[Callable[[sqlite3.Connection], privacy.Step], ...] = (
+            lambda c: privacy.purge_access(c, access_cutoff),
+            lambda c: privacy.purge_conversations(c, conversation_cutoff, now),
+            lambda c: privacy.purge_accounts(c, account_cutoff, now),
+            lambda c: privacy.purge_unfinished(c, session_cutoff),
+            lambda c: privacy.purge_logins(c, access_cutoff),
+        )
+        counts = dict.fromkeys(privacy.PURGE_COUNTS, 0)
         session_ids: list[str] = []
         conversation_ids: list[str] = []
-        for step in (access, conversations, accounts, unfinished, logins):
+        for step in steps:
             while True:
-                done, delta, sessions, convs = await self._write(step)
+                done, delta, sessions, convs = await self.engine.write(step)
                 for key, value in delta.items():
                     counts[key] += value
                 session_ids += sessions
                 conversation_ids += convs
-                if done < PURGE_BATCH:
+                if done < privacy.PURGE_BATCH:
                     break
         await self.compact()
         return {"counts": counts, "session_ids": session_ids,
@@ -864,7 +573,7 @@ class SQLiteStore(SQLiteMailStore):
                 args.append(value)
         if action:  # "transcript" matches transcript.view and transcript.download
             where.append("(action = ? OR action LIKE ? ESCAPE '\\')")
-            args += [action, _like(action + ".")[1:]]
+            args += [action, visitors.like(action + ".")[1:]]
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         rows = await self._read(
             lambda c: c.execute(
