@@ -6,14 +6,12 @@ scrubs and truncates after deletions, backup.py copies the database online.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ...errors import Conflict, NotFound
 from ..base import (
     DEFAULT_DISPLAY_NAME,
     AuditHasher,
@@ -26,24 +24,15 @@ from ..base import (
     PolicyVersion,
     Staff,
     VisitorSession,
-    chain_entry,
     iso,
     utc_now,
 )
-from . import conversations, policies, privacy, visitors
+from . import audit, conversations, policies, privacy, staff, visitors
 from . import search as full_text
 from .engine import Engine
 from .mail import SQLiteMailStore
 
 T = TypeVar("T")
-
-def _staff(row: tuple[Any, ...]) -> Staff:
-    return Staff(
-        id=row[0], name=row[1], role=row[2], state=row[3], created_at=row[4],
-        password_hash=row[5], failed_logins=row[6], last_failed_at=row[7],
-        display_name=row[8],
-    )
-
 
 class SQLiteStore(SQLiteMailStore):
     def __init__(self, path: Path, clock: Clock = utc_now) -> None:
@@ -277,314 +266,122 @@ class SQLiteStore(SQLiteMailStore):
 
     # -- staff ------------------------------------------------------------------------------
 
-    _STAFF = (
-        "SELECT id, name, role, state, created_at, password_hash, failed_logins, last_failed_at, "
-        "display_name FROM staff"
-    )
-
     async def add_staff(self, name: str, role: str, password_hash: str,
                         display_name: str = DEFAULT_DISPLAY_NAME) -> Staff:
         now = self._now()
-
-        def job(c: sqlite3.Connection) -> Staff:
-            if c.execute("SELECT 1 FROM staff WHERE name = ?", (name,)).fetchone():
-                raise Conflict(f"A staff member named {name!r} exists already.",
-                               code="name_taken")
-            cur = c.execute(
-                "INSERT INTO staff (name, role, password_hash, created_at, display_name) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (name, role, password_hash, now, display_name),
-            )
-            return _staff(c.execute(self._STAFF + " WHERE id = ?", (cur.lastrowid,)).fetchone())
-
-        return await self._write(job)
+        return await self.engine.write(
+            lambda c: staff.add(c, name, role, password_hash, now, display_name))
 
     async def get_staff(self, staff_id: int) -> Staff | None:
-        row = await self._read(
-            lambda c: c.execute(self._STAFF + " WHERE id = ?", (staff_id,)).fetchone()
-        )
-        return _staff(row) if row else None
+        return await self.engine.read(lambda c: staff.get(c, staff_id))
 
     async def get_staff_by_name(self, name: str) -> Staff | None:
-        row = await self._read(
-            lambda c: c.execute(self._STAFF + " WHERE name = ?", (name,)).fetchone()
-        )
-        return _staff(row) if row else None
+        return await self.engine.read(lambda c: staff.get_by_name(c, name))
 
     async def list_staff(self) -> list[Staff]:
-        rows = await self._read(lambda c: c.execute(self._STAFF + " ORDER BY name").fetchall())
-        return [_staff(r) for r in rows]
+        return await self.engine.read(staff.list_all)
 
     async def count_admins(self) -> int:
-        row = await self._read(
-            lambda c: c.execute(
-                "SELECT COUNT(*) FROM staff WHERE role = 'admin' AND state = 'active'"
-            ).fetchone()
-        )
-        return int(row[0])
+        return await self.engine.read(staff.count_admins)
 
     async def set_password(self, staff_id: int, password_hash: str) -> None:
-        await self._write(
-            lambda c: c.execute(
-                "UPDATE staff SET password_hash = ? WHERE id = ?", (password_hash, staff_id)
-            )
-        )
+        await self.engine.write(lambda c: staff.set_password(c, staff_id, password_hash))
 
     async def update_staff(
         self, staff_id: int, *, role: str | None = None, state: str | None = None,
         display_name: str | None = None,
     ) -> Staff:
-        def job(c: sqlite3.Connection) -> Staff:
-            found = c.execute(self._STAFF + " WHERE id = ?", (staff_id,)).fetchone()
-            if found is None:
-                raise NotFound("No such staff member.")
-            if role is not None:
-                c.execute("UPDATE staff SET role = ? WHERE id = ?", (role, staff_id))
-            if state is not None:
-                c.execute("UPDATE staff SET state = ? WHERE id = ?", (state, staff_id))
-            if display_name is not None:
-                c.execute("UPDATE staff SET display_name = ? WHERE id = ?",
-                          (display_name, staff_id))
-            (admins,) = c.execute(
-                "SELECT COUNT(*) FROM staff WHERE role = 'admin' AND state = 'active'"
-            ).fetchone()
-            if admins == 0:  # rolled back: the job's savepoint undoes the update
-                raise Conflict("That would leave no active admin.", code="last_admin")
-            return _staff(c.execute(self._STAFF + " WHERE id = ?", (staff_id,)).fetchone())
-
-        return await self._write(job)
+        return await self.engine.write(lambda c: staff.update(
+            c, staff_id, role=role, state=state, display_name=display_name))
 
     async def revoke_staff_sessions(self, staff_id: int) -> list[str]:
         now = self._now()
-
-        def job(c: sqlite3.Connection) -> list[str]:
-            ids = [r[0] for r in c.execute(
-                "SELECT id FROM staff_sessions WHERE staff_id = ? AND revoked_at IS NULL",
-                (staff_id,))]
-            c.execute("UPDATE staff_sessions SET revoked_at = ? WHERE staff_id = ? "
-                      "AND revoked_at IS NULL", (now, staff_id))
-            return ids
-
-        return await self._write(job)
+        return await self.engine.write(lambda c: staff.revoke_sessions(c, staff_id, now))
 
     async def note_login(self, staff_id: int, ok: bool) -> None:
         now = self._now()
-        if ok:
-            await self._write(lambda c: c.execute(
-                "UPDATE staff SET failed_logins = 0, last_failed_at = NULL WHERE id = ?",
-                (staff_id,)))
-        else:
-            await self._write(lambda c: c.execute(
-                "UPDATE staff SET failed_logins = failed_logins + 1, last_failed_at = ? "
-                "WHERE id = ?", (now, staff_id)))
+        await self.engine.write(lambda c: staff.note_login(c, staff_id, ok, now))
 
     async def last_logins(self) -> dict[int, str]:
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT staff_id, MAX(at) FROM login_events WHERE outcome = 'success' "
-                "AND staff_id IS NOT NULL GROUP BY staff_id"
-            ).fetchall()
-        )
-        return {staff_id: at for staff_id, at in rows}
+        return await self.engine.read(staff.last_logins)
 
     async def customer_access(self, customer_id: str) -> list[dict[str, Any]]:
         return await self.engine.read(lambda c: visitors.customer_access(c, customer_id))
 
     async def create_staff_session(self, session_id: str, staff_id: int, expires_at: str) -> None:
         now = self._now()
-        await self._write(
-            lambda c: c.execute(
-                "INSERT INTO staff_sessions (id, staff_id, created_at, last_seen_at, expires_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (session_id, staff_id, now, now, expires_at),
-            )
-        )
+        await self.engine.write(
+            lambda c: staff.create_session(c, session_id, staff_id, expires_at, now))
 
     async def get_staff_session(self, session_id: str, idle_cutoff: str | None = None
                                 ) -> Staff | None:
         now = self._now()
-        row = await self._read(
-            lambda c: c.execute(
-                """SELECT st.id, st.name, st.role, st.state, st.created_at, st.password_hash,
-                          st.failed_logins, st.last_failed_at, st.display_name, ss.last_seen_at
-                   FROM staff_sessions ss JOIN staff st ON st.id = ss.staff_id
-                   WHERE ss.id = ? AND ss.revoked_at IS NULL AND ss.expires_at > ?
-                   AND ss.last_seen_at > ? AND st.state = 'active'""",
-                (session_id, now, idle_cutoff or ""),
-            ).fetchone()
-        )
-        if row is None:
+        found = await self.engine.read(
+            lambda c: staff.session_staff(c, session_id, idle_cutoff or "", now))
+        if found is None:
             return None
-        if row[9] < iso(self.clock() - timedelta(minutes=1)):
+        member, last_seen = found
+        if last_seen < iso(self.clock() - timedelta(minutes=1)):
             # Refresh the idle clock at most once a minute: a write per request is waste.
-            await self._write(lambda c: c.execute(
-                "UPDATE staff_sessions SET last_seen_at = ? WHERE id = ?", (now, session_id)))
-        return _staff(row[:9])
+            await self.engine.write(lambda c: staff.touch_session(c, session_id, now))
+        return member
 
     async def revoke_staff_session(self, session_id: str) -> None:
         now = self._now()
-        await self._write(
-            lambda c: c.execute(
-                "UPDATE staff_sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                (now, session_id),
-            )
-        )
+        await self.engine.write(lambda c: staff.revoke_session(c, session_id, now))
 
     async def record_login(
         self, staff_id: int | None, ip: str | None, user_agent: str | None, outcome: str
     ) -> None:
         now = self._now()
-        await self._write(
-            lambda c: c.execute(
-                "INSERT INTO login_events (at, staff_id, ip, user_agent, outcome) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (now, staff_id, ip, user_agent, outcome),
-            )
-        )
+        await self.engine.write(
+            lambda c: staff.record_login(c, staff_id, ip, user_agent, outcome, now))
 
     async def login_events(
         self, staff_id: int | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
-        clause = " WHERE staff_id = ?" if staff_id is not None else ""
-        args: tuple[Any, ...] = (staff_id,) if staff_id is not None else ()
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT id, at, staff_id, ip, user_agent, outcome FROM login_events"
-                + clause + " ORDER BY id DESC LIMIT ?",
-                (*args, limit),
-            ).fetchall()
-        )
-        keys = ("id", "at", "staff_id", "ip", "user_agent", "outcome")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
+        return await self.engine.read(lambda c: staff.login_events(c, staff_id, limit))
 
     # -- setup tokens -----------------------------------------------------------------------
 
     async def create_setup_token(self, token_hash: str, expires_at: str) -> None:
         now = self._now()
-        await self._write(
-            lambda c: c.execute(
-                "INSERT INTO setup_tokens (token_hash, created_at, expires_at) VALUES (?, ?, ?)",
-                (token_hash, now, expires_at),
-            )
-        )
+        await self.engine.write(
+            lambda c: staff.create_setup_token(c, token_hash, expires_at, now))
 
     async def create_first_admin(
         self, token_hash: str, name: str, password_hash: str
     ) -> Staff | None:
         now = self._now()
-
-        def job(c: sqlite3.Connection) -> Staff | None:
-            if c.execute("SELECT 1 FROM staff WHERE role = 'admin' AND state = 'active'").fetchone():
-                return None
-            if c.execute("SELECT 1 FROM staff WHERE name = ?", (name,)).fetchone():
-                raise Conflict(f"A staff member named {name!r} exists already.", code="name_taken")
-            used = c.execute(
-                "UPDATE setup_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL "
-                "AND expires_at > ?",
-                (now, token_hash, now),
-            )
-            if used.rowcount != 1:
-                return None
-            cur = c.execute(
-                "INSERT INTO staff (name, role, password_hash, created_at) VALUES (?, 'admin', ?, ?)",
-                (name, password_hash, now),
-            )
-            return _staff(c.execute(self._STAFF + " WHERE id = ?", (cur.lastrowid,)).fetchone())
-
-        return await self._write(job)
+        return await self.engine.write(
+            lambda c: staff.create_first_admin(c, token_hash, name, password_hash, now))
 
     async def setup_token_valid(self, token_hash: str) -> bool:
         now = self._now()
-        row = await self._read(
-            lambda c: c.execute(
-                "SELECT 1 FROM setup_tokens WHERE token_hash = ? AND used_at IS NULL "
-                "AND expires_at > ?",
-                (token_hash, now),
-            ).fetchone()
-        )
-        return row is not None
+        return await self.engine.read(lambda c: staff.setup_token_valid(c, token_hash, now))
 
     # -- audit ------------------------------------------------------------------------------
 
-    _AUDIT_KEYS = ("id", "at", "actor", "action", "ip", "target", "detail", "prev_hash", "hash")
-
-    def _audit_row(self, row: tuple[Any, ...]) -> dict[str, Any]:
-        entry = dict(zip(self._AUDIT_KEYS, row, strict=True))
-        entry["detail"] = json.loads(entry["detail"])
-        return entry
-
-    @staticmethod
-    def _append_audit(c: sqlite3.Connection, entry: dict[str, Any], hasher: AuditHasher,
-                      now: str, prev: tuple[int, str] | None = None) -> dict[str, Any]:
-        """Append after `prev` (id, hash), by default the newest entry."""
-        if prev is None:
-            last = c.execute("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
-            prev = (last[0], last[1]) if last else (0, "")
-        full = chain_entry(prev, entry, hasher, now)
-        prev_hash, digest = full["prev_hash"], full["hash"]
-        c.execute(
-            "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (full["id"], now, full["actor"], full["action"], full["ip"], full["target"],
-             json.dumps(full["detail"], sort_keys=True), prev_hash, digest),
-        )
-        return full
-
     async def append_audit(self, entry: dict[str, Any], hasher: AuditHasher) -> dict[str, Any]:
         now = self._now()
-        return await self._write(lambda c: self._append_audit(c, entry, hasher, now))
+        return await self.engine.write(lambda c: audit.append(c, entry, hasher, now))
 
     async def cut_audit(self, before: str, entry: dict[str, Any], hasher: AuditHasher, *,
                         dry_run: bool = False) -> dict[str, Any] | None:
-        now = self._now()
-        # Always a prefix of the chain: up to the newest entry older than `before`.
-        upto = "SELECT MAX(id) FROM audit_log WHERE at < ?"
         if dry_run:
-            (n,) = await self._read(lambda c: c.execute(
-                f"SELECT COUNT(*) FROM audit_log WHERE id <= ({upto})", (before,)).fetchone())
-            return {"cut": n}
-
-        def job(c: sqlite3.Connection) -> dict[str, Any] | None:
-            last = c.execute("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
-            if last is None:
-                return None
-            cut = c.execute(f"DELETE FROM audit_log WHERE id <= ({upto})", (before,)).rowcount
-            if not cut:
-                return None
-            first = c.execute("SELECT id, prev_hash FROM audit_log ORDER BY id LIMIT 1").fetchone()
-            first_kept, first_prev = first if first else (last[0] + 1, last[1])
-            detail = {**(entry.get("detail") or {}), "cut": cut, "first_kept": first_kept,
-                      "first_kept_prev_hash": first_prev}
-            return self._append_audit(c, {**entry, "detail": detail}, hasher, now,
-                                      (last[0], last[1]))
-
-        return await self._write(job)
+            return await self.engine.read(lambda c: audit.count_cut(c, before))
+        now = self._now()
+        return await self.engine.write(lambda c: audit.cut(c, before, entry, hasher, now))
 
     async def list_audit(
         self, limit: int = 100, offset: int = 0, *, actor: str | None = None,
         action: str | None = None, target: str | None = None, since: str | None = None,
         before: str | None = None,
     ) -> list[dict[str, Any]]:
-        where: list[str] = []
-        args: list[Any] = []
-        for column, value, op in (("actor", actor, "="), ("target", target, "="),
-                                  ("at", since, ">="), ("at", before, "<")):
-            if value:
-                where.append(f"{column} {op} ?")
-                args.append(value)
-        if action:  # "transcript" matches transcript.view and transcript.download
-            where.append("(action = ? OR action LIKE ? ESCAPE '\\')")
-            args += [action, visitors.like(action + ".")[1:]]
-        clause = (" WHERE " + " AND ".join(where)) if where else ""
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT * FROM audit_log" + clause + " ORDER BY id DESC LIMIT ? OFFSET ?",
-                (*args, limit, offset),
-            ).fetchall()
-        )
-        return [self._audit_row(r) for r in rows]
+        return await self.engine.read(lambda c: audit.list_entries(
+            c, limit, offset, actor=actor, action=action, target=target, since=since,
+            before=before))
 
     async def all_audit(self) -> list[dict[str, Any]]:
-        rows = await self._read(
-            lambda c: c.execute("SELECT * FROM audit_log ORDER BY id").fetchall()
-        )
-        return [self._audit_row(r) for r in rows]
+        return await self.engine.read(audit.all_entries)
+
