@@ -1,7 +1,10 @@
-"""The embedded SQLite store: the `Store` interface as a thin async front.
+"""The embedded SQLite store: the `Store` interface as a thin async front over the aggregate
+modules.
 
-Writes go to the engine's group-commit writer, reads to its reader pool (engine.py); upkeep.py
-scrubs and truncates after deletions, backup.py copies the database online.
+Writes go as jobs to the engine's group-commit writer, reads to its reader pool (engine.py); the
+SQL lives in policies.py, visitors.py, conversations.py, search.py, privacy.py, staff.py, audit.py
+and mail.py, as plain functions of a sqlite3 connection. upkeep.py scrubs the search index and
+empties the WAL after deletions; backup.py copies the database online.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import sqlite3
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ..base import (
     DEFAULT_DISPLAY_NAME,
@@ -20,21 +23,21 @@ from ..base import (
     ConversationSearch,
     ConversationSummary,
     Customer,
+    MailToken,
     Message,
+    OutboxMail,
     PolicyVersion,
     Staff,
     VisitorSession,
     iso,
     utc_now,
 )
-from . import audit, conversations, policies, privacy, staff, visitors
+from . import audit, conversations, mail, policies, privacy, staff, visitors
 from . import search as full_text
 from .engine import Engine
-from .mail import SQLiteMailStore
 
-T = TypeVar("T")
 
-class SQLiteStore(SQLiteMailStore):
+class SQLiteStore:
     def __init__(self, path: Path, clock: Clock = utc_now) -> None:
         self.path = path
         self.clock = clock
@@ -49,17 +52,11 @@ class SQLiteStore(SQLiteMailStore):
     async def close(self) -> None:
         await self.engine.close()
 
-    async def _write(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        return await self.engine.write(job)
-
-    async def _read(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        return await self.engine.read(job)
-
     def _now(self) -> str:
         return iso(self.clock())
 
     async def ping(self) -> None:
-        await self._read(lambda c: c.execute("SELECT 1").fetchone())
+        await self.engine.read(lambda c: c.execute("SELECT 1").fetchone())
 
     # -- policy -----------------------------------------------------------------------------
 
@@ -385,3 +382,71 @@ class SQLiteStore(SQLiteMailStore):
     async def all_audit(self) -> list[dict[str, Any]]:
         return await self.engine.read(audit.all_entries)
 
+    # -- mail -------------------------------------------------------------------------------
+
+    async def queue_account_mail(self, kind: str, email: str) -> None:
+        now = self._now()
+        await self.engine.write(lambda c: mail.queue_account_mail(c, kind, email, now))
+
+    async def queue_mail(
+        self, kind: str, *, customer_id: str | None = None, conversation_id: str | None = None,
+        address: str | None = None, params: dict[str, Any] | None = None,
+    ) -> int:
+        now = self._now()
+        return await self.engine.write(lambda c: mail.insert(
+            c, now, kind, customer_id, conversation_id, address, params))
+
+    async def queue_reply_mails(self, *, cutoff: str, horizon: str) -> int:
+        # A read first: most rounds find nothing, and a read does not queue behind writes.
+        if not await self.engine.read(lambda c: mail.any_unseen_replies(c, cutoff, horizon)):
+            return 0
+        now = self._now()
+        return await self.engine.write(
+            lambda c: mail.queue_reply_mails(c, cutoff, horizon, now))
+
+    async def claim_mail(self, lease_until: str) -> OutboxMail | None:
+        now = self._now()
+        return await self.engine.write(lambda c: mail.claim(c, lease_until, now))
+
+    async def finish_mail(self, mail_id: int, *, status: str, error: str | None = None,
+                          retry_at: str | None = None) -> None:
+        now = self._now()
+        await self.engine.write(
+            lambda c: mail.finish(c, mail_id, status, error, retry_at, now))
+
+    async def list_mail(self, *, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        return await self.engine.read(lambda c: mail.list_mail(c, limit, offset))
+
+    async def prune_mail(self, before: str) -> int:
+        return await self.engine.write(lambda c: mail.prune(c, before))
+
+    async def create_mail_token(
+        self, token_hash: str, customer_id: str, purpose: str, expires_at: str,
+        conversation_id: str | None = None,
+    ) -> None:
+        now = self._now()
+        day_ago = iso(self.clock() - timedelta(days=1))
+        await self.engine.write(lambda c: mail.create_token(
+            c, token_hash, customer_id, purpose, expires_at, conversation_id, now, day_ago))
+
+    async def check_mail_token(self, token_hash: str, purpose: str) -> MailToken | None:
+        now = self._now()
+        return await self.engine.read(lambda c: mail.check_token(c, token_hash, purpose, now))
+
+    async def use_mail_token(self, token_hash: str, purpose: str) -> MailToken | None:
+        now = self._now()
+        return await self.engine.write(lambda c: mail.use_token(c, token_hash, purpose, now))
+
+    async def create_linked_session(
+        self, session_id: str, customer_id: str, *, ip: str | None, user_agent: str | None,
+    ) -> VisitorSession:
+        now = self._now()
+        return await self.engine.write(lambda c: mail.create_linked_session(
+            c, session_id, customer_id, ip, user_agent, now))
+
+    async def mark_seen(self, conversation_id: str, seq: int, *, read: bool) -> int:
+        return await self.engine.write(
+            lambda c: mail.mark_seen(c, conversation_id, seq, read))
+
+    async def read_state(self, conversation_id: str) -> dict[str, int]:
+        return await self.engine.read(lambda c: mail.read_state(c, conversation_id))
