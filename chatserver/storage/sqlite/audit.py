@@ -8,17 +8,10 @@ import sqlite3
 from typing import Any
 
 from ..base import AuditHasher, chain_entry
-from .visitors import like
+from ..rows import AUDIT, like, to_entry
 
-_KEYS = ("id", "at", "actor", "action", "ip", "target", "detail", "prev_hash", "hash")
 # Always a prefix of the chain: up to the newest entry older than `before`.
 _UPTO = "SELECT MAX(id) FROM audit_log WHERE at < ?"
-
-
-def to_entry(row: tuple[Any, ...]) -> dict[str, Any]:
-    entry = dict(zip(_KEYS, row, strict=True))
-    entry["detail"] = json.loads(entry["detail"])
-    return entry
 
 
 def append(c: sqlite3.Connection, entry: dict[str, Any], hasher: AuditHasher, now: str,
@@ -77,7 +70,7 @@ def list_entries(
         args += [action, like(action + ".")[1:]]
     clause = (" WHERE " + " AND ".join(where)) if where else ""
     rows = c.execute(
-        "SELECT * FROM audit_log" + clause + " ORDER BY id DESC LIMIT ? OFFSET ?",
+        AUDIT + clause + " ORDER BY id DESC LIMIT ? OFFSET ?",
         (*args, limit, offset),
     ).fetchall()
     return [to_entry(r) for r in rows]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from importlib import resources
+
+from ..rows import read_migrations
 
 
 def statements(script: str) -> list[str]:
@@ -24,12 +25,7 @@ def statements(script: str) -> list[str]:
 
 
 def migrations() -> list[tuple[int, str]]:
-    folder = resources.files("chatserver.storage") / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
-    return sorted(found)
+    return read_migrations("chatserver.storage")
 
 
 def migrate(conn: sqlite3.Connection, now: Callable[[], str]) -> None:

@@ -6,8 +6,7 @@ import sqlite3
 
 from ...errors import Conflict
 from ..base import PolicyVersion
-
-_POLICY = "SELECT version, effective_date, summary, text, sha256, published_at FROM policy_versions"
+from ..rows import POLICY
 
 
 def publish(c: sqlite3.Connection, policy: PolicyVersion, now: str) -> PolicyVersion:
@@ -24,14 +23,14 @@ def publish(c: sqlite3.Connection, policy: PolicyVersion, now: str) -> PolicyVer
 
 
 def current(c: sqlite3.Connection) -> PolicyVersion | None:
-    row = c.execute(_POLICY + " ORDER BY ordinal DESC LIMIT 1").fetchone()
+    row = c.execute(POLICY + " ORDER BY ordinal DESC LIMIT 1").fetchone()
     return PolicyVersion(*row) if row else None
 
 
 def get(c: sqlite3.Connection, version: str) -> PolicyVersion | None:
-    row = c.execute(_POLICY + " WHERE version = ?", (version,)).fetchone()
+    row = c.execute(POLICY + " WHERE version = ?", (version,)).fetchone()
     return PolicyVersion(*row) if row else None
 
 
 def list_all(c: sqlite3.Connection) -> list[PolicyVersion]:
-    return [PolicyVersion(*r) for r in c.execute(_POLICY + " ORDER BY ordinal DESC").fetchall()]
+    return [PolicyVersion(*r) for r in c.execute(POLICY + " ORDER BY ordinal DESC").fetchall()]

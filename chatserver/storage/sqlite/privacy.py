@@ -13,9 +13,10 @@ import sqlite3
 from typing import Any
 
 from ...errors import LegalHold, NotFound
-from .conversations import COLUMNS, FROM, MESSAGE_SELECT, to_conversation, to_message
+from ..rows import COLUMNS, CONSENT, FROM, to_consent, to_conversation, to_message
+from .conversations import MESSAGE_SELECT
 from .upkeep import note_scrub_needed
-from .visitors import CONSENT, customer, to_consent
+from .visitors import customer
 
 
 def export_customer(c: sqlite3.Connection, customer_id: str) -> dict[str, Any]:

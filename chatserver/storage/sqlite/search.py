@@ -12,8 +12,7 @@ import sqlite3
 from typing import Any
 
 from ..base import ConversationSearch, ConversationSummary
-from .conversations import SUMMARY, to_summary
-from .visitors import like
+from ..rows import SUMMARY, like, to_summary
 
 
 def fts_query(text: str) -> str | None:

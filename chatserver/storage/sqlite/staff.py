@@ -8,20 +8,7 @@ from typing import Any
 
 from ...errors import Conflict, NotFound
 from ..base import DEFAULT_DISPLAY_NAME, Staff
-
-STAFF = (
-    "SELECT id, name, role, state, created_at, password_hash, failed_logins, last_failed_at, "
-    "display_name FROM staff"
-)
-_ADMINS = "SELECT COUNT(*) FROM staff WHERE role = 'admin' AND state = 'active'"
-
-
-def to_staff(row: tuple[Any, ...]) -> Staff:
-    return Staff(
-        id=row[0], name=row[1], role=row[2], state=row[3], created_at=row[4],
-        password_hash=row[5], failed_logins=row[6], last_failed_at=row[7],
-        display_name=row[8],
-    )
+from ..rows import ADMINS, STAFF, to_staff
 
 
 def add(c: sqlite3.Connection, name: str, role: str, password_hash: str, now: str,
@@ -51,7 +38,7 @@ def list_all(c: sqlite3.Connection) -> list[Staff]:
 
 
 def count_admins(c: sqlite3.Connection) -> int:
-    return int(c.execute(_ADMINS).fetchone()[0])
+    return int(c.execute(ADMINS).fetchone()[0])
 
 
 def set_password(c: sqlite3.Connection, staff_id: int, password_hash: str) -> None:
@@ -69,7 +56,7 @@ def update(c: sqlite3.Connection, staff_id: int, *, role: str | None, state: str
         c.execute("UPDATE staff SET state = ? WHERE id = ?", (state, staff_id))
     if display_name is not None:
         c.execute("UPDATE staff SET display_name = ? WHERE id = ?", (display_name, staff_id))
-    (admins,) = c.execute(_ADMINS).fetchone()
+    (admins,) = c.execute(ADMINS).fetchone()
     if admins == 0:  # rolled back: the job's savepoint undoes the update
         raise Conflict("That would leave no active admin.", code="last_admin")
     return to_staff(c.execute(STAFF + " WHERE id = ?", (staff_id,)).fetchone())

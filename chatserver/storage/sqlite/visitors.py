@@ -9,33 +9,7 @@ from typing import Any
 
 from ...errors import NotFound
 from ..base import Customer, VisitorSession
-
-CUSTOMER = (
-    "SELECT id, name, email, company, created_at, updated_at, last_active_at, legal_hold "
-    "FROM customers"
-)
-_CONSENT_KEYS = ("policy_version", "policy_sha256", "given_at", "method", "on_behalf",
-                 "withdrawn_at", "ip", "user_agent")
-CONSENT = (
-    "SELECT policy_version, policy_sha256, given_at, method, on_behalf, withdrawn_at, ip, "
-    "user_agent FROM consents"
-)
-
-
-def like(query: str) -> str:
-    """A LIKE pattern matching `query` literally anywhere (used with ESCAPE '\\')."""
-    return "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def to_customer(row: tuple[Any, ...]) -> Customer:
-    return Customer(id=row[0], name=row[1], email=row[2], company=row[3], created_at=row[4],
-                    updated_at=row[5], last_active_at=row[6], legal_hold=bool(row[7]))
-
-
-def to_consent(row: tuple[Any, ...]) -> dict[str, Any]:
-    data = dict(zip(_CONSENT_KEYS, row, strict=True))
-    data["on_behalf"] = bool(data["on_behalf"])
-    return data
+from ..rows import CONSENT, CUSTOMER, like, to_consent, to_customer
 
 
 def customer(c: sqlite3.Connection, customer_id: str) -> Customer:
