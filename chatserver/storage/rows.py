@@ -22,6 +22,19 @@ COLUMNS = """
 """
 WIDTH = 11  # the columns of COLUMNS, which a summary's row starts with
 FROM = "conversations c LEFT JOIN staff s ON s.id = c.agent_id"
+# Author names are read at display time, so a corrected customer name shows everywhere. An
+# agent's author name is the display name, never the sign-in name: customers see these frames.
+# {agent} matches the staff row to sender_id (text) in the dialect's own way.
+MESSAGES = """
+    SELECT m.conversation_id, m.seq, m.sender, m.sender_id,
+           CASE m.sender WHEN 'visitor' THEN cu.name WHEN 'agent' THEN st.display_name
+                ELSE 'system' END,
+           m.body, m.client_msg_id, m.sent_at
+    FROM messages m
+    JOIN conversations c ON c.id = m.conversation_id
+    JOIN customers cu ON cu.id = c.customer_id
+    LEFT JOIN staff st ON m.sender = 'agent' AND {agent}
+"""
 SUMMARY = f"""
     SELECT {COLUMNS}, cu.name, cu.email, cu.company,
            (SELECT policy_version FROM consents WHERE customer_id = c.customer_id

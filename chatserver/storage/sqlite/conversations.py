@@ -12,20 +12,9 @@ from typing import Any
 
 from ...errors import AlreadyClaimed, ConversationClosed, NotFound
 from ..base import Conversation, ConversationSummary, Message
-from ..rows import COLUMNS, FROM, SUMMARY, to_conversation, to_message, to_summary
+from ..rows import COLUMNS, FROM, MESSAGES, SUMMARY, to_conversation, to_message, to_summary
 
-# Author names are read at display time, so a corrected customer name shows everywhere. An
-# agent's author name is the display name, never the sign-in name: customers see these frames.
-MESSAGE_SELECT = """
-    SELECT m.conversation_id, m.seq, m.sender, m.sender_id,
-           CASE m.sender WHEN 'visitor' THEN cu.name WHEN 'agent' THEN st.display_name
-                ELSE 'system' END,
-           m.body, m.client_msg_id, m.sent_at
-    FROM messages m
-    JOIN conversations c ON c.id = m.conversation_id
-    JOIN customers cu ON cu.id = c.customer_id
-    LEFT JOIN staff st ON m.sender = 'agent' AND st.id = CAST(m.sender_id AS INTEGER)
-"""
+MESSAGE_SELECT = MESSAGES.format(agent="st.id = CAST(m.sender_id AS INTEGER)")
 
 
 def get(c: sqlite3.Connection, conversation_id: str) -> Conversation | None:
