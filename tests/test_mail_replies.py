@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .mailbox import Mailbox, check_mail, mail_server
+from .mailbox import Mailbox, check_mail, follow_link, mail_server
 from .support import Agent, Server, Socket, Visitor, open_socket
 
 REPLY = "New reply to your conversation"
@@ -101,7 +101,7 @@ async def test_unseen_replies_are_mailed_once_batched_and_the_link_continues_the
     link = mail.link("/chat?token=")
 
     async with httpx.AsyncClient(timeout=10) as browser:
-        followed = await browser.get(link)
+        followed = await follow_link(browser, link, "/chat/link")
         assert followed.status_code == 303 and followed.headers["location"] == "/chat"
         assert followed.headers["referrer-policy"] == "no-referrer"
         page = await browser.get(srv.url + "/chat")
