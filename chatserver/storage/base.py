@@ -148,6 +148,13 @@ class ConversationSearch:
     created_before: str | None = None  # exclusive
 
 
+# What a customer's export shows of the mail part (never an address or a word of a mail).
+READ_MARKS = ("read_seq", "seen_seq", "mailed_seq")
+EXPORTED_MAIL = ("kind", "status", "conversation_id", "attempts", "created_at",
+                 "next_attempt_at", "sent_at")
+EXPORTED_LINKS = ("purpose", "created_at", "expires_at", "used_at")
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxMail:
     """One mail taken from the outbox for sending. `address` is set for a farewell only: every
