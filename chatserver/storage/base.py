@@ -299,6 +299,8 @@ class Store(MailStore, Protocol):
         With create=False, NotFound instead of making one."""
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None: ...
+    async def customer_conversations(self, customer_id: str) -> list[Conversation]:
+        """The customer's conversations, newest first (the account page lists them)."""
     async def claim_conversation(
         self, conversation_id: str, staff_id: int
     ) -> tuple[Conversation, bool]:

@@ -573,6 +573,12 @@ class SQLiteStore(SQLiteMailStore):
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         return await self._read(lambda c: self._get_conversation(c, conversation_id))
 
+    async def customer_conversations(self, customer_id: str) -> list[Conversation]:
+        rows = await self._read(lambda c: c.execute(
+            f"SELECT {_CONVERSATION_COLUMNS} FROM {_CONVERSATION_FROM} WHERE c.customer_id = ? "
+            "ORDER BY c.created_at DESC", (customer_id,)).fetchall())
+        return [_conversation(r) for r in rows]
+
     async def claim_conversation(
         self, conversation_id: str, staff_id: int
     ) -> tuple[Conversation, bool]:
