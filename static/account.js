@@ -17,7 +17,7 @@
     invalid_company: 'Please use at most 200 characters.',
     cc_not_allowed: 'Please enter just one email address. Copies (CC) are not allowed.',
   };
-  const METHOD = { widget: 'In the chat', account: 'On this page' };
+  const METHOD = { widget: 'In the chat', account: 'On this page', email_link: 'By email link' };
   const OFFLINE = "Can't reach the server. Please try again.";
 
   async function api(method, path, body) {

@@ -141,7 +141,7 @@ async def test_opening_a_link_spends_nothing_until_its_button_is_pressed(
             assert seen.status_code == 200 and "Sign in" in seen.text
             assert "chat_session" not in scanner.cookies
             assert "scanned@" not in seen.text
-            assert seen.headers["referrer-policy"] == "no-referrer"
+            assert seen.history[0].headers["referrer-policy"] == "no-referrer"
             assert (await scanner.get(srv.url + "/api/me")).status_code == 401
     async with httpx.AsyncClient(timeout=10) as browser:
         held = await browser.get(link, headers=HTML)

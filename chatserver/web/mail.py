@@ -154,11 +154,11 @@ async def _sign_in(request: Request, token: MailToken, to: str) -> Response:
 SIGN_IN_LINKS = {"signin": ("/account/link", "/account"), "reply": ("/chat/link", "/chat")}
 CONFIRM_TEXT = {
     "signin": {"title": "Sign in to your account", "button": "Sign in",
-               "text": "Sign in to your account in this browser, to see, correct, download "
-                       "or delete your data."},
+               "text": "Press the button to open your account in this browser, where you can "
+                       "see, correct, download or delete your data."},
     "reply": {"title": "Continue your conversation", "button": "Open the conversation",
-              "text": "Open your conversation in this browser, signed in as the person this "
-                      "mail was sent to, and write on."},
+              "text": "Press the button to open your conversation in this browser and "
+                      "write on."},
 }
 
 
@@ -181,7 +181,9 @@ async def _held_link(request: Request, purpose: str) -> MailToken | None:
 
 
 def _with_csrf(request: Request, response: Response, csrf: str) -> Response:
-    response.headers.update(NO_REFERRER)
+    # No `no-referrer` here: the address holds no token any more, and under that policy a
+    # browser sends `Origin: null` with the form, which the origin check rightly refuses.
+    response.headers["Cache-Control"] = "no-store"
     set_cookie(response, request, CSRF_COOKIE, csrf, max_age=CSRF_MAX_AGE, samesite="strict")
     return response
 
