@@ -4,6 +4,7 @@ data, delete the account by a mailed link; the console's Mail tab; "Seen" on the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -19,7 +20,7 @@ NEUTRAL = "If an account uses this address, a link is on its way to it."
 
 
 async def _shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(SHOTS.mkdir, parents=True, exist_ok=True)
     await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
@@ -92,7 +93,7 @@ async def test_account_by_mail_sign_in_export_and_delete(browser: Browser, tmp_p
         async with page.expect_download() as download_info:
             await page.locator("#export").click()
         download = await download_info.value
-        document = json.loads(Path(await download.path()).read_text())
+        document = json.loads(await asyncio.to_thread(Path(await download.path()).read_text))
         assert document["account"]["email"] == "ada.account@example.com"
         assert [c["id"] for c in document["conversations"]] == [conversation_id]
         assert {"kind": "signin", "status": "sent"}.items() <= document["mail"][0].items()
