@@ -205,6 +205,8 @@ async def test_dashboard_shows_new_and_seen_and_sends_read(browser: Browser,
         await page.reload()
         await page.locator(f'#list-mine button[data-id="{conversation_id}"]').click()
         await expect(mine.locator(".msg-seen")).to_have_text("Seen")
+        await vs.send({"type": "close"})  # leave the shared server's queue as it was
+        await vs.wait_type("status", status="closed")
         await vs.close()
     finally:
         await context.close()
