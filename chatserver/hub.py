@@ -283,6 +283,12 @@ class Hub:
                                                                        sender)))
         return upto
 
+    async def visitor_read_frame(self, conversation_id: str) -> dict[str, Any] | None:
+        """The customer's stored read mark as a `read` frame, for an agent that (re)loads the
+        conversation and so missed the live ones; None before the customer read anything."""
+        read_seq = (await self.store.read_state(conversation_id))["read_seq"]
+        return protocol.read_frame(conversation_id, read_seq, "visitor") if read_seq else None
+
     async def policy_published(self, version: str) -> None:
         """Visitors whose consent is to an older version stop chatting until they accept."""
         await self.broadcast.publish(POLICY_CHANNEL, version)

@@ -430,6 +430,12 @@ def _customer_paths() -> dict[str, dict[str, Operation]]:
         "policy_version": {"type": "string"},
         "consents": {"type": "array", "items": {"type": "object"}},
         "legal_hold": {"type": "boolean"},
+        "conversations": {"type": "array", "items": _obj(
+            ["id", "status", "created_at", "closed_at", "last_message_at"],
+            id={"type": "string"}, status={"type": "string"},
+            created_at={"type": "string", "format": "date-time"},
+            closed_at={"type": "string", "format": "date-time", "nullable": True},
+            last_message_at={"type": "string", "format": "date-time", "nullable": True})},
     }
     return {
         "/api/policy": {"get": _op(

@@ -352,6 +352,9 @@ async def _agent_frame(
         if conversation.agent_id == staff.id:
             watch(conversation_id)
         await _replay(state, peer, conversation_id, frame.after_seq)
+        mark = await hub.visitor_read_frame(conversation_id)
+        if mark is not None:  # "seen" survives a reload of the dashboard
+            peer.send_frame(mark)
         return
     if conversation_id not in watched:
         found = await state.store.get_conversation(conversation_id)

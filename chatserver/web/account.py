@@ -43,7 +43,9 @@ async def account_page(request: Request) -> Response:
                 else "/chat" if came_from == "chat" else None)
     return page(request, "account.html",
                 {"title": "Your data", "contact_email": settings.contact_email,
-                 "in_widget": in_widget, "chat_url": chat_url})
+                 "in_widget": in_widget,
+                 "mail_enabled": app_state(request).mailer.enabled,
+                 "chat_url": chat_url})
 
 
 async def api_me(request: Request) -> Response:
@@ -96,6 +98,12 @@ async def _me(request: Request, session: VisitorSession) -> dict[str, Any]:
             {k: v for k, v in c.items() if k not in {"ip", "user_agent"}} for c in consents
         ],
         "legal_hold": customer.legal_hold if customer else False,
+        # The account page offers a transcript by mail per conversation.
+        "conversations": [
+            {"id": c.id, "status": c.status, "created_at": c.created_at,
+             "closed_at": c.closed_at, "last_message_at": c.last_message_at}
+            for c in (await state.store.customer_conversations(customer.id) if customer else [])
+        ],
         # Whether replies, links and transcripts can come by mail on this server.
         "mail_enabled": state.mailer.enabled,
     }

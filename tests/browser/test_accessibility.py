@@ -111,7 +111,8 @@ async def test_staff_pages_pass_axe(server: Server, browser: Browser) -> None:
         found += await blocking_violations(page, "/agent, claimed conversation")
 
         await page.goto(server.url + "/admin")
-        for tab in ("conversations", "customers", "staff", "policies", "retention", "audit"):
+        for tab in ("conversations", "customers", "staff", "policies", "retention", "audit",
+                    "mail"):
             await page.locator(f"#tab-{tab}").click()
             await expect(page.locator(f"#view-{tab}")).to_be_visible()
             await page.wait_for_load_state("networkidle")
