@@ -244,6 +244,10 @@ class Store(MailStore, Protocol):
     async def ping(self) -> None:
         """Raise when the database does not answer."""
 
+    async def claim_job(self, name: str, next_due: str) -> bool:
+        """True when the periodic job `name` is due now (or never ran) and this call moved its
+        due time to `next_due`; of several processes asking at once, exactly one gets True."""
+
     # policy
     async def publish_policy(self, policy: PolicyVersion) -> PolicyVersion:
         """Add a version; it becomes current. Raises Conflict when the version exists."""
@@ -268,6 +272,14 @@ class Store(MailStore, Protocol):
         method: str,
         on_behalf: bool,
     ) -> dict[str, Any]: ...
+
+    async def start_visitor_session(
+        self, session_id: str, *, policy_version: str, policy_sha256: str, ip: str | None,
+        user_agent: str | None, method: str, on_behalf: bool,
+    ) -> bool:
+        """Create the session with its `session_start` access record and its consent, in one
+        transaction; False, writing nothing, when a session with this id exists already. Of
+        several requests (in several processes) recording the same consent, exactly one does."""
 
     async def save_customer(
         self, session_id: str, *, name: str, email: str, company: str

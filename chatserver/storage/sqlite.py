@@ -244,6 +244,16 @@ class SQLiteStore(SQLiteMailStore):
                 raise
         return conn
 
+    async def claim_job(self, name: str, next_due: str) -> bool:
+        now = self._now()
+        # The writer is one connection per process, and BEGIN IMMEDIATE orders the processes:
+        # the second sees the first's due time and its WHERE fails.
+        return bool(await self._write(lambda c: c.execute(
+            "INSERT INTO job_runs (name, due_at, claimed_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET due_at = excluded.due_at, "
+            "claimed_at = excluded.claimed_at WHERE job_runs.due_at <= ?",
+            (name, next_due, now, now)).rowcount))
+
     async def close(self) -> None:
         await self._upkeep.close()
         await self._idle.wait()
@@ -390,6 +400,31 @@ class SQLiteStore(SQLiteMailStore):
                 (session_id, now, now),
             )
         )
+
+    async def start_visitor_session(
+        self, session_id: str, *, policy_version: str, policy_sha256: str, ip: str | None,
+        user_agent: str | None, method: str, on_behalf: bool,
+    ) -> bool:
+        now = self._now()
+
+        def job(c: sqlite3.Connection) -> bool:
+            made = c.execute(
+                "INSERT INTO visitor_sessions (id, created_at, last_seen_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (id) DO NOTHING", (session_id, now, now),
+            ).rowcount
+            if not made:
+                return False
+            c.execute("INSERT INTO access_events (session_id, at, kind, ip, user_agent) "
+                      "VALUES (?, ?, 'session_start', ?, ?)", (session_id, now, ip, user_agent))
+            c.execute(
+                """INSERT INTO consents (session_id, customer_id, policy_version, policy_sha256,
+                   given_at, ip, user_agent, method, on_behalf) VALUES (?,NULL,?,?,?,?,?,?,?)""",
+                (session_id, policy_version, policy_sha256, now, ip, user_agent, method,
+                 int(on_behalf)),
+            )
+            return True
+
+        return await self._write(job)
 
     async def get_visitor_session(self, session_id: str) -> VisitorSession | None:
         def job(c: sqlite3.Connection) -> VisitorSession | None:

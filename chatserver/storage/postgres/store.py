@@ -118,6 +118,17 @@ class PostgresStore:
     async def ping(self) -> None:
         await self.engine.read(lambda c: c.fetchval("SELECT 1"))
 
+    async def claim_job(self, name: str, next_due: str) -> bool:
+        now = self._now()
+        # The row lock the upsert takes orders concurrent claims: the second re-reads the
+        # first's due time (read committed) and its WHERE fails.
+        claimed = await self.engine.write(lambda c: c.fetchval(
+            "INSERT INTO job_runs (name, due_at, claimed_at) VALUES ($1, $2, $3) "
+            "ON CONFLICT (name) DO UPDATE SET due_at = excluded.due_at, "
+            "claimed_at = excluded.claimed_at WHERE job_runs.due_at <= $3 RETURNING name",
+            name, next_due, now))
+        return claimed is not None
+
     # -- policy -----------------------------------------------------------------------------
 
     async def publish_policy(self, policy: PolicyVersion) -> PolicyVersion:
@@ -139,6 +150,15 @@ class PostgresStore:
     async def create_visitor_session(self, session_id: str) -> None:
         now = self._now()
         await self.engine.write(lambda c: visitors.create_session(c, session_id, now))
+
+    async def start_visitor_session(
+        self, session_id: str, *, policy_version: str, policy_sha256: str, ip: str | None,
+        user_agent: str | None, method: str, on_behalf: bool,
+    ) -> bool:
+        now = self._now()
+        return await self.engine.write(lambda c: visitors.start_session(
+            c, session_id, policy_version=policy_version, policy_sha256=policy_sha256, ip=ip,
+            user_agent=user_agent, method=method, on_behalf=on_behalf, now=now))
 
     @nothing_for_nul(_none)
     async def get_visitor_session(self, session_id: str) -> VisitorSession | None:
