@@ -1,8 +1,9 @@
 """The OpenAPI document of the JSON routes, served at /api/openapi.json.
 
-It describes every route under /api/ (and GET /metrics, which answers text) with the validation the handlers apply: field names, types,
-lengths and patterns, and the errors each can answer with. tests/test_openapi.py checks that it
-names every /api route of the app's route table and fuzzes the running server with it.
+It describes every route under /api/ (and GET /metrics, which answers text) with the validation
+the handlers apply: field names, types, lengths and patterns, and the errors each can answer with.
+tests/test_openapi.py checks that it names every /api route of the app's route table and fuzzes
+the running server with it.
 HEAD is implied wherever GET is listed.
 """
 
