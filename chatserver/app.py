@@ -360,7 +360,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
     )
     app.add_middleware(PendingConsentMiddleware)  # inside the edge: its checks come first
     app.add_middleware(EdgeMiddleware, settings=settings)
-    app.add_middleware(logformat.RequestIds)  # type: ignore[arg-type]
+    app.add_middleware(logformat.RequestIds)
     # Outermost: everything inside sees the client's address and scheme, not the proxy's.
-    app.add_middleware(TrustedProxies, trusted=settings.trusted_proxies)  # type: ignore[arg-type]
+    app.add_middleware(TrustedProxies, trusted=settings.trusted_proxies)
     return app
