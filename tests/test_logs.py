@@ -63,3 +63,24 @@ async def test_json_logs_parse_and_hold_no_pii(make_server: Callable[..., Server
     assert access and all(re.fullmatch(r"[0-9a-f]{16}", e["request_id"]) for e in access)
     assert any(e["request_id"] == request_id and "/healthz" in e["message"] for e in access)
     assert len({e["pid"] for e in entries}) == 1
+
+
+def test_a_traceback_stays_on_its_events_line() -> None:
+    """In both formats an event with a traceback is one line, and a newline in a message cannot
+    start a forged line."""
+    import logging
+    import sys
+
+    from chatserver.logformat import JsonFormatter, TextFormatter
+
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("chatserver", logging.ERROR, __file__, 1,
+                                   "failed\n2026-01-01 INFO forged", (), sys.exc_info())
+    text = TextFormatter().format(record)
+    assert "\n" not in text and "Traceback" in text and "ValueError" in text
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert "ValueError: boom" in entry["exception"] and entry["level"] == "error"

@@ -132,6 +132,10 @@ def test_two_workers_serve_one_port_and_a_dead_one_is_replaced(workers: Callable
         time.sleep(0.1)
     assert len(_children(parent.pid)) == 2 and victim not in _children(parent.pid)
     assert httpx.get(url + "/healthz", timeout=5).status_code == 200
+    # Whichever worker answers /metrics adds up all of them: the purge ran once, in one.
+    for _ in range(4):
+        text = httpx.get(url + "/metrics", timeout=5).text
+        assert 'chatserver_purge_runs_total{by="periodic"} 1.0' in text
     survivors = _children(parent.pid)
     parent.send_signal(signal.SIGTERM)
     parent.communicate(timeout=40)
