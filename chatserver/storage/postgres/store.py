@@ -34,7 +34,7 @@ from ..base import (
     iso,
     utc_now,
 )
-from . import audit, conversations, mail, policies, privacy, staff, visitors
+from . import audit, conversations, jobs, mail, policies, privacy, staff, visitors
 from . import search as full_text
 from .engine import Engine, open_error
 from .migrate import migrate
@@ -120,14 +120,7 @@ class PostgresStore:
 
     async def claim_job(self, name: str, next_due: str) -> bool:
         now = self._now()
-        # The row lock the upsert takes orders concurrent claims: the second re-reads the
-        # first's due time (read committed) and its WHERE fails.
-        claimed = await self.engine.write(lambda c: c.fetchval(
-            "INSERT INTO job_runs (name, due_at, claimed_at) VALUES ($1, $2, $3) "
-            "ON CONFLICT (name) DO UPDATE SET due_at = excluded.due_at, "
-            "claimed_at = excluded.claimed_at WHERE job_runs.due_at <= $3 RETURNING name",
-            name, next_due, now))
-        return claimed is not None
+        return await self.engine.write(lambda c: jobs.claim(c, name, next_due, now))
 
     # -- policy -----------------------------------------------------------------------------
 
