@@ -16,10 +16,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
-from . import audit, protocol
+from . import audit, metrics, protocol
 from .broadcast import Broadcast, Subscription
 from .errors import Forbidden, NotFound, Unavailable
 from .storage.base import Conversation, ConversationSummary, Message, Staff, Store
@@ -212,11 +213,13 @@ class Hub:
         client_msg_id: str | None,
     ) -> Message:
         """Store a message, then publish it; a repeat of a client_msg_id is not published again."""
+        started = time.perf_counter()
         message, new, status = await self.store.append_message(
             conversation_id, sender=sender, sender_id=sender_id, author=author, body=body,
             client_msg_id=client_msg_id,
         )
         if new:
+            metrics.message_stored(sender, time.perf_counter() - started)
             await self.broadcast.publish(
                 conversation_channel(conversation_id), protocol.dump(message.frame())
             )
@@ -356,6 +359,7 @@ class Hub:
         await asyncio.sleep(QUEUE_DEBOUNCE_SECONDS)
         try:
             frame = await self.queue_frame()
+            metrics.queue_length(sum(1 for c in frame["conversations"] if c["status"] == "queued"))
             await self.broadcast.publish(QUEUE_CHANNEL, protocol.dump(frame))
         except Unavailable:  # the database is away: said once per change, without a trace
             log.warning("queue refresh failed: the database does not answer")

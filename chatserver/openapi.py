@@ -1,8 +1,9 @@
 """The OpenAPI document of the JSON routes, served at /api/openapi.json.
 
-It describes every route under /api/ with the validation the handlers apply: field names, types,
-lengths and patterns, and the errors each can answer with. tests/test_openapi.py checks that it
-names every /api route of the app's route table and fuzzes the running server with it.
+It describes every route under /api/ (and GET /metrics, which answers text) with the validation
+the handlers apply: field names, types, lengths and patterns, and the errors each can answer with.
+tests/test_openapi.py checks that it names every /api route of the app's route table and fuzzes
+the running server with it.
 HEAD is implied wherever GET is listed.
 """
 
@@ -707,6 +708,18 @@ def document() -> dict[str, Any]:
         "/api/openapi.json": {"get": _op(
             "This document", "meta", PUBLIC, {"200": _ok({"type": "object"})},
             operation_id="openapi")},
+        "/metrics": {"get": _op(
+            "Prometheus metrics, for CHATSERVER_METRICS_ALLOW only", "meta", PUBLIC,
+            {"200": _ok({"type": "string"}, "Prometheus' text format, summed over all the "
+                        "server's processes", media="text/plain"),
+             **_errors(404)},
+            operation_id="metrics",
+            description="Open sockets by kind, messages stored, ack and commit latency, "
+                        "broadcast lag and reconnects, queue length, rate-limit refusals and "
+                        "purge runs; labels hold fixed words only, never PII or an id. A client "
+                        "whose address is not in CHATSERVER_METRICS_ALLOW (default loopback), or "
+                        "a request relayed by a proxy not in CHATSERVER_TRUSTED_PROXIES, gets "
+                        "the 404 of a path that does not exist.")},
     }
     return {
         "openapi": "3.0.3",

@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
 
-from . import consent, protocol
+from . import consent, metrics, protocol
 from .broadcast import Subscription
 from .connection import Limiter, Peer, ender, frames, listener, refuse
 from .errors import (
@@ -126,6 +126,15 @@ async def _visitor_session(ws: WebSocket, session: Any, customer: Any, conversat
                            ) -> None:
     state = app_state(ws)
     await ws.accept()
+    metrics.socket_opened("visitor")
+    try:
+        await _visitor_chat(ws, state, session, customer, conversation)
+    finally:
+        metrics.socket_closed("visitor")
+
+
+async def _visitor_chat(ws: WebSocket, state: Any, session: Any, customer: Any,
+                        conversation: Any) -> None:
     await state.store.record_access(session.id, "socket", client_ip(ws), user_agent(ws))
     conversation_id = conversation.id
     peer = Peer(ws, state.settings.send_queue_size)
@@ -212,11 +221,13 @@ async def _visitor_frame(
     state = app_state(ws)
     hub = state.hub
     if isinstance(frame, protocol.Message):
+        started = time.perf_counter()
         message = await hub.post(
             conversation_id, sender="visitor", sender_id=customer_id, author=author,
             body=frame.body, client_msg_id=frame.client_msg_id,
         )
         peer.send_frame({"type": "ack", "client_msg_id": frame.client_msg_id, "seq": message.seq})
+        metrics.ack_sent(time.perf_counter() - started)
     elif isinstance(frame, protocol.Resume):
         await _replay(state, peer, conversation_id, frame.after_seq)
     elif isinstance(frame, protocol.Typing):
@@ -260,8 +271,16 @@ async def _agent_socket(ws: WebSocket) -> None:
 
 
 async def _agent_session(ws: WebSocket, staff: Staff, session_hash: str) -> None:
-    state = app_state(ws)
     await ws.accept()
+    metrics.socket_opened("agent")
+    try:
+        await _agent_chat(ws, staff, session_hash)
+    finally:
+        metrics.socket_closed("agent")
+
+
+async def _agent_chat(ws: WebSocket, staff: Staff, session_hash: str) -> None:
+    state = app_state(ws)
     hub = state.hub
     peer = Peer(ws, state.settings.send_queue_size)
     listen = listener(peer, "agent")
@@ -365,12 +384,14 @@ async def _agent_frame(
             raise Forbidden("Claim the conversation first.", code="not_claimed")
         watch(conversation_id)
     if isinstance(frame, protocol.Message):
+        started = time.perf_counter()
         message = await hub.post(
             conversation_id, sender="agent", sender_id=str(staff.id), author=staff.display_name,
             body=frame.body, client_msg_id=frame.client_msg_id,
         )
         peer.send_frame({"type": "ack", "conversation_id": conversation_id,
                          "client_msg_id": frame.client_msg_id, "seq": message.seq})
+        metrics.ack_sent(time.perf_counter() - started)
     elif isinstance(frame, protocol.Typing):
         await hub.typing(conversation_id, sender="agent", author=staff.display_name,
                          state=frame.state)

@@ -54,7 +54,10 @@ class Server:
 
     def environ(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHATSERVER_")}
-        env.update({"CHATSERVER_DATA_DIR": str(self.data_dir), **self.env})
+        # The tests stand in for a browser behind a proxy on loopback (X-Forwarded-For and
+        # -Proto): loopback is trusted unless a test says otherwise.
+        env.update({"CHATSERVER_DATA_DIR": str(self.data_dir),
+                    "CHATSERVER_TRUSTED_PROXIES": "127.0.0.1,::1", **self.env})
         if "CHATSERVER_DATABASE_URL" not in self.env and databases.SERVER_DATABASE:
             env["CHATSERVER_DATABASE_URL"] = databases.server_database(self.data_dir)
         return env

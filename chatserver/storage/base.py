@@ -250,6 +250,10 @@ class UpkeepStore(Protocol):
     async def ping(self) -> None:
         """Raise when the database does not answer."""
 
+    async def claim_job(self, name: str, next_due: str) -> bool:
+        """True when the periodic job `name` is due now (or never ran) and this call moved its
+        due time to `next_due`; of several processes asking at once, exactly one gets True."""
+
     async def compact(self) -> None:
         """Make deleted content unrecoverable from the files (SQLite: scrub the search index,
         truncate the WAL). Must not stall other writes: while a reader holds an old snapshot it
@@ -285,6 +289,14 @@ class VisitorStore(Protocol):
         method: str,
         on_behalf: bool,
     ) -> dict[str, Any]: ...
+
+    async def start_visitor_session(
+        self, session_id: str, *, policy_version: str, policy_sha256: str, ip: str | None,
+        user_agent: str | None, method: str, on_behalf: bool,
+    ) -> bool:
+        """Create the session with its `session_start` access record and its consent, in one
+        transaction; False, writing nothing, when a session with this id exists already. Of
+        several requests (in several processes) recording the same consent, exactly one does."""
 
     async def save_customer(
         self, session_id: str, *, name: str, email: str, company: str

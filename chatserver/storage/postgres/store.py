@@ -34,7 +34,7 @@ from ..base import (
     iso,
     utc_now,
 )
-from . import audit, conversations, mail, policies, privacy, staff, visitors
+from . import audit, conversations, jobs, mail, policies, privacy, staff, visitors
 from . import search as full_text
 from .engine import Engine, open_error
 from .migrate import migrate
@@ -118,6 +118,10 @@ class PostgresStore:
     async def ping(self) -> None:
         await self.engine.read(lambda c: c.fetchval("SELECT 1"))
 
+    async def claim_job(self, name: str, next_due: str) -> bool:
+        now = self._now()
+        return await self.engine.write(lambda c: jobs.claim(c, name, next_due, now))
+
     # -- policy -----------------------------------------------------------------------------
 
     async def publish_policy(self, policy: PolicyVersion) -> PolicyVersion:
@@ -139,6 +143,15 @@ class PostgresStore:
     async def create_visitor_session(self, session_id: str) -> None:
         now = self._now()
         await self.engine.write(lambda c: visitors.create_session(c, session_id, now))
+
+    async def start_visitor_session(
+        self, session_id: str, *, policy_version: str, policy_sha256: str, ip: str | None,
+        user_agent: str | None, method: str, on_behalf: bool,
+    ) -> bool:
+        now = self._now()
+        return await self.engine.write(lambda c: visitors.start_session(
+            c, session_id, policy_version=policy_version, policy_sha256=policy_sha256, ip=ip,
+            user_agent=user_agent, method=method, on_behalf=on_behalf, now=now))
 
     @nothing_for_nul(_none)
     async def get_visitor_session(self, session_id: str) -> VisitorSession | None:

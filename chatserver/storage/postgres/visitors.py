@@ -31,6 +31,26 @@ async def create_session(c: Connection, session_id: str, now: str) -> None:
     )
 
 
+async def start_session(
+    c: Connection, session_id: str, *, policy_version: str, policy_sha256: str, ip: str | None,
+    user_agent: str | None, method: str, on_behalf: bool, now: str,
+) -> bool:
+    made = await c.fetchval(
+        "INSERT INTO visitor_sessions (id, created_at, last_seen_at) VALUES ($1, $2, $2) "
+        "ON CONFLICT (id) DO NOTHING RETURNING id", session_id, now,
+    )
+    if made is None:
+        return False
+    await c.execute("INSERT INTO access_events (session_id, at, kind, ip, user_agent) "
+                    "VALUES ($1, $2, 'session_start', $3, $4)", session_id, now, ip, user_agent)
+    await c.execute(
+        """INSERT INTO consents (session_id, customer_id, policy_version, policy_sha256,
+           given_at, ip, user_agent, method, on_behalf) VALUES ($1,NULL,$2,$3,$4,$5,$6,$7,$8)""",
+        session_id, policy_version, policy_sha256, now, ip, user_agent, method, on_behalf,
+    )
+    return True
+
+
 async def get_session(c: Connection, session_id: str) -> VisitorSession | None:
     row = await c.fetchrow(
         """SELECT s.id, s.customer_id,

@@ -32,7 +32,7 @@ from ..base import (
     iso,
     utc_now,
 )
-from . import audit, conversations, mail, policies, privacy, staff, visitors
+from . import audit, conversations, jobs, mail, policies, privacy, staff, visitors
 from . import search as full_text
 from .engine import Engine
 
@@ -58,6 +58,10 @@ class SQLiteStore:
     async def ping(self) -> None:
         await self.engine.read(lambda c: c.execute("SELECT 1").fetchone())
 
+    async def claim_job(self, name: str, next_due: str) -> bool:
+        now = self._now()
+        return await self.engine.write(lambda c: jobs.claim(c, name, next_due, now))
+
     # -- policy -----------------------------------------------------------------------------
 
     async def publish_policy(self, policy: PolicyVersion) -> PolicyVersion:
@@ -78,6 +82,15 @@ class SQLiteStore:
     async def create_visitor_session(self, session_id: str) -> None:
         now = self._now()
         await self.engine.write(lambda c: visitors.create_session(c, session_id, now))
+
+    async def start_visitor_session(
+        self, session_id: str, *, policy_version: str, policy_sha256: str, ip: str | None,
+        user_agent: str | None, method: str, on_behalf: bool,
+    ) -> bool:
+        now = self._now()
+        return await self.engine.write(lambda c: visitors.start_session(
+            c, session_id, policy_version=policy_version, policy_sha256=policy_sha256, ip=ip,
+            user_agent=user_agent, method=method, on_behalf=on_behalf, now=now))
 
     async def get_visitor_session(self, session_id: str) -> VisitorSession | None:
         return await self.engine.read(lambda c: visitors.get_session(c, session_id))

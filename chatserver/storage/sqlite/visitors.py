@@ -33,6 +33,27 @@ def create_session(c: sqlite3.Connection, session_id: str, now: str) -> None:
     )
 
 
+def start_session(
+    c: sqlite3.Connection, session_id: str, *, policy_version: str, policy_sha256: str,
+    ip: str | None, user_agent: str | None, method: str, on_behalf: bool, now: str,
+) -> bool:
+    made = c.execute(
+        "INSERT INTO visitor_sessions (id, created_at, last_seen_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (id) DO NOTHING", (session_id, now, now),
+    ).rowcount
+    if not made:
+        return False
+    c.execute("INSERT INTO access_events (session_id, at, kind, ip, user_agent) "
+              "VALUES (?, ?, 'session_start', ?, ?)", (session_id, now, ip, user_agent))
+    c.execute(
+        """INSERT INTO consents (session_id, customer_id, policy_version, policy_sha256,
+           given_at, ip, user_agent, method, on_behalf) VALUES (?,NULL,?,?,?,?,?,?,?)""",
+        (session_id, policy_version, policy_sha256, now, ip, user_agent, method,
+         int(on_behalf)),
+    )
+    return True
+
+
 def get_session(c: sqlite3.Connection, session_id: str) -> VisitorSession | None:
     row = c.execute(
         """SELECT s.id, s.customer_id,
