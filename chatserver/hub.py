@@ -6,7 +6,8 @@ publication catches up with `resume`, which reads storage.
 
 Channels: `conv:<id>` carries a conversation's message, typing and status frames; `queue` tells
 agents the set of open conversations changed; `session:<hash>` ends a signed-in session's sockets;
-`policy` announces a newly published policy version.
+`policy` announces a newly published policy version; `presence` tells visitor sockets that
+whether an agent is online may have changed (each socket then says what its process sees).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def staff_channel(staff_id: int) -> str:
 
 QUEUE_CHANNEL = "queue"
 POLICY_CHANNEL = "policy"  # payload: the version just published
+PRESENCE_CHANNEL = "presence"  # payload: "1" or "0", what the publishing process sees
 
 
 def restricted_item(item: dict[str, Any]) -> dict[str, Any]:
@@ -166,15 +168,28 @@ class Hub:
 
     # -- presence ---------------------------------------------------------------------------
 
-    def agent_connected(self, staff_id: int) -> None:
+    async def agent_connected(self, staff_id: int) -> None:
+        first = not self._agents
         self._agents[staff_id] = self._agents.get(staff_id, 0) + 1
+        if first:
+            await self._presence_changed()
 
-    def agent_disconnected(self, staff_id: int) -> None:
+    async def agent_disconnected(self, staff_id: int) -> None:
         left = self._agents.get(staff_id, 0) - 1
         if left > 0:
             self._agents[staff_id] = left
         else:
             self._agents.pop(staff_id, None)
+            if not self._agents:
+                await self._presence_changed()
+
+    async def _presence_changed(self) -> None:
+        """The first agent came or the last left: visitors' sockets tell their widgets, which
+        switch between "waiting for an agent" and the offline wording."""
+        try:
+            await self.broadcast.publish(PRESENCE_CHANNEL, "1" if self._agents else "0")
+        except Exception:  # a lost notice must not break an agent's socket; welcome is exact
+            log.exception("presence notice failed")
 
     def agents_online(self) -> bool:
         return bool(self._agents)

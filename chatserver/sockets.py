@@ -30,6 +30,7 @@ from .errors import (
 )
 from .hub import (
     POLICY_CHANNEL,
+    PRESENCE_CHANNEL,
     QUEUE_CHANNEL,
     DeliveredReplies,
     conversation_channel,
@@ -137,19 +138,32 @@ async def _visitor_session(ws: WebSocket, session: Any, customer: Any, conversat
             peer.send_frame(protocol.error("consent_required", _OUTDATED))
             peer.close(CLOSE_NO_CONSENT, "policy changed")
 
+    online = state.hub.agents_online()
+
+    def on_presence(_: str) -> None:
+        # This process's own view, as in welcome; sent only when it changed for this socket.
+        nonlocal online
+        now = state.hub.agents_online()
+        if now != online:
+            online = now
+            peer.send_frame(protocol.presence_frame(now))
+
     subs: list[Subscription] = [
         state.hub.subscribe(conversation_channel(conversation_id), listener(peer, "visitor")),
         state.hub.subscribe(session_channel(session.id), ender(peer)),
         state.hub.subscribe(POLICY_CHANNEL, on_policy),
+        state.hub.subscribe(PRESENCE_CHANNEL, on_presence),
     ]
     log.info("visitor socket open conversation=%s", conversation_id)
     peer.send_frame({
         "type": "welcome",
         "conversation_id": conversation_id,
         "status": conversation.status,
-        "agents_online": state.hub.agents_online(),
+        "agents_online": online,
         "last_seq": conversation.last_seq,
         "agent": conversation.agent_display_name,
+        # What the customer has read, by any browser: the widget counts newer replies unread.
+        "read_seq": (await state.store.read_state(conversation_id))["read_seq"],
     })
     limiter = Limiter(ws, peer, state.limits)
     try:
@@ -265,7 +279,7 @@ async def _agent_session(ws: WebSocket, staff: Staff, session_hash: str) -> None
         hub.subscribe(session_channel(session_hash), ender(peer)),
         hub.subscribe(staff_channel(staff.id), watch),
     ]
-    hub.agent_connected(staff.id)
+    await hub.agent_connected(staff.id)
     log.info("agent socket open staff=%s", staff.id)
     try:
         queue = await hub.queue_frame_for(staff)
@@ -301,7 +315,7 @@ async def _agent_session(ws: WebSocket, staff: Staff, session_hash: str) -> None
                     error["conversation_id"] = conversation_id
                 peer.send_frame(error)
     finally:
-        hub.agent_disconnected(staff.id)
+        await hub.agent_disconnected(staff.id)
         for sub in [*subs, *watched.values()]:
             sub.cancel()
         await peer.finish()

@@ -54,7 +54,7 @@ from .common import (
     set_visitor_cookie,
     user_agent,
 )
-from .widget import widget
+from .widget import chat_screen
 
 log = logging.getLogger("chatserver.web")
 ACCEPTED = {"accepted": True,
@@ -158,7 +158,7 @@ async def chat_page(request: Request) -> Response:
         token = await links.spend(state.store, state.signer, "reply",
                                   request.query_params.get("token"))
         return await _sign_in(request, token, "/chat") if token else _invalid_link(request)
-    return await widget(request)
+    return await chat_screen(request, full_page=True)
 
 
 # -- termination by mail ------------------------------------------------------------------------
