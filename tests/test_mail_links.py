@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import statistics
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -77,11 +76,7 @@ def _token(url: str) -> str:
 
 
 def _outbox(srv: Server) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(srv.data_dir / "chat.db")
-    try:
-        return conn.execute("SELECT kind, customer_id, address FROM mail_outbox").fetchall()
-    finally:
-        conn.close()
+    return srv.query("SELECT kind, customer_id, address FROM mail_outbox")
 
 
 async def test_sign_in_link_signs_a_fresh_browser_in(srv: Server, shared_box: Mailbox,

@@ -141,7 +141,7 @@ async def test_fresh_page_asks_nothing_and_an_ended_chat_stays_closed(
         await widget.locator("#end").click()
         await widget.locator("#end").click()
         await expect(widget.locator("#ended")).to_be_visible()
-        await page.wait_for_function("localStorage.getItem('chat-widget') === null", timeout=5000)
+        await page.wait_for_function("() => localStorage.getItem('chat-widget') === null", timeout=5000)
 
         requests.clear()
         await page.goto(server.url + "/", wait_until="networkidle")
@@ -301,13 +301,13 @@ async def test_chat_closed_while_away_is_not_reopened_behind_the_launcher(
         await ags.wait_type("status", conversation_id=conversation_id, status="closed")
 
         await page.goto(srv.url + "/")
-        await page.wait_for_function("localStorage.getItem('chat-widget') === null", timeout=5000)
+        await page.wait_for_function("() => localStorage.getItem('chat-widget') === null", timeout=5000)
         await expect(page.locator("#chat-widget-panel")).to_be_hidden()
         assert srv.query("SELECT COUNT(*) FROM conversations") == [(1,)]
 
         await page.get_by_role("button", name="Open chat").click()
         await expect(page.frame_locator("iframe").locator("#text")).to_be_visible()
-        await page.wait_for_function("localStorage.getItem('chat-widget') === 'open'",
+        await page.wait_for_function("() => localStorage.getItem('chat-widget') === 'open'",
                                      timeout=5000)
         assert srv.query("SELECT COUNT(*) FROM conversations") == [(2,)]
         await ags.close()
