@@ -49,7 +49,8 @@ def where(settings: Settings) -> str:
     if parts.password:
         netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
         parts = parts._replace(netloc=netloc)
-    return f"database {urlunsplit(parts)}"
+    # The data folder still holds the secret key and the audit anchor, which the database needs.
+    return f"database {urlunsplit(parts)} (secret key in data folder {settings.data_dir})"
 
 
 async def _open(settings: Settings) -> Store:

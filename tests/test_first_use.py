@@ -88,7 +88,7 @@ def _where(server: Server) -> str:
     """How commands name the server's data: its folder and SQLite file, or, on PostgreSQL, the
     database (the folder then holds only the secret key and the audit anchor)."""
     if server.on_postgres:
-        return f"database {server.database_url}"
+        return f"database {server.database_url} (secret key in data folder {server.data_dir})"
     return f"data folder {server.data_dir} (database chat.db)"
 
 
@@ -259,7 +259,7 @@ async def test_session_status_answers_200_with_or_without_a_session(server: Serv
         assert (await client.post("/api/consent", json={"policy_version": "1.01"})).status_code == 200
         consented = (await client.get("/api/session")).json()
         me = (await client.get("/api/me")).json()
-        assert consented == {"session": True, **me}
+        assert consented == {"session": True, "open_conversation": False, **me}
         assert consented["customer"] is None and consented["consent"]["current"] is True
 
 
