@@ -2,46 +2,38 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+import time
 
 from .base import Listener
-
-
-class _Subscription:
-    __slots__ = ("_hub", "channel", "listener")
-
-    def __init__(self, hub: MemoryBroadcast, channel: str, listener: Listener) -> None:
-        self._hub = hub
-        self.channel = channel
-        self.listener = listener
-
-    def cancel(self) -> None:
-        listeners = self._hub._channels.get(self.channel)
-        if listeners is not None:
-            listeners.discard(self)
-            if not listeners:
-                del self._hub._channels[self.channel]
+from .local import Listeners, LocalSubscription
 
 
 class MemoryBroadcast:
+    shared = False
+    max_payload: int | None = None
+
     def __init__(self) -> None:
-        self._channels: dict[str, set[_Subscription]] = defaultdict(set)
+        self._listeners = Listeners()
+        self._beats: dict[str, tuple[int, float]] = {}
 
     async def connect(self) -> None:
         return None
 
     async def disconnect(self) -> None:
-        self._channels.clear()
+        self._listeners.clear()
 
     async def ping(self) -> None:
         return None
 
     async def publish(self, channel: str, payload: str) -> None:
-        # A copy: a listener may cancel its own subscription while we iterate.
-        for sub in list(self._channels.get(channel, ())):
-            sub.listener(payload)
+        self._listeners.deliver(channel, payload)
 
-    def subscribe(self, channel: str, listener: Listener) -> _Subscription:
-        sub = _Subscription(self, channel, listener)
-        self._channels[channel].add(sub)
-        return sub
+    def subscribe(self, channel: str, listener: Listener) -> LocalSubscription:
+        return self._listeners.add(channel, listener)
+
+    async def heartbeat(self, process_id: str, agents: int, ttl: float) -> None:
+        self._beats[process_id] = (agents, time.monotonic() + ttl)
+
+    async def agents_online(self) -> bool:
+        now = time.monotonic()
+        return any(agents > 0 and until > now for agents, until in self._beats.values())
