@@ -29,7 +29,7 @@ from . import broadcast as broadcast_backends
 from .consent import Policies, bundled_policy
 from .errors import ChatError, ForeignOrigin, HostNotAllowed, TooLarge
 from .hosts import AllowedHosts
-from .hub import Hub
+from .hub import POLICY_CHANNEL, Hub
 from .limits import Limits
 from .mail.compose import environment as mail_environment
 from .mail.throttle import MailThrottle
@@ -298,6 +298,9 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             print(f"The privacy policy in force is the bundled sample ({current.version}). Publish "
                   "your own before going live: see README.md, 'Before going live'.", flush=True)
         hub = Hub(store, fanout)
+        hub.start()
+        # A version published by another process (or the CLI) counts here at once.
+        fanout.subscribe(POLICY_CHANNEL, lambda _version: policies.forget())
         signer = Signer(settings.secret_key)
         mail_config = mail.from_settings(settings)
         mailer = mail.Mailer(mail_config, store, signer,

@@ -6,6 +6,7 @@ does is decided here and carried out by the hub.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -15,7 +16,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketState
 
 from . import consent, protocol
-from .broadcast import Subscription
+from .broadcast import CONNECTION_CHANNEL, DOWN, UP, Subscription
 from .connection import Limiter, Peer, ender, frames, listener, refuse
 from .errors import (
     CLOSE_NO_CONSENT,
@@ -28,10 +29,13 @@ from .errors import (
     RateLimited,
     Unavailable,
 )
+from .follow import Follower
 from .hub import (
     POLICY_CHANNEL,
+    PRESENCE_CHANNEL,
     QUEUE_CHANNEL,
     DeliveredReplies,
+    for_visitor,
     conversation_channel,
     session_channel,
     staff_channel,
@@ -52,6 +56,37 @@ log = logging.getLogger("chatserver.sockets")
 REPLAY_CHUNK = 200
 SESSION_RECHECK_SECONDS = 60.0
 _OUTDATED = "The privacy policy changed; please read and accept it to go on chatting."
+_BROADCAST_DOWN = ("Live updates are interrupted; what you send is still stored. Reconnecting "
+                   "by itself.")
+
+
+def _conversation_listener(peer: Peer, follower: Follower, side: str) -> Callable[[str], None]:
+    """Messages through the follower (gap-free, no repeats), other frames as they come."""
+    others = listener(peer, side)
+
+    def listen(payload: str) -> None:
+        if not follower.live(payload):
+            others(payload)
+
+    return listen
+
+
+def _on_connection(peer: Peer, follower: Follower, recheck: Callable[[], Any]
+                   ) -> Callable[[str], None]:
+    """The broadcast went away: say so rather than fall silent. It is back: catch up every
+    followed conversation from storage, and check the session (ended meanwhile?) again."""
+    tasks: set[Any] = set()
+
+    def on_change(state: str) -> None:
+        if state == DOWN:
+            peer.send_frame(protocol.error("broadcast_unavailable", _BROADCAST_DOWN))
+        elif state == UP:
+            follower.catch_up_all()
+            task = asyncio.get_running_loop().create_task(recheck())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    return on_change
 
 
 CLOSE_TRY_LATER = 1013
@@ -131,16 +166,31 @@ async def _visitor_session(ws: WebSocket, session: Any, customer: Any, conversat
     delivered = DeliveredReplies(state.store, conversation_id)
     peer.on_sent = delivered.on_sent
     consented = session.consent_version
+    follower = Follower(state.store, peer.send, for_visitor)
+    follower.follow(conversation_id, conversation.last_seq)
 
     def on_policy(version: str) -> None:
         if version != consented:
             peer.send_frame(protocol.error("consent_required", _OUTDATED))
             peer.close(CLOSE_NO_CONSENT, "policy changed")
 
+    async def recheck() -> None:
+        """After a broadcast outage: an erasure or a new policy may have gone unheard."""
+        with contextlib.suppress(Exception):
+            if await state.store.get_visitor_session(session.id) is None:
+                peer.send_frame(protocol.error("not_signed_in", "Your session has ended."))
+                peer.close(CLOSE_SESSION_ENDED, "session ended")
+                return
+            state.policies.forget()
+            on_policy((await state.policies.current()).version)
+
     subs: list[Subscription] = [
-        state.hub.subscribe(conversation_channel(conversation_id), listener(peer, "visitor")),
+        state.hub.subscribe(conversation_channel(conversation_id),
+                            _conversation_listener(peer, follower, "visitor")),
         state.hub.subscribe(session_channel(session.id), ender(peer)),
         state.hub.subscribe(POLICY_CHANNEL, on_policy),
+        state.hub.subscribe(PRESENCE_CHANNEL, peer.send),
+        state.hub.subscribe(CONNECTION_CHANNEL, _on_connection(peer, follower, recheck)),
     ]
     log.info("visitor socket open conversation=%s", conversation_id)
     peer.send_frame({
@@ -173,7 +223,8 @@ async def _visitor_session(ws: WebSocket, session: Any, customer: Any, conversat
                     # A policy published in another process: found within the cache's seconds.
                     on_policy("")
                     continue
-                await _visitor_frame(ws, peer, frame, conversation_id, customer.id, customer.name)
+                await _visitor_frame(ws, peer, frame, conversation_id, customer.id, customer.name,
+                                     follower)
             except NotFound:
                 # Erased from another process (`chatserver erase`, a purge): the session is gone.
                 if await state.store.get_visitor_session(session.id) is None:
@@ -186,6 +237,7 @@ async def _visitor_session(ws: WebSocket, session: Any, customer: Any, conversat
     finally:
         for sub in subs:
             sub.cancel()
+        follower.stop()
         await peer.finish()
         await delivered.close()
         log.info("visitor socket closed conversation=%s", conversation_id)
@@ -193,7 +245,7 @@ async def _visitor_session(ws: WebSocket, session: Any, customer: Any, conversat
 
 async def _visitor_frame(
     ws: WebSocket, peer: Peer, frame: protocol.Frame, conversation_id: str, customer_id: str,
-    author: str,
+    author: str, follower: Follower,
 ) -> None:
     state = app_state(ws)
     hub = state.hub
@@ -204,7 +256,7 @@ async def _visitor_frame(
         )
         peer.send_frame({"type": "ack", "client_msg_id": frame.client_msg_id, "seq": message.seq})
     elif isinstance(frame, protocol.Resume):
-        await _replay(state, peer, conversation_id, frame.after_seq)
+        await _replay(state, peer, conversation_id, frame.after_seq, follower)
     elif isinstance(frame, protocol.Typing):
         await hub.typing(conversation_id, sender="visitor", author=author, state=frame.state)
     elif isinstance(frame, protocol.Close):
@@ -215,10 +267,13 @@ async def _visitor_frame(
         peer.send_frame({"type": "pong"})
 
 
-async def _replay(state: Any, peer: Peer, conversation_id: str, after_seq: int) -> None:
+async def _replay(state: Any, peer: Peer, conversation_id: str, after_seq: int,
+                  follower: Follower) -> None:
     while True:
         chunk = await state.store.messages_after(conversation_id, after_seq, REPLAY_CHUNK)
         await peer.replay([m.frame() for m in chunk])
+        if chunk:
+            follower.replayed(conversation_id, chunk[-1].seq)
         if len(chunk) < REPLAY_CHUNK:
             return
         after_seq = chunk[-1].seq
@@ -250,12 +305,20 @@ async def _agent_session(ws: WebSocket, staff: Staff, session_hash: str) -> None
     await ws.accept()
     hub = state.hub
     peer = Peer(ws, state.settings.send_queue_size)
-    listen = listener(peer, "agent")
+    follower = Follower(state.store, peer.send)
+    listen = _conversation_listener(peer, follower, "agent")
     watched: dict[str, Subscription] = {}
 
-    def watch(conversation_id: str) -> None:
+    def watch(conversation_id: str, last_seq: int | None = None) -> None:
         if conversation_id not in watched:
+            follower.follow(conversation_id, last_seq)
             watched[conversation_id] = hub.subscribe(conversation_channel(conversation_id), listen)
+
+    async def recheck() -> None:
+        """After a broadcast outage: a sign-out may have gone unheard, and the queue moved."""
+        with contextlib.suppress(Exception):
+            if await staff_for_session(ws, session_hash) is None:
+                peer.close(CLOSE_SESSION_ENDED, "session ended")
 
     def on_queue(payload: str) -> None:
         peer.send(hub.queue_payload_for(payload, staff.id))
@@ -264,6 +327,7 @@ async def _agent_session(ws: WebSocket, staff: Staff, session_hash: str) -> None
         hub.subscribe(QUEUE_CHANNEL, on_queue),
         hub.subscribe(session_channel(session_hash), ender(peer)),
         hub.subscribe(staff_channel(staff.id), watch),
+        hub.subscribe(CONNECTION_CHANNEL, _on_connection(peer, follower, recheck)),
     ]
     hub.agent_connected(staff.id)
     log.info("agent socket open staff=%s", staff.id)
@@ -271,7 +335,7 @@ async def _agent_session(ws: WebSocket, staff: Staff, session_hash: str) -> None
         queue = await hub.queue_frame_for(staff)
         for item in queue["conversations"]:
             if item["status"] == "active" and item["agent_id"] == staff.id:
-                watch(item["conversation_id"])
+                watch(item["conversation_id"], item["last_seq"])
         peer.send_frame(queue)
         limiter = Limiter(ws, peer, state.limits, staff=True)
         checked = time.monotonic()
@@ -293,7 +357,7 @@ async def _agent_session(ws: WebSocket, staff: Staff, session_hash: str) -> None
             if not limiter.allow(frame):
                 continue
             try:
-                await _agent_frame(ws, peer, frame, staff, watched, watch)
+                await _agent_frame(ws, peer, frame, staff, watched, watch, follower)
             except ChatError as exc:
                 error = protocol.error(exc.code, exc.message)
                 conversation_id = getattr(frame, "conversation_id", None)
@@ -304,6 +368,7 @@ async def _agent_session(ws: WebSocket, staff: Staff, session_hash: str) -> None
         hub.agent_disconnected(staff.id)
         for sub in [*subs, *watched.values()]:
             sub.cancel()
+        follower.stop()
         await peer.finish()
         log.info("agent socket closed staff=%s", staff.id)
 
@@ -314,7 +379,8 @@ async def _agent_frame(
     frame: protocol.Frame,
     staff: Staff,
     watched: dict[str, Subscription],
-    watch: Callable[[str], None],
+    watch: Callable[[str, int | None], None],
+    follower: Follower,
 ) -> None:
     state = app_state(ws)
     hub = state.hub
@@ -328,7 +394,7 @@ async def _agent_frame(
         # another agent's conversation for as long as a losing claim takes. A won claim tells
         # this agent's sockets (this one too) to follow it before its status frame goes out.
         conversation, claimed_now = await hub.claim(conversation_id, staff)
-        watch(conversation_id)
+        watch(conversation_id, conversation.last_seq)
         if not claimed_now:  # ours already (another tab, say): nothing was published
             peer.send_frame(status_frame(conversation))
         return
@@ -336,8 +402,8 @@ async def _agent_frame(
         conversation = await hub.open_for_reading(conversation_id, staff,
                                                   after_seq=frame.after_seq, ip=client_ip(ws))
         if conversation.agent_id == staff.id:
-            watch(conversation_id)
-        await _replay(state, peer, conversation_id, frame.after_seq)
+            watch(conversation_id, conversation.last_seq)
+        await _replay(state, peer, conversation_id, frame.after_seq, follower)
         return
     if conversation_id not in watched:
         found = await state.store.get_conversation(conversation_id)
@@ -346,7 +412,7 @@ async def _agent_frame(
                 await hub.close(conversation_id, by=staff.display_name, by_kind="agent")
                 return
             raise Forbidden("Claim the conversation first.", code="not_claimed")
-        watch(conversation_id)
+        watch(conversation_id, found.last_seq)
     if isinstance(frame, protocol.Message):
         message = await hub.post(
             conversation_id, sender="agent", sender_id=str(staff.id), author=staff.display_name,

@@ -48,15 +48,25 @@ def fresh_redis_url() -> str:
     return f"{REDIS_URL}?prefix=test{secrets.token_hex(5)}:"
 
 
-def kill_pubsub_clients() -> None:
-    """Drop every subscribing connection, as a Redis restart or a network cut would."""
+def kill_pubsub_clients(url: str) -> int:
+    """Drop the subscribing connections of the broadcast at `url` (CLIENT KILL, as a Redis
+    restart or a network cut would), and only those: other test runs share this Redis.
+    How many were dropped."""
     import redis
 
-    async def kill() -> None:
+    from chatserver.broadcast.redis import split_prefix, subscriber_name
+
+    name = subscriber_name(split_prefix(url)[1])
+
+    async def kill() -> int:
         client = redis.asyncio.Redis.from_url(REDIS_URL)
         try:
-            await client.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            ids = [c["id"] for c in await client.client_list(_type="pubsub")
+                   if c.get("name") == name]
+            for client_id in ids:
+                await client.execute_command("CLIENT", "KILL", "ID", client_id)
+            return len(ids)
         finally:
             await client.aclose()
 
-    databases.run(kill)
+    return databases.run(kill)

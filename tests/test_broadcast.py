@@ -165,15 +165,16 @@ async def test_notify_payload_limit_is_stated(opened: Callable[[], Any]) -> None
         await b.publish("big", "x" * 9000)
 
 
-async def _drop_connections(b: Any) -> None:
+async def _drop_connections(b: Any, url: str) -> None:
     if b.max_payload is None:
-        kill_pubsub_clients()
+        assert kill_pubsub_clients(url) >= 1
         return
     pid = b._listen_conn.get_server_pid()
     await b._fetchval("SELECT pg_terminate_backend($1)", pid)
 
 
-async def test_dropped_connection_says_down_then_up(opened: Callable[[], Any]) -> None:
+async def test_dropped_connection_says_down_then_up(opened: Callable[[], Any],
+                                                   broadcast_url: str) -> None:
     """When the listening connection is cut, listeners hear "down", ping fails, then "up" once
     it listens again, and publications reach them again."""
     a, b = await opened(), await opened()
@@ -182,7 +183,7 @@ async def test_dropped_connection_says_down_then_up(opened: Callable[[], Any]) -
     events, heard = Heard(), Heard()
     b.subscribe(CONNECTION_CHANNEL, events)
     b.subscribe("conv:x", heard)
-    await _drop_connections(b)
+    await _drop_connections(b, broadcast_url)
     assert (await events.wait(1, timeout=10))[0] == DOWN
     assert (await events.wait(2, timeout=10))[1] == UP
     await b.ping()

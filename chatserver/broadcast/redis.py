@@ -58,6 +58,11 @@ def split_prefix(url: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=rest)), prefix
 
 
+def subscriber_name(prefix: str) -> str:
+    """CLIENT SETNAME takes no spaces; the prefix is the installation's own."""
+    return "chatserver-sub-" + "".join(ch if ch.isalnum() else "-" for ch in prefix)
+
+
 def describe(url: str) -> str:
     """Host, port and db, without a password."""
     parts = urlsplit(url)
@@ -74,9 +79,11 @@ class RedisBroadcast:
         options: dict[str, Any] = {"decode_responses": True,
                                    "socket_connect_timeout": TIMEOUT_SECONDS}
         self._client = Redis.from_url(plain, socket_timeout=TIMEOUT_SECONDS, **options)
-        # The subscriber must fail loudly: a silent reconnect would skip the catch-up.
+        # The subscriber must fail loudly: a silent reconnect would skip the catch-up. Its name
+        # lets an operator (or a test) find this installation's subscribers in CLIENT LIST.
         self._sub_client = Redis.from_url(plain, retry=Retry(NoBackoff(), 0),
-                                          health_check_interval=HEALTH_CHECK_SECONDS, **options)
+                                          health_check_interval=HEALTH_CHECK_SECONDS,
+                                          client_name=subscriber_name(self.prefix), **options)
         self._listeners = Listeners()
         self._task: asyncio.Task[None] | None = None
         self._listening = False
