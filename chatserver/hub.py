@@ -26,11 +26,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import audit, protocol
-from .broadcast import UP, Broadcast, BroadcastUnavailable, Subscription
 from .broadcast import CONNECTION_CHANNEL as CONNECTION_CHANNEL
+from .broadcast import UP, Broadcast, BroadcastUnavailable, Subscription
 from .broadcast.local import Listeners
-from .follow import reference
 from .errors import Forbidden, NotFound, Unavailable
+from .follow import reference
 from .storage.base import Conversation, ConversationSummary, Message, Staff, Store
 
 log = logging.getLogger("chatserver.hub")

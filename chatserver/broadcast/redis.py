@@ -103,7 +103,7 @@ class RedisBroadcast:
             await pubsub.psubscribe(self.prefix + "*")
         except BaseException:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
             raise
         self._listening = True
         return pubsub
@@ -128,7 +128,7 @@ class RedisBroadcast:
                     self._listeners.deliver(CONNECTION_CHANNEL, DOWN)
                 if pubsub is not None:
                     with contextlib.suppress(Exception):
-                        await pubsub.aclose()
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
                     pubsub = None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
@@ -169,7 +169,7 @@ class RedisBroadcast:
 
     async def _presence(self, process_id: str, agents: int, ttl: float) -> int:
         try:
-            count = await self._client.eval(  # type: ignore[misc]
+            count = await self._client.eval(
                 _PRESENCE, 1, self.prefix + "presence", process_id, agents, ttl)
         except (RedisError, OSError) as exc:
             raise BroadcastUnavailable(f"Redis does not answer ({type(exc).__name__})") from None
