@@ -30,7 +30,7 @@ from .consent import Policies, bundled_policy
 from .errors import ChatError, ForeignOrigin, HostNotAllowed, TooLarge
 from .hosts import AllowedHosts
 from .hub import POLICY_CHANNEL, Hub
-from .limits import Limits
+from .limits import Limits, SharedCounter
 from .mail.compose import environment as mail_environment
 from .mail.throttle import MailThrottle
 from .sessions import Signer, hash_id, new_id
@@ -298,6 +298,8 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             print(f"The privacy policy in force is the bundled sample ({current.version}). Publish "
                   "your own before going live: see README.md, 'Before going live'.", flush=True)
         hub = Hub(store, fanout)
+        limits = Limits(settings, SharedCounter(fanout, settings.secret_key)
+                        if fanout.shared else None)
         hub.start()
         # A version published by another process (or the CLI) counts here at once.
         fanout.subscribe(POLICY_CHANNEL, lambda _version: policies.forget())
@@ -306,7 +308,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         mailer = mail.Mailer(mail_config, store, signer,
                              mail_environment(str(asset_dir("templates"))))
         app.state.chat = AppState(
-            settings=settings, store=store, broadcast=fanout, limits=Limits(settings), hub=hub,
+            settings=settings, store=store, broadcast=fanout, limits=limits, hub=hub,
             policies=policies,
             signer=signer, templates=templates,
             mailer=mailer, mail_throttle=MailThrottle(settings),

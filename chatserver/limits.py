@@ -1,17 +1,31 @@
-"""Rate and count limits for one server process: per socket, per session and per client IP.
+"""Rate and count limits: per socket, per session and per client IP.
 
 Buckets refill evenly; counters follow sockets as they open and close. Every limit but size is
 waived for CHATSERVER_LIMITS_EXEMPT addresses (load tests, trusted relays). The tables are
 bounded so a flood of addresses cannot grow memory without end.
+
+With a shared broadcast (several processes) the per-IP message rate, new conversations and
+consents are also counted across processes in the broadcast's windowed counters (`SharedCounter`),
+so a client spread over N processes does not get N times the limit. The hot path stays
+synchronous: an IP's messages are added in the background, and once the shared total is over the
+limit the IP is refused in this process for the rest of the window. Socket counts and staff
+sign-in limits are still per process.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
+import logging
 import time
 from collections import Counter, OrderedDict, deque
 
+from .broadcast import Broadcast, BroadcastUnavailable
 from .passwords import login_delay
 from .settings import Settings
+
+log = logging.getLogger("chatserver.limits")
 
 MAX_TRACKED_IPS = 50_000
 MAX_TRACKED_DEVICES = 50_000
@@ -45,9 +59,34 @@ class TokenBucket:
         return False
 
 
+class SharedCounter:
+    """Per-IP counts every process adds to, kept by the shared broadcast. Addresses go there
+    only as keyed hashes (HMAC with the secret key), never as they are."""
+
+    def __init__(self, broadcast: Broadcast, secret: str) -> None:
+        self.broadcast = broadcast
+        self._secret = secret.encode()
+
+    def key(self, kind: str, ip: str) -> str:
+        digest = hmac.new(self._secret, ip.encode(), hashlib.sha256).hexdigest()[:32]
+        return f"{kind}:{digest}"
+
+    async def add(self, kind: str, ip: str, amount: float, window: float) -> float | None:
+        """The shared total after adding; None when the broadcast is away (then the limits of
+        this process alone apply)."""
+        try:
+            return await self.broadcast.count(self.key(kind, ip), amount, window)
+        except BroadcastUnavailable:
+            return None
+
+
 class Limits:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, shared: SharedCounter | None = None) -> None:
         self.settings = settings
+        self.shared = shared
+        self._pending: dict[str, float] = {}  # IP -> message cost not yet added to the shared
+        self._flush: asyncio.Task[None] | None = None
+        self._over: OrderedDict[str, float] = OrderedDict()  # IP -> refused until (monotonic)
         self._ip_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self._ip_sockets: Counter[str] = Counter()
         self._session_sockets: Counter[str] = Counter()
@@ -68,9 +107,14 @@ class Limits:
         return TokenBucket(capacity, self.settings.rate_window_seconds)
 
     def allow_from_ip(self, ip: str | None, cost: float) -> bool:
-        """The IP's shared bucket, across all its sockets."""
+        """The IP's shared bucket, across all its sockets (and, with a shared broadcast, all
+        processes)."""
         if ip is None or self.exempt(ip):
             return True
+        if self.shared is not None:
+            if self._over.get(ip, 0.0) > time.monotonic():
+                return False
+            self._note(ip, cost)
         bucket = self._ip_buckets.get(ip)
         if bucket is None:
             bucket = TokenBucket(self.settings.ip_rate_messages, self.settings.rate_window_seconds)
@@ -80,6 +124,39 @@ class Limits:
         else:
             self._ip_buckets.move_to_end(ip)
         return bucket.take(cost)
+
+    def _note(self, ip: str, cost: float) -> None:
+        self._pending[ip] = self._pending.get(ip, 0.0) + cost
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.get_running_loop().create_task(self._add_pending())
+
+    async def _add_pending(self) -> None:
+        assert self.shared is not None
+        window = self.settings.rate_window_seconds
+        while self._pending:
+            ip, cost = self._pending.popitem()
+            total = await self.shared.add("rate", ip, cost, window)
+            if total is not None and total > self.settings.ip_rate_messages:
+                self._over[ip] = time.monotonic() + window
+                self._over.move_to_end(ip)
+                if len(self._over) > MAX_TRACKED_IPS:
+                    self._over.popitem(last=False)
+
+    async def _shared_within(self, kind: str, ip: str | None, limit: int, window: float) -> bool:
+        if self.shared is None or ip is None or self.exempt(ip):
+            return True
+        total = await self.shared.add(kind, ip, 1, window)
+        return total is None or total <= limit
+
+    async def admit_conversation(self, ip: str | None) -> bool:
+        """allow_new_conversation, and the same limit across processes."""
+        return self.allow_new_conversation(ip) and await self._shared_within(
+            "conversations", ip, self.settings.new_conversations_per_ip_hour, 3600)
+
+    async def admit_consent(self, ip: str | None) -> bool:
+        """allow_consent, and the same limit across processes."""
+        return self.allow_consent(ip) and await self._shared_within(
+            "consents", ip, self.settings.consents_per_ip_hour, 3600)
 
     def allow_consent(self, ip: str | None) -> bool:
         """Each consent stores a session, a consent receipt and an access record: at most N per

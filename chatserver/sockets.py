@@ -140,7 +140,7 @@ async def _visitor_socket(ws: WebSocket) -> None:
     try:
         conversation, _ = await state.store.open_conversation(customer_id, create=False)
     except NotFound:
-        if not state.limits.allow_new_conversation(ip):
+        if not await state.limits.admit_conversation(ip):
             await refuse(ws, RateLimited("Too many new conversations from your address; "
                                          "please try again later."))
             return

@@ -127,6 +127,19 @@ async def test_presence_expires(opened: Callable[[], Any]) -> None:
         await asyncio.sleep(0.1)
 
 
+async def test_counters_add_up_across_connections_and_expire(opened: Callable[[], Any]
+                                                          ) -> None:
+    """A counter sums what every connection adds (every process, for shared backends) within
+    its window, and starts again from 0 after it."""
+    a, b = await opened(), await opened()
+    assert await a.count("rate:k1", 1, 0.8) == 1
+    assert await a.count("rate:k1", 0.25, 0.8) == 1.25
+    assert await b.count("rate:k1", 1, 0.8) == (2.25 if b.shared else 1)
+    assert await a.count("rate:k2", 1, 0.8) == 1  # another key
+    await asyncio.sleep(1.0)
+    assert await a.count("rate:k1", 1, 0.8) == 1
+
+
 async def test_ping_answers(opened: Callable[[], Any]) -> None:
     """ping() returns when the backend answers."""
     await (await opened()).ping()

@@ -299,3 +299,40 @@ def test_serve_stops_at_an_unreachable_broadcast(tmp_path: Path, url: str, expec
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert lines[0].startswith("CHATSERVER_BROADCAST_URL") and expected in lines[0], lines[0]
+
+
+async def test_per_ip_limits_hold_across_processes(
+    make_server: Callable[..., Server], database: str,
+) -> None:
+    """A client spread over two processes gets each per-IP limit once, not once per process:
+    new conversations per hour, and messages per window from all its sockets."""
+    env = _env(database, _broadcast_url("redis", database))
+    del env["CHATSERVER_LIMITS_EXEMPT"]
+    env.update(CHATSERVER_NEW_CONVERSATIONS_PER_IP_HOUR="2", CHATSERVER_IP_RATE_MESSAGES="6",
+               CHATSERVER_RATE_MESSAGES="100", CHATSERVER_RATE_WINDOW_SECONDS="60")
+    a, b = _pair(make_server, env)
+    first, second, third = [await Visitor(s).start(email=f"l{n}@example.com")
+                            for n, s in enumerate((a, b, a))]
+    fs, ss = await first.socket(), await second.socket()
+    for s in (fs, ss):
+        await s.wait_type("welcome")
+    refused = await third.socket()  # the third new conversation from this address this hour
+    assert await refused.closed_code() == 4429
+    assert refused.frames[-1]["code"] == "rate_limited"
+
+    for n in range(4):  # four messages through process A
+        await fs.send({"type": "message", "body": f"a{n}", "client_msg_id": f"a{n}"})
+        await fs.wait_type("ack", client_msg_id=f"a{n}")
+    acked = 0
+    for n in range(4):  # process B alone would allow six
+        await ss.send({"type": "message", "body": f"b{n}", "client_msg_id": f"b{n}"})
+        got = await ss.wait_for(lambda f: f.get("type") in {"ack", "error"}, timeout=5)
+        if got["type"] == "error":
+            assert got["code"] == "rate_limited"
+            break
+        acked += 1
+    assert acked < 4
+    assert await ss.closed_code() == 4429
+    await fs.close()
+    for v in (first, second, third):
+        await v.aclose()

@@ -5,7 +5,7 @@ dropped pub/sub message, a reconnect) catches up from storage by seq.
 
 Shared backends (Redis, PostgreSQL) also hold the little state processes must agree on that is
 not worth a table in the store: which processes have agents online, with an expiry, so a killed
-process's agents disappear by themselves.
+process's agents disappear by themselves; and windowed counters for the per-IP limits.
 """
 
 from __future__ import annotations
@@ -58,3 +58,7 @@ class Broadcast(Protocol):
 
     async def agents_online(self) -> bool:
         """Whether any process, this one included, said within its ttl that it has agents."""
+
+    async def count(self, key: str, amount: float, window: float) -> float:
+        """Add `amount` to the counter `key`, which starts at 0 and lives `window` seconds from
+        its first addition (a fixed window shared by every process); the new total."""

@@ -15,6 +15,7 @@ class MemoryBroadcast:
     def __init__(self) -> None:
         self._listeners = Listeners()
         self._beats: dict[str, tuple[int, float]] = {}
+        self._counts: dict[str, tuple[float, float]] = {}  # key -> (total, expiry)
 
     async def connect(self) -> None:
         return None
@@ -37,3 +38,13 @@ class MemoryBroadcast:
     async def agents_online(self) -> bool:
         now = time.monotonic()
         return any(agents > 0 and until > now for agents, until in self._beats.values())
+
+    async def count(self, key: str, amount: float, window: float) -> float:
+        now = time.monotonic()
+        total, until = self._counts.get(key, (0.0, 0.0))
+        if until <= now:
+            total, until = 0.0, now + window
+            if len(self._counts) > 10_000:  # forget the expired, so the table stays small
+                self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
+        self._counts[key] = (total + amount, until)
+        return total + amount

@@ -5,7 +5,8 @@ as JSON. NOTIFY takes payloads under 8000 bytes: `max_payload` tells the hub, wh
 frames as references that receivers read from storage. One dedicated connection listens; when it
 drops, listeners hear "down" on CONNECTION_CHANNEL, and "up" once it listens again, so every
 socket catches up from storage. Presence is a small UNLOGGED table with an expiry per process
-(the database's clock), so a killed process's agents drop out by themselves.
+(the database's clock), so a killed process's agents drop out by themselves; the per-IP limits'
+windowed counters are another (keys are keyed hashes, never an address).
 
 URL: postgresql://user[:password]@host:port/database[?channel=name] (channel default
 `chatserver`), usually the same database as CHATSERVER_DATABASE_URL.
@@ -18,6 +19,7 @@ import contextlib
 import json
 import logging
 import re
+import secrets
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -40,6 +42,12 @@ _CREATE_PRESENCE = """
 CREATE UNLOGGED TABLE IF NOT EXISTS chatserver_presence (
     process TEXT PRIMARY KEY,
     agents INTEGER NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+)"""
+_CREATE_COUNTERS = """
+CREATE UNLOGGED TABLE IF NOT EXISTS chatserver_counters (
+    key TEXT PRIMARY KEY,
+    total DOUBLE PRECISION NOT NULL,
     expires_at TIMESTAMPTZ NOT NULL
 )"""
 
@@ -92,10 +100,11 @@ class PostgresBroadcast:
 
     async def _create_presence(self) -> None:
         assert self._pool is not None
-        try:
-            await self._pool.execute(_CREATE_PRESENCE)
-        except asyncpg.UniqueViolationError:  # another process created it at the same moment
-            pass
+        for statement in (_CREATE_PRESENCE, _CREATE_COUNTERS):
+            try:
+                await self._pool.execute(statement)
+            except asyncpg.UniqueViolationError:  # another process created it at that moment
+                pass
 
     async def _listen(self) -> None:
         conn = await asyncpg.connect(self.url, timeout=TIMEOUT_SECONDS)
@@ -213,3 +222,15 @@ class PostgresBroadcast:
         return bool(await self._fetchval(
             "SELECT EXISTS (SELECT 1 FROM chatserver_presence WHERE agents > 0 "
             "AND expires_at > now())"))
+
+    async def count(self, key: str, amount: float, window: float) -> float:
+        total = await self._fetchval(
+            "INSERT INTO chatserver_counters AS c (key, total, expires_at) "
+            "VALUES ($1, $2, now() + make_interval(secs => $3)) ON CONFLICT (key) DO UPDATE SET "
+            "total = CASE WHEN c.expires_at <= now() THEN excluded.total "
+            "ELSE c.total + excluded.total END, "
+            "expires_at = CASE WHEN c.expires_at <= now() THEN excluded.expires_at "
+            "ELSE c.expires_at END RETURNING total", key, amount, window)
+        if secrets.randbelow(1000) == 0:  # now and then, forget the expired
+            await self._fetchval("DELETE FROM chatserver_counters WHERE expires_at < now()")
+        return float(total)

@@ -49,6 +49,16 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 
+# A fixed-window counter: the window starts with the first addition.
+_COUNT = """
+local total = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return total
+"""
+
+
 def split_prefix(url: str) -> tuple[str, str]:
     """The URL for redis-py, and the key and channel prefix taken out of its query."""
     parts = urlsplit(url)
@@ -180,3 +190,11 @@ class RedisBroadcast:
 
     async def agents_online(self) -> bool:
         return await self._presence("", -1, 0) > 0
+
+    async def count(self, key: str, amount: float, window: float) -> float:
+        try:
+            total = await self._client.eval(_COUNT, 1, self.prefix + "count:" + key,
+                                            str(amount), max(1, int(window * 1000)))
+        except (RedisError, OSError) as exc:
+            raise BroadcastUnavailable(f"Redis does not answer ({type(exc).__name__})") from None
+        return float(total)
