@@ -315,14 +315,18 @@
     ended = status === 'closed';
     const b = $('banner');
     b.hidden = status !== 'queued';
-    b.textContent = agentsOnline ? 'Waiting for an agent…'
-      : "No agent is online right now. Leave a message and we'll answer here.";
+    showPresence();
     say('subtitle', status === 'active' ? (agent ? 'You are chatting with ' + agent : 'An agent has joined')
       : status === 'closed' ? 'Conversation ended' : "We're happy to help.");
     $('ended').hidden = !ended;
     $('composer').hidden = ended;
     $('end').disabled = ended;
     if (ended) { typingOff(); setTyping(false); toBottom(); }
+  }
+
+  function showPresence() {
+    $('banner').textContent = agentsOnline ? 'Waiting for an agent…'
+      : "No agent is online right now. Leave a message and we'll answer here.";
   }
 
   const RECONNECTING = 'Reconnecting…';
@@ -406,6 +410,7 @@
           if (!f.conversation_id || f.conversation_id === convId) setStatus(f.status, f.agent);
           break;
         case 'typing': onTyping(f); break;
+        case 'presence': agentsOnline = f.agents_online !== false; showPresence(); break;
         case 'error': onError(f); break;
       }
     };

@@ -158,6 +158,26 @@ async def test_cli_policy_publish_pauses_chats_in_every_process_at_once(
         await v.aclose()
 
 
+async def test_forced_sign_out_closes_the_agents_socket_on_another_process(
+    make_server: Callable[..., Server], database: str,
+) -> None:
+    """An admin on one process forces an agent's sign-out: the agent's dashboard socket on the
+    other process closes with 4401 at once."""
+    a, b = _pair(make_server, _env(database, _broadcast_url("postgresql", database)))
+    a.add_staff("boss", "admin")
+    agent = await Agent(b, "agent").login()
+    ags = await agent.socket()
+    await ags.wait_type("queue")
+    admin = await Agent(a, "boss").login()
+    staff = (await admin.http.get("/api/admin/staff")).json()["staff"]
+    agent_id = next(s["id"] for s in staff if s["name"] == "agent")
+    response = await admin.http.post(f"/api/admin/staff/{agent_id}/logout")
+    assert response.status_code == 200, response.text
+    assert await ags.closed_code(timeout=5) == 4401
+    await agent.aclose()
+    await admin.aclose()
+
+
 @pytest.mark.parametrize("kind", BACKENDS)
 async def test_presence_goes_false_soon_after_the_agents_process_is_killed(
     make_server: Callable[..., Server], database: str, kind: str,
