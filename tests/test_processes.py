@@ -258,8 +258,9 @@ async def test_broadcast_away_while_running(
     make_server: Callable[..., Server], database: str, redis_outage: Outage,
 ) -> None:
     """One process loses Redis: its /healthz is 503 naming the broadcast and its sockets get an
-    error frame; what the other process's agent writes meanwhile is stored, and arrives once,
-    in order, when Redis is reachable again, with no restart."""
+    error frame, but still hear what is said in that process; what the other process's agent
+    writes meanwhile is stored, and arrives once, in order, when Redis is reachable again, with
+    no restart; what the cut-off process stored is announced to the other then."""
     url = fresh_redis_url()
     parts = urlsplit(url)
     relayed = parts._replace(netloc=f"127.0.0.1:{redis_outage.port}").geturl()
@@ -277,6 +278,10 @@ async def test_broadcast_away_while_running(
     await os_.wait_type("welcome")
     await os_.send({"type": "message", "body": "still here", "client_msg_id": "o"})
     assert (await os_.wait_type("ack", client_msg_id="o"))["seq"] > 0  # stored and acked
+    # Sockets of the cut-off process still hear one another: the visitor sees its own message.
+    await vs.send({"type": "message", "body": "local", "client_msg_id": "local"})
+    await vs.wait_type("ack", client_msg_id="local")
+    await vs.wait_type("message", body="local", timeout=5)
     for n in range(5):  # the last words before the broadcast returns: no later message shows
         await ags.send({"type": "message", "conversation_id": conversation, "body": f"d{n}",
                         "client_msg_id": f"d{n}"})

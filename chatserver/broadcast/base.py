@@ -23,7 +23,7 @@ UP = "up"
 
 
 class BroadcastUnavailable(Exception):
-    """The backend does not answer; a publish that raises this reached nobody."""
+    """The backend does not answer; a publish that raises this reached this process only."""
 
 
 class Subscription(Protocol):
@@ -45,7 +45,10 @@ class Broadcast(Protocol):
         """Raise when the backend does not answer, or this process's listening side is down."""
 
     async def publish(self, channel: str, payload: str) -> None:
-        """Deliver `payload` to every listener of `channel`, in every process."""
+        """Deliver `payload` to every listener of `channel`, in every process.
+
+        Raises BroadcastUnavailable when the other processes could not be reached; this
+        process's listeners have heard it all the same."""
 
     def subscribe(self, channel: str, listener: Listener) -> Subscription:
         """Call `listener(payload)` for each payload on `channel` until cancelled.

@@ -202,7 +202,11 @@ class PostgresBroadcast:
         if len(data.encode()) >= NOTIFY_LIMIT:
             raise ValueError(f"a payload of {len(data.encode())} bytes is over NOTIFY's limit; "
                              "publish a reference instead")
-        await self._fetchval("SELECT pg_notify($1, $2)", self.channel, data)
+        try:
+            await self._fetchval("SELECT pg_notify($1, $2)", self.channel, data)
+        except BroadcastUnavailable:
+            self._listeners.deliver(channel, payload)  # this process's sockets still hear it
+            raise
 
     def subscribe(self, channel: str, listener: Listener) -> LocalSubscription:
         return self._listeners.add(channel, listener)

@@ -172,6 +172,7 @@ class RedisBroadcast:
         try:
             await self._client.publish(self.prefix + channel, payload)
         except (RedisError, OSError) as exc:
+            self._listeners.deliver(channel, payload)  # this process's sockets still hear it
             raise BroadcastUnavailable(f"Redis does not answer ({type(exc).__name__})") from None
 
     def subscribe(self, channel: str, listener: Listener) -> LocalSubscription:
