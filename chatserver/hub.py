@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from . import audit, protocol
@@ -217,6 +217,7 @@ class Hub:
         # What could not be published while the broadcast was away, by channel: said again
         # once it is back (a message as a reference to its seq), so other processes catch up.
         self._unsent: dict[str, str] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # held, or the loop may drop them midway
         self._own = [
             broadcast.subscribe(QUEUE_CHANNEL, lambda _payload: self._queue.trigger()),
             broadcast.subscribe(PRESENCE_CHANNEL, lambda _payload: self._presence.trigger()),
@@ -227,6 +228,11 @@ class Hub:
         """Begin the presence heartbeat (shared broadcasts only)."""
         if self.broadcast.shared and self._beat_task is None:
             self._beat_task = asyncio.get_running_loop().create_task(self._heartbeats())
+
+    def _background(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _publish(self, channel: str, payload: str) -> bool:
         """Publish; False when the broadcast is away. What was stored stays stored, and sockets
@@ -253,7 +259,7 @@ class Hub:
         if state == UP:  # what was missed meanwhile: rebuilt from storage and presence
             self._queue.trigger()
             self._presence.trigger()
-            asyncio.get_running_loop().create_task(self._resend())
+            self._background(self._resend())
 
     async def _resend(self) -> None:
         """Back after an outage: tell the other processes what they could not hear."""
@@ -288,7 +294,7 @@ class Hub:
     def _local_agents_changed(self) -> None:
         self._tell_presence()
         if self.broadcast.shared:
-            asyncio.get_running_loop().create_task(self._announce_agents())
+            self._background(self._announce_agents())
 
     async def _announce_agents(self) -> None:
         try:
@@ -512,6 +518,8 @@ class Hub:
         self._presence.cancel()
         if self._beat_task is not None:
             self._beat_task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
         for sub in self._own:
             sub.cancel()
         if self.broadcast.shared and self._agents:
