@@ -333,6 +333,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 with contextlib.suppress(asyncio.CancelledError):
                     await purger
             await hub.shutdown()
+            await limits.stop()
             await fanout.disconnect()
             await audit.detach(store)
             await store.close()

@@ -146,14 +146,14 @@ async def _visitor_socket(ws: WebSocket) -> None:
             return
         conversation, _ = await state.store.open_conversation(customer_id)
         state.hub.queue_changed()
-    refused = state.limits.open_socket(ip, session.id)
-    if refused:
-        await refuse(ws, RateLimited(refused, code="too_many_sockets"))
+    ticket = await state.limits.admit_socket(ip, session.id)
+    if ticket.refused:
+        await refuse(ws, RateLimited(ticket.refused, code="too_many_sockets"))
         return
     try:
         await _visitor_session(ws, session, customer, conversation)
     finally:
-        state.limits.close_socket(ip, session.id)
+        await state.limits.release_socket(ticket)
 
 
 async def _visitor_session(ws: WebSocket, session: Any, customer: Any, conversation: Any
@@ -290,14 +290,14 @@ async def _agent_socket(ws: WebSocket) -> None:
         await refuse(ws, NotSignedIn())
         return
     ip = client_ip(ws)
-    refused = state.limits.open_socket(ip, session_hash)
-    if refused:
-        await refuse(ws, RateLimited(refused, code="too_many_sockets"))
+    ticket = await state.limits.admit_socket(ip, session_hash)
+    if ticket.refused:
+        await refuse(ws, RateLimited(ticket.refused, code="too_many_sockets"))
         return
     try:
         await _agent_session(ws, staff, session_hash)
     finally:
-        state.limits.close_socket(ip, session_hash)
+        await state.limits.release_socket(ticket)
 
 
 async def _agent_session(ws: WebSocket, staff: Staff, session_hash: str) -> None:

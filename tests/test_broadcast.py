@@ -140,6 +140,21 @@ async def test_counters_add_up_across_connections_and_expire(opened: Callable[[]
     assert await a.count("rate:k1", 1, 0.8) == 1
 
 
+async def test_leases_count_holders_until_they_give_up_or_run_out(
+        opened: Callable[[], Any]) -> None:
+    """A lease set counts the members holding a lease (from every connection, for shared
+    backends); a given-up lease stops counting at once, an unrenewed one when it runs out."""
+    a, b = await opened(), await opened()
+    assert await a.lease("sockets:k", "p1:1", 0.8, True) == 1
+    assert await a.lease("sockets:k", "p1:2", 30, True) == 2
+    assert await b.lease("sockets:k", "p2:1", 30, True) == (3 if b.shared else 1)
+    others = 1 if a.shared else 0  # b's lease, where a can see it
+    assert await a.lease("sockets:k", "p1:2", 30, False) == 1 + others
+    assert await a.lease("sockets:other", "p1:1", 30, True) == 1
+    await asyncio.sleep(1.0)
+    assert await a.lease("sockets:k", "p1:3", 30, True) == 1 + others  # p1:1 ran out
+
+
 async def test_ping_answers(opened: Callable[[], Any]) -> None:
     """ping() returns when the backend answers."""
     await (await opened()).ping()

@@ -361,3 +361,38 @@ async def test_per_ip_limits_hold_across_processes(
     await fs.close()
     for v in (first, second, third):
         await v.aclose()
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+async def test_socket_counts_per_ip_hold_across_processes(
+    make_server: Callable[..., Server], database: str, kind: str,
+) -> None:
+    """CHATSERVER_MAX_SOCKETS_PER_IP counts the address's open sockets in every process: the
+    third of two allowed is refused (4429 too_many_sockets), and a closed one frees its place
+    at once."""
+    env = _env(database, _broadcast_url(kind, database))
+    del env["CHATSERVER_LIMITS_EXEMPT"]
+    env.update(CHATSERVER_MAX_SOCKETS_PER_IP="2")
+    a, b = _pair(make_server, env)
+    first, second, third = [await Visitor(s).start(email=f"s{n}@example.com")
+                            for n, s in enumerate((a, b, a))]
+    fs, ss = await first.socket(), await second.socket()
+    for s in (fs, ss):
+        await s.wait_type("welcome")
+    refused = await third.socket()
+    assert await refused.closed_code() == 4429
+    assert refused.frames[-1]["code"] == "too_many_sockets"
+    await ss.close()  # on the other process
+    deadline = time.monotonic() + 5
+    while True:  # its lease is given up as the server sees the close
+        admitted = await third.socket()
+        frame = await admitted.wait_for(lambda f: f.get("type") in {"welcome", "error"})
+        if frame["type"] == "welcome":
+            break
+        assert time.monotonic() < deadline, "the closed socket still counts"
+        await admitted.closed_code()
+        await asyncio.sleep(0.1)
+    await fs.close()
+    await admitted.close()
+    for v in (first, second, third):
+        await v.aclose()

@@ -62,6 +62,11 @@ class Broadcast(Protocol):
     async def agents_online(self) -> bool:
         """Whether any process, this one included, said within its ttl that it has agents."""
 
+    async def lease(self, key: str, member: str, ttl: float, hold: bool) -> int:
+        """Hold (or renew) `member`'s lease in the set `key` for `ttl` seconds, or give it up
+        (`hold` False); the number of members whose lease still runs. A killed process's
+        leases run out by themselves."""
+
     async def count(self, key: str, amount: float, window: float) -> float:
         """Add `amount` to the counter `key`, which starts at 0 and lives `window` seconds from
         its first addition (a fixed window shared by every process); the new total."""

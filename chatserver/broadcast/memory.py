@@ -16,6 +16,7 @@ class MemoryBroadcast:
         self._listeners = Listeners()
         self._beats: dict[str, tuple[int, float]] = {}
         self._counts: dict[str, tuple[float, float]] = {}  # key -> (total, expiry)
+        self._leases: dict[str, dict[str, float]] = {}  # key -> member -> expiry
 
     async def connect(self) -> None:
         return None
@@ -38,6 +39,19 @@ class MemoryBroadcast:
     async def agents_online(self) -> bool:
         now = time.monotonic()
         return any(agents > 0 and until > now for agents, until in self._beats.values())
+
+    async def lease(self, key: str, member: str, ttl: float, hold: bool) -> int:
+        now = time.monotonic()
+        members = self._leases.setdefault(key, {})
+        if hold:
+            members[member] = now + ttl
+        else:
+            members.pop(member, None)
+        for gone in [m for m, until in members.items() if until <= now]:
+            del members[gone]
+        if not members:
+            del self._leases[key]
+        return len(members)
 
     async def count(self, key: str, amount: float, window: float) -> float:
         now = time.monotonic()

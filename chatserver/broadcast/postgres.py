@@ -44,6 +44,13 @@ CREATE UNLOGGED TABLE IF NOT EXISTS chatserver_presence (
     agents INTEGER NOT NULL,
     expires_at TIMESTAMPTZ NOT NULL
 )"""
+_CREATE_LEASES = """
+CREATE UNLOGGED TABLE IF NOT EXISTS chatserver_leases (
+    key TEXT NOT NULL,
+    member TEXT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (key, member)
+)"""
 _CREATE_COUNTERS = """
 CREATE UNLOGGED TABLE IF NOT EXISTS chatserver_counters (
     key TEXT PRIMARY KEY,
@@ -100,7 +107,7 @@ class PostgresBroadcast:
 
     async def _create_presence(self) -> None:
         assert self._pool is not None
-        for statement in (_CREATE_PRESENCE, _CREATE_COUNTERS):
+        for statement in (_CREATE_PRESENCE, _CREATE_COUNTERS, _CREATE_LEASES):
             try:
                 await self._pool.execute(statement)
             except asyncpg.UniqueViolationError:  # another process created it at that moment
@@ -226,6 +233,20 @@ class PostgresBroadcast:
         return bool(await self._fetchval(
             "SELECT EXISTS (SELECT 1 FROM chatserver_presence WHERE agents > 0 "
             "AND expires_at > now())"))
+
+    async def lease(self, key: str, member: str, ttl: float, hold: bool) -> int:
+        if hold:
+            await self._fetchval(
+                "INSERT INTO chatserver_leases (key, member, expires_at) "
+                "VALUES ($1, $2, now() + make_interval(secs => $3)) ON CONFLICT (key, member) "
+                "DO UPDATE SET expires_at = excluded.expires_at", key, member, ttl)
+        else:
+            await self._fetchval("DELETE FROM chatserver_leases WHERE key = $1 AND member = $2",
+                                 key, member)
+        if secrets.randbelow(1000) == 0:  # now and then, forget the expired
+            await self._fetchval("DELETE FROM chatserver_leases WHERE expires_at < now()")
+        return int(await self._fetchval(
+            "SELECT count(*) FROM chatserver_leases WHERE key = $1 AND expires_at > now()", key))
 
     async def count(self, key: str, amount: float, window: float) -> float:
         total = await self._fetchval(

@@ -180,14 +180,24 @@ class RedisBroadcast:
 
     async def _presence(self, process_id: str, agents: int, ttl: float) -> int:
         try:
-            count = await self._client.eval(
-                _PRESENCE, 1, self.prefix + "presence", process_id, agents, ttl)
+            count = await self._client.eval(_PRESENCE, 1, self.prefix + "presence", process_id,
+                                            agents, ttl)
         except (RedisError, OSError) as exc:
             raise BroadcastUnavailable(f"Redis does not answer ({type(exc).__name__})") from None
         return int(count)
 
     async def heartbeat(self, process_id: str, agents: int, ttl: float) -> None:
         await self._presence(process_id, agents, ttl)
+
+    async def lease(self, key: str, member: str, ttl: float, hold: bool) -> int:
+        try:
+            count = await self._client.eval(_PRESENCE, 1, self.prefix + "lease:" + key, member,
+                                            1 if hold else 0, ttl)
+            if hold:  # the set goes when its last lease would have run out
+                await self._client.pexpire(self.prefix + "lease:" + key, int(ttl * 1000) + 1000)
+        except (RedisError, OSError) as exc:
+            raise BroadcastUnavailable(f"Redis does not answer ({type(exc).__name__})") from None
+        return int(count)
 
     async def agents_online(self) -> bool:
         return await self._presence("", -1, 0) > 0
