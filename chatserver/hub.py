@@ -272,13 +272,13 @@ class Hub:
 
     # -- presence ---------------------------------------------------------------------------
 
-    def agent_connected(self, staff_id: int) -> None:
+    async def agent_connected(self, staff_id: int) -> None:
         first = not self._agents
         self._agents[staff_id] = self._agents.get(staff_id, 0) + 1
         if first:
             self._local_agents_changed()
 
-    def agent_disconnected(self, staff_id: int) -> None:
+    async def agent_disconnected(self, staff_id: int) -> None:
         left = self._agents.get(staff_id, 0) - 1
         if left > 0:
             self._agents[staff_id] = left
@@ -319,8 +319,7 @@ class Hub:
         online = self.agents_online()
         if online != self._told:
             self._told = online
-            self._local.deliver(PRESENCE_CHANNEL, protocol.dump(
-                {"type": "presence", "agents_online": online}))
+            self._local.deliver(PRESENCE_CHANNEL, protocol.dump(protocol.presence_frame(online)))
 
     async def _heartbeats(self) -> None:
         while True:
@@ -427,6 +426,12 @@ class Hub:
                                      protocol.dump(protocol.read_frame(conversation_id, upto,
                                                                        sender)))
         return upto
+
+    async def visitor_read_frame(self, conversation_id: str) -> dict[str, Any] | None:
+        """The customer's stored read mark as a `read` frame, for an agent that (re)loads the
+        conversation and so missed the live ones; None before the customer read anything."""
+        read_seq = (await self.store.read_state(conversation_id))["read_seq"]
+        return protocol.read_frame(conversation_id, read_seq, "visitor") if read_seq else None
 
     async def policy_published(self, version: str) -> None:
         """Visitors whose consent is to an older version stop chatting until they accept."""
