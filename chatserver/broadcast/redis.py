@@ -41,6 +41,8 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local agents = tonumber(ARGV[2])
 if agents > 0 then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+  -- the set itself goes once its last member would have run out
+  redis.call('PEXPIRE', KEYS[1], math.floor((tonumber(ARGV[3]) + 1) * 1000))
 elseif agents == 0 then
   redis.call('ZREM', KEYS[1], ARGV[1])
 end
@@ -193,8 +195,6 @@ class RedisBroadcast:
         try:
             count = await self._client.eval(_PRESENCE, 1, self.prefix + "lease:" + key, member,
                                             1 if hold else 0, ttl)
-            if hold:  # the set goes when its last lease would have run out
-                await self._client.pexpire(self.prefix + "lease:" + key, int(ttl * 1000) + 1000)
         except (RedisError, OSError) as exc:
             raise BroadcastUnavailable(f"Redis does not answer ({type(exc).__name__})") from None
         return int(count)
