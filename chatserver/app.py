@@ -29,8 +29,8 @@ from . import broadcast as broadcast_backends
 from .consent import Policies, bundled_policy
 from .errors import ChatError, ForeignOrigin, HostNotAllowed, TooLarge
 from .hosts import AllowedHosts
-from .hub import Hub
-from .limits import Limits
+from .hub import POLICY_CHANNEL, Hub
+from .limits import Limits, SharedCounter
 from .mail.compose import environment as mail_environment
 from .mail.throttle import MailThrottle
 from .proxies import TrustedProxies
@@ -300,12 +300,17 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             print(f"The privacy policy in force is the bundled sample ({current.version}). Publish "
                   "your own before going live: see README.md, 'Before going live'.", flush=True)
         hub = Hub(store, fanout)
+        limits = Limits(settings, SharedCounter(fanout, settings.secret_key)
+                        if fanout.shared else None)
+        hub.start()
+        # A version published by another process (or the CLI) counts here at once.
+        fanout.subscribe(POLICY_CHANNEL, lambda _version: policies.forget())
         signer = Signer(settings.secret_key)
         mail_config = mail.from_settings(settings)
         mailer = mail.Mailer(mail_config, store, signer,
                              mail_environment(str(asset_dir("templates"))))
         app.state.chat = AppState(
-            settings=settings, store=store, broadcast=fanout, limits=Limits(settings), hub=hub,
+            settings=settings, store=store, broadcast=fanout, limits=limits, hub=hub,
             policies=policies,
             signer=signer, templates=templates,
             mailer=mailer, mail_throttle=MailThrottle(settings),
@@ -331,6 +336,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 with contextlib.suppress(asyncio.CancelledError):
                     await purger
             await hub.shutdown()
+            await limits.stop()
             await fanout.disconnect()
             await audit.detach(store)
             await store.close()

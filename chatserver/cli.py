@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import json
 import os
 import socket
 import sqlite3
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
-from . import __version__, audit, logformat, passwords, privacy
+from . import __version__, audit, broadcast, logformat, passwords, privacy
+from .broadcast import Broadcast, BroadcastUnavailable
 from .consent import Policies
 from .errors import ChatError, DatabaseError
+from .hub import Hub
 from .settings import SETTINGS, Settings, SettingsError, load, sqlite_file
 from .staff_names import DEFAULT_DISPLAY_NAME, check_display_name, check_sign_in_name
 from .storage import POSTGRES_SCHEMES, Store, describe, open_store, sqlite_path, transfer
@@ -63,6 +66,20 @@ async def _check_database(settings: Settings) -> None:
     await (await _open(settings)).close()
 
 
+async def _check_broadcast(settings: Settings) -> None:
+    """Reach the broadcast once before serving: one line and exit 2 when it does not answer."""
+    fanout = _broadcast(settings)
+    await fanout.connect()
+    await fanout.disconnect()
+
+
+def _broadcast(settings: Settings) -> Broadcast:
+    try:
+        return broadcast.create(settings.broadcast_url)
+    except ValueError as exc:
+        raise SettingsError(f"CHATSERVER_BROADCAST_URL: {exc}") from None
+
+
 async def _with_store(settings: Settings, job: Callable[[Store], Awaitable[int]]) -> int:
     store = await _open(settings)
     try:
@@ -72,6 +89,31 @@ async def _with_store(settings: Settings, job: Callable[[Store], Awaitable[int]]
     finally:
         await audit.detach(store)
         await store.close()
+
+
+@contextlib.asynccontextmanager
+async def _hub(settings: Settings, store: Store) -> AsyncIterator[Hub | None]:
+    """A hub on the servers' shared broadcast, so an erasure, a purge or a new policy reaches
+    their open sockets at once; None with memory:// (no server could hear it) or when the
+    broadcast does not answer (then the servers notice at the socket's next message)."""
+    fanout = _broadcast(settings)
+    if not fanout.shared:
+        yield None
+        return
+    try:
+        await fanout.connect()
+    except BroadcastUnavailable as exc:
+        print(f"chatserver: CHATSERVER_BROADCAST_URL: {exc}; running servers will notice at "
+              "each socket's next message", file=sys.stderr, flush=True)
+        yield None
+        return
+    hub = Hub(store, fanout)
+    try:
+        yield hub
+        await hub.flush()
+    finally:
+        await hub.shutdown()
+        await fanout.disconnect()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -88,6 +130,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = "localhost" if args.host in {"127.0.0.1", "::1", "0.0.0.0", "::"} else args.host  # noqa: S104
     settings.extra["public_url"] = f"http://{host}:{args.port}"
     asyncio.run(_check_database(settings))
+    asyncio.run(_check_broadcast(settings))
     logformat.configure(settings.log_level, settings.log_format)
     capacity = serving.Capacity.fit(settings.max_connections, serving.open_file_limit())
     if capacity.max_connections < settings.max_connections:
@@ -215,17 +258,22 @@ def cmd_policy_publish(args: argparse.Namespace) -> int:
         )
         await audit.record(store, actor="cli", action="policy.publish",
                            target=f"policy:{policy.version}", detail={"sha256": policy.sha256})
+        async with _hub(settings, store) as hub:
+            if hub is not None:  # chats consented to the old version pause now, everywhere
+                await hub.policy_published(policy.version)
         print(f"published policy {policy.version} ({policy.sha256[:12]}); it is now current")
         return 0
 
-    return asyncio.run(_with_store(_settings(args), job))
+    settings = _settings(args)
+    return asyncio.run(_with_store(settings, job))
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
     async def job(store: Store) -> int:
-        result = await privacy.purge(store, None, settings, dry_run=args.dry_run, actor="cli")
+        async with _hub(settings, store) as hub:
+            result = await privacy.purge(store, hub, settings, dry_run=args.dry_run, actor="cli")
         counts = result["counts"]
         verb = "would wipe" if args.dry_run else "wiped"
         print(f"{verb}: {counts['accounts']} accounts ({counts['messages']} messages), "
@@ -258,18 +306,22 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
     async def job(store: Store) -> int:
         customers = await store.customers_by_email(args.email)
         if not customers:
             print("no customer has that email", file=sys.stderr)
             return 1
-        for customer in customers:
-            result = await privacy.erase(store, None, customer.id, reason="cli", actor="cli")
-            print(f"erased {result['id']}: {result['conversations']} conversations, "
-                  f"{result['messages']} messages, {result['sessions']} sessions")
+        async with _hub(settings, store) as hub:  # their open sockets close at once
+            for customer in customers:
+                result = await privacy.erase(store, hub, customer.id, reason="cli",
+                                             actor="cli")
+                print(f"erased {result['id']}: {result['conversations']} conversations, "
+                      f"{result['messages']} messages, {result['sessions']} sessions")
         return 0
 
-    return asyncio.run(_with_store(_settings(args), job))
+    return asyncio.run(_with_store(settings, job))
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -438,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
         return result
     except DatabaseError as exc:
         print(f"CHATSERVER_DATABASE_URL: {exc.message}", file=sys.stderr)
+        return 2
+    except BroadcastUnavailable as exc:
+        print(f"CHATSERVER_BROADCAST_URL: {exc}", file=sys.stderr)
         return 2
     except (SettingsError, ChatError) as exc:
         print(getattr(exc, "message", str(exc)), file=sys.stderr)

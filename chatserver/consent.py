@@ -1,8 +1,9 @@
 """Policy versions, consent and what a visitor may do.
 
 The current policy is cached in memory (it changes only by publishing) so the chat hot path reads
-it at most once a second; a publish through this process refreshes the cache at once, and other
-processes (a `chatserver policy publish`, another server) are seen within a second.
+it at most once a second; a publish through this process refreshes the cache at once, a publish
+announced on the broadcast (another server, `chatserver policy publish`) empties it at once
+(`forget`), and one nobody announced is seen within a second.
 """
 
 from __future__ import annotations
@@ -79,6 +80,10 @@ class Policies:
     def _set(self, policy: PolicyVersion) -> None:
         self._current = policy
         self._loaded_at = time.monotonic()
+
+    def forget(self) -> None:
+        """Read the current version afresh next time (another process published one)."""
+        self._loaded_at = 0.0
 
     async def current(self) -> PolicyVersion:
         if self._current is None or time.monotonic() - self._loaded_at > CACHE_SECONDS:

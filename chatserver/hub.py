@@ -6,8 +6,13 @@ publication catches up with `resume`, which reads storage.
 
 Channels: `conv:<id>` carries a conversation's message, typing and status frames; `queue` tells
 agents the set of open conversations changed; `session:<hash>` ends a signed-in session's sockets;
-`policy` announces a newly published policy version; `presence` tells visitor sockets that
-whether an agent is online may have changed (each socket then says what its process sees).
+`policy` announces a newly published policy version; `presence` says some process's agents came
+or went.
+
+Queue and presence frames are built by each process for its own sockets (from storage, and from
+the broadcast's shared presence): across processes only a short "changed" travels, so no frame
+outgrows a backend's payload limit (PostgreSQL's NOTIFY takes 8000 bytes) and a process that
+missed one during an outage rebuilds both when its broadcast comes back.
 """
 
 from __future__ import annotations
@@ -16,17 +21,26 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from . import audit, metrics, protocol
-from .broadcast import Broadcast, Subscription
+from .broadcast import CONNECTION_CHANNEL as CONNECTION_CHANNEL
+from .broadcast import UP, Broadcast, BroadcastUnavailable, Subscription
+from .broadcast.local import Listeners
 from .errors import Forbidden, NotFound, Unavailable
+from .follow import reference
 from .storage.base import Conversation, ConversationSummary, Message, Staff, Store
 
 log = logging.getLogger("chatserver.hub")
 QUEUE_DEBOUNCE_SECONDS = 0.05
+# A process says every HEARTBEAT_SECONDS that its agents are online, for PRESENCE_TTL_SECONDS:
+# a process killed outright stops saying so, and its agents count as gone within the ttl.
+HEARTBEAT_SECONDS = 1.0
+PRESENCE_TTL_SECONDS = 4.0
+MAX_UNSENT = 10_000  # channels remembered while the broadcast is away (then: next message)
 
 
 def conversation_channel(conversation_id: str) -> str:
@@ -44,7 +58,35 @@ def staff_channel(staff_id: int) -> str:
 
 QUEUE_CHANNEL = "queue"
 POLICY_CHANNEL = "policy"  # payload: the version just published
-PRESENCE_CHANNEL = "presence"  # payload: "1" or "0", what the publishing process sees
+PRESENCE_CHANNEL = "presence"
+# Channels whose frames each process builds for its own sockets (see the module's docstring).
+LOCAL_CHANNELS = frozenset({QUEUE_CHANNEL, PRESENCE_CHANNEL})
+
+
+class Coalesced:
+    """Runs `job` in a task when triggered; triggers during a run make one more run after it."""
+
+    def __init__(self, job: Callable[[], Awaitable[None]]) -> None:
+        self.job = job
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+
+    def trigger(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            self._again = False
+            await self.job()
+            if not self._again:
+                return
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
 
 
 def restricted_item(item: dict[str, Any]) -> dict[str, Any]:
@@ -163,9 +205,71 @@ class Hub:
     def __init__(self, store: Store, broadcast: Broadcast) -> None:
         self.store = store
         self.broadcast = broadcast
+        self.process_id = secrets.token_hex(8)
         self._agents: dict[int, int] = {}  # staff id -> open agent sockets in this process
+        self._agents_elsewhere = False  # a shared broadcast's word on the other processes
+        self._told: bool | None = None  # the presence visitors of this process were last told
+        self._local = Listeners()  # queue and presence frames, built here for our sockets
         self._queue_task: asyncio.Task[None] | None = None
         self._queue_parsed: tuple[str, dict[str, Any]] | None = None
+        self._queue = Coalesced(self._refresh_queue)
+        self._presence = Coalesced(self._check_presence)
+        self._beat_task: asyncio.Task[None] | None = None
+        # What could not be published while the broadcast was away, by channel: said again
+        # once it is back (a message as a reference to its seq), so other processes catch up.
+        self._unsent: dict[str, str] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # held, or the loop may drop them midway
+        self._own = [
+            broadcast.subscribe(QUEUE_CHANNEL, lambda _payload: self._queue.trigger()),
+            broadcast.subscribe(PRESENCE_CHANNEL, lambda _payload: self._presence.trigger()),
+            broadcast.subscribe(CONNECTION_CHANNEL, self._on_connection),
+        ]
+
+    def start(self) -> None:
+        """Begin the presence heartbeat (shared broadcasts only)."""
+        if self.broadcast.shared and self._beat_task is None:
+            self._beat_task = asyncio.get_running_loop().create_task(self._heartbeats())
+
+    def _background(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish(self, channel: str, payload: str) -> bool:
+        """Publish; False when the broadcast is away. What was stored stays stored, and sockets
+        catch up from storage once the broadcast is back."""
+        try:
+            await self.broadcast.publish(channel, payload)
+        except BroadcastUnavailable:
+            log.warning("broadcast unavailable: a %s notice was not sent; sockets catch up "
+                        "from storage when it returns", channel.split(":", 1)[0])
+            self._keep_unsent(channel, payload)
+            return False
+        return True
+
+    def _keep_unsent(self, channel: str, payload: str) -> None:
+        if channel.startswith("conv:"):
+            if not payload.startswith(('{"type":"message"', '{"type":"message_ref"')):
+                return  # typing, read marks, status: fleeting, or read again from storage
+            frame = json.loads(payload)
+            payload = reference(frame["conversation_id"], frame["seq"])
+        if len(self._unsent) < MAX_UNSENT or channel in self._unsent:
+            self._unsent[channel] = payload
+
+    def _on_connection(self, state: str) -> None:
+        if state == UP:  # what was missed meanwhile: rebuilt from storage and presence
+            self._queue.trigger()
+            self._presence.trigger()
+            self._background(self._resend())
+
+    async def _resend(self) -> None:
+        """Back after an outage: tell the other processes what they could not hear."""
+        unsent, self._unsent = self._unsent, {}
+        for channel, payload in unsent.items():
+            await self._publish(channel, payload)
+        await self._publish(QUEUE_CHANNEL, "changed")
+        if self._agents:
+            await self._announce_agents()
 
     # -- presence ---------------------------------------------------------------------------
 
@@ -173,7 +277,7 @@ class Hub:
         first = not self._agents
         self._agents[staff_id] = self._agents.get(staff_id, 0) + 1
         if first:
-            await self._presence_changed()
+            self._local_agents_changed()
 
     async def agent_disconnected(self, staff_id: int) -> None:
         left = self._agents.get(staff_id, 0) - 1
@@ -182,22 +286,60 @@ class Hub:
         else:
             self._agents.pop(staff_id, None)
             if not self._agents:
-                await self._presence_changed()
-
-    async def _presence_changed(self) -> None:
-        """The first agent came or the last left: visitors' sockets tell their widgets, which
-        switch between "waiting for an agent" and the offline wording."""
-        try:
-            await self.broadcast.publish(PRESENCE_CHANNEL, "1" if self._agents else "0")
-        except Exception:  # a lost notice must not break an agent's socket; welcome is exact
-            log.exception("presence notice failed")
+                self._local_agents_changed()
 
     def agents_online(self) -> bool:
-        return bool(self._agents)
+        """Whether an agent is online in this process or, with a shared broadcast, any."""
+        return bool(self._agents) or self._agents_elsewhere
+
+    def _local_agents_changed(self) -> None:
+        self._tell_presence()
+        if self.broadcast.shared:
+            self._background(self._announce_agents())
+
+    async def _announce_agents(self) -> None:
+        try:
+            await self.broadcast.heartbeat(self.process_id, self._agent_count(),
+                                           PRESENCE_TTL_SECONDS)
+        except BroadcastUnavailable:
+            return  # the heartbeat loop says it again once the broadcast is back
+        await self._publish(PRESENCE_CHANNEL, "changed")
+
+    def _agent_count(self) -> int:
+        return sum(self._agents.values())
+
+    async def _check_presence(self) -> None:
+        if self.broadcast.shared:
+            try:
+                self._agents_elsewhere = await self.broadcast.agents_online()
+            except BroadcastUnavailable:
+                return
+        self._tell_presence()
+
+    def _tell_presence(self) -> None:
+        online = self.agents_online()
+        if online != self._told:
+            self._told = online
+            self._local.deliver(PRESENCE_CHANNEL, protocol.dump(protocol.presence_frame(online)))
+
+    async def _heartbeats(self) -> None:
+        while True:
+            try:
+                if self._agents:
+                    await self.broadcast.heartbeat(self.process_id, self._agent_count(),
+                                                   PRESENCE_TTL_SECONDS)
+                await self._check_presence()
+            except BroadcastUnavailable:
+                pass
+            except Exception:  # the next beat tries again
+                log.exception("presence heartbeat failed")
+            await asyncio.sleep(HEARTBEAT_SECONDS)
 
     # -- subscriptions ----------------------------------------------------------------------
 
     def subscribe(self, channel: str, listener: Callable[[str], None]) -> Subscription:
+        if channel in LOCAL_CHANNELS:
+            return self._local.add(channel, listener)
         return self.broadcast.subscribe(channel, listener)
 
     # -- conversation changes ---------------------------------------------------------------
@@ -220,9 +362,11 @@ class Hub:
         )
         if new:
             metrics.message_stored(sender, time.perf_counter() - started)
-            await self.broadcast.publish(
-                conversation_channel(conversation_id), protocol.dump(message.frame())
-            )
+            payload = protocol.dump(message.frame())
+            limit = self.broadcast.max_payload
+            if limit is not None and len(payload.encode()) > limit:
+                payload = reference(conversation_id, message.seq)  # receivers read storage
+            await self._publish(conversation_channel(conversation_id), payload)
             if status == "queued":  # the waiting list shows the latest words
                 self.queue_changed()
         return message
@@ -232,7 +376,7 @@ class Hub:
         claimed, now_claimed = await self.store.claim_conversation(conversation_id, staff.id)
         if now_claimed:
             # First, so every tab of this agent follows the conversation before its news.
-            await self.broadcast.publish(staff_channel(staff.id), conversation_id)
+            await self._publish(staff_channel(staff.id), conversation_id)
             await self.post(
                 conversation_id, sender="system", sender_id="system", author="system",
                 body=f"{staff.display_name} joined the conversation.", client_msg_id=None,
@@ -259,7 +403,7 @@ class Hub:
         frame = status_frame(conversation)
         if closed_by:
             frame["closed_by"] = closed_by
-        await self.broadcast.publish(conversation_channel(conversation.id), protocol.dump(frame))
+        await self._publish(conversation_channel(conversation.id), protocol.dump(frame))
 
     async def typing(self, conversation_id: str, *, sender: str, author: str, state: bool) -> None:
         frame = {
@@ -269,7 +413,7 @@ class Hub:
             "author": author,
             "state": state,
         }
-        await self.broadcast.publish(conversation_channel(conversation_id), protocol.dump(frame))
+        await self._publish(conversation_channel(conversation_id), protocol.dump(frame))
 
     async def read(self, conversation_id: str, seq: int, *, sender: str) -> int:
         """`sender` saw everything up to `seq` (clamped to the last seq): a visitor's mark is
@@ -281,7 +425,7 @@ class Hub:
             if conversation is None:
                 raise NotFound("No such conversation.")
             upto = min(seq, conversation.last_seq)
-        await self.broadcast.publish(conversation_channel(conversation_id),
+        await self._publish(conversation_channel(conversation_id),
                                      protocol.dump(protocol.read_frame(conversation_id, upto,
                                                                        sender)))
         return upto
@@ -294,11 +438,11 @@ class Hub:
 
     async def policy_published(self, version: str) -> None:
         """Visitors whose consent is to an older version stop chatting until they accept."""
-        await self.broadcast.publish(POLICY_CHANNEL, version)
+        await self._publish(POLICY_CHANNEL, version)
 
     async def end_session(self, session_hash: str, code: int) -> None:
         """Close every socket of a signed-in session, in every process."""
-        await self.broadcast.publish(session_channel(session_hash), str(code))
+        await self._publish(session_channel(session_hash), str(code))
 
     async def check_agent_access(self, conversation_id: str, staff: Staff) -> Conversation:
         """Agents read queued conversations and their own; admins read any."""
@@ -357,10 +501,20 @@ class Hub:
 
     async def _publish_queue(self) -> None:
         await asyncio.sleep(QUEUE_DEBOUNCE_SECONDS)
+        await self._publish(QUEUE_CHANNEL, "changed")
+
+    async def flush(self) -> None:
+        """Wait for a queue notice still due (a command that exits right after a change)."""
+        if self._queue_task is not None:
+            with contextlib.suppress(Exception):
+                await self._queue_task
+
+    async def _refresh_queue(self) -> None:
+        """Build the queue frame once for this process's agent sockets."""
         try:
             frame = await self.queue_frame()
             metrics.queue_length(sum(1 for c in frame["conversations"] if c["status"] == "queued"))
-            await self.broadcast.publish(QUEUE_CHANNEL, protocol.dump(frame))
+            self._local.deliver(QUEUE_CHANNEL, protocol.dump(frame))
         except Unavailable:  # the database is away: said once per change, without a trace
             log.warning("queue refresh failed: the database does not answer")
         except Exception:  # a failed refresh must not break the caller; the next change retries
@@ -369,3 +523,14 @@ class Hub:
     async def shutdown(self) -> None:
         if self._queue_task is not None:
             self._queue_task.cancel()
+        self._queue.cancel()
+        self._presence.cancel()
+        if self._beat_task is not None:
+            self._beat_task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        for sub in self._own:
+            sub.cancel()
+        if self.broadcast.shared and self._agents:
+            with contextlib.suppress(Exception):  # the ttl ends it otherwise
+                await self.broadcast.heartbeat(self.process_id, 0, PRESENCE_TTL_SECONDS)

@@ -1,17 +1,37 @@
-"""Rate and count limits for one server process: per socket, per session and per client IP.
+"""Rate and count limits: per socket, per session and per client IP.
 
 Buckets refill evenly; counters follow sockets as they open and close. Every limit but size is
 waived for CHATSERVER_LIMITS_EXEMPT addresses (load tests, trusted relays). The tables are
 bounded so a flood of addresses cannot grow memory without end.
+
+With a shared broadcast (several processes) the per-IP message rate, new conversations and
+consents are also counted across processes in the broadcast's windowed counters (`SharedCounter`),
+so a client spread over N processes does not get N times the limit. The hot path stays
+synchronous: an IP's messages are added in the background, and once the shared total is over the
+limit the IP is refused in this process for the rest of the window. Open sockets per IP and per
+session are counted across processes as leases that each process renews while the socket is open,
+so the sockets of a killed process stop counting within SOCKET_LEASE_SECONDS. Staff sign-in limits
+are still per process.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import itertools
+import logging
+import secrets
 import time
 from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field
 
+from .broadcast import Broadcast, BroadcastUnavailable
 from .passwords import login_delay
 from .settings import Settings
+
+log = logging.getLogger("chatserver.limits")
 
 MAX_TRACKED_IPS = 50_000
 MAX_TRACKED_DEVICES = 50_000
@@ -22,6 +42,7 @@ MAX_TRACKED_DEVICES = 50_000
 # flood neither guesses far nor queues up in front of real sign-ins: each attempt costs an
 # argon2 verification.
 SIGN_IN_PER_IP_WINDOW = 300.0
+SOCKET_LEASE_SECONDS = 30.0  # renewed every third of that while the socket is open
 
 
 class TokenBucket:
@@ -45,9 +66,56 @@ class TokenBucket:
         return False
 
 
+class SharedCounter:
+    """Per-IP counts every process adds to, kept by the shared broadcast. Addresses go there
+    only as keyed hashes (HMAC with the secret key), never as they are."""
+
+    def __init__(self, broadcast: Broadcast, secret: str) -> None:
+        self.broadcast = broadcast
+        self._secret = secret.encode()
+
+    def key(self, kind: str, ip: str) -> str:
+        digest = hmac.new(self._secret, ip.encode(), hashlib.sha256).hexdigest()[:32]
+        return f"{kind}:{digest}"
+
+    async def hold(self, key: str, member: str, hold: bool) -> int | None:
+        """Hold or give up a socket's lease; the leases held under `key` in every process, or
+        None when the broadcast is away."""
+        try:
+            return await self.broadcast.lease(key, member, SOCKET_LEASE_SECONDS, hold)
+        except BroadcastUnavailable:
+            return None
+
+    async def add(self, kind: str, ip: str, amount: float, window: float) -> float | None:
+        """The shared total after adding; None when the broadcast is away (then the limits of
+        this process alone apply)."""
+        try:
+            return await self.broadcast.count(self.key(kind, ip), amount, window)
+        except BroadcastUnavailable:
+            return None
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One admitted (or refused) socket: what to give back when it closes."""
+
+    ip: str | None
+    session: str
+    refused: str | None = None
+    leases: list[tuple[str, str]] = field(default_factory=list)  # (key, member) held
+
+
 class Limits:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, shared: SharedCounter | None = None) -> None:
         self.settings = settings
+        self.shared = shared
+        self._process = secrets.token_hex(6)
+        self._serial = itertools.count(1)
+        self._tickets: set[Ticket] = set()
+        self._renewer: asyncio.Task[None] | None = None
+        self._pending: dict[str, float] = {}  # IP -> message cost not yet added to the shared
+        self._flush: asyncio.Task[None] | None = None
+        self._over: OrderedDict[str, float] = OrderedDict()  # IP -> refused until (monotonic)
         self._ip_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self._ip_sockets: Counter[str] = Counter()
         self._session_sockets: Counter[str] = Counter()
@@ -68,9 +136,14 @@ class Limits:
         return TokenBucket(capacity, self.settings.rate_window_seconds)
 
     def allow_from_ip(self, ip: str | None, cost: float) -> bool:
-        """The IP's shared bucket, across all its sockets."""
+        """The IP's shared bucket, across all its sockets (and, with a shared broadcast, all
+        processes)."""
         if ip is None or self.exempt(ip):
             return True
+        if self.shared is not None:
+            if self._over.get(ip, 0.0) > time.monotonic():
+                return False
+            self._note(ip, cost)
         bucket = self._ip_buckets.get(ip)
         if bucket is None:
             bucket = TokenBucket(self.settings.ip_rate_messages, self.settings.rate_window_seconds)
@@ -80,6 +153,39 @@ class Limits:
         else:
             self._ip_buckets.move_to_end(ip)
         return bucket.take(cost)
+
+    def _note(self, ip: str, cost: float) -> None:
+        self._pending[ip] = self._pending.get(ip, 0.0) + cost
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.get_running_loop().create_task(self._add_pending())
+
+    async def _add_pending(self) -> None:
+        assert self.shared is not None
+        window = self.settings.rate_window_seconds
+        while self._pending:
+            ip, cost = self._pending.popitem()
+            total = await self.shared.add("rate", ip, cost, window)
+            if total is not None and total > self.settings.ip_rate_messages:
+                self._over[ip] = time.monotonic() + window
+                self._over.move_to_end(ip)
+                if len(self._over) > MAX_TRACKED_IPS:
+                    self._over.popitem(last=False)
+
+    async def _shared_within(self, kind: str, ip: str | None, limit: int, window: float) -> bool:
+        if self.shared is None or ip is None or self.exempt(ip):
+            return True
+        total = await self.shared.add(kind, ip, 1, window)
+        return total is None or total <= limit
+
+    async def admit_conversation(self, ip: str | None) -> bool:
+        """allow_new_conversation, and the same limit across processes."""
+        return self.allow_new_conversation(ip) and await self._shared_within(
+            "conversations", ip, self.settings.new_conversations_per_ip_hour, 3600)
+
+    async def admit_consent(self, ip: str | None) -> bool:
+        """allow_consent, and the same limit across processes."""
+        return self.allow_consent(ip) and await self._shared_within(
+            "consents", ip, self.settings.consents_per_ip_hour, 3600)
 
     def allow_consent(self, ip: str | None) -> bool:
         """Each consent stores a session, a consent receipt and an access record: at most N per
@@ -107,6 +213,56 @@ class Limits:
         if ip is not None:
             self._ip_sockets[ip] += 1
         return None
+
+    async def admit_socket(self, ip: str | None, session: str) -> Ticket:
+        """open_socket, and the same limits across processes; `refused` says why not. An
+        admitted ticket goes back through release_socket."""
+        ticket = Ticket(ip, session, refused=self.open_socket(ip, session))
+        if ticket.refused or self.shared is None or self.exempt(ip):
+            return ticket
+        member = f"{self._process}:{next(self._serial)}"
+        checks = [("session-sockets", session, self.settings.max_sockets_per_session,
+                   "Too many open chat windows for this session.")]
+        if ip is not None:
+            checks.append(("sockets", ip, self.settings.max_sockets_per_ip,
+                           "Too many open connections from your address."))
+        for kind, who, limit, reason in checks:
+            key = self.shared.key(kind, who)
+            held = await self.shared.hold(key, member, True)
+            if held is None:  # the broadcast is away: this process's counts alone decide
+                continue
+            ticket.leases.append((key, member))
+            if held > limit:
+                await self.release_socket(ticket)
+                ticket.refused = reason
+                return ticket
+        if ticket.leases:
+            self._tickets.add(ticket)
+            if self._renewer is None or self._renewer.done():
+                self._renewer = asyncio.get_running_loop().create_task(self._renew())
+        return ticket
+
+    async def release_socket(self, ticket: Ticket) -> None:
+        self.close_socket(ticket.ip, ticket.session)
+        self._tickets.discard(ticket)
+        leases, ticket.leases = ticket.leases, []
+        if self.shared is not None:
+            for key, member in leases:
+                await self.shared.hold(key, member, False)
+
+    async def _renew(self) -> None:
+        assert self.shared is not None
+        while self._tickets:
+            await asyncio.sleep(SOCKET_LEASE_SECONDS / 3)
+            for ticket in list(self._tickets):
+                for key, member in ticket.leases:
+                    await self.shared.hold(key, member, True)
+
+    async def stop(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._renewer
 
     def close_socket(self, ip: str | None, session: str) -> None:
         for counter, key in ((self._session_sockets, session), (self._ip_sockets, ip)):

@@ -47,7 +47,8 @@ SETTINGS: dict[str, Setting] = {
     "broadcast_url": Setting(
         "CHATSERVER_BROADCAST_URL",
         "memory://",
-        "Fan-out backend: memory:// (one process) or redis://... (across processes and hosts).",
+        "Fan-out backend: memory:// (one process), redis://host:port/db or postgresql://... "
+        "(LISTEN/NOTIFY), which fan out and share presence across processes and hosts.",
     ),
     "secret_key": Setting(
         "CHATSERVER_SECRET_KEY",

@@ -6,6 +6,7 @@ does is decided here and carried out by the hub.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -15,7 +16,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketState
 
 from . import consent, metrics, protocol
-from .broadcast import Subscription
+from .broadcast import CONNECTION_CHANNEL, DOWN, UP, Subscription
 from .connection import Limiter, Peer, ender, frames, listener, refuse
 from .errors import (
     CLOSE_NO_CONSENT,
@@ -28,12 +29,14 @@ from .errors import (
     RateLimited,
     Unavailable,
 )
+from .follow import Follower
 from .hub import (
     POLICY_CHANNEL,
     PRESENCE_CHANNEL,
     QUEUE_CHANNEL,
     DeliveredReplies,
     conversation_channel,
+    for_visitor,
     session_channel,
     staff_channel,
     status_frame,
@@ -53,6 +56,37 @@ log = logging.getLogger("chatserver.sockets")
 REPLAY_CHUNK = 200
 SESSION_RECHECK_SECONDS = 60.0
 _OUTDATED = "The privacy policy changed; please read and accept it to go on chatting."
+_BROADCAST_DOWN = ("Live updates are interrupted; what you send is still stored. Reconnecting "
+                   "by itself.")
+
+
+def _conversation_listener(peer: Peer, follower: Follower, side: str) -> Callable[[str], None]:
+    """Messages through the follower (gap-free, no repeats), other frames as they come."""
+    others = listener(peer, side)
+
+    def listen(payload: str) -> None:
+        if not follower.live(payload):
+            others(payload)
+
+    return listen
+
+
+def _on_connection(peer: Peer, follower: Follower, recheck: Callable[[], Any]
+                   ) -> Callable[[str], None]:
+    """The broadcast went away: say so rather than fall silent. It is back: catch up every
+    followed conversation from storage, and check the session (ended meanwhile?) again."""
+    tasks: set[Any] = set()
+
+    def on_change(state: str) -> None:
+        if state == DOWN:
+            peer.send_frame(protocol.error("broadcast_unavailable", _BROADCAST_DOWN))
+        elif state == UP:
+            follower.catch_up_all()
+            task = asyncio.get_running_loop().create_task(recheck())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    return on_change
 
 
 CLOSE_TRY_LATER = 1013
@@ -106,20 +140,20 @@ async def _visitor_socket(ws: WebSocket) -> None:
     try:
         conversation, _ = await state.store.open_conversation(customer_id, create=False)
     except NotFound:
-        if not state.limits.allow_new_conversation(ip):
+        if not await state.limits.admit_conversation(ip):
             await refuse(ws, RateLimited("Too many new conversations from your address; "
                                          "please try again later."))
             return
         conversation, _ = await state.store.open_conversation(customer_id)
         state.hub.queue_changed()
-    refused = state.limits.open_socket(ip, session.id)
-    if refused:
-        await refuse(ws, RateLimited(refused, code="too_many_sockets"))
+    ticket = await state.limits.admit_socket(ip, session.id)
+    if ticket.refused:
+        await refuse(ws, RateLimited(ticket.refused, code="too_many_sockets"))
         return
     try:
         await _visitor_session(ws, session, customer, conversation)
     finally:
-        state.limits.close_socket(ip, session.id)
+        await state.limits.release_socket(ticket)
 
 
 async def _visitor_session(ws: WebSocket, session: Any, customer: Any, conversation: Any
@@ -141,11 +175,23 @@ async def _visitor_chat(ws: WebSocket, state: Any, session: Any, customer: Any,
     delivered = DeliveredReplies(state.store, conversation_id)
     peer.on_sent = delivered.on_sent
     consented = session.consent_version
+    follower = Follower(state.store, peer.send, for_visitor)
+    follower.follow(conversation_id, conversation.last_seq)
 
     def on_policy(version: str) -> None:
         if version != consented:
             peer.send_frame(protocol.error("consent_required", _OUTDATED))
             peer.close(CLOSE_NO_CONSENT, "policy changed")
+
+    async def recheck() -> None:
+        """After a broadcast outage: an erasure or a new policy may have gone unheard."""
+        with contextlib.suppress(Exception):
+            if await state.store.get_visitor_session(session.id) is None:
+                peer.send_frame(protocol.error("not_signed_in", "Your session has ended."))
+                peer.close(CLOSE_SESSION_ENDED, "session ended")
+                return
+            state.policies.forget()
+            on_policy((await state.policies.current()).version)
 
     online = state.hub.agents_online()
 
@@ -158,10 +204,12 @@ async def _visitor_chat(ws: WebSocket, state: Any, session: Any, customer: Any,
             peer.send_frame(protocol.presence_frame(now))
 
     subs: list[Subscription] = [
-        state.hub.subscribe(conversation_channel(conversation_id), listener(peer, "visitor")),
+        state.hub.subscribe(conversation_channel(conversation_id),
+                            _conversation_listener(peer, follower, "visitor")),
         state.hub.subscribe(session_channel(session.id), ender(peer)),
         state.hub.subscribe(POLICY_CHANNEL, on_policy),
         state.hub.subscribe(PRESENCE_CHANNEL, on_presence),
+        state.hub.subscribe(CONNECTION_CHANNEL, _on_connection(peer, follower, recheck)),
     ]
     log.info("visitor socket open conversation=%s", conversation_id)
     peer.send_frame({
@@ -196,7 +244,8 @@ async def _visitor_chat(ws: WebSocket, state: Any, session: Any, customer: Any,
                     # A policy published in another process: found within the cache's seconds.
                     on_policy("")
                     continue
-                await _visitor_frame(ws, peer, frame, conversation_id, customer.id, customer.name)
+                await _visitor_frame(ws, peer, frame, conversation_id, customer.id, customer.name,
+                                     follower)
             except NotFound:
                 # Erased from another process (`chatserver erase`, a purge): the session is gone.
                 if await state.store.get_visitor_session(session.id) is None:
@@ -209,6 +258,7 @@ async def _visitor_chat(ws: WebSocket, state: Any, session: Any, customer: Any,
     finally:
         for sub in subs:
             sub.cancel()
+        follower.stop()
         await peer.finish()
         await delivered.close()
         log.info("visitor socket closed conversation=%s", conversation_id)
@@ -216,7 +266,7 @@ async def _visitor_chat(ws: WebSocket, state: Any, session: Any, customer: Any,
 
 async def _visitor_frame(
     ws: WebSocket, peer: Peer, frame: protocol.Frame, conversation_id: str, customer_id: str,
-    author: str,
+    author: str, follower: Follower,
 ) -> None:
     state = app_state(ws)
     hub = state.hub
@@ -229,7 +279,7 @@ async def _visitor_frame(
         peer.send_frame({"type": "ack", "client_msg_id": frame.client_msg_id, "seq": message.seq})
         metrics.ack_sent(time.perf_counter() - started)
     elif isinstance(frame, protocol.Resume):
-        await _replay(state, peer, conversation_id, frame.after_seq)
+        await _replay(state, peer, conversation_id, frame.after_seq, follower)
     elif isinstance(frame, protocol.Typing):
         await hub.typing(conversation_id, sender="visitor", author=author, state=frame.state)
     elif isinstance(frame, protocol.Close):
@@ -240,10 +290,13 @@ async def _visitor_frame(
         peer.send_frame({"type": "pong"})
 
 
-async def _replay(state: Any, peer: Peer, conversation_id: str, after_seq: int) -> None:
+async def _replay(state: Any, peer: Peer, conversation_id: str, after_seq: int,
+                  follower: Follower) -> None:
     while True:
         chunk = await state.store.messages_after(conversation_id, after_seq, REPLAY_CHUNK)
         await peer.replay([m.frame() for m in chunk])
+        if chunk:
+            follower.replayed(conversation_id, chunk[-1].seq)
         if len(chunk) < REPLAY_CHUNK:
             return
         after_seq = chunk[-1].seq
@@ -260,14 +313,14 @@ async def _agent_socket(ws: WebSocket) -> None:
         await refuse(ws, NotSignedIn())
         return
     ip = client_ip(ws)
-    refused = state.limits.open_socket(ip, session_hash)
-    if refused:
-        await refuse(ws, RateLimited(refused, code="too_many_sockets"))
+    ticket = await state.limits.admit_socket(ip, session_hash)
+    if ticket.refused:
+        await refuse(ws, RateLimited(ticket.refused, code="too_many_sockets"))
         return
     try:
         await _agent_session(ws, staff, session_hash)
     finally:
-        state.limits.close_socket(ip, session_hash)
+        await state.limits.release_socket(ticket)
 
 
 async def _agent_session(ws: WebSocket, staff: Staff, session_hash: str) -> None:
@@ -283,12 +336,20 @@ async def _agent_chat(ws: WebSocket, staff: Staff, session_hash: str) -> None:
     state = app_state(ws)
     hub = state.hub
     peer = Peer(ws, state.settings.send_queue_size)
-    listen = listener(peer, "agent")
+    follower = Follower(state.store, peer.send)
+    listen = _conversation_listener(peer, follower, "agent")
     watched: dict[str, Subscription] = {}
 
-    def watch(conversation_id: str) -> None:
+    def watch(conversation_id: str, last_seq: int | None = None) -> None:
         if conversation_id not in watched:
+            follower.follow(conversation_id, last_seq)
             watched[conversation_id] = hub.subscribe(conversation_channel(conversation_id), listen)
+
+    async def recheck() -> None:
+        """After a broadcast outage: a sign-out may have gone unheard, and the queue moved."""
+        with contextlib.suppress(Exception):
+            if await staff_for_session(ws, session_hash) is None:
+                peer.close(CLOSE_SESSION_ENDED, "session ended")
 
     def on_queue(payload: str) -> None:
         peer.send(hub.queue_payload_for(payload, staff.id))
@@ -297,6 +358,7 @@ async def _agent_chat(ws: WebSocket, staff: Staff, session_hash: str) -> None:
         hub.subscribe(QUEUE_CHANNEL, on_queue),
         hub.subscribe(session_channel(session_hash), ender(peer)),
         hub.subscribe(staff_channel(staff.id), watch),
+        hub.subscribe(CONNECTION_CHANNEL, _on_connection(peer, follower, recheck)),
     ]
     await hub.agent_connected(staff.id)
     log.info("agent socket open staff=%s", staff.id)
@@ -304,7 +366,7 @@ async def _agent_chat(ws: WebSocket, staff: Staff, session_hash: str) -> None:
         queue = await hub.queue_frame_for(staff)
         for item in queue["conversations"]:
             if item["status"] == "active" and item["agent_id"] == staff.id:
-                watch(item["conversation_id"])
+                watch(item["conversation_id"], item["last_seq"])
         peer.send_frame(queue)
         limiter = Limiter(ws, peer, state.limits, staff=True)
         checked = time.monotonic()
@@ -326,7 +388,7 @@ async def _agent_chat(ws: WebSocket, staff: Staff, session_hash: str) -> None:
             if not limiter.allow(frame):
                 continue
             try:
-                await _agent_frame(ws, peer, frame, staff, watched, watch)
+                await _agent_frame(ws, peer, frame, staff, watched, watch, follower)
             except ChatError as exc:
                 error = protocol.error(exc.code, exc.message)
                 conversation_id = getattr(frame, "conversation_id", None)
@@ -337,6 +399,7 @@ async def _agent_chat(ws: WebSocket, staff: Staff, session_hash: str) -> None:
         await hub.agent_disconnected(staff.id)
         for sub in [*subs, *watched.values()]:
             sub.cancel()
+        follower.stop()
         await peer.finish()
         log.info("agent socket closed staff=%s", staff.id)
 
@@ -347,7 +410,8 @@ async def _agent_frame(
     frame: protocol.Frame,
     staff: Staff,
     watched: dict[str, Subscription],
-    watch: Callable[[str], None],
+    watch: Callable[[str, int | None], None],
+    follower: Follower,
 ) -> None:
     state = app_state(ws)
     hub = state.hub
@@ -361,7 +425,7 @@ async def _agent_frame(
         # another agent's conversation for as long as a losing claim takes. A won claim tells
         # this agent's sockets (this one too) to follow it before its status frame goes out.
         conversation, claimed_now = await hub.claim(conversation_id, staff)
-        watch(conversation_id)
+        watch(conversation_id, conversation.last_seq)
         if not claimed_now:  # ours already (another tab, say): nothing was published
             peer.send_frame(status_frame(conversation))
         return
@@ -369,8 +433,8 @@ async def _agent_frame(
         conversation = await hub.open_for_reading(conversation_id, staff,
                                                   after_seq=frame.after_seq, ip=client_ip(ws))
         if conversation.agent_id == staff.id:
-            watch(conversation_id)
-        await _replay(state, peer, conversation_id, frame.after_seq)
+            watch(conversation_id, conversation.last_seq)
+        await _replay(state, peer, conversation_id, frame.after_seq, follower)
         mark = await hub.visitor_read_frame(conversation_id)
         if mark is not None:  # "seen" survives a reload of the dashboard
             peer.send_frame(mark)
@@ -382,7 +446,7 @@ async def _agent_frame(
                 await hub.close(conversation_id, by=staff.display_name, by_kind="agent")
                 return
             raise Forbidden("Claim the conversation first.", code="not_claimed")
-        watch(conversation_id)
+        watch(conversation_id, found.last_seq)
     if isinstance(frame, protocol.Message):
         started = time.perf_counter()
         message = await hub.post(

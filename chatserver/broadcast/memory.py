@@ -2,46 +2,63 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+import time
 
 from .base import Listener
-
-
-class _Subscription:
-    __slots__ = ("_hub", "channel", "listener")
-
-    def __init__(self, hub: MemoryBroadcast, channel: str, listener: Listener) -> None:
-        self._hub = hub
-        self.channel = channel
-        self.listener = listener
-
-    def cancel(self) -> None:
-        listeners = self._hub._channels.get(self.channel)
-        if listeners is not None:
-            listeners.discard(self)
-            if not listeners:
-                del self._hub._channels[self.channel]
+from .local import Listeners, LocalSubscription
 
 
 class MemoryBroadcast:
+    shared = False
+    max_payload: int | None = None
+
     def __init__(self) -> None:
-        self._channels: dict[str, set[_Subscription]] = defaultdict(set)
+        self._listeners = Listeners()
+        self._beats: dict[str, tuple[int, float]] = {}
+        self._counts: dict[str, tuple[float, float]] = {}  # key -> (total, expiry)
+        self._leases: dict[str, dict[str, float]] = {}  # key -> member -> expiry
 
     async def connect(self) -> None:
         return None
 
     async def disconnect(self) -> None:
-        self._channels.clear()
+        self._listeners.clear()
 
     async def ping(self) -> None:
         return None
 
     async def publish(self, channel: str, payload: str) -> None:
-        # A copy: a listener may cancel its own subscription while we iterate.
-        for sub in list(self._channels.get(channel, ())):
-            sub.listener(payload)
+        self._listeners.deliver(channel, payload)
 
-    def subscribe(self, channel: str, listener: Listener) -> _Subscription:
-        sub = _Subscription(self, channel, listener)
-        self._channels[channel].add(sub)
-        return sub
+    def subscribe(self, channel: str, listener: Listener) -> LocalSubscription:
+        return self._listeners.add(channel, listener)
+
+    async def heartbeat(self, process_id: str, agents: int, ttl: float) -> None:
+        self._beats[process_id] = (agents, time.monotonic() + ttl)
+
+    async def agents_online(self) -> bool:
+        now = time.monotonic()
+        return any(agents > 0 and until > now for agents, until in self._beats.values())
+
+    async def lease(self, key: str, member: str, ttl: float, hold: bool) -> int:
+        now = time.monotonic()
+        members = self._leases.setdefault(key, {})
+        if hold:
+            members[member] = now + ttl
+        else:
+            members.pop(member, None)
+        for gone in [m for m, until in members.items() if until <= now]:
+            del members[gone]
+        if not members:
+            del self._leases[key]
+        return len(members)
+
+    async def count(self, key: str, amount: float, window: float) -> float:
+        now = time.monotonic()
+        total, until = self._counts.get(key, (0.0, 0.0))
+        if until <= now:
+            total, until = 0.0, now + window
+            if len(self._counts) > 10_000:  # forget the expired, so the table stays small
+                self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
+        self._counts[key] = (total + amount, until)
+        return total + amount

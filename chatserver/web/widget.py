@@ -166,7 +166,7 @@ async def api_consent(request: Request) -> Response:
     """Record consent to the current policy; start a visitor session when there is none."""
     state = app_state(request)
     body = await read_json(request)
-    if not state.limits.allow_consent(client_ip(request)):
+    if not await state.limits.admit_consent(client_ip(request)):
         raise RateLimited("Too many consents from your address; please try again later.")
     if not isinstance(body, dict) or not isinstance(body.get("policy_version"), str):
         raise ValidationFailed("Name the policy_version you accept.", field="policy_version")

@@ -1,0 +1,211 @@
+"""Fan-out across processes and hosts through Redis pub/sub (redis.asyncio).
+
+One pattern subscription per process (`<prefix>*`) feeds the local listeners. The subscribing
+connection never reconnects behind our back: when it drops, listeners hear "down" on
+CONNECTION_CHANNEL, and "up" once a new subscription stands, so every socket catches up from
+storage what was published meanwhile. Presence is a sorted set of process ids scored by their
+expiry (Redis's own clock), so a killed process's agents drop out by themselves.
+
+URL: redis://[user:password@]host:port/db[?prefix=name:] (prefix default `chatserver:`), so
+several installations or test runs can share one Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from .base import CONNECTION_CHANNEL, DOWN, UP, BroadcastUnavailable, Listener
+from .local import Listeners, LocalSubscription
+
+log = logging.getLogger("chatserver.broadcast")
+DEFAULT_PREFIX = "chatserver:"
+TIMEOUT_SECONDS = 3.0
+HEALTH_CHECK_SECONDS = 2.0
+RETRY_MAX_SECONDS = 2.0
+
+# Register (ARGV[2] > 0), drop (= 0) or only read (< 0) one process's agents; prune the expired;
+# the number of processes with agents. TIME is the server's, so hosts' clocks may differ.
+_PRESENCE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local agents = tonumber(ARGV[2])
+if agents > 0 then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+  -- the set itself goes once its last member would have run out
+  redis.call('PEXPIRE', KEYS[1], math.floor((tonumber(ARGV[3]) + 1) * 1000))
+elseif agents == 0 then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
+# A fixed-window counter: the window starts with the first addition.
+_COUNT = """
+local total = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return total
+"""
+
+
+def split_prefix(url: str) -> tuple[str, str]:
+    """The URL for redis-py, and the key and channel prefix taken out of its query."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((v for k, v in query if k == "prefix"), DEFAULT_PREFIX)
+    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix
+
+
+def subscriber_name(prefix: str) -> str:
+    """CLIENT SETNAME takes no spaces; the prefix is the installation's own."""
+    return "chatserver-sub-" + "".join(ch if ch.isalnum() else "-" for ch in prefix)
+
+
+def describe(url: str) -> str:
+    """Host, port and db, without a password."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path}"
+
+
+class RedisBroadcast:
+    shared = True
+    max_payload: int | None = None
+
+    def __init__(self, url: str) -> None:
+        plain, self.prefix = split_prefix(url)
+        self.where = describe(plain)
+        options: dict[str, Any] = {"decode_responses": True,
+                                   "socket_connect_timeout": TIMEOUT_SECONDS}
+        self._client = Redis.from_url(plain, socket_timeout=TIMEOUT_SECONDS, **options)
+        # The subscriber must fail loudly: a silent reconnect would skip the catch-up. Its name
+        # lets an operator (or a test) find this installation's subscribers in CLIENT LIST.
+        self._sub_client = Redis.from_url(plain, retry=Retry(NoBackoff(), 0),
+                                          health_check_interval=HEALTH_CHECK_SECONDS,
+                                          client_name=subscriber_name(self.prefix), **options)
+        self._listeners = Listeners()
+        self._task: asyncio.Task[None] | None = None
+        self._listening = False
+
+    async def connect(self) -> None:
+        try:
+            await self._client.ping()
+            pubsub = await self._subscribe()
+        except (RedisError, OSError) as exc:
+            raise BroadcastUnavailable(
+                f"cannot reach Redis at {self.where} ({type(exc).__name__}: {exc})") from None
+        self._task = asyncio.get_running_loop().create_task(self._listen(pubsub))
+
+    async def _subscribe(self) -> PubSub:
+        pubsub = self._sub_client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.psubscribe(self.prefix + "*")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            raise
+        self._listening = True
+        return pubsub
+
+    async def _listen(self, pubsub: PubSub | None) -> None:
+        delay = 0.1
+        while True:
+            try:
+                if pubsub is None:
+                    pubsub = await self._subscribe()
+                    log.warning("broadcast: Redis at %s answers again; catching up", self.where)
+                    self._listeners.deliver(CONNECTION_CHANNEL, UP)
+                    delay = 0.1
+                await self._pump(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure: start over with a new connection
+                if self._listening:
+                    self._listening = False
+                    log.warning("broadcast: lost Redis at %s (%s); retrying", self.where,
+                                type(exc).__name__)
+                    self._listeners.deliver(CONNECTION_CHANNEL, DOWN)
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    pubsub = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+    async def _pump(self, pubsub: PubSub) -> None:
+        skip = len(self.prefix)
+        while True:
+            message = await pubsub.get_message(timeout=HEALTH_CHECK_SECONDS)
+            if message is not None and message.get("type") == "pmessage":
+                self._listeners.deliver(message["channel"][skip:], message["data"])
+
+    async def disconnect(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self._listeners.clear()
+        for client in (self._sub_client, self._client):
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    async def ping(self) -> None:
+        if not self._listening:
+            raise BroadcastUnavailable("the Redis subscription is down")
+        try:
+            await self._client.ping()
+        except (RedisError, OSError) as exc:
+            raise BroadcastUnavailable(f"Redis does not answer ({type(exc).__name__})") from None
+
+    async def publish(self, channel: str, payload: str) -> None:
+        try:
+            await self._client.publish(self.prefix + channel, payload)
+        except (RedisError, OSError) as exc:
+            self._listeners.deliver(channel, payload)  # this process's sockets still hear it
+            raise BroadcastUnavailable(f"Redis does not answer ({type(exc).__name__})") from None
+
+    def subscribe(self, channel: str, listener: Listener) -> LocalSubscription:
+        return self._listeners.add(channel, listener)
+
+    async def _presence(self, process_id: str, agents: int, ttl: float) -> int:
+        try:
+            count = await self._client.eval(_PRESENCE, 1, self.prefix + "presence", process_id,
+                                            agents, ttl)
+        except (RedisError, OSError) as exc:
+            raise BroadcastUnavailable(f"Redis does not answer ({type(exc).__name__})") from None
+        return int(count)
+
+    async def heartbeat(self, process_id: str, agents: int, ttl: float) -> None:
+        await self._presence(process_id, agents, ttl)
+
+    async def lease(self, key: str, member: str, ttl: float, hold: bool) -> int:
+        try:
+            count = await self._client.eval(_PRESENCE, 1, self.prefix + "lease:" + key, member,
+                                            1 if hold else 0, ttl)
+        except (RedisError, OSError) as exc:
+            raise BroadcastUnavailable(f"Redis does not answer ({type(exc).__name__})") from None
+        return int(count)
+
+    async def agents_online(self) -> bool:
+        return await self._presence("", -1, 0) > 0
+
+    async def count(self, key: str, amount: float, window: float) -> float:
+        try:
+            total = await self._client.eval(_COUNT, 1, self.prefix + "count:" + key,
+                                            str(amount), max(1, int(window * 1000)))
+        except (RedisError, OSError) as exc:
+            raise BroadcastUnavailable(f"Redis does not answer ({type(exc).__name__})") from None
+        return float(total)
