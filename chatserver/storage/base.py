@@ -425,6 +425,25 @@ class Store(MailStore, Protocol):
     ) -> None: ...
     async def login_events(self, staff_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]: ...
 
+    # handing over, away state, paused conversations
+    async def move_conversation(self, conversation_id: str, *, expect_agent_id: int | None,
+                                to_agent_id: int | None) -> tuple[Conversation, bool]:
+        """Hand an open conversation held by `expect_agent_id` (None: queued) to `to_agent_id`
+        (None: back to the queue) in one conditional UPDATE, so of two moves from the same
+        state exactly one wins. Returns the conversation as it now is and whether this call
+        moved it. NotFound when missing."""
+
+    async def set_staff_away(self, staff_id: int, away: bool) -> None:
+        """Mark an agent away (no transfers to them, not online for customers) or back."""
+
+    async def away_staff(self) -> set[int]:
+        """The ids of the staff members who are away."""
+
+    async def paused_conversations(self) -> set[str]:
+        """Open conversations whose customer has withdrawn every consent."""
+
+    async def conversation_paused(self, conversation_id: str) -> bool: ...
+
     # first-admin setup
     async def create_setup_token(self, token_hash: str, expires_at: str) -> None: ...
     async def create_first_admin(

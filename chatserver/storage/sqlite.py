@@ -42,6 +42,7 @@ from .base import (
     iso,
     utc_now,
 )
+from .handover_sql import SQLiteHandover
 from .sqlite_mail import SQLiteMailStore
 from .sqlite_upkeep import BUSY_TIMEOUT_MS, Upkeep, note_scrub_needed
 
@@ -194,7 +195,7 @@ def _purge_counts(c: sqlite3.Connection, account_cutoff: str, access_cutoff: str
     }
 
 
-class SQLiteStore(SQLiteMailStore):
+class SQLiteStore(SQLiteMailStore, SQLiteHandover):
     def __init__(self, path: Path, clock: Clock = utc_now) -> None:
         self.path = path
         self.clock = clock

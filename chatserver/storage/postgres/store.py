@@ -34,7 +34,7 @@ from ..base import (
     iso,
     utc_now,
 )
-from . import audit, conversations, mail, policies, privacy, staff, visitors
+from . import audit, conversations, handover, mail, policies, privacy, staff, visitors
 from . import search as full_text
 from .engine import Engine, open_error
 from .migrate import migrate
@@ -604,6 +604,37 @@ class PostgresStore:
         if "\x00" in conversation_id:
             return {"read_seq": 0, "seen_seq": 0, "mailed_seq": 0}
         return await self.engine.read(lambda c: mail.read_state(c, conversation_id))
+
+
+    # -- handing over, away state, paused conversations (handover.py) -----------------------
+
+    async def move_conversation(self, conversation_id: str, *, expect_agent_id: int | None,
+                                to_agent_id: int | None) -> tuple[Conversation, bool]:
+        if "\x00" in conversation_id:
+            raise NotFound("No such conversation.")
+        now = self._now()
+
+        async def job(c: Any) -> tuple[Conversation, bool]:
+            moved = await handover.move(c, conversation_id, expect_agent_id=expect_agent_id,
+                                        to_agent_id=to_agent_id, now=now)
+            return await conversations.require(c, conversation_id), moved
+
+        return await self.engine.write(job)
+
+    async def set_staff_away(self, staff_id: int, away: bool) -> None:
+        if not await self.engine.write(lambda c: handover.set_away(c, staff_id, away)):
+            raise NotFound("No such staff member.")
+
+    async def away_staff(self) -> set[int]:
+        return await self.engine.read(handover.away_staff)
+
+    async def paused_conversations(self) -> set[str]:
+        return await self.engine.read(handover.paused_conversations)
+
+    async def conversation_paused(self, conversation_id: str) -> bool:
+        if "\x00" in conversation_id:
+            return False
+        return await self.engine.read(lambda c: handover.conversation_paused(c, conversation_id))
 
 
 def _log_late_failure(task: asyncio.Task[None]) -> None:
