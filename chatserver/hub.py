@@ -6,7 +6,9 @@ publication catches up with `resume`, which reads storage.
 
 Channels: `conv:<id>` carries a conversation's message, typing and status frames; `queue` tells
 agents the set of open conversations changed; `session:<hash>` ends a signed-in session's sockets;
-`policy` announces a newly published policy version.
+`policy` announces a newly published policy version; `presence` tells visitors whether agents are
+online ("1" or "0"); `erased` tells every dashboard which conversations were erased (a JSON list
+of ids) so that nothing of them stays on screen.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from . import audit, protocol
 from .broadcast import Broadcast, Subscription
-from .errors import Forbidden, NotFound, Unavailable
+from .errors import ConsentWithdrawn, Forbidden, NotFound, Unavailable
 from .storage.base import Conversation, ConversationSummary, Message, Staff, Store
 
 log = logging.getLogger("chatserver.hub")
@@ -36,12 +38,18 @@ def session_channel(session_hash: str) -> str:
 
 
 def staff_channel(staff_id: int) -> str:
-    """Tells all of one agent's sockets (tabs) which conversations they now follow."""
+    """Tells all of one agent's sockets (tabs) which conversations they now follow (payload:
+    the conversation id), or that their profile changed (PROFILE_CHANGED)."""
     return f"staff:{staff_id}"
+
+
+PROFILE_CHANGED = "profile"
 
 
 QUEUE_CHANNEL = "queue"
 POLICY_CHANNEL = "policy"  # payload: the version just published
+PRESENCE_CHANNEL = "presence"  # payload: "1" when agents are online, "0" when none is
+ERASED_CHANNEL = "erased"  # payload: a JSON list of erased conversation ids
 
 
 def restricted_item(item: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +92,7 @@ def status_frame(conversation: Conversation) -> dict[str, Any]:
     }
 
 
-STAFF_ONLY_FIELDS = ("agent_id", "agent_name")
+STAFF_ONLY_FIELDS = ("agent_id", "agent_name", "paused", "previous_agent_id")
 
 
 def for_visitor(payload: str) -> str:
@@ -98,7 +106,19 @@ def for_visitor(payload: str) -> str:
     return protocol.dump(frame)
 
 
-def queue_item(summary: ConversationSummary) -> dict[str, Any]:
+def presence_frame(online: bool) -> dict[str, Any]:
+    return {"type": "presence", "agents_online": online}
+
+
+def erased_frame(conversation_ids: list[str]) -> dict[str, Any]:
+    """Tells a dashboard to drop every trace of these conversations (their customer is gone)."""
+    return {"type": "erased", "conversation_ids": conversation_ids}
+
+
+def queue_item(summary: ConversationSummary, *, paused: bool = False,
+               agent_online: bool = False) -> dict[str, Any]:
+    """`paused`: the customer withdrew consent; `agent_online`: the handling agent has a
+    dashboard open and is not away (when not, any agent may take the conversation over)."""
     c = summary.conversation
     return {
         "conversation_id": c.id,
@@ -110,6 +130,8 @@ def queue_item(summary: ConversationSummary) -> dict[str, Any]:
         "agent_id": c.agent_id,
         "policy_version": summary.policy_version,
         "last_seq": c.last_seq,
+        "paused": paused,
+        "agent_online": agent_online,
     }
 
 
@@ -161,13 +183,21 @@ class Hub:
         self.store = store
         self.broadcast = broadcast
         self._agents: dict[int, int] = {}  # staff id -> open agent sockets in this process
+        self._away: set[int] = set()  # of those, the ones who said they are away
+        self._online = False  # as last told to visitors (PRESENCE_CHANNEL)
         self._queue_task: asyncio.Task[None] | None = None
         self._queue_parsed: tuple[str, dict[str, Any]] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- presence ---------------------------------------------------------------------------
 
-    def agent_connected(self, staff_id: int) -> None:
+    def agent_connected(self, staff_id: int, *, away: bool = False) -> None:
+        first = staff_id not in self._agents
         self._agents[staff_id] = self._agents.get(staff_id, 0) + 1
+        if away:
+            self._away.add(staff_id)
+        if first:
+            self._presence_changed()
 
     def agent_disconnected(self, staff_id: int) -> None:
         left = self._agents.get(staff_id, 0) - 1
@@ -175,9 +205,44 @@ class Hub:
             self._agents[staff_id] = left
         else:
             self._agents.pop(staff_id, None)
+            self._away.discard(staff_id)
+            self._presence_changed()
+
+    def set_away(self, staff_id: int, away: bool) -> None:
+        """An agent said they are away (or back): customers and colleagues see it at once."""
+        if away:
+            if staff_id in self._agents:
+                self._away.add(staff_id)
+        else:
+            self._away.discard(staff_id)
+        self._presence_changed()
 
     def agents_online(self) -> bool:
-        return bool(self._agents)
+        """At least one agent has a dashboard open and is not away."""
+        return any(staff_id not in self._away for staff_id in self._agents)
+
+    def agent_present(self, staff_id: int) -> bool:
+        """This agent has a dashboard open (away or not)."""
+        return staff_id in self._agents
+
+    def agent_available(self, staff_id: int) -> bool:
+        """This agent has a dashboard open and is not away. When not, colleagues may take
+        over their conversations."""
+        return staff_id in self._agents and staff_id not in self._away
+
+    def _presence_changed(self) -> None:
+        """Tell visitors when `agents_online` flips, and agents (through the queue, which
+        marks whose conversations may be taken over) whenever anyone comes or goes."""
+        online = self.agents_online()
+        if online != self._online:
+            self._online = online
+            self._spawn(self.broadcast.publish(PRESENCE_CHANNEL, "1" if online else "0"))
+        self.queue_changed()
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- subscriptions ----------------------------------------------------------------------
 
@@ -219,7 +284,7 @@ class Hub:
                 conversation_id, sender="system", sender_id="system", author="system",
                 body=f"{staff.display_name} joined the conversation.", client_msg_id=None,
             )
-            await self._status(claimed)
+            await self.publish_status(claimed)
             self.queue_changed()
         return claimed, now_claimed
 
@@ -233,15 +298,39 @@ class Hub:
             conversation_id, sender="system", sender_id="system", author="system",
             body=f"The conversation was closed by {by}.", client_msg_id=None,
         )
-        await self._status(closed, closed_by=by_kind)
+        await self.publish_status(closed, closed_by=by_kind)
         self.queue_changed()
         return closed
 
-    async def _status(self, conversation: Conversation, closed_by: str | None = None) -> None:
+    async def publish_status(self, conversation: Conversation, closed_by: str | None = None,
+                      **extra: Any) -> None:
         frame = status_frame(conversation)
         if closed_by:
             frame["closed_by"] = closed_by
+        frame.update(extra)
         await self.broadcast.publish(conversation_channel(conversation.id), protocol.dump(frame))
+
+    async def consent_changed(self, customer_id: str) -> None:
+        """The customer withdrew or gave consent: the agent handling their open conversation
+        sees at once whether it is paused (staff only: the visitor's sockets are closed)."""
+        try:
+            conversation, _ = await self.store.open_conversation(customer_id, create=False)
+        except NotFound:
+            return
+        paused = await self.store.conversation_paused(conversation.id)
+        await self.publish_status(conversation, paused=paused)
+        self.queue_changed()
+
+    async def refuse_if_paused(self, conversation_id: str) -> None:
+        """Agents send nothing to a customer who withdrew consent."""
+        if await self.store.conversation_paused(conversation_id):
+            raise ConsentWithdrawn()
+
+    async def erased(self, conversation_ids: list[str]) -> None:
+        """Every dashboard drops these conversations at once."""
+        if conversation_ids:
+            await self.broadcast.publish(ERASED_CHANNEL, json.dumps(conversation_ids))
+        self.queue_changed()
 
     async def typing(self, conversation_id: str, *, sender: str, author: str, state: bool) -> None:
         frame = {
@@ -309,7 +398,12 @@ class Hub:
     async def queue_frame(self) -> dict[str, Any]:
         """Every open conversation in full: published once, then cut per socket (QueueView)."""
         summaries = await self.store.open_conversations()
-        return {"type": "queue", "conversations": [queue_item(s) for s in summaries]}
+        paused = await self.store.paused_conversations() if summaries else set()
+        return {"type": "queue", "conversations": [
+            queue_item(s, paused=s.conversation.id in paused,
+                       agent_online=s.conversation.agent_id is not None
+                       and self.agent_available(s.conversation.agent_id))
+            for s in summaries]}
 
     async def queue_frame_for(self, staff: Staff) -> dict[str, Any]:
         return queue_for(await self.queue_frame(), staff.id)
@@ -344,3 +438,5 @@ class Hub:
     async def shutdown(self) -> None:
         if self._queue_task is not None:
             self._queue_task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
