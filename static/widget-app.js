@@ -312,17 +312,22 @@
   // Status: the banner says what is happening while queued; the subtitle names the agent.
   function setStatus(status, name) {
     if (name) agent = name;
+    else if (status === 'queued') agent = null; // released to the queue: nobody has it now
     ended = status === 'closed';
-    const b = $('banner');
-    b.hidden = status !== 'queued';
-    b.textContent = agentsOnline ? 'Waiting for an agent…'
-      : "No agent is online right now. Leave a message and we'll answer here.";
+    $('banner').hidden = status !== 'queued';
+    renderBanner();
     say('subtitle', status === 'active' ? (agent ? 'You are chatting with ' + agent : 'An agent has joined')
       : status === 'closed' ? 'Conversation ended' : "We're happy to help.");
     $('ended').hidden = !ended;
     $('composer').hidden = ended;
     $('end').disabled = ended;
     if (ended) { typingOff(); setTyping(false); toBottom(); }
+  }
+
+  // Whether agents are online changes while a customer waits (`presence` frames).
+  function renderBanner() {
+    $('banner').textContent = agentsOnline ? 'Waiting for an agent…'
+      : "No agent is online right now. Leave a message and we'll answer here.";
   }
 
   const RECONNECTING = 'Reconnecting…';
@@ -406,6 +411,7 @@
           if (!f.conversation_id || f.conversation_id === convId) setStatus(f.status, f.agent);
           break;
         case 'typing': onTyping(f); break;
+        case 'presence': agentsOnline = f.agents_online !== false; renderBanner(); break;
         case 'error': onError(f); break;
       }
     };
