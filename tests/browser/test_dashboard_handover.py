@@ -24,10 +24,12 @@ async def _dashboard(browser: Browser, server: Server, name: str) -> tuple[Brows
     return ctx, page
 
 
-async def _set_display_name(page: Page, name: str) -> None:
+async def _set_display_name(page: Page, name: str, shot: Path | None = None) -> None:
     await page.locator("#profile-open").click()
     await expect(page.locator("#profile-dialog")).to_be_visible()
     await page.locator("#profile-input").fill(name)
+    if shot is not None:
+        await page.screenshot(path=str(shot))
     await page.locator("#profile-save").click()
     await expect(page.locator("#profile-dialog")).to_be_hidden()
     await expect(page.locator("#profile-name")).to_have_text(name)
@@ -74,10 +76,12 @@ async def test_transfer_take_over_and_the_title_count(
 
     await bob_ctx.close()  # Bob goes home without handing it on
     cat_ctx, cat = await _dashboard(browser, server, "cat")
-    await _set_display_name(cat, "Cat Carter")
+    await _set_display_name(cat, "Cat Carter", tmp_path / "profile.png")
     others = cat.locator("#list-others")
     await expect(others).to_contain_text("Unattended")
     await others.get_by_text("Quinn Customer").click()
+    await expect(cat.get_by_role("button", name="Take over")).to_be_visible()
+    await cat.screenshot(path=str(tmp_path / "take-over.png"))
     await cat.get_by_role("button", name="Take over").click()
     await expect(cat.locator("#conv-name")).to_have_text("Quinn Customer")
     await expect(cat.locator("#conv-scroller")).to_contain_text("my order is late")
