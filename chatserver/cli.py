@@ -312,7 +312,7 @@ def cmd_migrate_to(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from .storage.sqlite_backup import BackupFailed, backup
+    from .storage.sqlite.backup import BackupFailed, backup
 
     settings = _settings(args)
     if not settings.database_url.startswith("sqlite:"):

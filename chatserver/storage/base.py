@@ -1,6 +1,7 @@
 """The Store interface: every read and write of durable state goes through it.
 
-Implementations: `sqlite.py` (embedded default) and, later, PostgreSQL. Callers never see SQL.
+Implementations: `sqlite/` (embedded default) and `postgres/`, each one module per aggregate
+behind the protocols below. Callers never see SQL.
 Times are ISO 8601 UTC strings produced by the store's injected clock.
 """
 
@@ -235,16 +236,22 @@ class MailStore(Protocol):
         """read_seq, seen_seq and mailed_seq of the conversation (0 when never set)."""
 
 
-class Store(MailStore, Protocol):
-    """Durable state. Each method is one transaction; writes are durable when they return."""
-
-    clock: Clock
+class UpkeepStore(Protocol):
+    """The connection's life and the files' upkeep."""
 
     async def close(self) -> None: ...
     async def ping(self) -> None:
         """Raise when the database does not answer."""
 
-    # policy
+    async def compact(self) -> None:
+        """Make deleted content unrecoverable from the files (SQLite: scrub the search index,
+        truncate the WAL). Must not stall other writes: while a reader holds an old snapshot it
+        may return before the work is done, which then finishes as soon as readers let go."""
+
+
+class PolicyStore(Protocol):
+    """Privacy-policy versions: published once, never changed; the newest is current."""
+
     async def publish_policy(self, policy: PolicyVersion) -> PolicyVersion:
         """Add a version; it becomes current. Raises Conflict when the version exists."""
 
@@ -252,7 +259,10 @@ class Store(MailStore, Protocol):
     async def get_policy(self, version: str) -> PolicyVersion | None: ...
     async def list_policies(self) -> list[PolicyVersion]: ...
 
-    # visitors
+
+class VisitorStore(Protocol):
+    """Visitor sessions, their consents and access records, and the customers they become."""
+
     async def create_visitor_session(self, session_id: str) -> None: ...
     async def get_visitor_session(self, session_id: str) -> VisitorSession | None:
         """The session unless unknown or revoked."""
@@ -283,7 +293,29 @@ class Store(MailStore, Protocol):
         self, session_id: str, kind: str, ip: str | None, user_agent: str | None
     ) -> None: ...
 
-    # conversations and messages
+    async def update_customer(self, customer_id: str, fields: dict[str, str]) -> Customer: ...
+    async def customers_by_email(self, email: str) -> list[Customer]:
+        """Every customer with this email, compared case-insensitively."""
+
+    async def list_consents(self, customer_id: str) -> list[dict[str, Any]]:
+        """The customer's consent receipts, newest first."""
+
+    async def session_consents(self, session_id: str) -> list[dict[str, Any]]: ...
+    async def withdraw_consents(self, session_id: str) -> int:
+        """Withdraw every standing consent given in this session (and by its customer)."""
+
+    async def customer_sessions(self, customer_id: str) -> list[str]: ...
+    async def set_legal_hold(self, customer_id: str, hold: bool) -> Customer: ...
+    async def list_customers(
+        self, *, query: str | None, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]: ...
+
+    async def customer_access(self, customer_id: str) -> list[dict[str, Any]]: ...
+
+
+class ConversationStore(Protocol):
+    """Conversations and their messages."""
+
     async def open_conversation(
         self, customer_id: str, *, create: bool = True
     ) -> tuple[Conversation, bool]:
@@ -320,13 +352,9 @@ class Store(MailStore, Protocol):
     async def messages_after(
         self, conversation_id: str, after_seq: int, limit: int = 1000
     ) -> list[Message]: ...
+
     async def open_conversations(self) -> list[ConversationSummary]:
         """Queued and active conversations, oldest first, for the agents' queue."""
-
-    async def search_conversations(
-        self, search: ConversationSearch, *, limit: int = 50, offset: int = 0,
-    ) -> tuple[list[ConversationSummary], int]:
-        """A page of conversations, newest first, and the total that match."""
 
     async def messages_between(
         self, created_from: str | None, created_before: str | None, after_id: int, limit: int
@@ -336,19 +364,31 @@ class Store(MailStore, Protocol):
 
     async def conversation_summary(self, conversation_id: str) -> ConversationSummary | None: ...
 
-    # privacy rights
-    async def update_customer(self, customer_id: str, fields: dict[str, str]) -> Customer: ...
-    async def customers_by_email(self, email: str) -> list[Customer]:
-        """Every customer with this email, compared case-insensitively."""
+    async def move_conversation(self, conversation_id: str, *, expect_agent_id: int | None,
+                                to_agent_id: int | None) -> tuple[Conversation, bool]:
+        """Hand an open conversation held by `expect_agent_id` (None: queued) to `to_agent_id`
+        (None: back to the queue) in one conditional UPDATE, so of two moves from the same
+        state exactly one wins. Returns the conversation as it now is and whether this call
+        moved it. NotFound when missing."""
 
-    async def list_consents(self, customer_id: str) -> list[dict[str, Any]]:
-        """The customer's consent receipts, newest first."""
+    async def paused_conversations(self) -> set[str]:
+        """Open conversations whose customer has withdrawn every consent."""
 
-    async def session_consents(self, session_id: str) -> list[dict[str, Any]]: ...
-    async def withdraw_consents(self, session_id: str) -> int:
-        """Withdraw every standing consent given in this session (and by its customer)."""
+    async def conversation_paused(self, conversation_id: str) -> bool: ...
 
-    async def customer_sessions(self, customer_id: str) -> list[str]: ...
+
+class SearchStore(Protocol):
+    """The admin's conversation search."""
+
+    async def search_conversations(
+        self, search: ConversationSearch, *, limit: int = 50, offset: int = 0,
+    ) -> tuple[list[ConversationSummary], int]:
+        """A page of conversations, newest first, and the total that match."""
+
+
+class PrivacyStore(Protocol):
+    """The customer's rights: export and erasure, and the retention purge."""
+
     async def export_customer(self, customer_id: str) -> dict[str, Any]:
         """Everything held about the customer, as plain JSON-ready data."""
 
@@ -376,17 +416,10 @@ class Store(MailStore, Protocol):
         idempotent, so a run cut short is completed by the next. A dry run only counts.
         Returns {"counts", "session_ids", "conversation_ids", "dry_run"}."""
 
-    async def compact(self) -> None:
-        """Make deleted content unrecoverable from the files (SQLite: scrub the search index,
-        truncate the WAL). Must not stall other writes: while a reader holds an old snapshot it
-        may return before the work is done, which then finishes as soon as readers let go."""
 
-    async def set_legal_hold(self, customer_id: str, hold: bool) -> Customer: ...
-    async def list_customers(
-        self, *, query: str | None, limit: int, offset: int
-    ) -> tuple[list[dict[str, Any]], int]: ...
+class StaffStore(Protocol):
+    """Staff accounts, their sign-ins, and the one-time token that creates the first admin."""
 
-    # staff
     async def add_staff(self, name: str, role: str, password_hash: str,
                         display_name: str = DEFAULT_DISPLAY_NAME) -> Staff: ...
     async def get_staff(self, staff_id: int) -> Staff | None: ...
@@ -407,13 +440,13 @@ class Store(MailStore, Protocol):
     async def note_login(self, staff_id: int, ok: bool) -> None:
         """Count a failed sign-in (for the growing delay), or reset the count on success."""
 
-    async def customer_access(self, customer_id: str) -> list[dict[str, Any]]: ...
     async def last_logins(self) -> dict[int, str]:
         """Each staff member's last successful sign-in time."""
 
     async def create_staff_session(
         self, session_id: str, staff_id: int, expires_at: str
     ) -> None: ...
+
     async def get_staff_session(self, session_id: str, idle_cutoff: str | None = None
                                 ) -> Staff | None:
         """The signed-in staff member unless the session is unknown, revoked, expired or unused
@@ -423,28 +456,8 @@ class Store(MailStore, Protocol):
     async def record_login(
         self, staff_id: int | None, ip: str | None, user_agent: str | None, outcome: str
     ) -> None: ...
+
     async def login_events(self, staff_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]: ...
-
-    # handing over, away state, paused conversations
-    async def move_conversation(self, conversation_id: str, *, expect_agent_id: int | None,
-                                to_agent_id: int | None) -> tuple[Conversation, bool]:
-        """Hand an open conversation held by `expect_agent_id` (None: queued) to `to_agent_id`
-        (None: back to the queue) in one conditional UPDATE, so of two moves from the same
-        state exactly one wins. Returns the conversation as it now is and whether this call
-        moved it. NotFound when missing."""
-
-    async def set_staff_away(self, staff_id: int, away: bool) -> None:
-        """Mark an agent away (no transfers to them, not online for customers) or back."""
-
-    async def away_staff(self) -> set[int]:
-        """The ids of the staff members who are away."""
-
-    async def paused_conversations(self) -> set[str]:
-        """Open conversations whose customer has withdrawn every consent."""
-
-    async def conversation_paused(self, conversation_id: str) -> bool: ...
-
-    # first-admin setup
     async def create_setup_token(self, token_hash: str, expires_at: str) -> None: ...
     async def create_first_admin(
         self, token_hash: str, name: str, password_hash: str
@@ -457,7 +470,17 @@ class Store(MailStore, Protocol):
 
     async def setup_token_valid(self, token_hash: str) -> bool: ...
 
-    # audit
+    async def set_staff_away(self, staff_id: int, away: bool) -> None:
+        """Mark an agent away (no transfers to them, not online for customers) or back;
+        NotFound for an unknown id."""
+
+    async def away_staff(self) -> set[int]:
+        """The ids of the staff members who are away."""
+
+
+class AuditStore(Protocol):
+    """The audit log: append-only and hash-chained."""
+
     async def append_audit(
         self, entry: dict[str, Any], hasher: AuditHasher
     ) -> dict[str, Any]:
@@ -470,6 +493,7 @@ class Store(MailStore, Protocol):
     ) -> list[dict[str, Any]]:
         """Entries newest first, filtered by any of actor, action (or its prefix), target and
         a time range."""
+
     async def all_audit(self) -> list[dict[str, Any]]:
         """Every entry, oldest first, for verification."""
 
@@ -482,6 +506,15 @@ class Store(MailStore, Protocol):
         `first_kept_prev_hash` (that entry's prev_hash), so the chain's new start is vouched
         for by an entry inside it. Returns the appended entry, or None when nothing was old
         enough. A dry run changes nothing and returns {"cut": n}."""
+
+
+class Store(UpkeepStore, PolicyStore, VisitorStore, ConversationStore, SearchStore,
+            PrivacyStore, StaffStore, AuditStore, MailStore, Protocol):
+    """Durable state: the union of the aggregates' protocols (code that needs one aggregate can
+    be typed with its small protocol). Each method is one transaction; writes are durable when
+    they return."""
+
+    clock: Clock
 
 
 def chain_entry(prev: tuple[int, str], entry: dict[str, Any], hasher: AuditHasher,

@@ -14,63 +14,12 @@ from typing import Any
 
 from ...errors import AlreadyClaimed, ConversationClosed, NotFound
 from ..base import Conversation, ConversationSummary, Message
+from ..rows import COLUMNS, FROM, MESSAGES, SUMMARY, to_conversation, to_message, to_summary
 from .engine import Connection
 from .folding import fold
+from .visitors import rowcount
 
-COLUMNS = """
-    c.id, c.customer_id, c.status, c.agent_id, s.name, c.created_at, c.claimed_at, c.closed_at,
-    c.last_seq, c.last_message_at, s.display_name
-"""
-WIDTH = 11  # the columns of COLUMNS, which a summary's row starts with
-FROM = "conversations c LEFT JOIN staff s ON s.id = c.agent_id"
-# Author names are read at display time, so a corrected customer name shows everywhere. An
-# agent's author name is the display name, never the sign-in name: customers see these frames.
-MESSAGE_SELECT = """
-    SELECT m.conversation_id, m.seq, m.sender, m.sender_id,
-           CASE m.sender WHEN 'visitor' THEN cu.name WHEN 'agent' THEN st.display_name
-                ELSE 'system' END,
-           m.body, m.client_msg_id, m.sent_at
-    FROM messages m
-    JOIN conversations c ON c.id = m.conversation_id
-    JOIN customers cu ON cu.id = c.customer_id
-    LEFT JOIN staff st ON m.sender = 'agent' AND m.sender_id = st.id::text
-"""
-SUMMARY = f"""
-    SELECT {COLUMNS}, cu.name, cu.email, cu.company,
-           (SELECT policy_version FROM consents WHERE customer_id = c.customer_id
-            ORDER BY id DESC LIMIT 1),
-           (SELECT COUNT(*) FROM messages WHERE conversation_id = c.id),
-           lm.seq, lm.sender, lm.body, lm.sent_at
-    FROM {FROM}
-    JOIN customers cu ON cu.id = c.customer_id
-    LEFT JOIN messages lm ON lm.conversation_id = c.id AND lm.seq = (
-        SELECT MAX(seq) FROM messages WHERE conversation_id = c.id AND sender <> 'system')
-"""
-
-
-def to_conversation(row: Any) -> Conversation:
-    return Conversation(*row)
-
-
-def to_message(row: Any) -> Message:
-    return Message(*row)
-
-
-def to_summary(row: Any) -> ConversationSummary:
-    conversation = to_conversation(row[:WIDTH])
-    name, email, company, version, count, lseq, lsender, lbody, lsent = row[WIDTH:]
-    last = (
-        {"seq": lseq, "sender": lsender, "body": lbody[:200], "sent_at": lsent}
-        if lseq is not None
-        else None
-    )
-    return ConversationSummary(
-        conversation=conversation,
-        customer={"name": name, "email": email, "company": company},
-        policy_version=version,
-        message_count=int(count),
-        last_message=last,
-    )
+MESSAGE_SELECT = MESSAGES.format(agent="m.sender_id = st.id::text")
 
 
 async def get(c: Connection, conversation_id: str) -> Conversation | None:
@@ -252,3 +201,38 @@ async def messages_between(
     )
     last = rows[-1][0] if rows else after_id
     return [to_message(r[1:]) for r in rows], int(last)
+
+
+# -- handing over and paused conversations ----------------------------------------------------
+
+# Open conversations whose customer holds no standing consent: paused (as in SQLite's module).
+PAUSED = """
+    SELECT c.id FROM conversations c
+    WHERE c.status <> 'closed' AND NOT EXISTS (
+        SELECT 1 FROM consents WHERE customer_id = c.customer_id AND withdrawn_at IS NULL)
+"""
+
+
+async def move(c: Connection, conversation_id: str, *, expect_agent_id: int | None,
+               to_agent_id: int | None, now: str) -> tuple[Conversation, bool]:
+    """One conditional UPDATE, like a claim: a rival move blocks on the row lock, then finds
+    the row changed and changes nothing."""
+    if to_agent_id is None:
+        status = await c.execute(
+            "UPDATE conversations SET status = 'queued', agent_id = NULL, claimed_at = NULL "
+            "WHERE id = $1 AND status <> 'closed' AND agent_id IS NOT DISTINCT FROM $2",
+            conversation_id, expect_agent_id)
+    else:
+        status = await c.execute(
+            "UPDATE conversations SET status = 'active', agent_id = $1, claimed_at = $2 "
+            "WHERE id = $3 AND status <> 'closed' AND agent_id IS NOT DISTINCT FROM $4",
+            to_agent_id, now, conversation_id, expect_agent_id)
+    return await require(c, conversation_id), rowcount(status) == 1
+
+
+async def paused(c: Connection) -> set[str]:
+    return {r[0] for r in await c.fetch(PAUSED)}
+
+
+async def is_paused(c: Connection, conversation_id: str) -> bool:
+    return await c.fetchval(PAUSED + " AND c.id = $1", conversation_id) is not None

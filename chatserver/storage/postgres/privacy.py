@@ -15,9 +15,10 @@ import secrets
 from typing import Any
 
 from ...errors import LegalHold, NotFound
-from .conversations import COLUMNS, FROM, MESSAGE_SELECT, to_conversation, to_message
+from ..rows import COLUMNS, CONSENT, FROM, to_consent, to_conversation, to_message
+from .conversations import MESSAGE_SELECT
 from .engine import Connection
-from .visitors import CONSENT, customer, rowcount, to_consent
+from .visitors import customer, rowcount
 
 # The tables an erasure or purge deletes from: vacuumed afterwards.
 TOUCHED = ("messages", "conversations", "consents", "access_events", "visitor_sessions",

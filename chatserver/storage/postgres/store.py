@@ -34,7 +34,7 @@ from ..base import (
     iso,
     utc_now,
 )
-from . import audit, conversations, handover, mail, policies, privacy, staff, visitors
+from . import audit, conversations, mail, policies, privacy, staff, visitors
 from . import search as full_text
 from .engine import Engine, open_error
 from .migrate import migrate
@@ -203,6 +203,23 @@ class PostgresStore:
     async def close_conversation(self, conversation_id: str) -> Conversation | None:
         now = self._now()
         return await self.engine.write(lambda c: conversations.close(c, conversation_id, now))
+
+    async def move_conversation(self, conversation_id: str, *, expect_agent_id: int | None,
+                                to_agent_id: int | None) -> tuple[Conversation, bool]:
+        if "\x00" in conversation_id:
+            raise NotFound("No such conversation.")  # no stored id has a NUL
+        now = self._now()
+        return await self.engine.write(lambda c: conversations.move(
+            c, conversation_id, expect_agent_id=expect_agent_id, to_agent_id=to_agent_id,
+            now=now))
+
+    async def paused_conversations(self) -> set[str]:
+        return await self.engine.read(conversations.paused)
+
+    async def conversation_paused(self, conversation_id: str) -> bool:
+        if "\x00" in conversation_id:
+            return False
+        return await self.engine.read(lambda c: conversations.is_paused(c, conversation_id))
 
     async def append_message(
         self, conversation_id: str, *, sender: str, sender_id: str, author: str, body: str,
@@ -438,6 +455,12 @@ class PostgresStore:
         return await self.engine.write(lambda c: staff.update(
             c, staff_id, role=role, state=state, display_name=display_name))
 
+    async def set_staff_away(self, staff_id: int, away: bool) -> None:
+        await self.engine.write(lambda c: staff.set_away(c, staff_id, away))
+
+    async def away_staff(self) -> set[int]:
+        return await self.engine.read(staff.away_ids)
+
     async def revoke_staff_sessions(self, staff_id: int) -> list[str]:
         now = self._now()
         return await self.engine.write(lambda c: staff.revoke_sessions(c, staff_id, now))
@@ -604,37 +627,6 @@ class PostgresStore:
         if "\x00" in conversation_id:
             return {"read_seq": 0, "seen_seq": 0, "mailed_seq": 0}
         return await self.engine.read(lambda c: mail.read_state(c, conversation_id))
-
-
-    # -- handing over, away state, paused conversations (handover.py) -----------------------
-
-    async def move_conversation(self, conversation_id: str, *, expect_agent_id: int | None,
-                                to_agent_id: int | None) -> tuple[Conversation, bool]:
-        if "\x00" in conversation_id:
-            raise NotFound("No such conversation.")
-        now = self._now()
-
-        async def job(c: Any) -> tuple[Conversation, bool]:
-            moved = await handover.move(c, conversation_id, expect_agent_id=expect_agent_id,
-                                        to_agent_id=to_agent_id, now=now)
-            return await conversations.require(c, conversation_id), moved
-
-        return await self.engine.write(job)
-
-    async def set_staff_away(self, staff_id: int, away: bool) -> None:
-        if not await self.engine.write(lambda c: handover.set_away(c, staff_id, away)):
-            raise NotFound("No such staff member.")
-
-    async def away_staff(self) -> set[int]:
-        return await self.engine.read(handover.away_staff)
-
-    async def paused_conversations(self) -> set[str]:
-        return await self.engine.read(handover.paused_conversations)
-
-    async def conversation_paused(self, conversation_id: str) -> bool:
-        if "\x00" in conversation_id:
-            return False
-        return await self.engine.read(lambda c: handover.conversation_paused(c, conversation_id))
 
 
 def _log_late_failure(task: asyncio.Task[None]) -> None:

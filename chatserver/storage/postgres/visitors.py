@@ -8,34 +8,8 @@ from typing import Any
 
 from ...errors import NotFound
 from ..base import Customer, VisitorSession
+from ..rows import CONSENT, CUSTOMER, like, to_consent, to_customer
 from .engine import Connection
-
-CUSTOMER = (
-    "SELECT id, name, email, company, created_at, updated_at, last_active_at, legal_hold "
-    "FROM customers"
-)
-CONSENT = (
-    "SELECT policy_version, policy_sha256, given_at, method, on_behalf, withdrawn_at, ip, "
-    "user_agent FROM consents"
-)
-_CONSENT_KEYS = ("policy_version", "policy_sha256", "given_at", "method", "on_behalf",
-                 "withdrawn_at", "ip", "user_agent")
-
-
-def like(query: str) -> str:
-    """An ILIKE pattern matching `query` literally anywhere (backslash is the escape)."""
-    return "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def to_customer(row: Any) -> Customer:
-    return Customer(id=row[0], name=row[1], email=row[2], company=row[3], created_at=row[4],
-                    updated_at=row[5], last_active_at=row[6], legal_hold=bool(row[7]))
-
-
-def to_consent(row: Any) -> dict[str, Any]:
-    data = dict(zip(_CONSENT_KEYS, row, strict=True))
-    data["on_behalf"] = bool(data["on_behalf"])
-    return data
 
 
 async def customer(c: Connection, customer_id: str) -> Customer:
