@@ -415,8 +415,10 @@ async def _agent_frame(
         return
     if conversation_id not in following.own:
         found = await state.store.get_conversation(conversation_id)
-        if found is None or found.agent_id != staff.id:
-            if isinstance(frame, protocol.Close) and found and found.status == "queued":
+        if found is None:  # erased, or never was
+            raise NotFound("No such conversation.")
+        if found.agent_id != staff.id:
+            if isinstance(frame, protocol.Close) and found.status == "queued":
                 await hub.close(conversation_id, by=staff.display_name, by_kind="agent")
                 return
             raise Forbidden("Claim the conversation first.", code="not_claimed")
