@@ -6,9 +6,10 @@ publication catches up with `resume`, which reads storage.
 
 Channels: `conv:<id>` carries a conversation's message, typing and status frames; `queue` tells
 agents the set of open conversations changed; `session:<hash>` ends a signed-in session's sockets;
-`policy` announces a newly published policy version; `presence` tells visitors whether agents are
-online ("1" or "0"); `erased` tells every dashboard which conversations were erased (a JSON list
-of ids) so that nothing of them stays on screen.
+`policy` announces a newly published policy version; `presence` tells visitor sockets that
+whether an agent is online may have changed (each socket then says what its process sees);
+`erased` tells every dashboard which conversations were erased (a JSON list of ids) so that
+nothing of them stays on screen.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ PROFILE_CHANGED = "profile"
 
 QUEUE_CHANNEL = "queue"
 POLICY_CHANNEL = "policy"  # payload: the version just published
-PRESENCE_CHANNEL = "presence"  # payload: "1" when agents are online, "0" when none is
+PRESENCE_CHANNEL = "presence"  # payload: "1" or "0", what the publishing process sees
 ERASED_CHANNEL = "erased"  # payload: a JSON list of erased conversation ids
 
 
@@ -104,10 +105,6 @@ def for_visitor(payload: str) -> str:
     for name in STAFF_ONLY_FIELDS:
         frame.pop(name, None)
     return protocol.dump(frame)
-
-
-def presence_frame(online: bool) -> dict[str, Any]:
-    return {"type": "presence", "agents_online": online}
 
 
 def erased_frame(conversation_ids: list[str]) -> dict[str, Any]:
@@ -184,41 +181,55 @@ class Hub:
         self.broadcast = broadcast
         self._agents: dict[int, int] = {}  # staff id -> open agent sockets in this process
         self._away: set[int] = set()  # of those, the ones who said they are away
-        self._online = False  # as last told to visitors (PRESENCE_CHANNEL)
         self._queue_task: asyncio.Task[None] | None = None
         self._queue_parsed: tuple[str, dict[str, Any]] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- presence ---------------------------------------------------------------------------
 
-    def agent_connected(self, staff_id: int, *, away: bool = False) -> None:
+    async def agent_connected(self, staff_id: int, *, away: bool = False) -> None:
+        before = self.agents_online()
         first = staff_id not in self._agents
         self._agents[staff_id] = self._agents.get(staff_id, 0) + 1
         if away:
             self._away.add(staff_id)
-        if first:
-            self._presence_changed()
+        await self._presence_changed(before, queue=first)
 
-    def agent_disconnected(self, staff_id: int) -> None:
+    async def agent_disconnected(self, staff_id: int) -> None:
+        before = self.agents_online()
         left = self._agents.get(staff_id, 0) - 1
         if left > 0:
             self._agents[staff_id] = left
-        else:
-            self._agents.pop(staff_id, None)
-            self._away.discard(staff_id)
-            self._presence_changed()
+            return
+        self._agents.pop(staff_id, None)
+        self._away.discard(staff_id)
+        await self._presence_changed(before, queue=True)
 
-    def set_away(self, staff_id: int, away: bool) -> None:
+    async def set_away(self, staff_id: int, away: bool) -> None:
         """An agent said they are away (or back): customers and colleagues see it at once."""
+        before = self.agents_online()
         if away:
             if staff_id in self._agents:
                 self._away.add(staff_id)
         else:
             self._away.discard(staff_id)
-        self._presence_changed()
+        await self._presence_changed(before, queue=True)
+
+    async def _presence_changed(self, before: bool, *, queue: bool) -> None:
+        """When `agents_online` flipped, visitors' sockets tell their widgets, which switch
+        between "waiting for an agent" and the offline wording. With `queue`, agents get a
+        fresh queue too: it marks whose conversations may be taken over (`agent_online`)."""
+        if queue:
+            self.queue_changed()
+        online = self.agents_online()
+        if online == before:
+            return
+        try:
+            await self.broadcast.publish(PRESENCE_CHANNEL, "1" if online else "0")
+        except Exception:  # a lost notice must not break an agent's socket; welcome is exact
+            log.exception("presence notice failed")
 
     def agents_online(self) -> bool:
-        """At least one agent has a dashboard open and is not away."""
+        """At least one agent has a dashboard open in this process and is not away."""
         return any(staff_id not in self._away for staff_id in self._agents)
 
     def agent_present(self, staff_id: int) -> bool:
@@ -229,20 +240,6 @@ class Hub:
         """This agent has a dashboard open and is not away. When not, colleagues may take
         over their conversations."""
         return staff_id in self._agents and staff_id not in self._away
-
-    def _presence_changed(self) -> None:
-        """Tell visitors when `agents_online` flips, and agents (through the queue, which
-        marks whose conversations may be taken over) whenever anyone comes or goes."""
-        online = self.agents_online()
-        if online != self._online:
-            self._online = online
-            self._spawn(self.broadcast.publish(PRESENCE_CHANNEL, "1" if online else "0"))
-        self.queue_changed()
-
-    def _spawn(self, work: Any) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # -- subscriptions ----------------------------------------------------------------------
 
@@ -357,6 +354,12 @@ class Hub:
                                                                        sender)))
         return upto
 
+    async def visitor_read_frame(self, conversation_id: str) -> dict[str, Any] | None:
+        """The customer's stored read mark as a `read` frame, for an agent that (re)loads the
+        conversation and so missed the live ones; None before the customer read anything."""
+        read_seq = (await self.store.read_state(conversation_id))["read_seq"]
+        return protocol.read_frame(conversation_id, read_seq, "visitor") if read_seq else None
+
     async def policy_published(self, version: str) -> None:
         """Visitors whose consent is to an older version stop chatting until they accept."""
         await self.broadcast.publish(POLICY_CHANNEL, version)
@@ -438,5 +441,4 @@ class Hub:
     async def shutdown(self) -> None:
         if self._queue_task is not None:
             self._queue_task.cancel()
-        for task in list(self._tasks):
-            task.cancel()
+

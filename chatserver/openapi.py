@@ -444,6 +444,12 @@ def _customer_paths() -> dict[str, dict[str, Operation]]:
         "policy_version": {"type": "string"},
         "consents": {"type": "array", "items": {"type": "object"}},
         "legal_hold": {"type": "boolean"},
+        "conversations": {"type": "array", "items": _obj(
+            ["id", "status", "created_at", "closed_at", "last_message_at"],
+            id={"type": "string"}, status={"type": "string"},
+            created_at={"type": "string", "format": "date-time"},
+            closed_at={"type": "string", "format": "date-time", "nullable": True},
+            last_message_at={"type": "string", "format": "date-time", "nullable": True})},
     }
     return {
         "/api/policy": {"get": _op(
@@ -471,10 +477,13 @@ def _customer_paths() -> dict[str, dict[str, Operation]]:
             description="403 consent_required without consent to the current policy.")},
         "/api/session": {"get": _op(
             "Whether this browser has a visitor session; never 401", "customer", PUBLIC,
-            {"200": _ok(_obj(["session"], session={"type": "boolean"}, **me))},
+            {"200": _ok(_obj(["session"], session={"type": "boolean"},
+                             open_conversation={"type": "boolean"}, **me))},
             operation_id="getSession",
             description="Without a valid chat_session cookie: {\"session\": false}. With one: "
-                        "{\"session\": true} and every field of GET /api/me.")},
+                        "{\"session\": true}, every field of GET /api/me, and "
+                        "open_conversation: whether the customer has a queued or active "
+                        "conversation (the widget reconnects on a new page only then).")},
         "/api/me": {
             "get": _op("The customer's own account", "customer", VISITOR, {
                 "200": _ok(_obj(list(me), **me, mail_enabled={"type": "boolean"})),

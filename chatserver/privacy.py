@@ -32,7 +32,7 @@ async def export_document(
         data = await store.export_customer(customer_id)
     else:
         assert session_id is not None
-        data = await store.export_session(session_id)
+        data = {**await store.export_session(session_id), "mail": [], "mail_links": []}
     return {"format": EXPORT_FORMAT, "exported_at": iso(store.clock()), **data}
 
 

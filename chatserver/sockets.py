@@ -38,7 +38,6 @@ from .hub import (
     DeliveredReplies,
     conversation_channel,
     erased_frame,
-    presence_frame,
     session_channel,
     staff_channel,
     status_frame,
@@ -143,21 +142,32 @@ async def _visitor_session(ws: WebSocket, session: Any, customer: Any, conversat
             peer.send_frame(protocol.error("consent_required", _OUTDATED))
             peer.close(CLOSE_NO_CONSENT, "policy changed")
 
+    online = state.hub.agents_online()
+
+    def on_presence(_: str) -> None:
+        # This process's own view, as in welcome; sent only when it changed for this socket.
+        nonlocal online
+        now = state.hub.agents_online()
+        if now != online:
+            online = now
+            peer.send_frame(protocol.presence_frame(now))
+
     subs: list[Subscription] = [
         state.hub.subscribe(conversation_channel(conversation_id), listener(peer, "visitor")),
         state.hub.subscribe(session_channel(session.id), ender(peer)),
         state.hub.subscribe(POLICY_CHANNEL, on_policy),
-        state.hub.subscribe(PRESENCE_CHANNEL,
-                            lambda online: peer.send_frame(presence_frame(online == "1"))),
+        state.hub.subscribe(PRESENCE_CHANNEL, on_presence),
     ]
     log.info("visitor socket open conversation=%s", conversation_id)
     peer.send_frame({
         "type": "welcome",
         "conversation_id": conversation_id,
         "status": conversation.status,
-        "agents_online": state.hub.agents_online(),
+        "agents_online": online,
         "last_seq": conversation.last_seq,
         "agent": conversation.agent_display_name,
+        # What the customer has read, by any browser: the widget counts newer replies unread.
+        "read_seq": (await state.store.read_state(conversation_id))["read_seq"],
     })
     limiter = Limiter(ws, peer, state.limits)
     try:
@@ -331,7 +341,7 @@ async def _agent_session(ws: WebSocket, staff: Staff, session_hash: str) -> None
         hub.subscribe(staff_channel(staff.id), on_staff),
         hub.subscribe(ERASED_CHANNEL, on_erased),
     ]
-    hub.agent_connected(staff.id, away=staff.id in await state.store.away_staff())
+    await hub.agent_connected(staff.id, away=staff.id in await state.store.away_staff())
     log.info("agent socket open staff=%s", staff.id)
     try:
         queue = await hub.queue_frame_for(staff)
@@ -367,7 +377,7 @@ async def _agent_session(ws: WebSocket, staff: Staff, session_hash: str) -> None
                     error["conversation_id"] = conversation_id
                 peer.send_frame(error)
     finally:
-        hub.agent_disconnected(staff.id)
+        await hub.agent_disconnected(staff.id)
         for sub in subs:
             sub.cancel()
         following.cancel()
@@ -412,6 +422,9 @@ async def _agent_frame(
         if conversation.agent_id == staff.id:
             watch(conversation_id)
         await _replay(state, peer, conversation_id, frame.after_seq)
+        mark = await hub.visitor_read_frame(conversation_id)
+        if mark is not None:  # "seen" survives a reload of the dashboard
+            peer.send_frame(mark)
         return
     if conversation_id not in following.own:
         found = await state.store.get_conversation(conversation_id)

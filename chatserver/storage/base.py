@@ -149,6 +149,13 @@ class ConversationSearch:
     created_before: str | None = None  # exclusive
 
 
+# What a customer's export shows of the mail part (never an address or a word of a mail).
+READ_MARKS = ("read_seq", "seen_seq", "mailed_seq")
+EXPORTED_MAIL = ("kind", "status", "conversation_id", "attempts", "created_at",
+                 "next_attempt_at", "sent_at")
+EXPORTED_LINKS = ("purpose", "created_at", "expires_at", "used_at")
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxMail:
     """One mail taken from the outbox for sending. `address` is set for a farewell only: every
@@ -324,6 +331,8 @@ class ConversationStore(Protocol):
         With create=False, NotFound instead of making one."""
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None: ...
+    async def customer_conversations(self, customer_id: str) -> list[Conversation]:
+        """The customer's conversations, newest first (the account page lists them)."""
     async def claim_conversation(
         self, conversation_id: str, staff_id: int
     ) -> tuple[Conversation, bool]:

@@ -52,7 +52,7 @@ async def change_me(request: Request) -> Response:
                     or summary.conversation)
     if away is not None:
         await state.store.set_staff_away(staff.id, away)
-        state.hub.set_away(staff.id, away)
+        await state.hub.set_away(staff.id, away)
         detail["away"] = away
     if detail:
         await audit.record(state.store, actor=f"staff:{staff.id}", action="staff.profile",

@@ -27,6 +27,12 @@ async def get(c: Connection, conversation_id: str) -> Conversation | None:
     return to_conversation(row) if row else None
 
 
+async def of_customer(c: Connection, customer_id: str) -> list[Conversation]:
+    rows = await c.fetch(f"SELECT {COLUMNS} FROM {FROM} WHERE c.customer_id = $1 "
+                         "ORDER BY c.created_at DESC", customer_id)
+    return [to_conversation(r) for r in rows]
+
+
 async def require(c: Connection, conversation_id: str) -> Conversation:
     found = await get(c, conversation_id)
     if found is None:

@@ -22,6 +22,12 @@ def get(c: sqlite3.Connection, conversation_id: str) -> Conversation | None:
     return to_conversation(row) if row else None
 
 
+def of_customer(c: sqlite3.Connection, customer_id: str) -> list[Conversation]:
+    rows = c.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE c.customer_id = ? "
+                     "ORDER BY c.created_at DESC", (customer_id,)).fetchall()
+    return [to_conversation(r) for r in rows]
+
+
 def require(c: sqlite3.Connection, conversation_id: str) -> Conversation:
     found = get(c, conversation_id)
     if found is None:

@@ -13,6 +13,7 @@ import sqlite3
 from typing import Any
 
 from ...errors import LegalHold, NotFound
+from ..base import EXPORTED_LINKS, EXPORTED_MAIL, READ_MARKS
 from ..rows import COLUMNS, CONSENT, FROM, to_consent, to_conversation, to_message
 from .conversations import MESSAGE_SELECT
 from .upkeep import note_scrub_needed
@@ -32,11 +33,20 @@ def export_customer(c: sqlite3.Connection, customer_id: str) -> dict[str, Any]:
                 MESSAGE_SELECT + " WHERE m.conversation_id = ? ORDER BY m.seq",
                 (conv.id,)).fetchall()
         ]
+        marks = c.execute("SELECT read_seq, seen_seq, mailed_seq FROM conversation_reads "
+                          "WHERE conversation_id = ?", (conv.id,)).fetchone()
         conversations.append({
             "id": conv.id, "status": conv.status, "created_at": conv.created_at,
             "claimed_at": conv.claimed_at, "closed_at": conv.closed_at,
             "agent": conv.agent_display_name, "messages": messages,
+            "read": dict(zip(READ_MARKS, marks or (0, 0, 0), strict=True)),
         })
+    mail = [dict(zip(EXPORTED_MAIL, r, strict=True)) for r in c.execute(
+        f"SELECT {', '.join(EXPORTED_MAIL)} FROM mail_outbox WHERE customer_id = ? ORDER BY id",
+        (customer_id,)).fetchall()]
+    mail_links = [dict(zip(EXPORTED_LINKS, r, strict=True)) for r in c.execute(
+        f"SELECT {', '.join(EXPORTED_LINKS)} FROM mail_tokens WHERE customer_id = ? "
+        "ORDER BY created_at", (customer_id,)).fetchall()]
     sessions = [
         {"ref": sid[:12], "created_at": created, "last_seen_at": seen,
          "revoked_at": revoked}
@@ -64,6 +74,8 @@ def export_customer(c: sqlite3.Connection, customer_id: str) -> dict[str, Any]:
         "conversations": conversations,
         "sessions": sessions,
         "access_records": access,
+        "mail": mail,
+        "mail_links": mail_links,
     }
 
 

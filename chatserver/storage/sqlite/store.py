@@ -124,6 +124,9 @@ class SQLiteStore:
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         return await self.engine.read(lambda c: conversations.get(c, conversation_id))
 
+    async def customer_conversations(self, customer_id: str) -> list[Conversation]:
+        return await self.engine.read(lambda c: conversations.of_customer(c, customer_id))
+
     async def claim_conversation(
         self, conversation_id: str, staff_id: int
     ) -> tuple[Conversation, bool]:
