@@ -165,7 +165,9 @@ class Limiter:
         office address with many others, only on their socket's own."""
         if self.exempt:
             return True
-        cost = 1.0 if isinstance(frame, protocol.Message) else CHEAP_FRAME_COST
+        # A transfer writes (and audits) like a message, so it costs like one.
+        cost = (1.0 if isinstance(frame, (protocol.Message, protocol.Transfer))
+                else CHEAP_FRAME_COST)
         if self.bucket.take(cost) and (self.staff or self.limits.allow_from_ip(self.ip, cost)):
             return True
         metrics.rate_limited("rate_limited")

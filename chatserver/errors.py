@@ -114,6 +114,12 @@ class ConversationClosed(Conflict):
     message = "This conversation is closed."
 
 
+class ConsentWithdrawn(Conflict):
+    code = "consent_withdrawn"
+    message = ("The customer withdrew their consent: the conversation is paused, and nothing can "
+               "be sent to it until they consent again.")
+
+
 class UnsupportedMediaType(ChatError):
     status = 415
     code = "unsupported_media_type"

@@ -49,6 +49,13 @@ class Follower:
         if last_seq is not None and conversation_id not in self.sent:
             self.sent[conversation_id] = last_seq
 
+    def unfollow(self, conversation_id: str) -> None:
+        """The socket no longer hears this conversation: a catch-up after an outage skips it."""
+        self.sent.pop(conversation_id, None)
+        task = self._reading.pop(conversation_id, None)
+        if task is not None:
+            task.cancel()
+
     def replayed(self, conversation_id: str, seq: int) -> None:
         """The client asked for, and got, everything up to `seq`."""
         self.sent[conversation_id] = max(self.sent.get(conversation_id, 0), seq)

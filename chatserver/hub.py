@@ -13,6 +13,8 @@ Queue and presence frames are built by each process for its own sockets (from st
 the broadcast's shared presence): across processes only a short "changed" travels, so no frame
 outgrows a backend's payload limit (PostgreSQL's NOTIFY takes 8000 bytes) and a process that
 missed one during an outage rebuilds both when its broadcast comes back.
+`erased` tells every dashboard which conversations were erased (a JSON list of ids) so that
+nothing of them stays on screen.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from . import audit, metrics, protocol
 from .broadcast import CONNECTION_CHANNEL as CONNECTION_CHANNEL
 from .broadcast import UP, Broadcast, BroadcastUnavailable, Subscription
 from .broadcast.local import Listeners
-from .errors import Forbidden, NotFound, Unavailable
+from .errors import ConsentWithdrawn, Forbidden, NotFound, Unavailable
 from .follow import reference
 from .storage.base import Conversation, ConversationSummary, Message, Staff, Store
 
@@ -52,13 +54,18 @@ def session_channel(session_hash: str) -> str:
 
 
 def staff_channel(staff_id: int) -> str:
-    """Tells all of one agent's sockets (tabs) which conversations they now follow."""
+    """Tells all of one agent's sockets (tabs) which conversations they now follow (payload:
+    the conversation id), or that their profile changed (PROFILE_CHANGED)."""
     return f"staff:{staff_id}"
+
+
+PROFILE_CHANGED = "profile"
 
 
 QUEUE_CHANNEL = "queue"
 POLICY_CHANNEL = "policy"  # payload: the version just published
 PRESENCE_CHANNEL = "presence"
+ERASED_CHANNEL = "erased"  # payload: a JSON list of erased conversation ids
 # Channels whose frames each process builds for its own sockets (see the module's docstring).
 LOCAL_CHANNELS = frozenset({QUEUE_CHANNEL, PRESENCE_CHANNEL})
 
@@ -129,7 +136,7 @@ def status_frame(conversation: Conversation) -> dict[str, Any]:
     }
 
 
-STAFF_ONLY_FIELDS = ("agent_id", "agent_name")
+STAFF_ONLY_FIELDS = ("agent_id", "agent_name", "paused", "previous_agent_id")
 
 
 def for_visitor(payload: str) -> str:
@@ -143,7 +150,15 @@ def for_visitor(payload: str) -> str:
     return protocol.dump(frame)
 
 
-def queue_item(summary: ConversationSummary) -> dict[str, Any]:
+def erased_frame(conversation_ids: list[str]) -> dict[str, Any]:
+    """Tells a dashboard to drop every trace of these conversations (their customer is gone)."""
+    return {"type": "erased", "conversation_ids": conversation_ids}
+
+
+def queue_item(summary: ConversationSummary, *, paused: bool = False,
+               agent_online: bool = False) -> dict[str, Any]:
+    """`paused`: the customer withdrew consent; `agent_online`: the handling agent has a
+    dashboard open and is not away (when not, any agent may take the conversation over)."""
     c = summary.conversation
     return {
         "conversation_id": c.id,
@@ -155,6 +170,8 @@ def queue_item(summary: ConversationSummary) -> dict[str, Any]:
         "agent_id": c.agent_id,
         "policy_version": summary.policy_version,
         "last_seq": c.last_seq,
+        "paused": paused,
+        "agent_online": agent_online,
     }
 
 
@@ -210,6 +227,7 @@ class Hub:
         self._agents_elsewhere = False  # a shared broadcast's word on the other processes
         self._told: bool | None = None  # the presence visitors of this process were last told
         self._local = Listeners()  # queue and presence frames, built here for our sockets
+        self._away: set[int] = set()  # of this process's agents, the ones who said they are away
         self._queue_task: asyncio.Task[None] | None = None
         self._queue_parsed: tuple[str, dict[str, Any]] | None = None
         self._queue = Coalesced(self._refresh_queue)
@@ -273,9 +291,11 @@ class Hub:
 
     # -- presence ---------------------------------------------------------------------------
 
-    async def agent_connected(self, staff_id: int) -> None:
-        first = not self._agents
+    async def agent_connected(self, staff_id: int, *, away: bool = False) -> None:
+        first = staff_id not in self._agents
         self._agents[staff_id] = self._agents.get(staff_id, 0) + 1
+        if away:
+            self._away.add(staff_id)
         if first:
             self._local_agents_changed()
 
@@ -283,16 +303,38 @@ class Hub:
         left = self._agents.get(staff_id, 0) - 1
         if left > 0:
             self._agents[staff_id] = left
+            return
+        self._agents.pop(staff_id, None)
+        self._away.discard(staff_id)
+        self._local_agents_changed()
+
+    async def set_away(self, staff_id: int, away: bool) -> None:
+        """An agent said they are away (or back): customers and colleagues see it at once."""
+        if away:
+            if staff_id in self._agents:
+                self._away.add(staff_id)
         else:
-            self._agents.pop(staff_id, None)
-            if not self._agents:
-                self._local_agents_changed()
+            self._away.discard(staff_id)
+        self._local_agents_changed()
 
     def agents_online(self) -> bool:
-        """Whether an agent is online in this process or, with a shared broadcast, any."""
-        return bool(self._agents) or self._agents_elsewhere
+        """Whether an agent who is not away has a dashboard open in this process or, with a
+        shared broadcast, in any."""
+        return any(s not in self._away for s in self._agents) or self._agents_elsewhere
+
+    def agent_present(self, staff_id: int) -> bool:
+        """This agent has a dashboard open in this process (away or not)."""
+        return staff_id in self._agents
+
+    def agent_available(self, staff_id: int) -> bool:
+        """This agent has a dashboard open in this process and is not away. When not,
+        colleagues may take over their conversations."""
+        return staff_id in self._agents and staff_id not in self._away
 
     def _local_agents_changed(self) -> None:
+        """An agent came, went or changed away state here: visitors hear whether anyone is online,
+        and agents get a fresh queue (it marks whose conversations may be taken over)."""
+        self.queue_changed()
         self._tell_presence()
         if self.broadcast.shared:
             self._background(self._announce_agents())
@@ -306,8 +348,8 @@ class Hub:
         await self._publish(PRESENCE_CHANNEL, "changed")
 
     def _agent_count(self) -> int:
-        return sum(self._agents.values())
-
+        """Open agent sockets of agents who are not away: what other processes count as online."""
+        return sum(n for staff_id, n in self._agents.items() if staff_id not in self._away)
     async def _check_presence(self) -> None:
         if self.broadcast.shared:
             try:
@@ -381,7 +423,7 @@ class Hub:
                 conversation_id, sender="system", sender_id="system", author="system",
                 body=f"{staff.display_name} joined the conversation.", client_msg_id=None,
             )
-            await self._status(claimed)
+            await self.publish_status(claimed)
             self.queue_changed()
         return claimed, now_claimed
 
@@ -395,15 +437,39 @@ class Hub:
             conversation_id, sender="system", sender_id="system", author="system",
             body=f"The conversation was closed by {by}.", client_msg_id=None,
         )
-        await self._status(closed, closed_by=by_kind)
+        await self.publish_status(closed, closed_by=by_kind)
         self.queue_changed()
         return closed
 
-    async def _status(self, conversation: Conversation, closed_by: str | None = None) -> None:
+    async def publish_status(self, conversation: Conversation, closed_by: str | None = None,
+                      **extra: Any) -> None:
         frame = status_frame(conversation)
         if closed_by:
             frame["closed_by"] = closed_by
+        frame.update(extra)
         await self._publish(conversation_channel(conversation.id), protocol.dump(frame))
+
+    async def consent_changed(self, customer_id: str) -> None:
+        """The customer withdrew or gave consent: the agent handling their open conversation
+        sees at once whether it is paused (staff only: the visitor's sockets are closed)."""
+        try:
+            conversation, _ = await self.store.open_conversation(customer_id, create=False)
+        except NotFound:
+            return
+        paused = await self.store.conversation_paused(conversation.id)
+        await self.publish_status(conversation, paused=paused)
+        self.queue_changed()
+
+    async def refuse_if_paused(self, conversation_id: str) -> None:
+        """Agents send nothing to a customer who withdrew consent."""
+        if await self.store.conversation_paused(conversation_id):
+            raise ConsentWithdrawn()
+
+    async def erased(self, conversation_ids: list[str]) -> None:
+        """Every dashboard drops these conversations at once."""
+        if conversation_ids:
+            await self._publish(ERASED_CHANNEL, json.dumps(conversation_ids))
+        self.queue_changed()
 
     async def typing(self, conversation_id: str, *, sender: str, author: str, state: bool) -> None:
         frame = {
@@ -477,7 +543,12 @@ class Hub:
     async def queue_frame(self) -> dict[str, Any]:
         """Every open conversation in full: published once, then cut per socket (QueueView)."""
         summaries = await self.store.open_conversations()
-        return {"type": "queue", "conversations": [queue_item(s) for s in summaries]}
+        paused = await self.store.paused_conversations() if summaries else set()
+        return {"type": "queue", "conversations": [
+            queue_item(s, paused=s.conversation.id in paused,
+                       agent_online=s.conversation.agent_id is not None
+                       and self.agent_available(s.conversation.agent_id))
+            for s in summaries]}
 
     async def queue_frame_for(self, staff: Staff) -> dict[str, Any]:
         return queue_for(await self.queue_frame(), staff.id)

@@ -153,7 +153,21 @@ SCHEMAS: dict[str, Schema] = {
         "required": ["id", "name", "role", "state"],
         "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
                        "display_name": {"type": "string"}, "role": _ROLE,
-                       "state": {"type": "string", "enum": ["active", "disabled"]}},
+                       "state": {"type": "string", "enum": ["active", "disabled"]},
+                       "away": {"type": "boolean", "description": "/api/staff/me only"}},
+    },
+    "ProfilePatch": {
+        "type": "object",
+        "minProperties": 1,
+        "additionalProperties": False,
+        "properties": {"display_name": _DISPLAY_NAME, "away": {"type": "boolean"}},
+    },
+    "Colleague": {
+        "type": "object",
+        "required": ["name", "display_name", "role", "away", "online"],
+        "properties": {"name": {"type": "string"}, "display_name": {"type": "string"},
+                       "role": _ROLE, "away": {"type": "boolean"},
+                       "online": {"type": "boolean"}},
     },
     "StaffItem": {
         "allOf": [{"$ref": "#/components/schemas/Staff"}, {
@@ -539,7 +553,18 @@ def _staff_paths() -> dict[str, dict[str, Operation]]:
             operation_id="staffLogout")},
         "/api/staff/me": {"get": _op(
             "The signed-in staff member", "staff", STAFF, {"200": _ok(staff), **_errors(401)},
-            operation_id="staffMe")},
+            operation_id="staffMe"), "patch": _op(
+            "Set one's own display name and away state", "staff", STAFF,
+            {"200": _ok(staff), **_errors(*_JSON_ERRORS, 401, 422)},
+            body=_body(_ref("ProfilePatch")), operation_id="staffProfile",
+            description="Away: no transfers to this agent, who does not count as online for "
+                        "customers. A new display name reaches the customers of the agent's "
+                        "open conversations at once. Audited as staff.profile.")},
+        "/api/staff/colleagues": {"get": _op(
+            "Active staff a conversation can be handed to", "staff", STAFF,
+            {"200": _ok(_list("staff", _ref("Colleague"))), **_errors(401)},
+            operation_id="staffColleagues",
+            description="name is what the socket's transfer frame takes.")},
     }
 
 

@@ -53,7 +53,7 @@ async def erase(
     else:
         assert session_id is not None
         result = await store.erase_session(session_id, reason=reason)
-    await _after_erasure(hub, result["session_ids"])
+    await _after_erasure(hub, result["session_ids"], result.get("conversation_ids", []))
     await audit.record(store, actor=actor, action="customer.erase", ip=ip,
                        target=f"erasure:{result['id']}", detail=_counts(result))
     log.info("customer erased erasure=%s reason=%s", result["id"], reason)
@@ -65,12 +65,15 @@ def _counts(result: dict[str, Any]) -> dict[str, Any]:
     return {k: result[k] for k in keys if k in result}
 
 
-async def _after_erasure(hub: Hub | None, session_ids: list[str]) -> None:
+async def _after_erasure(hub: Hub | None, session_ids: list[str],
+                         conversation_ids: list[str]) -> None:
+    """Close the erased sessions' sockets and clear the erased conversations off every
+    dashboard."""
     if hub is None:  # the CLI: a running server closes such sockets at their next message
         return
     for session_id in session_ids:
         await hub.end_session(session_id, CLOSE_SESSION_ENDED)
-    hub.queue_changed()
+    await hub.erased(conversation_ids)
 
 
 def cutoffs(settings: Settings, store: Store) -> dict[str, str]:
@@ -91,7 +94,7 @@ async def purge(
     result = await store.purge(**cutoffs(settings, store), dry_run=dry_run)
     result["counts"]["audit_entries"] = await audit.chain(store).cut(actor, dry_run=dry_run)
     if not dry_run:
-        await _after_erasure(hub, result["session_ids"])
+        await _after_erasure(hub, result["session_ids"], result.get("conversation_ids", []))
         await audit.record(store, actor=actor, action="retention.purge", ip=ip,
                            detail=result["counts"])
         log.info("retention purge %s", json.dumps(result["counts"], sort_keys=True))

@@ -15,6 +15,7 @@ MAX_BODY_CHARS = 4000
 MAX_CLIENT_MSG_ID = 100
 MAX_CONVERSATION_ID = 64
 MAX_SEQ = 2**63 - 1  # what the database's integers hold
+MAX_STAFF_NAME = 100  # as a sign-in name may be
 
 
 class ProtocolError(ValueError):
@@ -59,6 +60,15 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class Transfer:
+    """Hand the conversation to the staff member signed in as `to`, or back to the queue
+    (None). Naming oneself takes over a conversation whose agent is away or gone."""
+
+    conversation_id: str
+    to: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     pass
 
@@ -71,7 +81,7 @@ class Read:
     conversation_id: str | None = None
 
 
-Frame = Resume | Message | Typing | Close | Claim | Ping | Read
+Frame = Resume | Message | Typing | Close | Claim | Ping | Read | Transfer
 Audience = Literal["visitor", "agent"]
 
 # The fields each frame type takes, per audience; "type" is implied.
@@ -90,6 +100,7 @@ _FIELDS: dict[Audience, dict[str, set[str]]] = {
         "typing": {"conversation_id", "state"},
         "close": {"conversation_id"},
         "claim": {"conversation_id"},
+        "transfer": {"conversation_id", "to"},
         "ping": set(),
         "read": {"conversation_id", "seq"},
     },
@@ -184,6 +195,13 @@ def parse(text: str | bytes, audience: Audience) -> Frame:
     if kind == "claim":
         assert conv is not None
         return Claim(conversation_id=conv)
+    if kind == "transfer":
+        assert conv is not None
+        if "to" not in data:
+            raise ProtocolError("invalid_field", "'to' must name a staff member, or be null for "
+                                "the queue.")
+        to = None if data["to"] is None else _str(data, "to", MAX_STAFF_NAME).strip()
+        return Transfer(conversation_id=conv, to=to)
     return Ping()
 
 

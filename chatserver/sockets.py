@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
 
-from . import consent, metrics, protocol
+from . import consent, handover, metrics, protocol
 from .broadcast import CONNECTION_CHANNEL, DOWN, UP, Subscription
 from .connection import Limiter, Peer, ender, frames, listener, refuse
 from .errors import (
@@ -31,11 +32,14 @@ from .errors import (
 )
 from .follow import Follower
 from .hub import (
+    ERASED_CHANNEL,
     POLICY_CHANNEL,
     PRESENCE_CHANNEL,
+    PROFILE_CHANGED,
     QUEUE_CHANNEL,
     DeliveredReplies,
     conversation_channel,
+    erased_frame,
     for_visitor,
     session_channel,
     staff_channel,
@@ -323,6 +327,52 @@ async def _agent_socket(ws: WebSocket) -> None:
         await state.limits.release_socket(ticket)
 
 
+class Following:
+    """The conversations one agent socket follows (`watched`) and those it knows are its
+    agent's own (`own`), where a message needs no look-up. A `status` frame saying someone
+    else has a conversation now (a transfer, a takeover) ends both: the frame goes out first,
+    then the socket stops hearing the conversation. Admins go on following what they gave
+    away, but no longer write to it without a fresh look-up."""
+
+    def __init__(self, hub: Any, peer: Peer, staff: Staff, follower: Follower) -> None:
+        self.hub = hub
+        self.staff = staff
+        self.follower = follower
+        self.listen = _conversation_listener(peer, follower, "agent")
+        self.watched: dict[str, Subscription] = {}
+        self.own: set[str] = set()
+
+    def watch(self, conversation_id: str, last_seq: int | None = None) -> None:
+        if conversation_id not in self.watched:
+            self.follower.follow(conversation_id, last_seq)
+            self.watched[conversation_id] = self.hub.subscribe(
+                conversation_channel(conversation_id),
+                lambda payload: self._heard(conversation_id, payload))
+
+    def _heard(self, conversation_id: str, payload: str) -> None:
+        self.listen(payload)
+        if not payload.startswith('{"type":"status"'):
+            return
+        frame = json.loads(payload)
+        if frame.get("status") == "closed" or frame.get("agent_id") == self.staff.id:
+            return
+        self.own.discard(conversation_id)
+        if self.staff.role != "admin":
+            self.unwatch(conversation_id)
+
+    def unwatch(self, conversation_id: str) -> None:
+        self.own.discard(conversation_id)
+        self.follower.unfollow(conversation_id)
+        sub = self.watched.pop(conversation_id, None)
+        if sub is not None:
+            sub.cancel()
+
+    def cancel(self) -> None:
+        for sub in self.watched.values():
+            sub.cancel()
+        self.watched.clear()
+
+
 async def _agent_session(ws: WebSocket, staff: Staff, session_hash: str) -> None:
     await ws.accept()
     metrics.socket_opened("agent")
@@ -337,13 +387,8 @@ async def _agent_chat(ws: WebSocket, staff: Staff, session_hash: str) -> None:
     hub = state.hub
     peer = Peer(ws, state.settings.send_queue_size)
     follower = Follower(state.store, peer.send)
-    listen = _conversation_listener(peer, follower, "agent")
-    watched: dict[str, Subscription] = {}
-
-    def watch(conversation_id: str, last_seq: int | None = None) -> None:
-        if conversation_id not in watched:
-            follower.follow(conversation_id, last_seq)
-            watched[conversation_id] = hub.subscribe(conversation_channel(conversation_id), listen)
+    following = Following(hub, peer, staff, follower)
+    watch = following.watch
 
     async def recheck() -> None:
         """After a broadcast outage: a sign-out may have gone unheard, and the queue moved."""
@@ -354,13 +399,32 @@ async def _agent_chat(ws: WebSocket, staff: Staff, session_hash: str) -> None:
     def on_queue(payload: str) -> None:
         peer.send(hub.queue_payload_for(payload, staff.id))
 
+    def on_erased(payload: str) -> None:
+        ids = json.loads(payload)
+        for conversation_id in ids:
+            following.unwatch(conversation_id)
+        peer.send_frame(erased_frame(ids))
+
+    async def reread() -> None:
+        fresh = await state.store.get_staff(staff.id)
+        if fresh is not None:
+            following.staff = fresh
+
+    def on_staff(payload: str) -> None:
+        if payload == PROFILE_CHANGED:  # a new display name goes into the next notices
+            refreshing.add(asyncio.get_running_loop().create_task(reread()))
+        else:
+            watch(payload)
+
+    refreshing: set[asyncio.Task[None]] = set()
     subs = [
         hub.subscribe(QUEUE_CHANNEL, on_queue),
         hub.subscribe(session_channel(session_hash), ender(peer)),
-        hub.subscribe(staff_channel(staff.id), watch),
+        hub.subscribe(staff_channel(staff.id), on_staff),
+        hub.subscribe(ERASED_CHANNEL, on_erased),
         hub.subscribe(CONNECTION_CHANNEL, _on_connection(peer, follower, recheck)),
     ]
-    await hub.agent_connected(staff.id)
+    await hub.agent_connected(staff.id, away=staff.id in await state.store.away_staff())
     log.info("agent socket open staff=%s", staff.id)
     try:
         queue = await hub.queue_frame_for(staff)
@@ -388,7 +452,7 @@ async def _agent_chat(ws: WebSocket, staff: Staff, session_hash: str) -> None:
             if not limiter.allow(frame):
                 continue
             try:
-                await _agent_frame(ws, peer, frame, staff, watched, watch, follower)
+                await _agent_frame(ws, peer, frame, following.staff, following)
             except ChatError as exc:
                 error = protocol.error(exc.code, exc.message)
                 conversation_id = getattr(frame, "conversation_id", None)
@@ -397,9 +461,12 @@ async def _agent_chat(ws: WebSocket, staff: Staff, session_hash: str) -> None:
                 peer.send_frame(error)
     finally:
         await hub.agent_disconnected(staff.id)
-        for sub in [*subs, *watched.values()]:
+        for sub in subs:
             sub.cancel()
+        following.cancel()
         follower.stop()
+        for task in refreshing:
+            task.cancel()
         await peer.finish()
         log.info("agent socket closed staff=%s", staff.id)
 
@@ -409,12 +476,11 @@ async def _agent_frame(
     peer: Peer,
     frame: protocol.Frame,
     staff: Staff,
-    watched: dict[str, Subscription],
-    watch: Callable[[str, int | None], None],
-    follower: Follower,
+    following: Following,
 ) -> None:
     state = app_state(ws)
     hub = state.hub
+    watch = following.watch
     if isinstance(frame, protocol.Ping):
         peer.send_frame({"type": "pong"})
         return
@@ -429,26 +495,35 @@ async def _agent_frame(
         if not claimed_now:  # ours already (another tab, say): nothing was published
             peer.send_frame(status_frame(conversation))
         return
+    if isinstance(frame, protocol.Transfer):
+        # The receiving agent's sockets (this one, for a takeover) follow it through their
+        # staff channel; the giving agent's stop on seeing the status frame (Following).
+        await handover.transfer(hub, staff, conversation_id, frame.to, ip=client_ip(ws))
+        return
     if isinstance(frame, protocol.Resume):
         conversation = await hub.open_for_reading(conversation_id, staff,
                                                   after_seq=frame.after_seq, ip=client_ip(ws))
         if conversation.agent_id == staff.id:
             watch(conversation_id, conversation.last_seq)
-        await _replay(state, peer, conversation_id, frame.after_seq, follower)
+        await _replay(state, peer, conversation_id, frame.after_seq, following.follower)
         mark = await hub.visitor_read_frame(conversation_id)
         if mark is not None:  # "seen" survives a reload of the dashboard
             peer.send_frame(mark)
         return
-    if conversation_id not in watched:
+    if conversation_id not in following.own:
         found = await state.store.get_conversation(conversation_id)
-        if found is None or found.agent_id != staff.id:
-            if isinstance(frame, protocol.Close) and found and found.status == "queued":
+        if found is None:  # erased, or never was
+            raise NotFound("No such conversation.")
+        if found.agent_id != staff.id:
+            if isinstance(frame, protocol.Close) and found.status == "queued":
                 await hub.close(conversation_id, by=staff.display_name, by_kind="agent")
                 return
             raise Forbidden("Claim the conversation first.", code="not_claimed")
         watch(conversation_id, found.last_seq)
+        following.own.add(conversation_id)
     if isinstance(frame, protocol.Message):
         started = time.perf_counter()
+        await hub.refuse_if_paused(conversation_id)
         message = await hub.post(
             conversation_id, sender="agent", sender_id=str(staff.id), author=staff.display_name,
             body=frame.body, client_msg_id=frame.client_msg_id,

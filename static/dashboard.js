@@ -53,6 +53,22 @@
     send: $("composer-send"),
     closedNote: $("conv-closed-note"),
     toasts: $("toasts"),
+    // handover, live status and noticing work (see the section "handover" below)
+    announcer: $("announcer"),
+    away: $("away-toggle"),
+    notify: $("notify-toggle"),
+    profileOpen: $("profile-open"),
+    profileName: $("profile-name"),
+    profileDialog: $("profile-dialog"),
+    profileForm: $("profile-form"),
+    profileInput: $("profile-input"),
+    profileError: $("profile-error"),
+    profileCancel: $("profile-cancel"),
+    transferButton: $("conv-transfer"),
+    transferForm: $("transfer-form"),
+    transferTo: $("transfer-to"),
+    transferCancel: $("transfer-cancel"),
+    pausedNote: $("conv-paused-note"),
   };
 
   /* ------------------------------------------------------------------ helpers */
@@ -157,6 +173,15 @@
     not_found: "That conversation no longer exists.",
     not_claimed: "You have not claimed this conversation.",
     forbidden: "You are not allowed to do that.",
+    consent_withdrawn: "The customer withdrew their consent: nothing can be sent until they consent again.",
+    unknown_agent: "There is no staff member by that name.",
+    agent_disabled: "That account is disabled.",
+    agent_away: "That agent is away and takes no conversations now.",
+    transfer_to_self: "This conversation is yours already.",
+    already_assigned: "That agent has this conversation already.",
+    already_queued: "This conversation is already waiting in the queue.",
+    not_yours: "Only the agent handling it (or an admin) can hand it over.",
+    agent_present: "Its agent is at their dashboard: ask them to transfer it to you.",
   };
 
   /* ------------------------------------------------------------------ sound */
@@ -475,6 +500,9 @@
       case "error":
         onError(f);
         break;
+      case "erased":
+        onErased(f);
+        break;
       default:
         break; // pong and anything newer
     }
@@ -500,7 +528,8 @@
       const conv = convs.get(id);
       if (conv) {
         conv.item = item;
-        if (conv.status !== "closed") conv.status = item.status;
+        conv.paused = Boolean(item.paused);
+        if (conv.status !== "closed") conv.status = statusFor(item);
       } else if (isMine(item)) {
         // Claimed by me (in another tab, or before a reload): open it, without stealing focus.
         openConv(id, { select: false });
@@ -510,7 +539,10 @@
       // An open conversation that left the queue has been closed.
       if (!next.has(conv.id) && conv.status !== "closed") markClosed(conv);
     }
-    if (arrivals) beep();
+    if (arrivals) {
+      beep();
+      noticeWork(arrivals === 1 ? "A new conversation is waiting." : `${arrivals} new conversations are waiting.`);
+    }
     renderSidebar();
     renderPane();
   }
@@ -601,6 +633,7 @@
       if (seq > conv.historyUpTo && (!isViewing(conv) || document.hidden)) {
         conv.unread += 1;
         beep();
+        noticeWork(`New message from ${customerOf(conv.item).name}.`, "A customer wrote to you.");
         updateTitle();
       }
     }
@@ -700,6 +733,11 @@
   function onStatus(f) {
     const id = String(f.conversation_id || "");
     if (!id) return;
+    if (onHandoverStatus(f)) {
+      renderSidebar();
+      renderPane();
+      return;
+    }
     const item = queueItems.get(id);
     // `agent` is the display name customers see (several agents may share one); staff are told
     // apart by agent_id, and agent_name is the sign-in name staff know each other by.
@@ -752,6 +790,11 @@
       clearTimeout(pendingClaims.get(id));
       pendingClaims.delete(id);
     }
+    if (code === "consent_withdrawn" && id && convs.has(id)) {
+      const conv = convs.get(id);
+      conv.paused = true;
+      failPending(conv, "Not sent: the customer withdrew consent");
+    }
     if (code === "conversation_closed" && id && convs.has(id)) {
       const conv = convs.get(id);
       conv.closing = true; // no "ended" toast on top of this one
@@ -772,6 +815,10 @@
       return false;
     }
     if (conv.status !== "active") return false;
+    if (conv.paused) {
+      toast(ERROR_TEXT.consent_withdrawn);
+      return false;
+    }
     const cid = newId();
     const node = renderMessage({ sender: "agent", author: ME.displayName, body, sent_at: null }, true);
     conv.pending.set(cid, { body, node });
@@ -789,7 +836,7 @@
       for (const p of conv.pending.values()) {
         const label = p.node.querySelector(".msg-meta");
         if (!label) continue;
-        if (p.node.classList.contains("msg-failed")) label.textContent = "Not sent: conversation closed";
+        if (p.node.classList.contains("msg-failed")) label.textContent = p.node.dataset.reason || "Not sent: conversation closed";
         else label.textContent = online ? "Sending…" : "Waiting for connection…";
       }
     }
@@ -884,9 +931,12 @@
     return n;
   }
 
+  /** "(unread) N waiting · Agent dashboard": work can be noticed from another tab. */
   function updateTitle() {
     const n = totalUnread();
-    document.title = n ? `(${n}) ${BASE_TITLE}` : BASE_TITLE;
+    const waiting = queuedCount();
+    const parts = [n ? `(${n})` : "", waiting ? `${waiting} waiting ·` : "", BASE_TITLE];
+    document.title = parts.filter(Boolean).join(" ");
   }
 
   function lastMessageOf(id) {
@@ -962,6 +1012,7 @@
     }
     button.classList.toggle("is-unread", Boolean(fresh || (conv && conv.unread)));
     if (conv && conv.status === "closed") tags.appendChild(el("span", "mini-tag", "Closed"));
+    handoverTags(item, conv, group, tags);
     if (pendingClaims.has(id)) tags.appendChild(el("span", "mini-tag", "Claiming…"));
     if (tags.childNodes.length) button.appendChild(tags);
     const label = [who.name, who.company, group === "queue" ? waitingText(item.waiting_since) : ""]
@@ -1136,6 +1187,7 @@
     } else {
       card.classList.add("is-readonly");
       actions.appendChild(el("span", "readonly-note", `Read-only: ${item.agent || "another agent"} is handling this conversation.`));
+      takeOverAction(id, item, actions);
     }
     card.appendChild(actions);
     box.appendChild(card);
@@ -1172,14 +1224,16 @@
 
     const closed = conv.status === "closed";
     const active = conv.status === "active";
-    ui.convStatus.textContent = closed ? "Closed" : active ? "Active" : "Released";
-    ui.convStatus.className = `status-tag status-${closed ? "closed" : active ? "active" : "queued"}`;
+    const moved = conv.status === "moved";
+    ui.convStatus.textContent = closed ? "Closed" : active ? (conv.paused ? "Paused" : "Active") : moved ? "Handed over" : "Released";
+    ui.convStatus.className = `status-tag status-${closed ? "closed" : active ? (conv.paused ? "queued" : "active") : "queued"}`;
     ui.convClose.hidden = !active;
     ui.convClose.disabled = conv.closing;
     ui.convDismiss.hidden = active;
     ui.composer.hidden = !active;
     ui.closedNote.hidden = active;
-    ui.closedNote.textContent = closed ? "This conversation is closed." : "This conversation is no longer assigned to you.";
+    ui.closedNote.textContent = closed ? "This conversation is closed." : movedText(conv);
+    renderHandover(conv);
 
     if (shownConvId !== conv.id) {
       const prev = shownConvId && convs.get(shownConvId);
@@ -1217,6 +1271,7 @@
     ui.paneEmpty.hidden = Boolean(conv || previewing);
     ui.preview.hidden = !previewing;
     ui.conv.hidden = !conv;
+    forgetHidden(conv, previewing);
     if (conv) {
       renderConv(conv);
     } else {
@@ -1248,6 +1303,397 @@
       document.getElementById("pane").scrollIntoView({ block: "start" });
     }
   }
+
+  /* ------------------------------------------------------------------ handover
+   * Transfer, take over, paused and erased conversations, the away state and display name,
+   * and noticing work (tab title, screen-reader announcements, opt-in desktop alerts). The rest
+   * of the dashboard calls in through: statusFor, onHandoverStatus, onErased, failPending,
+   * renderHandover, takeOverAction, handoverTags, noticeWork, queuedCount, movedText.
+   */
+
+  /** A conversation of this dashboard as its queue item says: another agent's is "moved". */
+  function statusFor(item) {
+    return item.status === "active" && !isMine(item) ? "moved" : item.status;
+  }
+
+  function movedText(conv) {
+    if (conv.status === "moved") {
+      return `This conversation is now handled by ${conv.movedTo || (conv.item && conv.item.agent) || "another agent"}.`;
+    }
+    return "This conversation is no longer assigned to you.";
+  }
+
+  function queuedCount() {
+    let n = 0;
+    for (const [id, item] of queueItems) if (item.status === "queued" && !convs.has(id)) n += 1;
+    return n;
+  }
+
+  /** Status frames about consent, and about conversations that moved; true when handled. */
+  function onHandoverStatus(f) {
+    const id = String(f.conversation_id);
+    const conv = convs.get(id);
+    const item = queueItems.get(id);
+    const who = customerOf((conv && conv.item) || item).name;
+    if (typeof f.paused === "boolean") {
+      if (item) item.paused = f.paused;
+      if (conv && conv.paused !== f.paused) {
+        conv.paused = f.paused;
+        const text = f.paused
+          ? `${who} withdrew their consent: the conversation is paused.`
+          : `${who} consented again: the conversation can go on.`;
+        toast(text, "info");
+        announce(text);
+      }
+      return true;
+    }
+    const mine = f.agent_id !== undefined && f.agent_id !== null && String(f.agent_id) === ME.id;
+    if (item) {
+      item.status = f.status;
+      if (f.agent_name !== undefined) item.agent = f.agent_name;
+      if (f.agent_id !== undefined) item.agent_id = f.agent_id;
+    }
+    if (f.status === "active" && !mine && conv && conv.status !== "closed") {
+      conv.status = "moved";
+      conv.movedTo = f.agent_name || f.agent || "";
+      stopTyping(conv);
+      setVisitorTyping(conv, false);
+      if (transferFor === id) closeTransfer();
+      const text = `The conversation with ${who} is now handled by ${conv.movedTo || "another agent"}.`;
+      if (!conv.transferring) toast(text, "info");
+      announce(text);
+      conv.transferring = false;
+      return true;
+    }
+    if (f.status === "active" && mine && conv && conv.status !== "active" && conv.status !== "closed") {
+      // Handed back to me: catch up on what was said meanwhile.
+      send({ type: "resume", conversation_id: id, after_seq: conv.lastSeq });
+    }
+    if (f.status === "active" && mine && !pendingClaims.has(id) && f.previous_agent_id !== undefined
+        && String(f.previous_agent_id) !== ME.id) {
+      beep();
+      noticeWork(`The conversation with ${who} was handed to you.`, "A conversation was handed to you.");
+    }
+    if (f.status === "queued" && conv) {
+      conv.transferring = false;
+      if (transferFor === id) closeTransfer();
+    }
+    return false;
+  }
+
+  /** The customer was erased: nothing of these conversations stays on screen. */
+  function onErased(f) {
+    const ids = Array.isArray(f.conversation_ids) ? f.conversation_ids.map(String) : [];
+    let seen = false;
+    for (const id of ids) {
+      const conv = convs.get(id);
+      if (conv) {
+        clearTimeout(conv.visitorTypingTimer);
+        clearTimeout(conv.typingIdle);
+        conv.wrap.remove();
+        convs.delete(id);
+        seen = true;
+      }
+      if (queueItems.delete(id)) seen = true;
+      if (pendingClaims.has(id)) {
+        clearTimeout(pendingClaims.get(id));
+        pendingClaims.delete(id);
+      }
+      if (knownIds) knownIds.delete(id);
+      if (peek.id === id) peek = { id: null, messages: new Map(), lastSeq: 0, asked: -1 };
+      if (transferFor === id) closeTransfer();
+      if (shownConvId === id) {
+        ui.scroller.textContent = "";
+        ui.input.value = "";
+        ui.typing.textContent = "";
+        shownConvId = null;
+      }
+      if (selected && selected.id === id) selected = null;
+    }
+    if (seen) {
+      // Earlier notices may name the customer: they go too.
+      ui.toasts.textContent = "";
+      const text = "A conversation was erased at the customer's request; nothing of it is kept here.";
+      toast(text, "info");
+      announce(text);
+    }
+    renderPane();
+    renderSidebar();
+  }
+
+  function failPending(conv, reason) {
+    for (const [cid, p] of conv.pending) {
+      p.node.classList.add("msg-failed");
+      p.node.dataset.reason = reason;
+      conv.pending.delete(cid); // never resent: the server would refuse it again
+      const label = p.node.querySelector(".msg-meta");
+      if (label) label.textContent = reason;
+    }
+  }
+
+  /** Hidden panes keep no customer's details: nothing is left in the page once a
+   * conversation is gone (erased, dismissed). */
+  function forgetHidden(conv, previewing) {
+    if (!previewing) ui.preview.textContent = "";
+    if (!conv) {
+      for (const node of [ui.convName, ui.convEmail, ui.convCompany, ui.convConsent, ui.convAvatar]) {
+        node.textContent = "";
+      }
+      closeTransfer();
+    }
+  }
+
+  function renderHandover(conv) {
+    const active = conv.status === "active";
+    ui.transferButton.hidden = !active;
+    if (!active || transferFor !== conv.id) closeTransfer();
+    ui.pausedNote.hidden = !(active && conv.paused);
+    ui.convConsent.classList.toggle("consent-withdrawn", Boolean(conv.paused));
+    if (conv.paused) ui.convConsent.textContent = "Consent withdrawn";
+    if (active && conv.paused) ui.composer.hidden = true;
+  }
+
+  function handoverTags(item, conv, group, tags) {
+    const paused = conv ? conv.paused && conv.status === "active" : item.paused;
+    if (paused) tags.appendChild(el("span", "mini-tag mini-paused", "Paused"));
+    if (conv && conv.status === "moved") tags.appendChild(el("span", "mini-tag", "Handed over"));
+    if (group === "others" && item.agent_online === false) {
+      tags.appendChild(el("span", "mini-tag mini-unattended", "Unattended"));
+    }
+  }
+
+  /** "Take over" on another agent's conversation whose agent is away or gone (admins: any). */
+  function takeOverAction(id, item, actions) {
+    if (item.status !== "active" || isMine(item)) return;
+    const unattended = item.agent_online === false;
+    if (!unattended && ME.role !== "admin") return;
+    const btn = el("button", "claim-button take-over", pendingClaims.has(id) ? "Taking over…" : "Take over");
+    btn.type = "button";
+    btn.disabled = pendingClaims.has(id) || !(ws && ws.readyState === WebSocket.OPEN);
+    btn.addEventListener("click", () => takeOver(id));
+    actions.appendChild(btn);
+    actions.appendChild(el("span", "muted", unattended
+      ? "Its agent is away or has no dashboard open: you can take it over."
+      : "As an admin you can take over any conversation."));
+  }
+
+  function takeOver(id) {
+    if (pendingClaims.has(id)) return;
+    if (!send({ type: "transfer", conversation_id: id, to: ME.name })) {
+      toast("Not connected. Try again in a moment.");
+      return;
+    }
+    pendingClaims.set(id, setTimeout(() => {
+      pendingClaims.delete(id);
+      toast("The server did not answer. Please try again.");
+      renderPane();
+    }, CLAIM_TIMEOUT_MS));
+    renderPane();
+  }
+
+  /* transfer form */
+
+  let transferFor = null;
+
+  function closeTransfer() {
+    transferFor = null;
+    ui.transferForm.hidden = true;
+    ui.transferButton.setAttribute("aria-expanded", "false");
+  }
+
+  async function openTransfer(conv) {
+    transferFor = conv.id;
+    ui.transferTo.textContent = "";
+    ui.transferTo.appendChild(el("option", "", "Loading…"));
+    ui.transferForm.hidden = false;
+    ui.transferButton.setAttribute("aria-expanded", "true");
+    let staff = [];
+    try {
+      const r = await fetch("/api/staff/colleagues", { credentials: "same-origin", cache: "no-store" });
+      if (r.ok) staff = (await r.json()).staff || [];
+    } catch (_) {
+      /* the queue option still works */
+    }
+    if (transferFor !== conv.id) return;
+    ui.transferTo.textContent = "";
+    for (const s of staff) {
+      if (s.name === ME.name) continue;
+      const state = s.away ? "away" : s.online ? "online" : "offline";
+      const opt = el("option", "", `${s.display_name} (${s.name}) · ${state}`);
+      opt.value = s.name;
+      opt.disabled = Boolean(s.away);
+      ui.transferTo.appendChild(opt);
+    }
+    const queue = el("option", "", "Back to the queue");
+    queue.value = "";
+    ui.transferTo.appendChild(queue);
+    const first = Array.from(ui.transferTo.options).find((o) => !o.disabled);
+    if (first) ui.transferTo.value = first.value;
+    ui.transferTo.focus();
+  }
+
+  ui.transferButton.addEventListener("click", () => {
+    const conv = shownConvId && convs.get(shownConvId);
+    if (!conv) return;
+    if (transferFor === conv.id) closeTransfer();
+    else openTransfer(conv);
+  });
+  ui.transferCancel.addEventListener("click", () => {
+    closeTransfer();
+    ui.transferButton.focus();
+  });
+  ui.transferForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const conv = transferFor && convs.get(transferFor);
+    if (!conv || conv.status !== "active") return closeTransfer();
+    const to = ui.transferTo.value || null;
+    if (!send({ type: "transfer", conversation_id: conv.id, to })) {
+      toast("Not connected. Try again in a moment.");
+      return;
+    }
+    conv.transferring = true;
+    closeTransfer();
+    toast(to ? "Handing the conversation over…" : "Returning the conversation to the queue…", "info");
+  });
+
+  /* noticing work: announcements and desktop alerts */
+
+  function announce(text) {
+    ui.announcer.textContent = "";
+    // A fresh text node after a tick, so the same words are announced again.
+    setTimeout(() => {
+      ui.announcer.textContent = text;
+    }, 60);
+  }
+
+  let notifyOn = false;
+  const canNotify = typeof window.Notification === "function";
+  try {
+    notifyOn = canNotify && window.localStorage.getItem("dashboard.notify") === "on"
+      && window.Notification.permission === "granted";
+  } catch (_) {
+    /* storage may be blocked */
+  }
+
+  function renderNotifyButton() {
+    ui.notify.hidden = !canNotify;
+    ui.notify.textContent = notifyOn ? "Desktop alerts on" : "Desktop alerts off";
+    ui.notify.setAttribute("aria-pressed", notifyOn ? "true" : "false");
+    ui.notify.classList.toggle("is-off", !notifyOn);
+  }
+
+  ui.notify.addEventListener("click", async () => {
+    if (!notifyOn && window.Notification.permission !== "granted") {
+      let answer = "denied";
+      try {
+        answer = await window.Notification.requestPermission();
+      } catch (_) {
+        /* older browsers */
+      }
+      if (answer !== "granted") {
+        toast("Desktop alerts are blocked for this site in the browser's settings.");
+        return;
+      }
+    }
+    notifyOn = !notifyOn;
+    try {
+      window.localStorage.setItem("dashboard.notify", notifyOn ? "on" : "off");
+    } catch (_) {
+      /* ignore */
+    }
+    renderNotifyButton();
+  });
+  renderNotifyButton();
+
+  /** Screen readers always; a desktop alert (opt-in) while the dashboard is out of sight. Alerts
+   * carry no customer's words or name: they may show on a screen others see. */
+  function noticeWork(text, alertText) {
+    announce(text);
+    if (!notifyOn || !canNotify || window.Notification.permission !== "granted") return;
+    if (!document.hidden && document.hasFocus()) return;
+    try {
+      const n = new window.Notification(BASE_TITLE, { body: alertText || text, tag: "dashboard-work" });
+      n.onclick = () => {
+        window.focus();
+        n.close();
+      };
+    } catch (_) {
+      /* some browsers allow alerts only from a service worker */
+    }
+  }
+
+  /* away state and the display name customers see */
+
+  let away = false;
+
+  function renderAway() {
+    ui.away.textContent = away ? "Away" : "Available";
+    ui.away.setAttribute("aria-pressed", away ? "true" : "false");
+    ui.away.classList.toggle("is-away", away);
+  }
+
+  async function patchMe(body) {
+    const r = await fetch("/api/staff/me", {
+      method: "PATCH",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    let data = null;
+    try {
+      data = await r.json();
+    } catch (_) {
+      /* not JSON */
+    }
+    if (!r.ok) throw new Error((data && data.message) || "That did not work. Please try again.");
+    return data.staff;
+  }
+
+  ui.away.addEventListener("click", () => {
+    patchMe({ away: !away })
+      .then((me) => {
+        away = Boolean(me.away);
+        renderAway();
+        announce(away ? "You are away: no conversations are handed to you." : "You are available.");
+      })
+      .catch((e) => toast(e.message));
+  });
+
+  fetch("/api/staff/me", { credentials: "same-origin", cache: "no-store" })
+    .then((r) => (r.ok ? r.json() : null))
+    .then((data) => {
+      if (data && data.staff) {
+        away = Boolean(data.staff.away);
+        renderAway();
+      }
+    })
+    .catch(() => {});
+  renderAway();
+
+  ui.profileOpen.addEventListener("click", () => {
+    ui.profileInput.value = ME.displayName;
+    ui.profileError.hidden = true;
+    if (typeof ui.profileDialog.showModal === "function") ui.profileDialog.showModal();
+    else ui.profileDialog.setAttribute("open", "");
+    ui.profileInput.focus();
+    ui.profileInput.select();
+  });
+  ui.profileCancel.addEventListener("click", () => ui.profileDialog.close());
+  ui.profileForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    patchMe({ display_name: ui.profileInput.value })
+      .then((me) => {
+        ME.displayName = me.display_name;
+        ui.profileName.textContent = me.display_name;
+        ui.profileDialog.close();
+        toast(`Customers now see you as ${me.display_name}.`, "info");
+        ui.profileOpen.focus();
+      })
+      .catch((e) => {
+        ui.profileError.textContent = e.message;
+        ui.profileError.hidden = false;
+      });
+  });
 
   /* ------------------------------------------------------------------ events */
 

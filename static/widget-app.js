@@ -338,6 +338,7 @@
   function setStatus(now, name) {
     status = now;
     if (name) agent = name;
+    else if (status === 'queued') agent = null; // released to the queue: nobody has it now
     ended = status === 'closed';
     active(!ended);
     const b = $('banner');

@@ -100,3 +100,21 @@ def test_read_takes_no_other_field() -> None:
     with pytest.raises(protocol.ProtocolError) as err:
         protocol.parse('{"type":"read","seq":1,"conversation_id":"cv_x"}', "visitor")
     assert err.value.code == "unknown_field"
+
+
+def test_transfer_names_a_staff_member_or_the_queue() -> None:
+    """transfer takes `to` as a sign-in name or null (the queue); visitors cannot send it."""
+    frame = protocol.parse('{"type":"transfer","conversation_id":"cv_1","to":" bob "}', "agent")
+    assert frame == protocol.Transfer(conversation_id="cv_1", to="bob")
+    frame = protocol.parse('{"type":"transfer","conversation_id":"cv_1","to":null}', "agent")
+    assert frame == protocol.Transfer(conversation_id="cv_1", to=None)
+    for bad in ('{"type":"transfer","conversation_id":"cv_1"}',
+                '{"type":"transfer","conversation_id":"cv_1","to":""}',
+                '{"type":"transfer","conversation_id":"cv_1","to":7}',
+                '{"type":"transfer","conversation_id":"cv_1","to":"' + "x" * 101 + '"}'):
+        with pytest.raises(protocol.ProtocolError) as err:
+            protocol.parse(bad, "agent")
+        assert err.value.code == "invalid_field"
+    with pytest.raises(protocol.ProtocolError) as err:
+        protocol.parse('{"type":"transfer","conversation_id":"cv_1","to":null}', "visitor")
+    assert err.value.code == "unknown_type"

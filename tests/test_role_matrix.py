@@ -51,6 +51,8 @@ RULES: dict[tuple[str, str], tuple[set[int], set[int], set[int], set[int]]] = {
     ("POST", "/api/staff/login"): ({422}, {422}, {422}, {422}),  # empty body
     ("POST", "/api/staff/logout"): ({200}, {200}, {200}, {200}),
     ("GET", "/api/staff/me"): ({401}, {401}, {200}, {200}),
+    ("PATCH", "/api/staff/me"): ({401}, {401}, {422}, {422}),  # empty body: nothing to change
+    ("GET", "/api/staff/colleagues"): ({401}, {401}, {200}, {200}),
     ("GET", "/setup"): ({404}, {404}, {404}, {404}),  # no valid token
     ("POST", "/setup"): ({403}, {403}, {403}, {403}),
     # Mail: this server has no SMTP, so asking for mail answers 404 mail_disabled.

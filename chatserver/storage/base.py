@@ -385,6 +385,18 @@ class ConversationStore(Protocol):
 
     async def conversation_summary(self, conversation_id: str) -> ConversationSummary | None: ...
 
+    async def move_conversation(self, conversation_id: str, *, expect_agent_id: int | None,
+                                to_agent_id: int | None) -> tuple[Conversation, bool]:
+        """Hand an open conversation held by `expect_agent_id` (None: queued) to `to_agent_id`
+        (None: back to the queue) in one conditional UPDATE, so of two moves from the same
+        state exactly one wins. Returns the conversation as it now is and whether this call
+        moved it. NotFound when missing."""
+
+    async def paused_conversations(self) -> set[str]:
+        """Open conversations whose customer has withdrawn every consent."""
+
+    async def conversation_paused(self, conversation_id: str) -> bool: ...
+
 
 class SearchStore(Protocol):
     """The admin's conversation search."""
@@ -478,6 +490,13 @@ class StaffStore(Protocol):
         """
 
     async def setup_token_valid(self, token_hash: str) -> bool: ...
+
+    async def set_staff_away(self, staff_id: int, away: bool) -> None:
+        """Mark an agent away (no transfers to them, not online for customers) or back;
+        NotFound for an unknown id."""
+
+    async def away_staff(self) -> set[int]:
+        """The ids of the staff members who are away."""
 
 
 class AuditStore(Protocol):

@@ -154,6 +154,13 @@ async def api_withdraw(request: Request) -> Response:
     session = await _session(request)
     withdrawn = await state.store.withdraw_consents(session.id)
     await state.hub.end_session(session.id, CLOSE_NO_CONSENT)
+    if session.customer_id is not None:
+        # The customer's consents are withdrawn in every browser: those sockets end too, and
+        # the agent sees the conversation paused.
+        for other in await state.store.customer_sessions(session.customer_id):
+            if other != session.id:
+                await state.hub.end_session(other, CLOSE_NO_CONSENT)
+        await state.hub.consent_changed(session.customer_id)
     log.info("consent withdrawn session=%s", session.id[:12])
     return JSONResponse({"withdrawn": withdrawn})
 

@@ -46,6 +46,7 @@ from .common import (
     staff_session_hash,
     user_agent,
 )
+from .staff_profile import profile
 
 log = logging.getLogger("chatserver.web")
 
@@ -294,7 +295,8 @@ async def api_logout(request: Request) -> Response:
 
 async def api_staff_me(request: Request) -> Response:
     staff = await require_staff(request)
-    return JSONResponse({"staff": staff.public()})
+    away = staff.id in await app_state(request).store.away_staff()
+    return JSONResponse({"staff": profile(staff, away)})
 
 
 # -- first-admin setup ------------------------------------------------------------------------

@@ -204,6 +204,8 @@ async def api_consent(request: Request) -> Response:
             method=method,
             on_behalf=on_behalf,
         )
+        if session.customer_id is not None:  # a paused conversation goes on
+            await state.hub.consent_changed(session.customer_id)
         return JSONResponse(
             {"policy_version": receipt["policy_version"], "given_at": receipt["given_at"]}
         )

@@ -17,6 +17,7 @@ from ..base import Conversation, ConversationSummary, Message
 from ..rows import COLUMNS, FROM, MESSAGES, SUMMARY, to_conversation, to_message, to_summary
 from .engine import Connection
 from .folding import fold
+from .visitors import rowcount
 
 MESSAGE_SELECT = MESSAGES.format(agent="m.sender_id = st.id::text")
 
@@ -206,3 +207,38 @@ async def messages_between(
     )
     last = rows[-1][0] if rows else after_id
     return [to_message(r[1:]) for r in rows], int(last)
+
+
+# -- handing over and paused conversations ----------------------------------------------------
+
+# Open conversations whose customer holds no standing consent: paused (as in SQLite's module).
+PAUSED = """
+    SELECT c.id FROM conversations c
+    WHERE c.status <> 'closed' AND NOT EXISTS (
+        SELECT 1 FROM consents WHERE customer_id = c.customer_id AND withdrawn_at IS NULL)
+"""
+
+
+async def move(c: Connection, conversation_id: str, *, expect_agent_id: int | None,
+               to_agent_id: int | None, now: str) -> tuple[Conversation, bool]:
+    """One conditional UPDATE, like a claim: a rival move blocks on the row lock, then finds
+    the row changed and changes nothing."""
+    if to_agent_id is None:
+        status = await c.execute(
+            "UPDATE conversations SET status = 'queued', agent_id = NULL, claimed_at = NULL "
+            "WHERE id = $1 AND status <> 'closed' AND agent_id IS NOT DISTINCT FROM $2",
+            conversation_id, expect_agent_id)
+    else:
+        status = await c.execute(
+            "UPDATE conversations SET status = 'active', agent_id = $1, claimed_at = $2 "
+            "WHERE id = $3 AND status <> 'closed' AND agent_id IS NOT DISTINCT FROM $4",
+            to_agent_id, now, conversation_id, expect_agent_id)
+    return await require(c, conversation_id), rowcount(status) == 1
+
+
+async def paused(c: Connection) -> set[str]:
+    return {r[0] for r in await c.fetch(PAUSED)}
+
+
+async def is_paused(c: Connection, conversation_id: str) -> bool:
+    return await c.fetchval(PAUSED + " AND c.id = $1", conversation_id) is not None

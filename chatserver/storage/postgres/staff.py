@@ -186,3 +186,14 @@ async def setup_token_valid(c: Connection, token_hash: str, now: str) -> bool:
         token_hash, now,
     )
     return row is not None
+
+
+async def set_away(c: Connection, staff_id: int, away: bool) -> None:
+    """Away: no transfers to this agent, who does not count as online for customers."""
+    if rowcount(await c.execute("UPDATE staff SET away = $1 WHERE id = $2", away,
+                                staff_id)) != 1:
+        raise NotFound("No such staff member.")
+
+
+async def away_ids(c: Connection) -> set[int]:
+    return {r[0] for r in await c.fetch("SELECT id FROM staff WHERE away")}

@@ -220,6 +220,23 @@ class PostgresStore:
         now = self._now()
         return await self.engine.write(lambda c: conversations.close(c, conversation_id, now))
 
+    async def move_conversation(self, conversation_id: str, *, expect_agent_id: int | None,
+                                to_agent_id: int | None) -> tuple[Conversation, bool]:
+        if "\x00" in conversation_id:
+            raise NotFound("No such conversation.")  # no stored id has a NUL
+        now = self._now()
+        return await self.engine.write(lambda c: conversations.move(
+            c, conversation_id, expect_agent_id=expect_agent_id, to_agent_id=to_agent_id,
+            now=now))
+
+    async def paused_conversations(self) -> set[str]:
+        return await self.engine.read(conversations.paused)
+
+    async def conversation_paused(self, conversation_id: str) -> bool:
+        if "\x00" in conversation_id:
+            return False
+        return await self.engine.read(lambda c: conversations.is_paused(c, conversation_id))
+
     async def append_message(
         self, conversation_id: str, *, sender: str, sender_id: str, author: str, body: str,
         client_msg_id: str | None,
@@ -453,6 +470,12 @@ class PostgresStore:
     ) -> Staff:
         return await self.engine.write(lambda c: staff.update(
             c, staff_id, role=role, state=state, display_name=display_name))
+
+    async def set_staff_away(self, staff_id: int, away: bool) -> None:
+        await self.engine.write(lambda c: staff.set_away(c, staff_id, away))
+
+    async def away_staff(self) -> set[int]:
+        return await self.engine.read(staff.away_ids)
 
     async def revoke_staff_sessions(self, staff_id: int) -> list[str]:
         now = self._now()

@@ -160,3 +160,43 @@ def messages_between(
     ).fetchall()
     last = rows[-1][0] if rows else after_id
     return [to_message(r[1:]) for r in rows], last
+
+
+# -- handing over and paused conversations ----------------------------------------------------
+
+# Open conversations whose customer holds no standing consent (every consent withdrawn): paused
+# until the customer consents again. PostgreSQL's conversations.py says the same.
+PAUSED = """
+    SELECT c.id FROM conversations c
+    WHERE c.status <> 'closed' AND NOT EXISTS (
+        SELECT 1 FROM consents WHERE customer_id = c.customer_id AND withdrawn_at IS NULL)
+"""
+
+
+def move(c: sqlite3.Connection, conversation_id: str, *, expect_agent_id: int | None,
+         to_agent_id: int | None, now: str) -> tuple[Conversation, bool]:
+    """Hand the conversation to `to_agent_id` (None: back to the queue), provided it is still
+    open and held by `expect_agent_id` (None: queued). One conditional UPDATE: of two moves
+    made at once from the same state, exactly one changes the row. The conversation as it now
+    is, and whether this call moved it."""
+    if to_agent_id is None:
+        cur = c.execute(
+            "UPDATE conversations SET status = 'queued', agent_id = NULL, claimed_at = NULL "
+            "WHERE id = ? AND status <> 'closed' AND agent_id IS ?",
+            (conversation_id, expect_agent_id),
+        )
+    else:
+        cur = c.execute(
+            "UPDATE conversations SET status = 'active', agent_id = ?, claimed_at = ? "
+            "WHERE id = ? AND status <> 'closed' AND agent_id IS ?",
+            (to_agent_id, now, conversation_id, expect_agent_id),
+        )
+    return require(c, conversation_id), cur.rowcount == 1
+
+
+def paused(c: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in c.execute(PAUSED)}
+
+
+def is_paused(c: sqlite3.Connection, conversation_id: str) -> bool:
+    return c.execute(PAUSED + " AND c.id = ?", (conversation_id,)).fetchone() is not None

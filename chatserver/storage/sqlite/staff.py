@@ -179,3 +179,14 @@ def setup_token_valid(c: sqlite3.Connection, token_hash: str, now: str) -> bool:
         (token_hash, now),
     ).fetchone()
     return row is not None
+
+
+def set_away(c: sqlite3.Connection, staff_id: int, away: bool) -> None:
+    """Away: no transfers to this agent, who does not count as online for customers."""
+    if c.execute("UPDATE staff SET away = ? WHERE id = ?",
+                 (1 if away else 0, staff_id)).rowcount != 1:
+        raise NotFound("No such staff member.")
+
+
+def away_ids(c: sqlite3.Connection) -> set[int]:
+    return {r[0] for r in c.execute("SELECT id FROM staff WHERE away = 1")}
