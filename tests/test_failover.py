@@ -16,9 +16,16 @@ from websockets.exceptions import ConnectionClosed
 from . import databases
 from .redis_support import PrivateRedis
 from .support import Agent, Server, Socket, Visitor
-from .test_processes import _chat, _env, _health, _until, database  # noqa: F401 - a fixture
+from .test_processes import _chat, _env, _health, _until
 
 MESSAGES = 30  # each side's, per test
+
+
+@pytest.fixture
+def database() -> str:
+    """A fresh PostgreSQL database: the processes must share one (fails under CI=1 without)."""
+    databases.require_postgres()
+    return databases.create_database()
 
 
 @pytest.fixture
