@@ -10,12 +10,14 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
 from . import databases
 from .redis_support import PrivateRedis
 from .support import Agent, Server, Socket, Visitor
+from .test_metrics import _samples, _value
 from .test_processes import _chat, _env, _health, _until
 
 MESSAGES = 30  # each side's, per test
@@ -260,8 +262,15 @@ async def test_redis_restarted_mid_conversation_loses_and_doubles_nothing(
     async def up(server: Server) -> bool:
         return (await _health(server)).status_code == 200
 
+    async def reconnected(server: Server) -> bool:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            samples = _samples((await http.get("/metrics")).text)
+        return _value(samples, "chatserver_broadcast_reconnects_total") == 1
+
     for server in (a, b):
         await _until(lambda server=server: up(server), "/healthz to answer ok again")
+        await _until(lambda server=server: reconnected(server),
+                     "/metrics to count the broadcast's reconnect", 10)
     await asyncio.wait_for(asyncio.gather(agent_task, visitor_task), 60)
     last = _stored(database, conversation)[-1][0]
     await client.until(lambda: client.contiguous() >= last, "the visitor to catch up")
