@@ -21,7 +21,15 @@ from typing import Any
 from . import audit, protocol
 from .broadcast import Broadcast, Subscription
 from .errors import Forbidden, NotFound, Unavailable
-from .storage.base import Conversation, ConversationSummary, Message, Staff, Store
+from .storage.base import (
+    Conversation,
+    ConversationSummary,
+    Message,
+    Note,
+    Rating,
+    Staff,
+    Store,
+)
 
 log = logging.getLogger("chatserver.hub")
 QUEUE_DEBOUNCE_SECONDS = 0.05
@@ -87,9 +95,12 @@ def status_frame(conversation: Conversation) -> dict[str, Any]:
 STAFF_ONLY_FIELDS = ("agent_id", "agent_name")
 
 
-def for_visitor(payload: str) -> str:
-    """A conversation-channel frame as the visitor may see it: status frames lose the staff-only
-    fields (the agent's id and sign-in name); every other frame passes as it is."""
+def for_visitor(payload: str) -> str | None:
+    """A conversation-channel frame as the visitor may see it: staff notes not at all (None);
+    status frames lose the staff-only fields (the agent's id and sign-in name); every other
+    frame passes as it is."""
+    if payload.startswith(protocol.NOTE_PREFIX):
+        return None
     if not payload.startswith('{"type":"status"'):
         return payload
     frame = json.loads(payload)
@@ -267,6 +278,29 @@ class Hub:
                                      protocol.dump(protocol.read_frame(conversation_id, upto,
                                                                        sender)))
         return upto
+
+    # -- notes and ratings (issue 12) -------------------------------------------------------
+
+    async def note(self, conversation_id: str, staff: Staff, *, body: str,
+                   client_msg_id: str) -> Note:
+        """Store a staff-only note, then publish it to staff: the agent handling the
+        conversation (any agent while it is queued) or an admin. Visitors' sockets drop it."""
+        await self.check_agent_access(conversation_id, staff)
+        note, new = await self.store.add_note(conversation_id, staff_id=staff.id, body=body,
+                                              client_msg_id=client_msg_id)
+        if new:
+            await self.broadcast.publish(conversation_channel(conversation_id),
+                                         protocol.dump(protocol.note_frame(note)))
+        return note
+
+    async def rate(self, conversation_id: str, *, score: int, comment: str) -> Rating:
+        """Store the customer's rating of their closed conversation (once), then tell the
+        conversation's listeners: the agent's dashboard and the visitor's own sockets."""
+        rating = await self.store.rate_conversation(conversation_id, score=score,
+                                                    comment=comment)
+        await self.broadcast.publish(conversation_channel(conversation_id),
+                                     protocol.dump(protocol.rating_frame(rating)))
+        return rating
 
     async def policy_published(self, version: str) -> None:
         """Visitors whose consent is to an older version stop chatting until they accept."""

@@ -211,6 +211,8 @@ async def _visitor_frame(
         await hub.close(conversation_id, by="the customer", by_kind="visitor")
     elif isinstance(frame, protocol.Read):
         await hub.read(conversation_id, frame.seq, sender="visitor")
+    elif isinstance(frame, protocol.Rating):
+        await hub.rate(conversation_id, score=frame.score, comment=frame.comment)
     elif isinstance(frame, protocol.Ping):
         peer.send_frame({"type": "pong"})
 
@@ -338,6 +340,10 @@ async def _agent_frame(
         if conversation.agent_id == staff.id:
             watch(conversation_id)
         await _replay(state, peer, conversation_id, frame.after_seq)
+        await _replay_notes(state, peer, conversation_id, frame.after_seq)
+        return
+    if isinstance(frame, protocol.Note):
+        await _agent_note(peer, hub, frame, staff)
         return
     if conversation_id not in watched:
         found = await state.store.get_conversation(conversation_id)
@@ -361,3 +367,21 @@ async def _agent_frame(
         await hub.close(conversation_id, by=staff.display_name, by_kind="agent")
     elif isinstance(frame, protocol.Read):
         await hub.read(conversation_id, frame.seq, sender="agent")
+
+
+async def _replay_notes(state: Any, peer: Peer, conversation_id: str, after_seq: int) -> None:
+    """Staff replays carry the notes written since `after_seq` (from the message at that seq
+    on: a note written after it shares its seq); clients tell notes apart by note_id."""
+    notes = await state.store.notes_after(conversation_id, after_seq)
+    if notes:
+        await peer.replay([protocol.note_frame(n) for n in notes])
+
+
+async def _agent_note(peer: Peer, hub: Any, frame: protocol.Note, staff: Staff) -> None:
+    """A staff-only note: stored, acked like a message (its seq is the message it follows,
+    note_id names it), relayed to staff only."""
+    note = await hub.note(frame.conversation_id, staff, body=frame.body,
+                          client_msg_id=frame.client_msg_id)
+    peer.send_frame({"type": "ack", "conversation_id": frame.conversation_id,
+                     "client_msg_id": frame.client_msg_id, "seq": note.after_seq,
+                     "note_id": note.id})

@@ -115,6 +115,39 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class Note:
+    """A staff-only note inside a conversation. It takes no seq (the customer's seqs stay
+    gapless): `after_seq` is the conversation's last seq when it was written, which places it
+    in the staff's timeline."""
+
+    id: int
+    conversation_id: str
+    after_seq: int
+    staff_id: int
+    author: str  # the writer's display name, read at display time
+    body: str
+    client_msg_id: str
+    created_at: str
+
+    def public(self) -> dict[str, Any]:
+        return {"note_id": self.id, "after_seq": self.after_seq, "author": self.author,
+                "body": self.body, "created_at": self.created_at}
+
+
+@dataclass(frozen=True, slots=True)
+class Rating:
+    """The customer's satisfaction rating of a closed conversation: one per conversation."""
+
+    conversation_id: str
+    score: int
+    comment: str
+    rated_at: str
+
+    def public(self) -> dict[str, Any]:
+        return {"score": self.score, "comment": self.comment, "rated_at": self.rated_at}
+
+
+@dataclass(frozen=True, slots=True)
 class ConversationSummary:
     """A conversation with what lists and queues show of it."""
 
@@ -235,7 +268,29 @@ class MailStore(Protocol):
         """read_seq, seen_seq and mailed_seq of the conversation (0 when never set)."""
 
 
-class Store(MailStore, Protocol):
+class TeamStore(Protocol):
+    """What the support team adds to a conversation: staff-only notes and the customer's
+    rating. Both go with the conversation: an erasure or purge deletes them in its own
+    transaction."""
+
+    async def add_note(self, conversation_id: str, *, staff_id: int, body: str,
+                       client_msg_id: str) -> tuple[Note, bool]:
+        """Store a note after the conversation's last seq; True when new. A repeated
+        client_msg_id (same conversation and staff member) returns the first copy and False.
+        NotFound for an unknown conversation."""
+
+    async def notes_after(self, conversation_id: str, after_seq: int) -> list[Note]:
+        """The conversation's notes written at or after `after_seq`, oldest first."""
+
+    async def rate_conversation(self, conversation_id: str, *, score: int,
+                                comment: str) -> Rating:
+        """Store the customer's rating. Conflict `not_closed` while the conversation is open,
+        `already_rated` for a second rating; NotFound when unknown."""
+
+    async def get_rating(self, conversation_id: str) -> Rating | None: ...
+
+
+class Store(MailStore, TeamStore, Protocol):
     """Durable state. Each method is one transaction; writes are durable when they return."""
 
     clock: Clock

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import AlreadyClaimed, Conflict, ConversationClosed, LegalHold, NotFound
+from . import notes_sql
 from .base import (
     DEFAULT_DISPLAY_NAME,
     AuditHasher,
@@ -43,6 +44,7 @@ from .base import (
     utc_now,
 )
 from .sqlite_mail import SQLiteMailStore
+from .sqlite_team import SQLiteTeamStore
 from .sqlite_upkeep import BUSY_TIMEOUT_MS, Upkeep, note_scrub_needed
 
 T = TypeVar("T")
@@ -194,7 +196,7 @@ def _purge_counts(c: sqlite3.Connection, account_cutoff: str, access_cutoff: str
     }
 
 
-class SQLiteStore(SQLiteMailStore):
+class SQLiteStore(SQLiteMailStore, SQLiteTeamStore):
     def __init__(self, path: Path, clock: Clock = utc_now) -> None:
         self.path = path
         self.clock = clock
@@ -852,6 +854,7 @@ class SQLiteStore(SQLiteMailStore):
                     "id": conv.id, "status": conv.status, "created_at": conv.created_at,
                     "claimed_at": conv.claimed_at, "closed_at": conv.closed_at,
                     "agent": conv.agent_display_name, "messages": messages,
+                    **notes_sql.export_extras(c, conv.id),
                 })
             sessions = [
                 {"ref": sid[:12], "created_at": created, "last_seen_at": seen,

@@ -17,11 +17,13 @@ from typing import Any
 from ...errors import LegalHold, NotFound
 from .conversations import COLUMNS, FROM, MESSAGE_SELECT, to_conversation, to_message
 from .engine import Connection
+from .notes import export_extras
 from .visitors import CONSENT, customer, rowcount, to_consent
 
 # The tables an erasure or purge deletes from: vacuumed afterwards.
 TOUCHED = ("messages", "conversations", "consents", "access_events", "visitor_sessions",
-           "customers", "login_events", "mail_outbox", "mail_tokens", "conversation_reads")
+           "customers", "login_events", "mail_outbox", "mail_tokens", "conversation_reads",
+           "notes", "conversation_ratings")
 
 
 async def export_customer(c: Connection, customer_id: str) -> dict[str, Any]:
@@ -40,6 +42,7 @@ async def export_customer(c: Connection, customer_id: str) -> dict[str, Any]:
             "id": conv.id, "status": conv.status, "created_at": conv.created_at,
             "claimed_at": conv.claimed_at, "closed_at": conv.closed_at,
             "agent": conv.agent_display_name, "messages": messages,
+            **await export_extras(c, conv.id),
         })
     sessions = [
         {"ref": sid[:12], "created_at": created, "last_seen_at": seen, "revoked_at": revoked}

@@ -27,14 +27,16 @@ from ..base import (
     Customer,
     MailToken,
     Message,
+    Note,
     OutboxMail,
     PolicyVersion,
+    Rating,
     Staff,
     VisitorSession,
     iso,
     utc_now,
 )
-from . import audit, conversations, mail, policies, privacy, staff, visitors
+from . import audit, conversations, mail, notes, policies, privacy, staff, visitors
 from . import search as full_text
 from .engine import Engine, open_error
 from .migrate import migrate
@@ -241,6 +243,28 @@ class PostgresStore:
             return [], after_id  # no stored time has a NUL: nothing is in such a range
         return await self.engine.read(lambda c: conversations.messages_between(
             c, created_from, created_before, after_id, limit))
+
+    # -- notes and ratings ------------------------------------------------------------------
+
+    async def add_note(self, conversation_id: str, *, staff_id: int, body: str,
+                       client_msg_id: str) -> tuple[Note, bool]:
+        now = self._now()
+        return await self.engine.write(lambda c: notes.add_note(
+            c, conversation_id, staff_id, body, client_msg_id, now))
+
+    @nothing_for_nul(_list)
+    async def notes_after(self, conversation_id: str, after_seq: int) -> list[Note]:
+        return await self.engine.read(lambda c: notes.notes_after(c, conversation_id, after_seq))
+
+    async def rate_conversation(self, conversation_id: str, *, score: int,
+                                comment: str) -> Rating:
+        now = self._now()
+        return await self.engine.write(
+            lambda c: notes.rate(c, conversation_id, score, comment, now))
+
+    @nothing_for_nul(_none)
+    async def get_rating(self, conversation_id: str) -> Rating | None:
+        return await self.engine.read(lambda c: notes.get_rating(c, conversation_id))
 
     # -- privacy rights ---------------------------------------------------------------------
 

@@ -1,0 +1,40 @@
+"""The SQLite side of TeamStore: notes and ratings, thin methods over notes_sql.py.
+
+A mixin of SQLiteStore (like sqlite_mail.py): it uses the store's writer queue and readers.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from . import notes_sql
+from .base import Note, Rating
+
+T = TypeVar("T")
+
+
+class SQLiteTeamStore:
+    if TYPE_CHECKING:
+        async def _write(self, job: Callable[[sqlite3.Connection], T]) -> T: ...
+        async def _read(self, job: Callable[[sqlite3.Connection], T]) -> T: ...
+        def _now(self) -> str: ...
+
+    async def add_note(self, conversation_id: str, *, staff_id: int, body: str,
+                       client_msg_id: str) -> tuple[Note, bool]:
+        now = self._now()
+        return await self._write(lambda c: notes_sql.add_note(
+            c, conversation_id, staff_id, body, client_msg_id, now))
+
+    async def notes_after(self, conversation_id: str, after_seq: int) -> list[Note]:
+        return await self._read(lambda c: notes_sql.notes_after(c, conversation_id, after_seq))
+
+    async def rate_conversation(self, conversation_id: str, *, score: int,
+                                comment: str) -> Rating:
+        now = self._now()
+        return await self._write(lambda c: notes_sql.rate(c, conversation_id, score, comment,
+                                                          now))
+
+    async def get_rating(self, conversation_id: str) -> Rating | None:
+        return await self._read(lambda c: notes_sql.get_rating(c, conversation_id))
