@@ -51,6 +51,7 @@
     composer: $("composer"),
     input: $("composer-input"),
     send: $("composer-send"),
+    noteButton: $("composer-note"),
     closedNote: $("conv-closed-note"),
     toasts: $("toasts"),
   };
@@ -453,10 +454,15 @@
         onQueue(Array.isArray(f.conversations) ? f.conversations : []);
         break;
       case "message":
-        onMessage(f);
+        if (f.sender === "note") onNote(f);
+        else onMessage(f);
         break;
       case "ack":
-        onAck(f);
+        if (f.note_id !== undefined) onNoteAck(f);
+        else onAck(f);
+        break;
+      case "rating":
+        onRating(f);
         break;
       case "typing":
         onTyping(f);
@@ -1287,6 +1293,89 @@
   window.addEventListener("beforeunload", () => {
     for (const conv of convs.values()) stopTyping(conv);
   });
+
+  /* ------------------------------------------------------------------ notes and ratings */
+  // Staff-only notes (issue 12): stored apart from messages, never sent to the customer. A note
+  // takes no seq of its own: it follows the message whose seq it carries, and note_id names it.
+
+  function noteNode(f) {
+    const li = el("li", "msg msg-note");
+    // Sorts after the message it follows and before the next one (see insertBySeq).
+    li.dataset.seq = String(Number(f.seq) + 0.5);
+    li.dataset.noteId = String(f.note_id);
+    li.appendChild(el("div", "note-label", "Note · only staff see this"));
+    li.appendChild(el("div", "bubble", f.body));
+    li.appendChild(el("div", "msg-meta", [f.author, clock(f.sent_at)].filter(Boolean).join(" · ")));
+    return li;
+  }
+
+  function onNote(f) {
+    const conv = convs.get(String(f.conversation_id || ""));
+    if (!conv || !Number.isFinite(Number(f.seq))) return; // previews show messages only
+    if (!conv.notes) conv.notes = new Set();
+    const key = String(f.note_id);
+    if (conv.notes.has(key)) return;
+    conv.notes.add(key);
+    const nearBottom = isViewing(conv) && isNearBottom();
+    const node = noteNode(f);
+    const last = conv.list.lastElementChild;
+    if (!last || Number(last.dataset.seq) <= Number(node.dataset.seq)) conv.list.appendChild(node);
+    else insertBySeq(conv, node, Number(node.dataset.seq));
+    if (nearBottom || f.author === ME.displayName) scrollToBottom();
+  }
+
+  function onNoteAck(f) {
+    const conv = convs.get(String(f.conversation_id || ""));
+    const p = conv && conv.pendingNotes && conv.pendingNotes.get(f.client_msg_id);
+    if (!p) return;
+    conv.pendingNotes.delete(f.client_msg_id);
+    // The ack can beat the relayed copy: show the stored note now (deduped by note_id).
+    onNote({ conversation_id: conv.id, seq: f.seq, note_id: f.note_id, author: ME.displayName,
+             body: p.body, sent_at: new Date().toISOString() });
+  }
+
+  function sendNote(conv, body) {
+    if (!body.trim()) return false;
+    if (body.length > MAX_BODY) {
+      toast(ERROR_TEXT.body_too_long);
+      return false;
+    }
+    const cid = newId();
+    if (!send({ type: "note", conversation_id: conv.id, body, client_msg_id: cid })) {
+      toast("Not connected. Try again in a moment.");
+      return false;
+    }
+    if (!conv.pendingNotes) conv.pendingNotes = new Map();
+    conv.pendingNotes.set(cid, { body });
+    return true;
+  }
+
+  function onRating(f) {
+    const conv = convs.get(String(f.conversation_id || ""));
+    if (!conv || conv.rated) return;
+    conv.rated = true;
+    const score = Math.max(1, Math.min(5, Number(f.score) || 0));
+    const li = el("li", "msg msg-rating");
+    li.dataset.seq = String(Number.MAX_SAFE_INTEGER);
+    li.appendChild(el("span", "rating-stars", "★".repeat(score) + "☆".repeat(5 - score)));
+    li.appendChild(el("span", "rating-text", `${customerOf(conv.item).name} rated this conversation ${score} of 5`));
+    if (f.comment) li.appendChild(el("div", "rating-comment", f.comment));
+    conv.list.appendChild(li);
+    if (isViewing(conv)) scrollToBottom();
+  }
+
+  if (ui.noteButton) {
+    ui.noteButton.addEventListener("click", () => {
+      const conv = shownConvId && convs.get(shownConvId);
+      if (!conv) return;
+      if (sendNote(conv, ui.input.value)) {
+        ui.input.value = "";
+        conv.draft = "";
+        stopTyping(conv);
+      }
+      ui.input.focus();
+    });
+  }
 
   renderSidebar();
   renderPane();

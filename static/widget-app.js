@@ -323,6 +323,7 @@
     $('composer').hidden = ended;
     $('end').disabled = ended;
     if (ended) { typingOff(); setTyping(false); toBottom(); }
+    showRating(ended);
   }
 
   const RECONNECTING = 'Reconnecting…';
@@ -406,7 +407,8 @@
           if (!f.conversation_id || f.conversation_id === convId) setStatus(f.status, f.agent);
           break;
         case 'typing': onTyping(f); break;
-        case 'error': onError(f); break;
+        case 'rating': onRated(f); break;
+        case 'error': if (!ratingError(f)) onError(f); break;
       }
     };
     sock.onclose = async (ev) => {
@@ -498,6 +500,52 @@
     b.textContent = 'End chat';
     if (!transmit({ type: 'close' })) toast('Not connected. Please try again in a moment.', 4000);
   });
+  // ---- satisfaction rating (issue 12): asked once a conversation has ended ----------------
+  let ratedConv = null;  // the conversation this page has rated
+  function showRating(on) {
+    const form = $('rate');
+    if (!on || !convId) { form.hidden = true; return; }
+    if (form.hidden && ratedConv !== convId) {  // a fresh question for this conversation
+      form.reset();
+      form.querySelector('fieldset').disabled = false;
+      $('rate-comment').disabled = false;
+      $('rate-send').hidden = false;
+      $('rate-send').disabled = false;
+      $('rate-msg').textContent = '';
+    }
+    form.hidden = false;
+  }
+  function onRated(f) {
+    if (f.conversation_id && f.conversation_id !== convId) return;
+    ratedConv = convId;
+    $('rate').querySelector('fieldset').disabled = true;
+    $('rate-comment').disabled = true;
+    $('rate-send').hidden = true;
+    $('rate-msg').textContent = 'Thank you for your rating (' + f.score + ' of 5).';
+  }
+  const RATING_ERRORS = {
+    invalid_score: 'Please choose from 1 to 5 stars.',
+    already_rated: 'This conversation has already been rated. Thank you!',
+    not_closed: 'You can rate the conversation once it has ended.',
+  };
+  function ratingError(f) {
+    if (!RATING_ERRORS[f.code] && !(f.code === 'invalid_field' && !$('rate').hidden)) return false;
+    $('rate-msg').textContent = RATING_ERRORS[f.code] || f.message;
+    $('rate-send').disabled = false;
+    return true;
+  }
+  $('rate').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const picked = $('rate').querySelector('input[name=score]:checked');
+    if (!picked) { $('rate-msg').textContent = RATING_ERRORS.invalid_score; return; }
+    const comment = $('rate-comment').value.trim();
+    if (!transmit({ type: 'rating', score: Number(picked.value), comment })) {
+      $('rate-msg').textContent = 'Not connected. Please try again in a moment.';
+      return;
+    }
+    $('rate-send').disabled = true;
+  });
+
   $('new-chat').addEventListener('click', () => {
     ended = false;
     $('ended').hidden = true;
