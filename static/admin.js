@@ -520,6 +520,7 @@
   function renderMessage(m) {
     const sender = m.sender === "visitor" || m.sender === "agent" ? m.sender : "system";
     const li = el("li", `msg msg-${sender}`);
+    li.dataset.seq = String(m.seq);
     if (sender === "system") {
       li.appendChild(el("span", "msg-system-text", m.body));
       li.appendChild(el("span", "msg-system-time", when(m.sent_at)));
@@ -588,6 +589,31 @@
     }
     messages.sort((a, b) => a.seq - b.seq);
     for (const m of messages) ui.dMessages.appendChild(renderMessage(m));
+    addNotesAndRating(data);
+  }
+
+  // Issue 12: staff notes, marked as such, after the message each follows; then the rating.
+  function addNotesAndRating(data) {
+    const notes = Array.isArray(data.notes) ? data.notes : [];
+    for (const n of notes) {
+      const li = el("li", "msg msg-note");
+      li.appendChild(el("div", "note-label", "Note · only staff see this"));
+      li.appendChild(el("div", "bubble", n.body));
+      li.appendChild(el("div", "msg-meta", [n.author, when(n.sent_at)].join(" · ")));
+      const after = [...ui.dMessages.children].filter((x) => Number(x.dataset.seq) <= Number(n.seq)).pop();
+      li.dataset.seq = String(n.seq);
+      if (after) after.after(li);
+      else ui.dMessages.prepend(li);
+    }
+    const r = data.rating;
+    if (r && Number.isInteger(r.score)) {
+      const li = el("li", "msg msg-rating");
+      li.appendChild(el("span", "rating-stars", "★".repeat(r.score) + "☆".repeat(5 - r.score)));
+      li.appendChild(el("span", "rating-text", `Rated ${r.score} of 5 by the customer`));
+      if (r.comment) li.appendChild(el("div", "rating-comment", r.comment));
+      ui.dMessages.appendChild(li);
+      fact(ui.dFacts, "Rating", `${r.score} of 5`);
+    }
   }
 
   /* ------------------------------------------------------------------ shared bits */

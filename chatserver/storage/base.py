@@ -268,6 +268,20 @@ class MailStore(Protocol):
         """read_seq, seen_seq and mailed_seq of the conversation (0 when never set)."""
 
 
+@dataclass(frozen=True, slots=True)
+class CannedResponse:
+    """A reply admins prepare; agents insert it by its shortcut."""
+
+    id: int
+    shortcut: str
+    body: str
+    created_at: str
+    updated_at: str
+
+    def public(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class TeamStore(Protocol):
     """What the support team adds to a conversation: staff-only notes and the customer's
     rating. Both go with the conversation: an erasure or purge deletes them in its own
@@ -288,6 +302,19 @@ class TeamStore(Protocol):
         `already_rated` for a second rating; NotFound when unknown."""
 
     async def get_rating(self, conversation_id: str) -> Rating | None: ...
+
+    async def list_canned(self) -> list[CannedResponse]:
+        """Every canned response, by shortcut."""
+
+    async def add_canned(self, shortcut: str, body: str) -> CannedResponse:
+        """Conflict `shortcut_taken` when another response has the shortcut."""
+
+    async def update_canned(self, canned_id: int, *, shortcut: str | None = None,
+                            body: str | None = None) -> CannedResponse:
+        """NotFound when unknown, Conflict `shortcut_taken` as for add_canned."""
+
+    async def delete_canned(self, canned_id: int) -> None:
+        """NotFound when unknown."""
 
 
 class Store(MailStore, TeamStore, Protocol):

@@ -1,4 +1,5 @@
-"""The SQLite side of TeamStore: notes and ratings, thin methods over notes_sql.py.
+"""The SQLite side of TeamStore: notes, ratings and canned responses, thin methods over
+notes_sql.py and canned_sql.py.
 
 A mixin of SQLiteStore (like sqlite_mail.py): it uses the store's writer queue and readers.
 """
@@ -9,8 +10,8 @@ import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from . import notes_sql
-from .base import Note, Rating
+from . import canned_sql, notes_sql
+from .base import CannedResponse, Note, Rating
 
 T = TypeVar("T")
 
@@ -38,3 +39,20 @@ class SQLiteTeamStore:
 
     async def get_rating(self, conversation_id: str) -> Rating | None:
         return await self._read(lambda c: notes_sql.get_rating(c, conversation_id))
+
+    # -- canned responses -------------------------------------------------------------------
+
+    async def list_canned(self) -> list[CannedResponse]:
+        return await self._read(canned_sql.list_all)
+
+    async def add_canned(self, shortcut: str, body: str) -> CannedResponse:
+        now = self._now()
+        return await self._write(lambda c: canned_sql.add(c, shortcut, body, now))
+
+    async def update_canned(self, canned_id: int, *, shortcut: str | None = None,
+                            body: str | None = None) -> CannedResponse:
+        now = self._now()
+        return await self._write(lambda c: canned_sql.update(c, canned_id, shortcut, body, now))
+
+    async def delete_canned(self, canned_id: int) -> None:
+        await self._write(lambda c: canned_sql.delete(c, canned_id))

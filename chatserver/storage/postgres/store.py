@@ -20,6 +20,7 @@ from ...errors import ChatError, NotFound
 from ..base import (
     DEFAULT_DISPLAY_NAME,
     AuditHasher,
+    CannedResponse,
     Clock,
     Conversation,
     ConversationSearch,
@@ -36,7 +37,7 @@ from ..base import (
     iso,
     utc_now,
 )
-from . import audit, conversations, mail, notes, policies, privacy, staff, visitors
+from . import audit, canned, conversations, mail, notes, policies, privacy, staff, visitors
 from . import search as full_text
 from .engine import Engine, open_error
 from .migrate import migrate
@@ -265,6 +266,22 @@ class PostgresStore:
     @nothing_for_nul(_none)
     async def get_rating(self, conversation_id: str) -> Rating | None:
         return await self.engine.read(lambda c: notes.get_rating(c, conversation_id))
+
+    async def list_canned(self) -> list[CannedResponse]:
+        return await self.engine.read(canned.list_all)
+
+    async def add_canned(self, shortcut: str, body: str) -> CannedResponse:
+        now = self._now()
+        return await self.engine.write(lambda c: canned.add(c, shortcut, body, now))
+
+    async def update_canned(self, canned_id: int, *, shortcut: str | None = None,
+                            body: str | None = None) -> CannedResponse:
+        now = self._now()
+        return await self.engine.write(
+            lambda c: canned.update(c, canned_id, shortcut, body, now))
+
+    async def delete_canned(self, canned_id: int) -> None:
+        await self.engine.write(lambda c: canned.delete(c, canned_id))
 
     # -- privacy rights ---------------------------------------------------------------------
 
