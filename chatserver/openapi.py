@@ -557,8 +557,13 @@ def _admin_paths() -> dict[str, dict[str, Operation]]:
             description="The same answer as GET /api/admin/conversations.")},
         "/api/admin/conversations/{conversation_id}": {"get": _admin(
             "One conversation with its messages (audited)", "getConversation",
-            _ok(_obj(["conversation", "messages"], conversation=_ref("ConversationSummary"),
-                     messages={"type": "array", "items": _ref("Message")})),
+            _ok(_obj(["conversation", "messages", "notes", "rating"],
+                     conversation=_ref("ConversationSummary"),
+                     messages={"type": "array", "items": _ref("Message")},
+                     notes={"type": "array", "items": {"type": "object"},
+                            "description": "staff-only notes, as the agents' note frames"},
+                     rating={"type": "object", "nullable": True,
+                             "description": "the customer's rating: score, comment, rated_at"})),
             404, parameters=[_CONVERSATION_ID])},
         "/api/admin/conversations/{conversation_id}/transcript": {"get": _admin(
             "A transcript download (audited)", "getTranscript",
@@ -690,11 +695,51 @@ def _admin_paths() -> dict[str, dict[str, Operation]]:
     }
 
 
+def _canned_paths() -> dict[str, dict[str, Operation]]:
+    """Canned responses (issue 12): admins manage them, every staff member reads them."""
+    item = _obj(["id", "shortcut", "body", "created_at", "updated_at"],
+                id={"type": "integer"}, shortcut={"type": "string"}, body={"type": "string"},
+                created_at={"type": "string"}, updated_at={"type": "string"})
+    listing = _ok(_list("canned", item))
+    one = _ok(_obj(["canned"], canned=item))
+    canned_id = _path("canned_id", {"type": "integer", "format": "int64", "minimum": 0})
+    shortcut = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$",
+                "description": "stored lower-cased; 409 shortcut_taken when in use"}
+    text = {"type": "string", "minLength": 1, "maxLength": 4000,
+            "description": "placeholders {customer_first_name} and {agent_name}; any other "
+                           "{word} gets 422 unknown_placeholder"}
+    return {
+        "/api/agent/canned": {"get": _op(
+            "Canned responses, for the dashboard's / shortcuts", "staff", STAFF,
+            {"200": listing, **_errors(401)}, operation_id="cannedForStaff")},
+        "/api/admin/canned": {
+            "get": _admin("Canned responses", "listCanned", listing),
+            "post": _admin(
+                "Add a canned response (audited)", "addCanned", one, 409,
+                body=_body({"type": "object", "required": ["shortcut", "body"],
+                            "additionalProperties": False,
+                            "properties": {"shortcut": shortcut, "body": text}})),
+        },
+        "/api/admin/canned/{canned_id}": {
+            "patch": _admin(
+                "Change a canned response (audited)", "changeCanned", one, 404, 409,
+                body=_body({"type": "object", "minProperties": 1, "additionalProperties": False,
+                            "properties": {"shortcut": shortcut, "body": text}}),
+                parameters=[canned_id]),
+            "delete": _admin(
+                "Delete a canned response (audited)", "deleteCanned",
+                _ok(_obj(["deleted"], deleted={"type": "integer"})), 404,
+                parameters=[canned_id], unsafe=True),
+        },
+    }
+
+
 def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Operation]] = {
         **_customer_paths(),
         **_staff_paths(),
         **_admin_paths(),
+        **_canned_paths(),
         "/api/openapi.json": {"get": _op(
             "This document", "meta", PUBLIC, {"200": _ok({"type": "object"})},
             operation_id="openapi")},

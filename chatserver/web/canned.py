@@ -44,7 +44,7 @@ async def create(request: Request) -> Response:
     canned = await store.add_canned(shortcut, text)
     await audit.record(store, actor=f"staff:{actor.id}", action="canned.create",
                        ip=client_ip(request), target=f"canned:{canned.id}")
-    return JSONResponse({"canned": canned.public()}, status_code=201)
+    return JSONResponse({"canned": canned.public()})
 
 
 async def change(request: Request) -> Response:
@@ -71,7 +71,7 @@ async def remove(request: Request) -> Response:
     await store.delete_canned(canned_id)
     await audit.record(store, actor=f"staff:{actor.id}", action="canned.delete",
                        ip=client_ip(request), target=f"canned:{canned_id}")
-    return Response(status_code=204)
+    return JSONResponse({"deleted": canned_id})
 
 
 routes = [
