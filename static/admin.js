@@ -157,8 +157,9 @@
   let lastListHash = "#/conversations";
   let seq = 0; // drops answers to requests that a newer one replaced
 
-  const VIEWS = ["conversations", "detail", "customers", "staff", "policies", "retention", "audit"];
-  const TABS = ["conversations", "customers", "staff", "policies", "retention", "audit"];
+  const VIEWS = ["conversations", "detail", "customers", "staff", "policies", "retention", "audit",
+    "canned"];
+  const TABS = ["conversations", "customers", "staff", "policies", "retention", "audit", "canned"];
 
   function showView(name) {
     for (const v of VIEWS) $(`view-${v}`).hidden = v !== name;
@@ -196,6 +197,10 @@
       showView("audit");
       document.title = "Audit log · Admin console";
       loadAudit(readFilters(params, AUDIT_FILTERS), offsetParam());
+    } else if (parts[0] === "canned") {
+      showView("canned");
+      document.title = "Canned responses · Admin console";
+      loadCanned();
     } else if (parts[0] === "conversations" && parts[1]) {
       showView("detail");
       document.title = "Transcript · Admin console";
@@ -615,6 +620,118 @@
       fact(ui.dFacts, "Rating", `${r.score} of 5`);
     }
   }
+
+  /* ------------------------------------------------------------------ canned responses */
+  // Issue 12: admins keep the replies agents insert with "/shortcut"; every change is audited.
+
+  const cn = {
+    rows: $("canned-rows"),
+    empty: $("canned-empty"),
+    form: $("canned-form"),
+    title: $("canned-form-title"),
+    shortcut: $("cf-shortcut"),
+    body: $("cf-body"),
+    submit: $("cf-submit"),
+    cancel: $("cf-cancel"),
+    msg: $("cf-msg"),
+    editing: null,
+  };
+
+  function cannedFieldErrors(field, message) {
+    for (const f of ["shortcut", "body"]) {
+      const box = $(`cfe-${f}`);
+      box.textContent = f === field ? message : "";
+      const input = cn[f];
+      if (f === field) input.setAttribute("aria-invalid", "true");
+      else input.removeAttribute("aria-invalid");
+    }
+  }
+
+  function cannedEditMode(item) {
+    cn.editing = item ? item.id : null;
+    cn.title.textContent = item ? `Change /${item.shortcut}` : "Add a canned response";
+    cn.submit.textContent = item ? "Save changes" : "Add canned response";
+    cn.cancel.hidden = !item;
+    cn.shortcut.value = item ? item.shortcut : "";
+    cn.body.value = item ? item.body : "";
+    cannedFieldErrors(null, "");
+  }
+
+  async function loadCanned() {
+    const mine = ++seq;
+    let data;
+    try {
+      data = await api("/api/admin/canned");
+    } catch (err) {
+      if (mine === seq) cn.msg.textContent = err.message;
+      return;
+    }
+    if (mine !== seq) return;
+    const items = Array.isArray(data.canned) ? data.canned : [];
+    cn.rows.textContent = "";
+    cn.empty.hidden = items.length > 0;
+    for (const item of items) {
+      const tr = el("tr");
+      const sc = el("td");
+      sc.appendChild(el("code", "", `/${item.shortcut}`));
+      const body = el("td", "canned-body", item.body);
+      const changed = el("td", "", when(item.updated_at));
+      const actions = el("td", "row-actions");
+      const edit = el("button", "secondary small", "Edit");
+      edit.type = "button";
+      edit.setAttribute("aria-label", `Edit /${item.shortcut}`);
+      edit.addEventListener("click", () => {
+        cannedEditMode(item);
+        cn.msg.textContent = "";
+        cn.shortcut.focus();
+      });
+      const del = el("button", "danger-outline small", "Delete");
+      del.type = "button";
+      del.setAttribute("aria-label", `Delete /${item.shortcut}`);
+      del.addEventListener("click", async () => {
+        if (!window.confirm(`Delete the canned response /${item.shortcut}?`)) return;
+        try {
+          await api(`/api/admin/canned/${item.id}`, "DELETE");
+          cn.msg.textContent = `Deleted /${item.shortcut}.`;
+          if (cn.editing === item.id) cannedEditMode(null);
+        } catch (err) {
+          cn.msg.textContent = err.message;
+        }
+        loadCanned();
+      });
+      actions.append(edit, del);
+      tr.append(sc, body, changed, actions);
+      cn.rows.appendChild(tr);
+    }
+  }
+
+  cn.form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    cannedFieldErrors(null, "");
+    cn.msg.textContent = "";
+    const payload = { shortcut: cn.shortcut.value.trim(), body: cn.body.value };
+    const editing = cn.editing;
+    cn.submit.disabled = true;
+    try {
+      const data = editing === null
+        ? await api("/api/admin/canned", "POST", payload)
+        : await api(`/api/admin/canned/${editing}`, "PATCH", payload);
+      cn.msg.textContent = `${editing === null ? "Added" : "Saved"} /${data.canned.shortcut}.`;
+      cannedEditMode(null);
+      loadCanned();
+    } catch (err) {
+      const field = err.field || (err.code === "shortcut_taken" ? "shortcut" : err.code === "unknown_placeholder" ? "body" : null);
+      if (field) cannedFieldErrors(field, err.message);
+      else cn.msg.textContent = err.message;
+    } finally {
+      cn.submit.disabled = false;
+    }
+  });
+
+  cn.cancel.addEventListener("click", () => {
+    cannedEditMode(null);
+    cn.msg.textContent = "";
+  });
 
   /* ------------------------------------------------------------------ shared bits */
 

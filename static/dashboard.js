@@ -1377,6 +1377,109 @@
     });
   }
 
+  /* ------------------------------------------------------------------ canned responses */
+  // Issue 12: typing "/" and a shortcut in the composer offers the canned responses admins keep;
+  // Enter, Tab or a click puts the chosen one in the reply box (to edit or send), with
+  // {customer_first_name} and {agent_name} filled in here, in the browser.
+
+  const canned = { items: [], fetchedAt: 0, matches: [], active: 0, menu: $("canned-menu") };
+  const CANNED_REFRESH_MS = 60000;
+
+  async function fetchCanned() {
+    canned.fetchedAt = Date.now();
+    try {
+      const res = await fetch("/api/agent/canned", { credentials: "same-origin", cache: "no-store" });
+      if (!res.ok) return;
+      const data = await res.json();
+      canned.items = Array.isArray(data.canned) ? data.canned : [];
+    } catch (_) {
+      /* offline: keep what we have */
+    }
+  }
+
+  function fillPlaceholders(body, conv) {
+    const first = String(customerOf(conv && conv.item).name || "").trim().split(/\s+/)[0] || "";
+    return body.replace(/\{(customer_first_name|agent_name)\}/g, (_, key) =>
+      key === "agent_name" ? ME.displayName : first);
+  }
+
+  function cannedQuery() {
+    const m = /^\/([A-Za-z0-9_-]*)$/.exec(ui.input.value);
+    return m ? m[1].toLowerCase() : null;
+  }
+
+  function closeCanned() {
+    canned.matches = [];
+    canned.menu.hidden = true;
+    canned.menu.textContent = "";
+    ui.input.setAttribute("aria-expanded", "false");
+    ui.input.removeAttribute("aria-activedescendant");
+  }
+
+  function renderCanned() {
+    canned.menu.textContent = "";
+    canned.matches.forEach((item, i) => {
+      const li = el("li", "canned-option");
+      li.id = `canned-option-${i}`;
+      li.setAttribute("role", "option");
+      li.setAttribute("aria-selected", String(i === canned.active));
+      li.appendChild(el("span", "canned-shortcut", `/${item.shortcut}`));
+      li.appendChild(el("span", "canned-preview", item.body));
+      li.addEventListener("mousedown", (ev) => {
+        ev.preventDefault(); // keep the focus in the reply box
+        insertCanned(item);
+      });
+      canned.menu.appendChild(li);
+    });
+    canned.menu.hidden = canned.matches.length === 0;
+    ui.input.setAttribute("aria-expanded", String(!canned.menu.hidden));
+    if (!canned.menu.hidden) ui.input.setAttribute("aria-activedescendant", `canned-option-${canned.active}`);
+  }
+
+  function updateCanned() {
+    const q = cannedQuery();
+    if (q === null) return closeCanned();
+    if (Date.now() - canned.fetchedAt > CANNED_REFRESH_MS) fetchCanned().then(updateCanned);
+    canned.matches = canned.items.filter((c) => c.shortcut.startsWith(q)).slice(0, 8);
+    canned.active = 0;
+    renderCanned();
+  }
+
+  function insertCanned(item) {
+    const conv = shownConvId && convs.get(shownConvId);
+    ui.input.value = fillPlaceholders(item.body, conv);
+    if (conv) conv.draft = ui.input.value;
+    closeCanned();
+    ui.input.focus();
+    ui.input.setSelectionRange(ui.input.value.length, ui.input.value.length);
+  }
+
+  if (canned.menu) {
+    ui.input.setAttribute("aria-autocomplete", "list");
+    ui.input.setAttribute("aria-controls", "canned-menu");
+    ui.input.setAttribute("aria-expanded", "false");
+    ui.input.addEventListener("input", updateCanned);
+    ui.input.addEventListener("blur", closeCanned);
+    // Capture on the form: runs before the reply box's own Enter-to-send.
+    ui.composer.addEventListener("keydown", (ev) => {
+      if (canned.menu.hidden || !canned.matches.length) return;
+      const n = canned.matches.length;
+      if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
+        canned.active = (canned.active + (ev.key === "ArrowDown" ? 1 : n - 1)) % n;
+        renderCanned();
+      } else if ((ev.key === "Enter" && !ev.shiftKey) || ev.key === "Tab") {
+        insertCanned(canned.matches[canned.active]);
+      } else if (ev.key === "Escape") {
+        closeCanned();
+      } else {
+        return;
+      }
+      ev.preventDefault();
+      ev.stopImmediatePropagation();
+    }, true);
+    fetchCanned();
+  }
+
   renderSidebar();
   renderPane();
   connect();
