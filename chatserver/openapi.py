@@ -695,8 +695,9 @@ def _admin_paths() -> dict[str, dict[str, Operation]]:
     }
 
 
-def _canned_paths() -> dict[str, dict[str, Operation]]:
-    """Canned responses (issue 12): admins manage them, every staff member reads them."""
+def _team_paths() -> dict[str, dict[str, Operation]]:
+    """Issue 12: customer history for the handling agent; canned responses, which admins
+    manage and every staff member reads."""
     item = _obj(["id", "shortcut", "body", "created_at", "updated_at"],
                 id={"type": "integer"}, shortcut={"type": "string"}, body={"type": "string"},
                 created_at={"type": "string"}, updated_at={"type": "string"})
@@ -708,7 +709,33 @@ def _canned_paths() -> dict[str, dict[str, Operation]]:
     text = {"type": "string", "minLength": 1, "maxLength": 4000,
             "description": "placeholders {customer_first_name} and {agent_name}; any other "
                            "{word} gets 422 unknown_placeholder"}
+    history_item = _obj(["id", "status", "created_at", "closed_at", "agent", "message_count",
+                         "rating"],
+                        id={"type": "string"}, status={"type": "string"},
+                        created_at={"type": "string"},
+                        closed_at={"type": "string", "nullable": True},
+                        agent={"type": "string", "nullable": True},
+                        message_count={"type": "integer"},
+                        rating={"type": "integer", "nullable": True})
     return {
+        "/api/agent/conversations/{conversation_id}/history": {"get": _op(
+            "The customer's other conversations, for the agent handling this one", "staff",
+            STAFF, {"200": _ok(_list("conversations", history_item)), **_errors(401, 403, 404)},
+            parameters=[_CONVERSATION_ID], operation_id="customerHistory",
+            description="No message text. 403 for anyone but the agent handling the "
+                        "conversation (admins: any).")},
+        "/api/agent/conversations/{conversation_id}/history/{earlier_id}": {"get": _op(
+            "One earlier conversation of the customer, read-only (audited)", "staff", STAFF,
+            {"200": _ok(_obj(["conversation", "messages", "notes", "rating"],
+                             conversation={"type": "object"},
+                             messages={"type": "array", "items": _ref("Message")},
+                             notes={"type": "array", "items": {"type": "object"}},
+                             rating={"type": "object", "nullable": True})),
+             **_errors(401, 403, 404)},
+            parameters=[_CONVERSATION_ID, _path("earlier_id", {"type": "string"})],
+            operation_id="customerHistoryTranscript",
+            description="Written to the audit log (transcript.view, via history) before it "
+                        "is read. 404 unless it is another conversation of the same customer.")},
         "/api/agent/canned": {"get": _op(
             "Canned responses, for the dashboard's / shortcuts", "staff", STAFF,
             {"200": listing, **_errors(401)}, operation_id="cannedForStaff")},
@@ -739,7 +766,7 @@ def document() -> dict[str, Any]:
         **_customer_paths(),
         **_staff_paths(),
         **_admin_paths(),
-        **_canned_paths(),
+        **_team_paths(),
         "/api/openapi.json": {"get": _op(
             "This document", "meta", PUBLIC, {"200": _ok({"type": "object"})},
             operation_id="openapi")},

@@ -303,6 +303,10 @@ class TeamStore(Protocol):
 
     async def get_rating(self, conversation_id: str) -> Rating | None: ...
 
+    async def customer_history(self, customer_id: str) -> list[dict[str, Any]]:
+        """The customer's conversations, newest first: id, status, created_at, closed_at, agent
+        (display name), message_count and rating (score or None). No message text."""
+
     async def list_canned(self) -> list[CannedResponse]:
         """Every canned response, by shortcut."""
 

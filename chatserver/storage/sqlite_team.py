@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import canned_sql, notes_sql
+from . import canned_sql, history_sql, notes_sql
 from .base import CannedResponse, Note, Rating
 
 T = TypeVar("T")
@@ -39,6 +39,9 @@ class SQLiteTeamStore:
 
     async def get_rating(self, conversation_id: str) -> Rating | None:
         return await self._read(lambda c: notes_sql.get_rating(c, conversation_id))
+
+    async def customer_history(self, customer_id: str) -> list[dict[str, Any]]:
+        return await self._read(lambda c: history_sql.customer_history(c, customer_id))
 
     # -- canned responses -------------------------------------------------------------------
 

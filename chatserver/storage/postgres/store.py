@@ -37,7 +37,18 @@ from ..base import (
     iso,
     utc_now,
 )
-from . import audit, canned, conversations, mail, notes, policies, privacy, staff, visitors
+from . import (
+    audit,
+    canned,
+    conversations,
+    history,
+    mail,
+    notes,
+    policies,
+    privacy,
+    staff,
+    visitors,
+)
 from . import search as full_text
 from .engine import Engine, open_error
 from .migrate import migrate
@@ -266,6 +277,10 @@ class PostgresStore:
     @nothing_for_nul(_none)
     async def get_rating(self, conversation_id: str) -> Rating | None:
         return await self.engine.read(lambda c: notes.get_rating(c, conversation_id))
+
+    @nothing_for_nul(_list)
+    async def customer_history(self, customer_id: str) -> list[dict[str, Any]]:
+        return await self.engine.read(lambda c: history.customer_history(c, customer_id))
 
     async def list_canned(self) -> list[CannedResponse]:
         return await self.engine.read(canned.list_all)
