@@ -1377,6 +1377,100 @@
     });
   }
 
+  /* ------------------------------------------------------------------ customer history */
+  // Issue 12: the customer's other conversations, read-only, in a dialog. The list holds no
+  // text; opening one is a transcript view the server writes to the audit log first.
+
+  const hist = {
+    button: $("conv-history"),
+    dialog: $("history-dialog"),
+    title: $("history-title"),
+    list: $("history-list"),
+    msg: $("history-msg"),
+    view: $("history-view"),
+    viewTitle: $("history-view-title"),
+    messages: $("history-messages"),
+    convId: null,
+  };
+
+  async function getJson(path) {
+    const res = await fetch(path, { credentials: "same-origin", cache: "no-store" });
+    let data = null;
+    try {
+      data = await res.json();
+    } catch (_) {
+      data = null;
+    }
+    if (!res.ok) throw new Error((data && data.message) || `The server answered ${res.status}.`);
+    return data;
+  }
+
+  function historyLabel(item) {
+    const when = toDate(item.created_at);
+    const parts = [when ? when.toLocaleString() : "", item.status === "closed" ? "closed" : item.status,
+      `${item.message_count} message${item.message_count === 1 ? "" : "s"}`];
+    if (item.agent) parts.push(`with ${item.agent}`);
+    if (item.rating) parts.push(`rated ${item.rating} of 5`);
+    return parts.filter(Boolean).join(" · ");
+  }
+
+  async function openHistory() {
+    const conv = shownConvId && convs.get(shownConvId);
+    if (!conv) return;
+    hist.convId = conv.id;
+    hist.title.textContent = `Earlier conversations with ${customerOf(conv.item).name}`;
+    hist.list.textContent = "";
+    hist.view.hidden = true;
+    hist.msg.textContent = "Loading…";
+    if (!hist.dialog.open) hist.dialog.showModal();
+    let data;
+    try {
+      data = await getJson(`/api/agent/conversations/${encodeURIComponent(conv.id)}/history`);
+    } catch (err) {
+      hist.msg.textContent = err.message;
+      return;
+    }
+    if (hist.convId !== conv.id) return;
+    const items = Array.isArray(data.conversations) ? data.conversations : [];
+    hist.msg.textContent = items.length ? "" : "No earlier conversations.";
+    for (const item of items) {
+      const li = el("li");
+      const b = el("button", "history-item", historyLabel(item));
+      b.type = "button";
+      b.addEventListener("click", () => openEarlier(conv.id, item));
+      li.appendChild(b);
+      hist.list.appendChild(li);
+    }
+  }
+
+  async function openEarlier(convId, item) {
+    hist.view.hidden = false;
+    hist.viewTitle.textContent = historyLabel(item);
+    hist.messages.textContent = "";
+    let data;
+    try {
+      data = await getJson(`/api/agent/conversations/${encodeURIComponent(convId)}/history/${encodeURIComponent(item.id)}`);
+    } catch (err) {
+      hist.messages.appendChild(el("li", "msg msg-system", err.message));
+      return;
+    }
+    const messages = Array.isArray(data.messages) ? data.messages : [];
+    const notes = Array.isArray(data.notes) ? data.notes : [];
+    for (const m of messages) {
+      hist.messages.appendChild(renderMessage(m));
+      for (const n of notes) if (Number(n.seq) === Number(m.seq)) hist.messages.appendChild(noteNode(n));
+    }
+    if (data.rating) {
+      hist.messages.appendChild(el("li", "msg msg-rating",
+        `Rated ${data.rating.score} of 5${data.rating.comment ? `: ${data.rating.comment}` : ""}`));
+    }
+  }
+
+  if (hist.button && hist.dialog) {
+    hist.button.addEventListener("click", openHistory);
+    $("history-close").addEventListener("click", () => hist.dialog.close());
+  }
+
   /* ------------------------------------------------------------------ canned responses */
   // Issue 12: typing "/" and a shortcut in the composer offers the canned responses admins keep;
   // Enter, Tab or a click puts the chosen one in the reply box (to edit or send), with
