@@ -38,7 +38,17 @@ from .settings import Settings
 from .sockets import agent_socket, visitor_socket
 from .storage import Clock, open_store, utc_now
 from .storage.base import iso
-from .web import account, admin, admin_privacy, admin_staff, agent, canned, history, widget
+from .web import (
+    account,
+    admin,
+    admin_privacy,
+    admin_staff,
+    agent,
+    canned,
+    history,
+    reports,
+    widget,
+)
 from .web import mail as mail_routes
 from .web.common import MAX_BODY_BYTES, AppState, app_state, asset_dir, error_response
 from .web.pending_consent import PendingConsentMiddleware
@@ -341,6 +351,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         *admin_staff.routes,
         *canned.routes,
         *history.routes,
+        *reports.routes,
         *mail_routes.routes,
         *openapi.routes,
         Route("/healthz", healthz),

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import __version__
+from . import __version__, reports
 from .staff_names import MAX_DISPLAY_NAME
 from .web import admin, admin_privacy, admin_staff
 
@@ -709,6 +709,11 @@ def _team_paths() -> dict[str, dict[str, Operation]]:
     text = {"type": "string", "minLength": 1, "maxLength": 4000,
             "description": "placeholders {customer_first_name} and {agent_name}; any other "
                            "{word} gets 422 unknown_placeholder"}
+    day = {"type": "string", "format": "date"}
+    report_range = [
+        _query("from", day, "first day (UTC), included; default: 29 days before `to`"),
+        _query("to", day, f"last day (UTC), included; default: today; at most "
+                          f"{reports.MAX_DAYS} days in all")]
     history_item = _obj(["id", "status", "created_at", "closed_at", "agent", "message_count",
                          "rating"],
                         id={"type": "string"}, status={"type": "string"},
@@ -736,6 +741,26 @@ def _team_paths() -> dict[str, dict[str, Operation]]:
             operation_id="customerHistoryTranscript",
             description="Written to the audit log (transcript.view, via history) before it "
                         "is read. 404 unless it is another conversation of the same customer.")},
+        "/api/admin/reports": {"get": _admin(
+            "Reports: conversations per day, time to first reply, length, ratings, per agent",
+            "reports", _ok(_obj(["from", "to", "conversations", "first_reply", "length",
+                                 "ratings", "per_day", "per_agent"],
+                                **{"from": {"type": "string"}, "to": {"type": "string"}},
+                                conversations={"type": "integer"},
+                                first_reply={"type": "object"}, length={"type": "object"},
+                                ratings={"type": "object"},
+                                per_day={"type": "array", "items": {"type": "object"}},
+                                per_agent={"type": "array", "items": {"type": "object"}})),
+            422, parameters=report_range)},
+        "/api/admin/reports/csv": {"get": _admin(
+            "The report's figures as CSV", "reportsCsv",
+            _ok({"type": "string"}, "section, key, metric, value", media="text/csv"),
+            422, parameters=report_range)},
+        "/api/admin/reports/charts/{kind}": {"get": _admin(
+            "One of the report's charts, drawn as SVG on the server", "reportsChart",
+            _ok({"type": "string"}, "an SVG image", media="image/svg+xml"), 404, 422,
+            parameters=[_path("kind", {"type": "string", "enum": list(reports.CHARTS)}),
+                        *report_range])},
         "/api/agent/canned": {"get": _op(
             "Canned responses, for the dashboard's / shortcuts", "staff", STAFF,
             {"200": listing, **_errors(401)}, operation_id="cannedForStaff")},

@@ -307,6 +307,12 @@ class TeamStore(Protocol):
         """The customer's conversations, newest first: id, status, created_at, closed_at, agent
         (display name), message_count and rating (score or None). No message text."""
 
+    async def report_rows(self, created_from: str, created_before: str
+                          ) -> list[dict[str, Any]]:
+        """One row per conversation created in [created_from, created_before): id, created_at,
+        claimed_at, closed_at, status, agent_id, agent (sign-in name), messages (not counting
+        system ones), first_reply_at (the first agent message) and rating. No text."""
+
     async def list_canned(self) -> list[CannedResponse]:
         """Every canned response, by shortcut."""
 

@@ -10,7 +10,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import canned_sql, history_sql, notes_sql
+from . import canned_sql, history_sql, notes_sql, reports_sql
 from .base import CannedResponse, Note, Rating
 
 T = TypeVar("T")
@@ -42,6 +42,11 @@ class SQLiteTeamStore:
 
     async def customer_history(self, customer_id: str) -> list[dict[str, Any]]:
         return await self._read(lambda c: history_sql.customer_history(c, customer_id))
+
+    async def report_rows(self, created_from: str, created_before: str
+                          ) -> list[dict[str, Any]]:
+        return await self._read(
+            lambda c: reports_sql.report_rows(c, created_from, created_before))
 
     # -- canned responses -------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from . import (
     notes,
     policies,
     privacy,
+    reports,
     staff,
     visitors,
 )
@@ -281,6 +282,11 @@ class PostgresStore:
     @nothing_for_nul(_list)
     async def customer_history(self, customer_id: str) -> list[dict[str, Any]]:
         return await self.engine.read(lambda c: history.customer_history(c, customer_id))
+
+    async def report_rows(self, created_from: str, created_before: str
+                          ) -> list[dict[str, Any]]:
+        return await self.engine.read(
+            lambda c: reports.report_rows(c, created_from, created_before), snapshot=True)
 
     async def list_canned(self) -> list[CannedResponse]:
         return await self.engine.read(canned.list_all)
