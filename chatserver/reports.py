@@ -148,9 +148,12 @@ def chart(report: dict[str, Any], kind: str) -> str:
         return bar_chart("Conversations per day",
                          [(d["day"][5:], d["conversations"]) for d in report["per_day"]])
     if kind == "first_reply":
+        seconds = [(a["agent"], a["first_reply"]["median_seconds"] or 0)
+                   for a in report["per_agent"]]
+        if max([v for _, v in seconds] + [0]) < 120:  # short waits read better in seconds
+            return bar_chart("Median time to first reply per agent", seconds, " s")
         return bar_chart("Median time to first reply per agent",
-                         [(a["agent"], (a["first_reply"]["median_seconds"] or 0) / 60)
-                          for a in report["per_agent"]], " min")
+                         [(name, v / 60) for name, v in seconds], " min")
     return bar_chart("Ratings", [(f"{n} ★", c) for n, c in
                                  report["ratings"]["distribution"].items()])
 

@@ -158,8 +158,9 @@
   let seq = 0; // drops answers to requests that a newer one replaced
 
   const VIEWS = ["conversations", "detail", "customers", "staff", "policies", "retention", "audit",
-    "canned"];
-  const TABS = ["conversations", "customers", "staff", "policies", "retention", "audit", "canned"];
+    "canned", "reports"];
+  const TABS = ["conversations", "customers", "staff", "policies", "retention", "audit", "canned",
+    "reports"];
 
   function showView(name) {
     for (const v of VIEWS) $(`view-${v}`).hidden = v !== name;
@@ -197,6 +198,10 @@
       showView("audit");
       document.title = "Audit log · Admin console";
       loadAudit(readFilters(params, AUDIT_FILTERS), offsetParam());
+    } else if (parts[0] === "reports") {
+      showView("reports");
+      document.title = "Reports · Admin console";
+      loadReport(params.get("from") || "", params.get("to") || "");
     } else if (parts[0] === "canned") {
       showView("canned");
       document.title = "Canned responses · Admin console";
@@ -620,6 +625,101 @@
       fact(ui.dFacts, "Rating", `${r.score} of 5`);
     }
   }
+
+  /* ------------------------------------------------------------------ reports */
+  // Issue 12: figures for a date range; the charts are SVG drawn by the server, shown as images.
+
+  const rp = {
+    form: $("report-form"),
+    from: $("rp-from"),
+    to: $("rp-to"),
+    csv: $("rp-csv"),
+    msg: $("rp-msg"),
+    figures: $("rp-figures"),
+    charts: $("rp-charts"),
+    agents: $("rp-agents"),
+  };
+
+  function span(seconds) {
+    if (seconds === null || seconds === undefined) return "—";
+    const s = Math.round(seconds);
+    if (s < 60) return `${s} s`;
+    if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+    return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  }
+
+  function ratingText(r) {
+    return r.count ? `${r.average} of 5 (${r.count})` : "—";
+  }
+
+  async function loadReport(from, to) {
+    const mine = ++seq;
+    for (const f of ["from", "to"]) $(`rpe-${f}`).textContent = "";
+    rp.msg.textContent = "Loading…";
+    const query = new URLSearchParams();
+    if (from) query.set("from", from);
+    if (to) query.set("to", to);
+    const qs = query.toString() ? `?${query}` : "";
+    let r;
+    try {
+      r = await api(`/api/admin/reports${qs}`);
+    } catch (err) {
+      if (mine !== seq) return;
+      if (err.field) $(`rpe-${err.field}`).textContent = err.message;
+      rp.msg.textContent = err.field ? "" : err.message;
+      return;
+    }
+    if (mine !== seq) return;
+    rp.msg.textContent = "";
+    rp.from.value = r.from;
+    rp.to.value = r.to;
+    const range = `?from=${encodeURIComponent(r.from)}&to=${encodeURIComponent(r.to)}`;
+    rp.csv.href = `/api/admin/reports/csv${range}`;
+    rp.figures.textContent = "";
+    const figure = (label, value) => {
+      const box = el("div", "report-figure");
+      box.append(el("div", "report-value", value), el("div", "report-label", label));
+      rp.figures.appendChild(box);
+    };
+    figure("Conversations", String(r.conversations));
+    figure("First reply, median", span(r.first_reply.median_seconds));
+    figure("First reply, 90th percentile", span(r.first_reply.p90_seconds));
+    figure("Messages per conversation, median", r.length.median_messages ?? "—");
+    figure("Duration, median", span(r.length.median_duration_seconds));
+    figure("Rating", ratingText(r.ratings));
+    rp.charts.textContent = "";
+    for (const [kind, alt] of [["per_day", "Conversations per day"], ["first_reply", "Median time to first reply per agent"], ["ratings", "Ratings"]]) {
+      const img = el("img", "report-chart");
+      img.src = `/api/admin/reports/charts/${kind}${range}`;
+      img.alt = alt;
+      img.width = 720;
+      img.height = 260;
+      rp.charts.appendChild(img);
+    }
+    rp.agents.textContent = "";
+    for (const a of r.per_agent) {
+      const tr = el("tr");
+      tr.append(el("td", "", a.agent), el("td", "num", a.conversations),
+        el("td", "", span(a.first_reply.median_seconds)), el("td", "", span(a.first_reply.p90_seconds)),
+        el("td", "num", a.length.median_messages ?? "—"), el("td", "", ratingText(a.ratings)));
+      rp.agents.appendChild(tr);
+    }
+    if (!r.per_agent.length) {
+      const tr = el("tr");
+      const td = el("td", "", "No agent handled a conversation in this range.");
+      td.colSpan = 6;
+      tr.appendChild(td);
+      rp.agents.appendChild(tr);
+    }
+  }
+
+  rp.form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const q = new URLSearchParams();
+    if (rp.from.value) q.set("from", rp.from.value);
+    if (rp.to.value) q.set("to", rp.to.value);
+    go(`#/reports?${q}`);
+  });
 
   /* ------------------------------------------------------------------ canned responses */
   // Issue 12: admins keep the replies agents insert with "/shortcut"; every change is audited.
