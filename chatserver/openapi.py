@@ -761,6 +761,24 @@ def _team_paths() -> dict[str, dict[str, Operation]]:
             _ok({"type": "string"}, "an SVG image", media="image/svg+xml"), 404, 422,
             parameters=[_path("kind", {"type": "string", "enum": list(reports.CHARTS)}),
                         *report_range])},
+        "/api/agent/conversations/{conversation_id}/block": {"post": _op(
+            "Block this conversation's visitor (and optionally their IP address) for a while",
+            "staff", STAFF,
+            {"200": _ok(_obj(["block"], block=_obj(
+                ["id", "expires_at", "ip_blocked"], id={"type": "integer"},
+                expires_at={"type": "string"}, ip_blocked={"type": "boolean"}))),
+             **_errors(*_JSON_ERRORS, 401, 404, 422)},
+            body=_body({"type": "object", "required": ["reason"], "additionalProperties": False,
+                        "properties": {
+                            "reason": {"type": "string", "minLength": 1, "maxLength": 500,
+                                       "pattern": "\\S"},
+                            "block_ip": {"type": "boolean", "default": False},
+                            "hours": {"type": "integer", "minimum": 1, "maximum": 720,
+                                      "default": 24}}}),
+            parameters=[_CONVERSATION_ID], operation_id="blockVisitor",
+            description="Only the agent handling the conversation, or an admin (else 403). "
+                        "Closes the conversation and the visitor's sockets (4423); audited "
+                        "without the reason or the address.")},
         "/api/agent/canned": {"get": _op(
             "Canned responses, for the dashboard's / shortcuts", "staff", STAFF,
             {"200": listing, **_errors(401)}, operation_id="cannedForStaff")},

@@ -20,6 +20,7 @@ from .connection import Limiter, Peer, ender, frames, listener, refuse
 from .errors import (
     CLOSE_NO_CONSENT,
     CLOSE_SESSION_ENDED,
+    Blocked,
     ChatError,
     ConsentRequired,
     Forbidden,
@@ -102,6 +103,9 @@ async def _visitor_socket(ws: WebSocket) -> None:
         await refuse(ws, ConsentRequired(code="customer_required"))
         return
     ip = client_ip(ws)
+    if await state.store.active_block(customer_id, ip) is not None:
+        await refuse(ws, Blocked())  # neutral: no reason, no agent, no end time
+        return
     try:
         conversation, _ = await state.store.open_conversation(customer_id, create=False)
     except NotFound:

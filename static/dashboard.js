@@ -1471,6 +1471,67 @@
     $("history-close").addEventListener("click", () => hist.dialog.close());
   }
 
+  /* ------------------------------------------------------------------ blocking abuse */
+  // Issue 12: the agent blocks the visitor of their own conversation, with a reason, for a while.
+
+  const blk = {
+    button: $("conv-block"),
+    dialog: $("block-dialog"),
+    form: $("block-form"),
+    reason: $("block-reason"),
+    hours: $("block-hours"),
+    ip: $("block-ip"),
+    error: $("block-error"),
+    convId: null,
+  };
+
+  function openBlock() {
+    const conv = shownConvId && convs.get(shownConvId);
+    if (!conv) return;
+    blk.convId = conv.id;
+    blk.reason.value = "";
+    blk.ip.checked = false;
+    blk.hours.value = "24";
+    blk.error.textContent = "";
+    blk.dialog.showModal();
+    blk.reason.focus();
+  }
+
+  async function submitBlock(ev) {
+    ev.preventDefault();
+    blk.error.textContent = "";
+    if (!blk.reason.value.trim()) {
+      blk.error.textContent = "Give a reason for the block.";
+      return;
+    }
+    const res = await fetch(`/api/agent/conversations/${encodeURIComponent(blk.convId)}/block`, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ reason: blk.reason.value, block_ip: blk.ip.checked, hours: Number(blk.hours.value) }),
+    }).catch(() => null);
+    let data = null;
+    try {
+      data = res ? await res.json() : null;
+    } catch (_) {
+      data = null;
+    }
+    if (!res || !res.ok) {
+      blk.error.textContent = (data && data.message) || "Not blocked: the server could not be reached.";
+      return;
+    }
+    blk.dialog.close();
+    const conv = convs.get(blk.convId);
+    if (conv) conv.closing = true; // the block closes it: no "ended" toast on top
+    toast(`Visitor blocked until ${toDate(data.block.expires_at).toLocaleString()}.`, "info");
+  }
+
+  if (blk.button && blk.dialog) {
+    blk.button.addEventListener("click", openBlock);
+    blk.form.addEventListener("submit", submitBlock);
+    $("block-cancel").addEventListener("click", () => blk.dialog.close());
+  }
+
   /* ------------------------------------------------------------------ canned responses */
   // Issue 12: typing "/" and a shortcut in the composer offers the canned responses admins keep;
   // Enter, Tab or a click puts the chosen one in the reply box (to edit or send), with

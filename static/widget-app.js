@@ -417,6 +417,7 @@
       ready = false;
       typingOn = false;
       typingOff();
+      if (ev.code === 4423) return blockedNotice();
       if (ev.code === 4401) { outbox.clear(); clearList(); convId = null; } // session ended or erased
       if (ev.code === 4401 || ev.code === 4403) return route();
       if (ev.code === 1008) return toast('This website may not use our chat.');
@@ -500,6 +501,16 @@
     b.textContent = 'End chat';
     if (!transmit({ type: 'close' })) toast('Not connected. Please try again in a moment.', 4000);
   });
+  // ---- blocked by an agent (issue 12): a plain notice, no reason, no automatic retry --------
+  function blockedNotice() {
+    clearTimeout(retryTimer);
+    outbox.clear();
+    say('done-title', 'Chat is not available');
+    $('done-text').hidden = true;
+    $('done-back').hidden = true;
+    show('done', $('done-title'));
+  }
+
   // ---- satisfaction rating (issue 12): asked once a conversation has ended ----------------
   let ratedConv = null;  // the conversation this page has rated
   function showRating(on) {

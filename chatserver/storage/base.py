@@ -313,6 +313,24 @@ class TeamStore(Protocol):
         claimed_at, closed_at, status, agent_id, agent (sign-in name), messages (not counting
         system ones), first_reply_at (the first agent message) and rating. No text."""
 
+    async def add_block(self, customer_id: str, *, conversation_id: str | None, ip: str | None,
+                        reason: str, staff_id: int, expires_at: str) -> dict[str, Any]:
+        """Block the customer (and `ip`, when given) until `expires_at`: id, conversation_id,
+        ip, reason, created_at, expires_at."""
+
+    async def active_block(self, customer_id: str | None, ip: str | None
+                           ) -> dict[str, Any] | None:
+        """An unexpired block of this customer or of this IP address, if any."""
+
+    async def customer_blocks(self, customer_id: str) -> list[dict[str, Any]]:
+        """Every block of the customer, for their export."""
+
+    async def customer_last_ip(self, customer_id: str) -> str | None:
+        """The IP address of the customer's latest access record, if any."""
+
+    async def purge_blocks(self, *, dry_run: bool) -> int:
+        """Delete (or count) the blocks that have expired."""
+
     async def list_canned(self) -> list[CannedResponse]:
         """Every canned response, by shortcut."""
 

@@ -10,7 +10,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import canned_sql, history_sql, notes_sql, reports_sql
+from . import blocks_sql, canned_sql, history_sql, notes_sql, reports_sql
 from .base import CannedResponse, Note, Rating
 
 T = TypeVar("T")
@@ -47,6 +47,31 @@ class SQLiteTeamStore:
                           ) -> list[dict[str, Any]]:
         return await self._read(
             lambda c: reports_sql.report_rows(c, created_from, created_before))
+
+    # -- blocks -----------------------------------------------------------------------------
+
+    async def add_block(self, customer_id: str, *, conversation_id: str | None, ip: str | None,
+                        reason: str, staff_id: int, expires_at: str) -> dict[str, Any]:
+        now = self._now()
+        return await self._write(lambda c: blocks_sql.add(
+            c, customer_id, conversation_id, ip, reason, staff_id, now, expires_at))
+
+    async def active_block(self, customer_id: str | None, ip: str | None
+                           ) -> dict[str, Any] | None:
+        now = self._now()
+        return await self._read(lambda c: blocks_sql.active(c, customer_id, ip, now))
+
+    async def customer_blocks(self, customer_id: str) -> list[dict[str, Any]]:
+        return await self._read(lambda c: blocks_sql.of_customer(c, customer_id))
+
+    async def customer_last_ip(self, customer_id: str) -> str | None:
+        return await self._read(lambda c: blocks_sql.last_ip(c, customer_id))
+
+    async def purge_blocks(self, *, dry_run: bool) -> int:
+        now = self._now()
+        if dry_run:
+            return await self._read(lambda c: blocks_sql.purge(c, now, True))
+        return await self._write(lambda c: blocks_sql.purge(c, now, False))
 
     # -- canned responses -------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from .visitors import CONSENT, customer, rowcount, to_consent
 # The tables an erasure or purge deletes from: vacuumed afterwards.
 TOUCHED = ("messages", "conversations", "consents", "access_events", "visitor_sessions",
            "customers", "login_events", "mail_outbox", "mail_tokens", "conversation_reads",
-           "notes", "conversation_ratings")
+           "notes", "conversation_ratings", "blocks")
 
 
 async def export_customer(c: Connection, customer_id: str) -> dict[str, Any]:

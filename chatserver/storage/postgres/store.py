@@ -39,6 +39,7 @@ from ..base import (
 )
 from . import (
     audit,
+    blocks,
     canned,
     conversations,
     history,
@@ -287,6 +288,32 @@ class PostgresStore:
                           ) -> list[dict[str, Any]]:
         return await self.engine.read(
             lambda c: reports.report_rows(c, created_from, created_before), snapshot=True)
+
+    async def add_block(self, customer_id: str, *, conversation_id: str | None, ip: str | None,
+                        reason: str, staff_id: int, expires_at: str) -> dict[str, Any]:
+        now = self._now()
+        return await self.engine.write(lambda c: blocks.add(
+            c, customer_id, conversation_id, ip, reason, staff_id, now, expires_at))
+
+    @nothing_for_nul(_none)
+    async def active_block(self, customer_id: str | None, ip: str | None
+                           ) -> dict[str, Any] | None:
+        now = self._now()
+        return await self.engine.read(lambda c: blocks.active(c, customer_id, ip, now))
+
+    @nothing_for_nul(_list)
+    async def customer_blocks(self, customer_id: str) -> list[dict[str, Any]]:
+        return await self.engine.read(lambda c: blocks.of_customer(c, customer_id))
+
+    @nothing_for_nul(_none)
+    async def customer_last_ip(self, customer_id: str) -> str | None:
+        return await self.engine.read(lambda c: blocks.last_ip(c, customer_id))
+
+    async def purge_blocks(self, *, dry_run: bool) -> int:
+        now = self._now()
+        if dry_run:
+            return await self.engine.read(lambda c: blocks.purge(c, now, True))
+        return await self.engine.write(lambda c: blocks.purge(c, now, False))
 
     async def list_canned(self) -> list[CannedResponse]:
         return await self.engine.read(canned.list_all)
