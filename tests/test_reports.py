@@ -94,6 +94,7 @@ async def test_report_counts_replies_ratings_and_agents(
         assert (await admin.http.get("/api/admin/reports/charts/pie")).status_code == 404
         far = (date.today() - timedelta(days=400)).isoformat()
         for params, field in (({"from": "2026-13-01"}, "from"), ({"to": "yesterday"}, "to"),
+                              ({"to": ""}, "to"),
                               ({"from": "2026-03-02", "to": "2026-03-01"}, "from"),
                               ({"from": far}, "to")):
             bad = await admin.http.get("/api/admin/reports", params=params)

@@ -19,7 +19,7 @@ DEFAULT_DAYS = 30
 
 def _date(request: Request, name: str, default: date) -> date:
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         return date.fromisoformat(raw) if len(raw) == 10 else _bad(name)

@@ -34,9 +34,10 @@ async def of_customer(c: Connection, customer_id: str) -> list[dict[str, Any]]:
 
 
 async def last_ip(c: Connection, customer_id: str) -> str | None:
-    return await c.fetchval(
+    ip = await c.fetchval(
         "SELECT a.ip FROM access_events a JOIN visitor_sessions s ON s.id = a.session_id "
         "WHERE s.customer_id = $1 AND a.ip IS NOT NULL ORDER BY a.id DESC LIMIT 1", customer_id)
+    return str(ip) if ip is not None else None
 
 
 async def purge(c: Connection, now: str, dry_run: bool) -> int:
