@@ -1567,8 +1567,6 @@
     canned.matches = [];
     canned.menu.hidden = true;
     canned.menu.textContent = "";
-    ui.input.setAttribute("aria-expanded", "false");
-    ui.input.removeAttribute("aria-activedescendant");
   }
 
   function renderCanned() {
@@ -1587,8 +1585,6 @@
       canned.menu.appendChild(li);
     });
     canned.menu.hidden = canned.matches.length === 0;
-    ui.input.setAttribute("aria-expanded", String(!canned.menu.hidden));
-    if (!canned.menu.hidden) ui.input.setAttribute("aria-activedescendant", `canned-option-${canned.active}`);
   }
 
   function updateCanned() {
@@ -1610,9 +1606,8 @@
   }
 
   if (canned.menu) {
-    ui.input.setAttribute("aria-autocomplete", "list");
+    // A textarea may not carry combobox states (axe: aria-allowed-attr); it names the list.
     ui.input.setAttribute("aria-controls", "canned-menu");
-    ui.input.setAttribute("aria-expanded", "false");
     ui.input.addEventListener("input", updateCanned);
     ui.input.addEventListener("blur", closeCanned);
     // Capture on the form: runs before the reply box's own Enter-to-send.
