@@ -7,6 +7,7 @@ from pathlib import Path
 from playwright.async_api import Browser, Page, expect
 
 from ..support import STAFF_PASSWORD, Server
+from .axe import blocking_violations
 
 NOTE = '<img src=x onerror="window.__pwned=1">VIP customer, be gentle'
 COMMENT = "<script>window.__pwned=1</script>Quick and kind"
@@ -68,6 +69,8 @@ async def test_note_stays_with_staff_and_the_customer_rates_after_close(
     await widget.locator("label[for=rate-4]").click()
     await widget.locator("#rate-comment").fill(COMMENT)
     await customer.screenshot(path=str(tmp_path / "widget-rating-chosen.png"))
+    frame = next(f for f in customer.frames if f.url.endswith("/widget") or "/widget?" in f.url)
+    assert await blocking_violations(frame, "widget rating question") == []
     await widget.locator("#rate-send").click()
     await expect(widget.locator("#rate-msg")).to_have_text("Thank you for your rating (4 of 5).")
     await expect(widget.locator("#rate-send")).to_be_hidden()
