@@ -501,60 +501,44 @@
     b.textContent = 'End chat';
     if (!transmit({ type: 'close' })) toast('Not connected. Please try again in a moment.', 4000);
   });
-  // ---- blocked by an agent (issue 12): a plain notice, no reason, no automatic retry --------
+  // Blocked by an agent (issue 12): a plain notice, no reason, no retry.
   function blockedNotice() {
-    clearTimeout(retryTimer);
     outbox.clear();
     say('done-title', 'Chat is not available');
-    $('done-text').hidden = true;
-    $('done-back').hidden = true;
+    $('done-text').hidden = $('done-back').hidden = true;
     show('done', $('done-title'));
   }
 
-  // ---- satisfaction rating (issue 12): asked once a conversation has ended ----------------
-  let ratedConv = null;  // the conversation this page has rated
+  // ---- satisfaction rating (issue 12): asked once a conversation has ended
+  let rated = null;  // the conversation this page rated
+  const RATE_ERR = { invalid_score: 'Please choose from 1 to 5 stars.',
+    already_rated: 'This conversation has already been rated.', not_closed: 'You can rate it once it has ended.' };
+  function rateLock(on) { $('rate-box').disabled = on; $('rate-send').hidden = on && rated === convId; }
   function showRating(on) {
-    const form = $('rate');
-    if (!on || !convId) { form.hidden = true; return; }
-    if (form.hidden && ratedConv !== convId) {  // a fresh question for this conversation
-      form.reset();
-      form.querySelector('fieldset').disabled = false;
-      $('rate-comment').disabled = false;
-      $('rate-send').hidden = false;
-      $('rate-send').disabled = false;
-      $('rate-msg').textContent = '';
-    }
-    form.hidden = false;
+    const f = $('rate');
+    if (on && convId && f.hidden && rated !== convId) { f.reset(); rateLock(false); say('rate-msg'); }
+    f.hidden = !(on && convId);
   }
   function onRated(f) {
-    if (f.conversation_id && f.conversation_id !== convId) return;
-    ratedConv = convId;
-    $('rate').querySelector('fieldset').disabled = true;
-    $('rate-comment').disabled = true;
-    $('rate-send').hidden = true;
-    $('rate-msg').textContent = 'Thank you for your rating (' + f.score + ' of 5).';
+    if (f.conversation_id !== convId) return;
+    rated = convId;
+    rateLock(true);
+    say('rate-msg', 'Thank you for your rating (' + f.score + ' of 5).');
   }
-  const RATING_ERRORS = {
-    invalid_score: 'Please choose from 1 to 5 stars.',
-    already_rated: 'This conversation has already been rated. Thank you!',
-    not_closed: 'You can rate the conversation once it has ended.',
-  };
   function ratingError(f) {
-    if (!RATING_ERRORS[f.code] && !(f.code === 'invalid_field' && !$('rate').hidden)) return false;
-    $('rate-msg').textContent = RATING_ERRORS[f.code] || f.message;
-    $('rate-send').disabled = false;
+    if (!RATE_ERR[f.code] && ($('rate').hidden || f.code !== 'invalid_field')) return false;
+    say('rate-msg', RATE_ERR[f.code] || f.message);
+    rateLock(false);
     return true;
   }
   $('rate').addEventListener('submit', (ev) => {
     ev.preventDefault();
-    const picked = $('rate').querySelector('input[name=score]:checked');
-    if (!picked) { $('rate-msg').textContent = RATING_ERRORS.invalid_score; return; }
-    const comment = $('rate-comment').value.trim();
-    if (!transmit({ type: 'rating', score: Number(picked.value), comment })) {
-      $('rate-msg').textContent = 'Not connected. Please try again in a moment.';
-      return;
+    const p = $('rate').querySelector(':checked');
+    if (!p) return say('rate-msg', RATE_ERR.invalid_score);
+    if (!transmit({ type: 'rating', score: +p.value, comment: $('rate-comment').value.trim() })) {
+      return say('rate-msg', 'Not connected. Please try again in a moment.');
     }
-    $('rate-send').disabled = true;
+    rateLock(true);
   });
 
   $('new-chat').addEventListener('click', () => {
