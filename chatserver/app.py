@@ -24,7 +24,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import audit, mail, openapi, privacy
+from . import audit, logformat, mail, openapi, privacy
 from . import broadcast as broadcast_backends
 from .consent import Policies, bundled_policy
 from .errors import ChatError, ForeignOrigin, HostNotAllowed, TooLarge
@@ -33,6 +33,7 @@ from .hub import Hub
 from .limits import Limits
 from .mail.compose import environment as mail_environment
 from .mail.throttle import MailThrottle
+from .proxies import TrustedProxies
 from .sessions import Signer, hash_id, new_id
 from .settings import Settings
 from .sockets import agent_socket, visitor_socket
@@ -51,6 +52,7 @@ from .web import (
     widget,
 )
 from .web import mail as mail_routes
+from .web import metrics as metrics_routes
 from .web.common import MAX_BODY_BYTES, AppState, app_state, asset_dir, error_response
 from .web.pending_consent import PendingConsentMiddleware
 
@@ -304,7 +306,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         await fanout.connect()
         policies = Policies(store)
         current = await policies.ensure_default()
-        if current.sha256 == bundled_policy().sha256:
+        if current.sha256 == bundled_policy().sha256 and settings.extra.get("worker", 0) == 0:
             # Printed like the setup link: a note for whoever runs the server, at every start.
             print(f"The privacy policy in force is the bundled sample ({current.version}). Publish "
                   "your own before going live: see README.md, 'Before going live'.", flush=True)
@@ -324,7 +326,8 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             log.warning("mail: CHATSERVER_PUBLIC_URL is not set; links in mails start with %s",
                         mail_config.public_url)
         mailer.start()
-        await _print_setup_link(store, settings)
+        if settings.extra.get("worker", 0) == 0:  # with --workers, one of them prints it
+            await _print_setup_link(store, settings)
         purger = (
             asyncio.get_running_loop().create_task(privacy.purge_forever(store, hub, settings))
             if settings.purge_interval_seconds > 0
@@ -356,6 +359,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         *reports.routes,
         *mail_routes.routes,
         *openapi.routes,
+        *metrics_routes.routes,
         Route("/healthz", healthz),
         WebSocketRoute("/ws/visitor", visitor_socket),
         WebSocketRoute("/ws/agent", agent_socket),
@@ -371,4 +375,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
     )
     app.add_middleware(PendingConsentMiddleware)  # inside the edge: its checks come first
     app.add_middleware(EdgeMiddleware, settings=settings)
+    app.add_middleware(logformat.RequestIds)
+    # Outermost: everything inside sees the client's address and scheme, not the proxy's.
+    app.add_middleware(TrustedProxies, trusted=settings.trusted_proxies)
     return app

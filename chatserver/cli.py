@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import getpass
 import json
-import logging
 import os
+import socket
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
-from . import __version__, audit, logfilter, passwords, privacy
+from . import __version__, audit, logformat, passwords, privacy
 from .consent import Policies
 from .errors import ChatError, DatabaseError
 from .settings import SETTINGS, Settings, SettingsError, load, sqlite_file
@@ -49,7 +49,8 @@ def where(settings: Settings) -> str:
     if parts.password:
         netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
         parts = parts._replace(netloc=netloc)
-    return f"database {urlunsplit(parts)}"
+    # The data folder still holds the secret key and the audit anchor, which the database needs.
+    return f"database {urlunsplit(parts)} (secret key in data folder {settings.data_dir})"
 
 
 async def _open(settings: Settings) -> Store:
@@ -76,20 +77,18 @@ async def _with_store(settings: Settings, job: Callable[[Store], Awaitable[int]]
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from . import serving
+    from . import serving, workers
     from .app import allowed_hosts, create_app
 
     settings = _settings(args, create=True)
+    refused = workers.refusal(args.workers, settings.broadcast_url)
+    if refused:
+        print(f"chatserver: {refused}", file=sys.stderr, flush=True)
+        return 2
     host = "localhost" if args.host in {"127.0.0.1", "::1", "0.0.0.0", "::"} else args.host  # noqa: S104
     settings.extra["public_url"] = f"http://{host}:{args.port}"
     asyncio.run(_check_database(settings))
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for handler in logging.getLogger().handlers:
-        logfilter.install(handler)  # a flood of one line is counted, not written
+    logformat.configure(settings.log_level, settings.log_format)
     capacity = serving.Capacity.fit(settings.max_connections, serving.open_file_limit())
     if capacity.max_connections < settings.max_connections:
         print(f"At most {capacity.max_connections} connections: the open-file limit leaves no "
@@ -100,6 +99,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
           f"open {settings.extra['public_url']}/", flush=True)
     print(f"Answering for hosts: {allowed_hosts(settings).describe()} "
           "(CHATSERVER_ALLOWED_HOSTS)", flush=True)
+    if os.environ.get("FORWARDED_ALLOW_IPS") and not settings.trusted_proxies:
+        print("FORWARDED_ALLOW_IPS is not read: name your proxies in CHATSERVER_TRUSTED_PROXIES",
+              file=sys.stderr, flush=True)
     config = uvicorn.Config(
         create_app(settings),
         host=args.host,
@@ -114,14 +116,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level="debug" if settings.log_level == "debug" else "warning",
         timeout_keep_alive=settings.keepalive_seconds,  # type: ignore[arg-type]  # a float works
         backlog=capacity.backlog,
+        # Forwarded headers are read by the app, from CHATSERVER_TRUSTED_PROXIES only
+        # (proxies.py), never from uvicorn's FORWARDED_ALLOW_IPS with its loopback default.
+        proxy_headers=False,
     )
-    # Deadlines and caps on every connection (see serving.py); trusted proxies are the ones
-    # uvicorn takes forwarded headers from.
-    gate = serving.gate_for(settings, capacity, config.forwarded_allow_ips)
+    # Deadlines and caps on every connection (see serving.py); trusted proxies are not capped
+    # per address.
+    gate = serving.gate_for(settings, capacity)
     config.http, config.ws = serving.protocols(gate, serving.Deadlines(
         settings.header_timeout_seconds, settings.body_timeout_seconds))
-    uvicorn.Server(config).run()
-    return 0
+    if args.workers == 1:
+        server = uvicorn.Server(config)
+        server.run()
+        return 0 if server.started else workers.STARTUP_FAILURE
+    folder = workers.metrics_folder()
+    sock = config.bind_socket()
+
+    def serve(index: int, sock: socket.socket) -> None:
+        settings.extra["worker"] = index
+        server = uvicorn.Server(config)
+        server.run(sockets=[sock])
+        if not server.started:
+            raise SystemExit(workers.STARTUP_FAILURE)
+
+    return workers.run(args.workers, serve, sock, folder)
 
 
 NO_TERMINAL = ("No terminal to ask for the password: pipe it in with --password-stdin, or add "
@@ -312,7 +330,7 @@ def cmd_migrate_to(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from .storage.sqlite_backup import BackupFailed, backup
+    from .storage.sqlite.backup import BackupFailed, backup
 
     settings = _settings(args)
     if not settings.database_url.startswith("sqlite:"):
@@ -356,6 +374,9 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1,
+                       help="processes serving the port (more than 1 needs a shared "
+                       "CHATSERVER_BROADCAST_URL: redis:// or postgresql://)")
     serve.set_defaults(func=cmd_serve)
 
     user = sub.add_parser("user", help="staff accounts").add_subparsers(dest="action",

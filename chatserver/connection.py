@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import protocol
+from . import metrics, protocol
 from .errors import ChatError
 from .hub import for_visitor
 from .limits import Limits
@@ -115,6 +115,8 @@ class Peer:
 
 async def refuse(ws: WebSocket, exc: ChatError) -> None:
     """Accept only to explain: an error frame and a close code the client can act on."""
+    if exc.status == 429:
+        metrics.rate_limited(exc.code)
     await ws.accept()
     await ws.send_text(protocol.dump(protocol.error(exc.code, exc.message)))
     await ws.close(exc.close_code or 1008, exc.code)
@@ -168,6 +170,7 @@ class Limiter:
         cost = 1.0 if isinstance(frame, stored) else CHEAP_FRAME_COST
         if self.bucket.take(cost) and (self.staff or self.limits.allow_from_ip(self.ip, cost)):
             return True
+        metrics.rate_limited("rate_limited")
         self.peer.send_frame(protocol.error("rate_limited", "Too many messages; slow down."))
         self.peer.close(CLOSE_RATE_LIMITED, "rate limited")
         return False

@@ -6,7 +6,8 @@ publication catches up with `resume`, which reads storage.
 
 Channels: `conv:<id>` carries a conversation's message, typing and status frames; `queue` tells
 agents the set of open conversations changed; `session:<hash>` ends a signed-in session's sockets;
-`policy` announces a newly published policy version.
+`policy` announces a newly published policy version; `presence` tells visitor sockets that
+whether an agent is online may have changed (each socket then says what its process sees).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
-from . import audit, protocol
+from . import audit, metrics, protocol
 from .broadcast import Broadcast, Subscription
 from .errors import Forbidden, NotFound, Unavailable
 from .storage.base import (
@@ -50,6 +52,7 @@ def staff_channel(staff_id: int) -> str:
 
 QUEUE_CHANNEL = "queue"
 POLICY_CHANNEL = "policy"  # payload: the version just published
+PRESENCE_CHANNEL = "presence"  # payload: "1" or "0", what the publishing process sees
 
 
 def restricted_item(item: dict[str, Any]) -> dict[str, Any]:
@@ -177,15 +180,28 @@ class Hub:
 
     # -- presence ---------------------------------------------------------------------------
 
-    def agent_connected(self, staff_id: int) -> None:
+    async def agent_connected(self, staff_id: int) -> None:
+        first = not self._agents
         self._agents[staff_id] = self._agents.get(staff_id, 0) + 1
+        if first:
+            await self._presence_changed()
 
-    def agent_disconnected(self, staff_id: int) -> None:
+    async def agent_disconnected(self, staff_id: int) -> None:
         left = self._agents.get(staff_id, 0) - 1
         if left > 0:
             self._agents[staff_id] = left
         else:
             self._agents.pop(staff_id, None)
+            if not self._agents:
+                await self._presence_changed()
+
+    async def _presence_changed(self) -> None:
+        """The first agent came or the last left: visitors' sockets tell their widgets, which
+        switch between "waiting for an agent" and the offline wording."""
+        try:
+            await self.broadcast.publish(PRESENCE_CHANNEL, "1" if self._agents else "0")
+        except Exception:  # a lost notice must not break an agent's socket; welcome is exact
+            log.exception("presence notice failed")
 
     def agents_online(self) -> bool:
         return bool(self._agents)
@@ -208,11 +224,13 @@ class Hub:
         client_msg_id: str | None,
     ) -> Message:
         """Store a message, then publish it; a repeat of a client_msg_id is not published again."""
+        started = time.perf_counter()
         message, new, status = await self.store.append_message(
             conversation_id, sender=sender, sender_id=sender_id, author=author, body=body,
             client_msg_id=client_msg_id,
         )
         if new:
+            metrics.message_stored(sender, time.perf_counter() - started)
             await self.broadcast.publish(
                 conversation_channel(conversation_id), protocol.dump(message.frame())
             )
@@ -302,6 +320,12 @@ class Hub:
                                      protocol.dump(protocol.rating_frame(rating)))
         return rating
 
+    async def visitor_read_frame(self, conversation_id: str) -> dict[str, Any] | None:
+        """The customer's stored read mark as a `read` frame, for an agent that (re)loads the
+        conversation and so missed the live ones; None before the customer read anything."""
+        read_seq = (await self.store.read_state(conversation_id))["read_seq"]
+        return protocol.read_frame(conversation_id, read_seq, "visitor") if read_seq else None
+
     async def policy_published(self, version: str) -> None:
         """Visitors whose consent is to an older version stop chatting until they accept."""
         await self.broadcast.publish(POLICY_CHANNEL, version)
@@ -369,6 +393,7 @@ class Hub:
         await asyncio.sleep(QUEUE_DEBOUNCE_SECONDS)
         try:
             frame = await self.queue_frame()
+            metrics.queue_length(sum(1 for c in frame["conversations"] if c["status"] == "queued"))
             await self.broadcast.publish(QUEUE_CHANNEL, protocol.dump(frame))
         except Unavailable:  # the database is away: said once per change, without a trace
             log.warning("queue refresh failed: the database does not answer")

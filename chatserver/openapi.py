@@ -1,8 +1,9 @@
 """The OpenAPI document of the JSON routes, served at /api/openapi.json.
 
-It describes every route under /api/ with the validation the handlers apply: field names, types,
-lengths and patterns, and the errors each can answer with. tests/test_openapi.py checks that it
-names every /api route of the app's route table and fuzzes the running server with it.
+It describes every route under /api/ (and GET /metrics, which answers text) with the validation
+the handlers apply: field names, types, lengths and patterns, and the errors each can answer with.
+tests/test_openapi.py checks that it names every /api route of the app's route table and fuzzes
+the running server with it.
 HEAD is implied wherever GET is listed.
 """
 
@@ -430,6 +431,12 @@ def _customer_paths() -> dict[str, dict[str, Operation]]:
         "policy_version": {"type": "string"},
         "consents": {"type": "array", "items": {"type": "object"}},
         "legal_hold": {"type": "boolean"},
+        "conversations": {"type": "array", "items": _obj(
+            ["id", "status", "created_at", "closed_at", "last_message_at"],
+            id={"type": "string"}, status={"type": "string"},
+            created_at={"type": "string", "format": "date-time"},
+            closed_at={"type": "string", "format": "date-time", "nullable": True},
+            last_message_at={"type": "string", "format": "date-time", "nullable": True})},
     }
     return {
         "/api/policy": {"get": _op(
@@ -457,10 +464,13 @@ def _customer_paths() -> dict[str, dict[str, Operation]]:
             description="403 consent_required without consent to the current policy.")},
         "/api/session": {"get": _op(
             "Whether this browser has a visitor session; never 401", "customer", PUBLIC,
-            {"200": _ok(_obj(["session"], session={"type": "boolean"}, **me))},
+            {"200": _ok(_obj(["session"], session={"type": "boolean"},
+                             open_conversation={"type": "boolean"}, **me))},
             operation_id="getSession",
             description="Without a valid chat_session cookie: {\"session\": false}. With one: "
-                        "{\"session\": true} and every field of GET /api/me.")},
+                        "{\"session\": true}, every field of GET /api/me, and "
+                        "open_conversation: whether the customer has a queued or active "
+                        "conversation (the widget reconnects on a new page only then).")},
         "/api/me": {
             "get": _op("The customer's own account", "customer", VISITOR, {
                 "200": _ok(_obj(list(me), **me, mail_enabled={"type": "boolean"})),
@@ -813,6 +823,18 @@ def document() -> dict[str, Any]:
         "/api/openapi.json": {"get": _op(
             "This document", "meta", PUBLIC, {"200": _ok({"type": "object"})},
             operation_id="openapi")},
+        "/metrics": {"get": _op(
+            "Prometheus metrics, for CHATSERVER_METRICS_ALLOW only", "meta", PUBLIC,
+            {"200": _ok({"type": "string"}, "Prometheus' text format, summed over all the "
+                        "server's processes", media="text/plain"),
+             **_errors(404)},
+            operation_id="metrics",
+            description="Open sockets by kind, messages stored, ack and commit latency, "
+                        "broadcast lag and reconnects, queue length, rate-limit refusals and "
+                        "purge runs; labels hold fixed words only, never PII or an id. A client "
+                        "whose address is not in CHATSERVER_METRICS_ALLOW (default loopback), or "
+                        "a request relayed by a proxy not in CHATSERVER_TRUSTED_PROXIES, gets "
+                        "the 404 of a path that does not exist.")},
     }
     return {
         "openapi": "3.0.3",

@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from . import audit
+from . import audit, jobs, metrics
 from .errors import CLOSE_SESSION_ENDED
 from .hub import Hub
 from .settings import Settings
@@ -33,8 +33,8 @@ async def export_document(
         data["blocks"] = await store.customer_blocks(customer_id)
     else:
         assert session_id is not None
-        data = await store.export_session(session_id)
-        data["blocks"] = []
+        data = {**await store.export_session(session_id), "mail": [], "mail_links": [],
+                "blocks": []}
     return {"format": EXPORT_FORMAT, "exported_at": iso(store.clock()), **data}
 
 
@@ -98,17 +98,24 @@ async def purge(
         await audit.record(store, actor=actor, action="retention.purge", ip=ip,
                            detail=result["counts"])
         log.info("retention purge %s", json.dumps(result["counts"], sort_keys=True))
+        metrics.purge_ran(actor)
     return {"dry_run": dry_run, "counts": result["counts"]}
 
 
+PURGE_JOB = "retention.purge"
+
+
 async def purge_forever(store: Store, hub: Hub, settings: Settings) -> None:
-    """The periodic purge, run by the server while it is up."""
+    """The periodic purge, run by the server while it is up: once per interval across all its
+    processes (jobs.py), whichever of them wins the round."""
+    interval = settings.purge_interval_seconds
     while True:
         try:
-            await purge(store, hub, settings, dry_run=False, actor="retention")
+            if await jobs.claim(store, PURGE_JOB, interval):
+                await purge(store, hub, settings, dry_run=False, actor="retention")
         except Exception:  # the next round tries again; the log says why
             log.exception("retention purge failed")
-        await asyncio.sleep(settings.purge_interval_seconds)
+        await asyncio.sleep(jobs.poll_seconds(interval))
 
 
 def subprocessors(settings: Settings) -> list[dict[str, str]]:

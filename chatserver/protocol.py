@@ -270,5 +270,10 @@ def read_frame(conversation_id: str, seq: int, sender: str) -> dict[str, Any]:
     return {"type": "read", "conversation_id": conversation_id, "seq": seq, "sender": sender}
 
 
+def presence_frame(agents_online: bool) -> dict[str, Any]:
+    """Whether an agent is online, sent to visitors whenever that changes."""
+    return {"type": "presence", "agents_online": agents_online}
+
+
 def error(code: str, message: str) -> dict[str, str]:
     return {"type": "error", "code": code, "message": message}

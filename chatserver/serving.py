@@ -11,9 +11,9 @@ HTTP connection here gets:
 - the keep-alive timeout (CHATSERVER_KEEPALIVE_SECONDS) between requests, as uvicorn does;
 - a place under two caps, counted until the socket closes (WebSockets included): all open
   connections (CHATSERVER_MAX_CONNECTIONS, kept below the open-file limit) and those of one
-  address (CHATSERVER_MAX_CONNECTIONS_PER_IP; trusted proxies and CHATSERVER_LIMITS_EXEMPT are
-  exempt, a proxy must cap per client itself). A connection over a cap gets an immediate 503
-  and is closed.
+  address (CHATSERVER_MAX_CONNECTIONS_PER_IP; CHATSERVER_TRUSTED_PROXIES and
+  CHATSERVER_LIMITS_EXEMPT are exempt, a proxy must cap per client itself). A connection over a
+  cap gets an immediate 503 and is closed.
 
 A WebSocket, once upgraded, is the sockets' business (idle timeout, pings, rate limits).
 """
@@ -25,7 +25,6 @@ import ipaddress
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +32,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from . import metrics
 from .settings import Settings
 from .wsprotocol import GuardedWebSocketProtocol
 
@@ -94,16 +94,6 @@ class Capacity:
         return cls(max(1, min(wanted, file_limit - reserve)), max(64, min(2048, reserve // 2)))
 
 
-def _networks(entries: Iterable[str]) -> tuple[Network, ...]:
-    nets = []
-    for entry in entries:
-        try:
-            nets.append(ipaddress.ip_network(entry.strip(), strict=False))
-        except ValueError:
-            continue  # a Unix socket path or a name: nothing to match an address against
-    return tuple(nets)
-
-
 @dataclass
 class Gate:
     """Counts open connections, in all and per address, from accept to close."""
@@ -111,12 +101,11 @@ class Gate:
     max_connections: int
     max_per_ip: int
     uncapped: tuple[Network, ...] = ()
-    trust_all: bool = False
     per_ip: Counter[str] = field(default_factory=Counter)
     open: dict[int, str] = field(default_factory=dict)  # id(transport) -> address
 
     def _capped(self, ip: str) -> bool:
-        if self.trust_all or not ip:
+        if not ip:
             return False
         try:
             address = ipaddress.ip_address(ip)
@@ -142,14 +131,11 @@ class Gate:
                 del self.per_ip[ip]
 
 
-def gate_for(settings: Settings, capacity: Capacity, forwarded_allow_ips: Any) -> Gate:
-    """The gate for this server: trusted proxies (uvicorn's forwarded_allow_ips) and the
+def gate_for(settings: Settings, capacity: Capacity) -> Gate:
+    """The gate for this server: trusted proxies (CHATSERVER_TRUSTED_PROXIES) and the
     limits-exempt networks are not capped per address, only counted."""
-    proxies = (forwarded_allow_ips.split(",") if isinstance(forwarded_allow_ips, str)
-               else list(forwarded_allow_ips or []))
-    trust_all = any(p.strip() == "*" for p in proxies)
     return Gate(capacity.max_connections, settings.max_connections_per_ip,
-                uncapped=_networks(proxies) + tuple(settings.limits_exempt), trust_all=trust_all)
+                uncapped=tuple(settings.trusted_proxies) + tuple(settings.limits_exempt))
 
 
 @dataclass(frozen=True)
@@ -175,6 +161,7 @@ def protocols(gate: Gate, deadlines: Deadlines) -> tuple[type[H11Protocol],
             reason = gate.admit(transport, self.client[0] if self.client else "")
             if reason is not None:
                 self._refused = True
+                metrics.rate_limited("too_many_connections")
                 log.warning("refused a connection: it would exceed %s", reason)
                 transport.write(BUSY)
                 transport.close()

@@ -72,17 +72,20 @@ COOKIES: list[dict[str, str]] = [
     },
     {
         "name": CSRF_COOKIE,
-        "purpose": "Proves that a staff sign-in or sign-out form, or the confirmation of an "
-        "account deletion, was sent from our own page.",
+        "purpose": "Proves that a staff sign-in or sign-out form, or the button that uses a "
+        "link from one of our emails (sign-in, reply, account deletion), was sent from our own "
+        "page.",
         "lifetime": "12 hours.",
         "contents": "A random value with a signature. Nothing else.",
         "attributes": "HttpOnly; SameSite=Strict; Path=/; Secure under HTTPS",
     },
     {
         "name": LINK_COOKIE,
-        "purpose": "Holds an account-deletion link from an email while you confirm, so the link "
-        "leaves the address bar (and the page's address) at once.",
-        "lifetime": "15 minutes, or until the deletion is confirmed.",
+        "purpose": "Holds a sign-in, reply or account-deletion link from an email while you "
+        "confirm with the button on our page, so the link leaves the address bar (and the "
+        "page's address) at once, and programs that only fetch the link cannot use it up.",
+        "lifetime": "As long as the link works (15 minutes; 72 hours for a reply link), or "
+        "until it is used.",
         "contents": "The signed one-time link itself. Nothing else.",
         "attributes": "HttpOnly; SameSite=Lax (set by following a link from a mail); Path=/; "
         "Secure under HTTPS",

@@ -155,6 +155,26 @@ SETTINGS: dict[str, Setting] = {
         "",
         "Comma-separated IPs or networks exempt from rate and count limits (size limits apply).",
     ),
+    "trusted_proxies": Setting(
+        "CHATSERVER_TRUSTED_PROXIES",
+        "",
+        "Comma-separated IPs or networks of the reverse proxies in front of the server. Only a "
+        "connection from one of them has its client address taken from X-Forwarded-For (or "
+        "X-Real-IP) and its scheme from X-Forwarded-Proto; from anyone else these headers are "
+        "ignored. Empty: no proxy is trusted.",
+    ),
+    "metrics_allow": Setting(
+        "CHATSERVER_METRICS_ALLOW",
+        "127.0.0.1,::1",
+        "Comma-separated IPs or networks that may read GET /metrics; anyone else gets 404. "
+        "Empty: nobody.",
+    ),
+    "log_format": Setting(
+        "CHATSERVER_LOG_FORMAT",
+        "text",
+        "text, or json: one JSON object per line with time, level, logger, message, process id "
+        "and request id.",
+    ),
     "rate_messages": Setting(
         "CHATSERVER_RATE_MESSAGES",
         "30",
@@ -334,6 +354,9 @@ class Settings:
     subprocessors_file: str
     secure_cookies: bool | None  # None: decided per request by its scheme
     limits_exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    metrics_allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    log_format: str
     rate_messages: int
     rate_window_seconds: float
     staff_rate_messages: int
@@ -404,14 +427,22 @@ def _float(name: str, value: str) -> float:
     return number
 
 
-def _networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+def _networks(value: str, name: str = "limits_exempt"
+              ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     nets = []
     for part in filter(None, (p.strip() for p in value.split(","))):
         try:
             nets.append(ipaddress.ip_network(part, strict=False))
         except ValueError:
-            raise SettingsError(f"CHATSERVER_LIMITS_EXEMPT: {part!r} is no IP or network") from None
+            raise SettingsError(f"{SETTINGS[name].env}: {part!r} is no IP or network") from None
     return tuple(nets)
+
+
+def _log_format(value: str) -> str:
+    lowered = value.strip().lower() or "text"
+    if lowered not in {"text", "json"}:
+        raise SettingsError("CHATSERVER_LOG_FORMAT must be text or json")
+    return lowered
 
 
 def _origins(value: str) -> tuple[str, ...]:
@@ -634,6 +665,9 @@ def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None
         subprocessors_file=_raw("subprocessors_file", overrides, env).strip(),
         secure_cookies=_secure(_raw("secure_cookies", overrides, env)),
         limits_exempt=_networks(_raw("limits_exempt", overrides, env)),
+        trusted_proxies=_networks(_raw("trusted_proxies", overrides, env), "trusted_proxies"),
+        metrics_allow=_networks(_raw("metrics_allow", overrides, env), "metrics_allow"),
+        log_format=_log_format(_raw("log_format", overrides, env)),
         rate_messages=_int("rate_messages", _raw("rate_messages", overrides, env), 1),
         rate_window_seconds=_float("rate_window_seconds", _raw("rate_window_seconds", overrides, env)),
         staff_rate_messages=_int(

@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
 
-from . import consent, protocol
+from . import consent, metrics, protocol
 from .broadcast import Subscription
 from .connection import Limiter, Peer, ender, frames, listener, refuse
 from .errors import (
@@ -31,6 +31,7 @@ from .errors import (
 )
 from .hub import (
     POLICY_CHANNEL,
+    PRESENCE_CHANNEL,
     QUEUE_CHANNEL,
     DeliveredReplies,
     conversation_channel,
@@ -129,6 +130,15 @@ async def _visitor_session(ws: WebSocket, session: Any, customer: Any, conversat
                            ) -> None:
     state = app_state(ws)
     await ws.accept()
+    metrics.socket_opened("visitor")
+    try:
+        await _visitor_chat(ws, state, session, customer, conversation)
+    finally:
+        metrics.socket_closed("visitor")
+
+
+async def _visitor_chat(ws: WebSocket, state: Any, session: Any, customer: Any,
+                        conversation: Any) -> None:
     await state.store.record_access(session.id, "socket", client_ip(ws), user_agent(ws))
     conversation_id = conversation.id
     peer = Peer(ws, state.settings.send_queue_size)
@@ -141,19 +151,32 @@ async def _visitor_session(ws: WebSocket, session: Any, customer: Any, conversat
             peer.send_frame(protocol.error("consent_required", _OUTDATED))
             peer.close(CLOSE_NO_CONSENT, "policy changed")
 
+    online = state.hub.agents_online()
+
+    def on_presence(_: str) -> None:
+        # This process's own view, as in welcome; sent only when it changed for this socket.
+        nonlocal online
+        now = state.hub.agents_online()
+        if now != online:
+            online = now
+            peer.send_frame(protocol.presence_frame(now))
+
     subs: list[Subscription] = [
         state.hub.subscribe(conversation_channel(conversation_id), listener(peer, "visitor")),
         state.hub.subscribe(session_channel(session.id), ender(peer)),
         state.hub.subscribe(POLICY_CHANNEL, on_policy),
+        state.hub.subscribe(PRESENCE_CHANNEL, on_presence),
     ]
     log.info("visitor socket open conversation=%s", conversation_id)
     peer.send_frame({
         "type": "welcome",
         "conversation_id": conversation_id,
         "status": conversation.status,
-        "agents_online": state.hub.agents_online(),
+        "agents_online": online,
         "last_seq": conversation.last_seq,
         "agent": conversation.agent_display_name,
+        # What the customer has read, by any browser: the widget counts newer replies unread.
+        "read_seq": (await state.store.read_state(conversation_id))["read_seq"],
     })
     limiter = Limiter(ws, peer, state.limits)
     try:
@@ -202,11 +225,13 @@ async def _visitor_frame(
     state = app_state(ws)
     hub = state.hub
     if isinstance(frame, protocol.Message):
+        started = time.perf_counter()
         message = await hub.post(
             conversation_id, sender="visitor", sender_id=customer_id, author=author,
             body=frame.body, client_msg_id=frame.client_msg_id,
         )
         peer.send_frame({"type": "ack", "client_msg_id": frame.client_msg_id, "seq": message.seq})
+        metrics.ack_sent(time.perf_counter() - started)
     elif isinstance(frame, protocol.Resume):
         await _replay(state, peer, conversation_id, frame.after_seq)
     elif isinstance(frame, protocol.Typing):
@@ -252,8 +277,16 @@ async def _agent_socket(ws: WebSocket) -> None:
 
 
 async def _agent_session(ws: WebSocket, staff: Staff, session_hash: str) -> None:
-    state = app_state(ws)
     await ws.accept()
+    metrics.socket_opened("agent")
+    try:
+        await _agent_chat(ws, staff, session_hash)
+    finally:
+        metrics.socket_closed("agent")
+
+
+async def _agent_chat(ws: WebSocket, staff: Staff, session_hash: str) -> None:
+    state = app_state(ws)
     hub = state.hub
     peer = Peer(ws, state.settings.send_queue_size)
     listen = listener(peer, "agent")
@@ -271,7 +304,7 @@ async def _agent_session(ws: WebSocket, staff: Staff, session_hash: str) -> None
         hub.subscribe(session_channel(session_hash), ender(peer)),
         hub.subscribe(staff_channel(staff.id), watch),
     ]
-    hub.agent_connected(staff.id)
+    await hub.agent_connected(staff.id)
     log.info("agent socket open staff=%s", staff.id)
     try:
         queue = await hub.queue_frame_for(staff)
@@ -307,7 +340,7 @@ async def _agent_session(ws: WebSocket, staff: Staff, session_hash: str) -> None
                     error["conversation_id"] = conversation_id
                 peer.send_frame(error)
     finally:
-        hub.agent_disconnected(staff.id)
+        await hub.agent_disconnected(staff.id)
         for sub in [*subs, *watched.values()]:
             sub.cancel()
         await peer.finish()
@@ -345,6 +378,9 @@ async def _agent_frame(
             watch(conversation_id)
         await _replay(state, peer, conversation_id, frame.after_seq)
         await _replay_notes(state, peer, conversation_id, frame.after_seq)
+        mark = await hub.visitor_read_frame(conversation_id)
+        if mark is not None:  # "seen" survives a reload of the dashboard
+            peer.send_frame(mark)
         return
     if isinstance(frame, protocol.Note):
         await _agent_note(peer, hub, frame, staff)
@@ -358,12 +394,14 @@ async def _agent_frame(
             raise Forbidden("Claim the conversation first.", code="not_claimed")
         watch(conversation_id)
     if isinstance(frame, protocol.Message):
+        started = time.perf_counter()
         message = await hub.post(
             conversation_id, sender="agent", sender_id=str(staff.id), author=staff.display_name,
             body=frame.body, client_msg_id=frame.client_msg_id,
         )
         peer.send_frame({"type": "ack", "conversation_id": conversation_id,
                          "client_msg_id": frame.client_msg_id, "seq": message.seq})
+        metrics.ack_sent(time.perf_counter() - started)
     elif isinstance(frame, protocol.Typing):
         await hub.typing(conversation_id, sender="agent", author=staff.display_name,
                          state=frame.state)

@@ -17,7 +17,7 @@
     invalid_company: 'Please use at most 200 characters.',
     cc_not_allowed: 'Please enter just one email address. Copies (CC) are not allowed.',
   };
-  const METHOD = { widget: 'In the chat', account: 'On this page' };
+  const METHOD = { widget: 'In the chat', account: 'On this page', email_link: 'By email link' };
   const OFFLINE = "Can't reach the server. Please try again.";
 
   async function api(method, path, body) {
@@ -55,6 +55,7 @@
       const el = $('acct-' + s);
       if (el) el.hidden = s !== name;
     }
+    if ($('acct-mail')) $('acct-mail').hidden = name !== 'none'; // asking for a link by mail
     if (name === 'fail') say('acct-fail', text);
   }
   let loaded = false;
@@ -78,6 +79,7 @@
     if (!r.ok) return state('fail', r.data.message || 'Something went wrong. Please reload the page.');
     me = r.data;
     renderDetails();
+    renderConversations();
     await renderConsent();
     $('hold-note').hidden = !me.legal_hold;
     state('main');
@@ -270,6 +272,86 @@
     me = r.data;
     $('hold-note').hidden = !me.legal_hold;
     await renderConsent();
+  }
+
+  // ---- mail: links without a session, transcripts with one ------------------------------
+  // The answer to a link request is the same whether or not the address has an account, so the
+  // page says only what the server said; a malformed address is refused here and by the server.
+  const MAIL_ERR = {
+    invalid_email: 'Please enter a valid email address, like name@example.com.',
+    cc_not_allowed: 'Please enter just one email address.',
+    mail_disabled: 'This server sends no email. Please open this page in the browser you chatted from.',
+  };
+  function mailForm(prefix, path) {
+    const form = $(prefix + '-form');
+    if (!form) return;
+    const input = $(prefix + '-email');
+    const fail = (text) => {
+      say(prefix + '-error', text);
+      input.setAttribute('aria-invalid', 'true');
+      input.focus();
+    };
+    input.addEventListener('input', () => { say(prefix + '-error', ''); input.removeAttribute('aria-invalid'); });
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const email = input.value.trim();
+      say(prefix + '-error', '');
+      input.removeAttribute('aria-invalid');
+      notice(prefix + '-msg', '');
+      if (!email) return fail('Please enter your email address.');
+      if (!input.validity.valid || email.includes(',') || email.includes(';')) return fail(MAIL_ERR.invalid_email);
+      const btn = $(prefix + '-send');
+      btn.disabled = true;
+      try {
+        const r = await api('POST', path, { email });
+        if (r.status === 202) return notice(prefix + '-msg', r.data.message || 'If an account uses this address, a link is on its way to it.', 'ok');
+        if (r.status === 422) return fail(MAIL_ERR[r.data.error] || r.data.message || 'Please check the address.');
+        notice(prefix + '-msg', MAIL_ERR[r.data.error] || r.data.message || 'Something went wrong. Please try again.', 'error');
+      } catch (e) {
+        notice(prefix + '-msg', OFFLINE, 'error');
+      } finally {
+        btn.disabled = false;
+      }
+    });
+  }
+  mailForm('signin', '/api/account/link');
+  mailForm('terminate', '/api/account/terminate-link');
+
+  const STATUS = { queued: 'Waiting for an agent', active: 'Open', closed: 'Closed' };
+  function renderConversations() {
+    const box = $('transcripts');
+    if (!box) return;
+    const list = (me.mail_enabled && me.customer && Array.isArray(me.conversations)) ? me.conversations : [];
+    box.hidden = !list.length;
+    const ul = $('transcript-list');
+    ul.textContent = '';
+    for (const c of list) {
+      const li = mk('li');
+      const what = mk('span', 'conv');
+      what.append('Started ', when(c.created_at) || '—', ' · ' + (STATUS[c.status] || c.status));
+      const btn = mk('button', 'secondary', 'Email me a transcript');
+      btn.type = 'button';
+      const started = when(c.created_at);
+      btn.setAttribute('aria-label', 'Email me a transcript of the conversation started '
+        + (started ? started.textContent : ''));
+      btn.addEventListener('click', () => sendTranscript(c.id, btn));
+      li.append(what, btn);
+      ul.append(li);
+    }
+  }
+  async function sendTranscript(id, btn) {
+    btn.disabled = true;
+    notice('transcript-msg', '');
+    try {
+      const r = await api('POST', '/api/me/transcript-email', { conversation_id: id });
+      if (r.status === 401) return noSession();
+      if (r.ok) return notice('transcript-msg', r.data.message || 'The transcript is on its way to the address on your account.', 'ok');
+      notice('transcript-msg', r.data.message || 'Something went wrong. Please try again.', 'error');
+    } catch (e) {
+      notice('transcript-msg', OFFLINE, 'error');
+    } finally {
+      btn.disabled = false;
+    }
   }
 
   // ---- export -------------------------------------------------------------------------

@@ -158,9 +158,9 @@
   let seq = 0; // drops answers to requests that a newer one replaced
 
   const VIEWS = ["conversations", "detail", "customers", "staff", "policies", "retention", "audit",
+    "mail", "canned", "reports"];
+  const TABS = ["conversations", "customers", "staff", "policies", "retention", "audit", "mail",
     "canned", "reports"];
-  const TABS = ["conversations", "customers", "staff", "policies", "retention", "audit", "canned",
-    "reports"];
 
   function showView(name) {
     for (const v of VIEWS) $(`view-${v}`).hidden = v !== name;
@@ -198,6 +198,10 @@
       showView("audit");
       document.title = "Audit log · Admin console";
       loadAudit(readFilters(params, AUDIT_FILTERS), offsetParam());
+    } else if (parts[0] === "mail") {
+      showView("mail");
+      document.title = "Mail · Admin console";
+      loadMail(offsetParam());
     } else if (parts[0] === "reports") {
       showView("reports");
       document.title = "Reports · Admin console";
@@ -2224,6 +2228,68 @@
       au.verify.disabled = false;
     }
   });
+
+  /* ------------------------------------------------------------------ mail outbox */
+  const MAIL_KINDS = {
+    signin: "Sign-in link", terminate: "Deletion link", reply: "Reply by email",
+    transcript: "Transcript", farewell: "Deletion done",
+  };
+  const MAIL_STATES = {
+    pending: ["Waiting", "queued"], sending: ["Sending", "queued"], sent: ["Sent", "active"],
+    failed: ["Failed", "failed"], dropped: ["Dropped", "closed"],
+  };
+  const mailState = { offset: 0 };
+
+  async function loadMail(offset) {
+    const mine = ++seq;
+    const rows = $("mail-rows");
+    mailState.offset = offset;
+    messageRow(rows, "Loading…", "muted", 9);
+    let data;
+    try {
+      data = await api(`/api/admin/mail?limit=${PAGE}&offset=${offset}`);
+    } catch (err) {
+      if (mine === seq) messageRow(rows, err.message, "form-error", 9);
+      return;
+    }
+    if (mine !== seq) return;
+    $("mail-off").hidden = !!data.enabled;
+    const mails = data.mails || [];
+    rows.textContent = "";
+    if (!mails.length) messageRow(rows, data.enabled ? "No mail yet." : "No mail: none is sent.", "muted", 9);
+    for (const m of mails) {
+      const [label, look] = MAIL_STATES[m.status] || [m.status, "other"];
+      const status = el("td");
+      const tag = el("span", `status-tag status-${look}`, m.status === "pending" && m.attempts ? "Retrying" : label);
+      if (m.status === "dropped") tag.title = "The customer or conversation was gone before it could be sent.";
+      status.appendChild(tag);
+      const conv = el("td", "mono");
+      if (m.conversation_id) {
+        const a = el("a", "", m.conversation_id);
+        a.href = `#/conversations/${encodeURIComponent(m.conversation_id)}`;
+        conv.appendChild(a);
+      } else conv.textContent = "—";
+      const cell = (v) => {
+        const td = el("td", "nowrap", v ? when(v) : "—");
+        if (v) td.title = whenFull(v);
+        return td;
+      };
+      const waiting = m.status === "pending" || m.status === "sending";
+      const tr = el("tr");
+      rows.appendChild(tr);
+      tr.append(
+        el("td", "num", m.id), el("td", "", MAIL_KINDS[m.kind] || m.kind), status,
+        el("td", "num", m.attempts), cell(waiting ? m.next_attempt_at : null),
+        el("td", "mono", m.last_error || "—"), conv, cell(m.created_at), cell(m.sent_at));
+    }
+    const total = data.total || 0;
+    $("mail-range").textContent = mails.length
+      ? `${offset + 1}–${offset + mails.length} of ${total}, newest first` : offset ? "Nothing on this page" : "";
+    $("mail-prev").disabled = offset <= 0;
+    $("mail-next").disabled = offset + mails.length >= total;
+  }
+  $("mail-prev").addEventListener("click", () => go(`#/mail?offset=${Math.max(0, mailState.offset - PAGE)}`));
+  $("mail-next").addEventListener("click", () => go(`#/mail?offset=${mailState.offset + PAGE}`));
 
   ui.tabConv.addEventListener("click", (ev) => {
     // Coming back to the list keeps the last search.

@@ -256,6 +256,8 @@
   let selected = null;
   /** History of the queued conversation being previewed (agents may read queued ones). */
   let peek = { id: null, messages: new Map(), lastSeq: 0, asked: -1 };
+  /** Queued conversation id -> the last seq I saw in its preview (for "New" in the queue). */
+  const queueSeen = new Map();
 
   function isMine(item) {
     if (!item || item.status !== "active") return false;
@@ -281,6 +283,9 @@
       list,
       pend,
       unread: 0,
+      seenSeq: 0, // the visitor's read mark: "Seen" goes under my last message up to it
+      readSent: 0, // the last visitor message I told the server I saw
+      lastVisitorSeq: 0,
       visitorTyping: false,
       visitorTypingTimer: null,
       typingOn: false,
@@ -470,6 +475,9 @@
       case "status":
         onStatus(f);
         break;
+      case "read":
+        onRead(f);
+        break;
       case "error":
         onError(f);
         break;
@@ -580,6 +588,7 @@
       const fresh = renderMessage(conv.messages.get(seq));
       old.replaceWith(fresh);
       conv.nodes.set(seq, fresh);
+      renderSeen(conv);
       return;
     }
     const nearBottom = isViewing(conv) && isNearBottom();
@@ -593,6 +602,7 @@
     conv.lastSeq = Math.max(conv.lastSeq, seq);
 
     if (f.sender === "visitor") {
+      conv.lastVisitorSeq = Math.max(conv.lastVisitorSeq, seq);
       setVisitorTyping(conv, false);
       if (seq > conv.historyUpTo && (!isViewing(conv) || document.hidden)) {
         conv.unread += 1;
@@ -603,7 +613,33 @@
     if (isViewing(conv)) {
       if (nearBottom || f.sender === "agent") scrollToBottom();
     }
+    renderSeen(conv);
+    markRead(conv);
     renderSidebar();
+  }
+
+  /* ------------------------------------------------------------------ read marks */
+  // The visitor's `read` frames put "Seen" under my last message they saw; mine tell the
+  // visitor which of their messages I saw: the open conversation, while the tab is visible.
+  function onRead(f) {
+    const conv = convs.get(String(f.conversation_id || ""));
+    if (!conv || f.sender !== "visitor" || !Number.isFinite(Number(f.seq))) return;
+    conv.seenSeq = Math.max(conv.seenSeq, Number(f.seq));
+    renderSeen(conv);
+  }
+
+  function renderSeen(conv) {
+    let upto = 0;
+    for (const [seq, m] of conv.messages) if (m.sender === "agent" && seq <= conv.seenSeq && seq > upto) upto = seq;
+    const shown = conv.list.querySelector(".msg-seen");
+    if (shown && shown.parentNode === conv.nodes.get(upto)) return;
+    if (shown) shown.remove();
+    if (upto) conv.nodes.get(upto).appendChild(el("div", "msg-seen", "Seen"));
+  }
+
+  function markRead(conv) {
+    if (!isViewing(conv) || document.hidden || conv.lastVisitorSeq <= conv.readSent) return;
+    if (send({ type: "read", conversation_id: conv.id, seq: conv.lastVisitorSeq })) conv.readSent = conv.lastVisitorSeq;
   }
 
   function insertBySeq(conv, node, seq) {
@@ -923,13 +959,22 @@
       badge.setAttribute("aria-label", `${conv.unread} unread`);
       tags.appendChild(badge);
     }
+    let fresh = false;
+    if (group === "queue") { // a visitor's message I have not looked at yet
+      const last = Number(item.last_seq) || 0;
+      if (isSel && !document.hidden) queueSeen.set(id, last);
+      fresh = Boolean(item.last_message && item.last_message.sender === "visitor" && last > (queueSeen.get(id) || 0));
+      if (fresh) tags.appendChild(el("span", "mini-tag new-tag", "New"));
+    }
+    button.classList.toggle("is-unread", Boolean(fresh || (conv && conv.unread)));
     if (conv && conv.status === "closed") tags.appendChild(el("span", "mini-tag", "Closed"));
     if (pendingClaims.has(id)) tags.appendChild(el("span", "mini-tag", "Claiming…"));
     if (tags.childNodes.length) button.appendChild(tags);
     const label = [who.name, who.company, group === "queue" ? waitingText(item.waiting_since) : ""]
       .filter(Boolean)
       .join(", ");
-    button.setAttribute("aria-label", conv && conv.unread ? `${label}, ${conv.unread} unread` : label);
+    button.setAttribute("aria-label", conv && conv.unread ? `${label}, ${conv.unread} unread`
+      : fresh ? `${label}, new message` : label);
   }
 
   function syncList(group, ids) {
@@ -1204,6 +1249,7 @@
     }
     renderPane();
     renderSidebar();
+    if (kind === "conv") markRead(convs.get(id));
     if (window.matchMedia && window.matchMedia("(max-width: 760px)").matches) {
       document.getElementById("pane").scrollIntoView({ block: "start" });
     }
@@ -1275,10 +1321,11 @@
   document.addEventListener("visibilitychange", () => {
     if (document.hidden) return;
     const conv = selected && selected.kind === "conv" ? convs.get(selected.id) : null;
+    if (conv) markRead(conv);
     if (conv && conv.unread) {
       conv.unread = 0;
-      renderSidebar();
     }
+    renderSidebar(); // clears "New" on a previewed queue item too
     if (!ws && reconnectTimer) reconnectNow();
   });
 

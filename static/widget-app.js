@@ -1,11 +1,15 @@
-/* The chat widget inside the /widget iframe: policy -> pre-chat form -> chat.
-   Nothing is written to cookies or storage by this script; the server sets the one session
-   cookie only after consent. Un-acked messages live in memory. User text goes in via textContent. */
+/* The chat in the /widget iframe and at /chat: policy -> pre-chat form -> chat. Writes no
+   cookie or storage; the server sets the session cookie only after consent. Tells the embed
+   whether a conversation is open (chat:active) and how many replies are unread (chat:unread).
+   Un-acked messages live in memory. User text goes in via textContent. */
 (() => {
   'use strict';
   const $ = (id) => document.getElementById(id);
   const root = $('chat');
   const inFrame = window.parent !== window;
+  // shown=0: the embed reconnects on a new page, panel closed.
+  const startHidden = inFrame && new URLSearchParams(location.search).get('shown') === '0';
+  const toParent = (msg) => { if (inFrame) window.parent.postMessage(msg, '*'); };
   const LIMIT = 4000;
   const mk = (tag, cls, text) => {
     const e = document.createElement(tag);
@@ -14,6 +18,8 @@
     return e;
   };
   const say = (id, text) => { $(id).textContent = text || ''; };
+  const AWAY = "Can't reach the chat right now. Please try again.";
+  const WRONG = 'Something went wrong. Please try again.';
   const uuid = () => (crypto.randomUUID ? crypto.randomUUID()
     : '10000000-1000-4000-8000-100000000000'.replace(/[018]/g, (c) =>
       (c ^ (crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16)));
@@ -40,14 +46,22 @@
     return { status: r.status, ok: r.ok, data };
   }
 
-  // ---- screens --------------------------------------------------------------------------
+  // ---- screens
   const SCREENS = ['loading', 'policy', 'blocked', 'form', 'chat', 'done'];
   function show(name, focus) {
     for (const s of SCREENS) $('screen-' + s).hidden = s !== name;
     root.dataset.screen = name;
     $('chat-tools').hidden = name !== 'chat';
+    if (name !== 'chat' && name !== 'loading') active(false);
     if (name !== 'chat') say('subtitle', "We're happy to help.");
-    if (focus) focus.focus({ preventScroll: name === 'policy' });
+    if (focus && parentOpen) focus.focus({ preventScroll: name === 'policy' });
+  }
+  // Whether a conversation is open, for the embed's marker: a boolean only.
+  let activeSaid = null;
+  function active(on) {
+    if (activeSaid === on) return;
+    activeSaid = on;
+    toParent({ type: 'chat:active', open: on });
   }
   function unreachable(retry) {
     say('loading-msg', "Can't reach the chat right now.");
@@ -75,7 +89,7 @@
     openChat();
   }
 
-  // ---- 1. policy and consent ------------------------------------------------------------
+  // ---- 1. policy and consent
   let policy = { version: root.dataset.policyVersion, sha256: root.dataset.policySha256 };
   // Links in the policy text open in a tab: most sites (ours too) refuse to show in this frame.
   const newTabs = () => $('policy-html').querySelectorAll('a[href]').forEach((a) => { a.target = '_blank'; a.rel = 'noopener'; });
@@ -124,7 +138,7 @@
       }
       if (!r.ok) {
         btn.disabled = false;
-        return say('policy-error', r.data.message || 'Something went wrong. Please try again.');
+        return say('policy-error', r.data.message || WRONG);
       }
       const m = await api('GET', '/api/session');
       if (!m.ok) throw new Error('me');
@@ -133,7 +147,7 @@
       if (me.customer) openChat(); else showForm();
     } catch (e) {
       btn.disabled = !$('accept').checked;
-      say('policy-error', "Can't reach the chat right now. Please try again.");
+      say('policy-error', AWAY);
     }
   });
   $('blocked-retry').addEventListener('click', route);
@@ -179,11 +193,11 @@
       outbox.clear(); clearList(); convId = null; me = null;
       done(true);
     } catch (e) {
-      say('erase-error', "Can't reach the chat right now. Please try again.");
+      say('erase-error', AWAY);
     } finally { btn.disabled = false; }
   });
 
-  // ---- 2. pre-chat form -----------------------------------------------------------------
+  // ---- 2. pre-chat form
   const FIELDS = ['name', 'email', 'company'];
   const FIELD_MSG = {
     invalid_name: 'Please enter your name (up to 100 characters).',
@@ -229,22 +243,23 @@
         fieldError(f, FIELD_MSG[code] || r.data.message || 'Please check this field.');
         return $('f-' + f).focus();
       }
-      say('form-error', r.data.message || 'Something went wrong. Please try again.');
+      say('form-error', r.data.message || WRONG);
     } catch (e) {
-      say('form-error', "Can't reach the chat right now. Please try again.");
+      say('form-error', AWAY);
     } finally {
       btn.disabled = false;
     }
   });
 
-  // ---- 3. chat --------------------------------------------------------------------------
+  // ---- 3. chat
   const list = $('messages');
   const scroller = $('scroller');
   const ta = $('text');
   const msgs = new Map();   // seq -> element; a seq is never shown twice
   const outbox = new Map(); // client_msg_id -> {body, el}; in memory until acked
   let ws = null, ready = false, retryTimer = 0, pingTimer = 0, backoff = 500;
-  let convId = null, liveFrom = 0, contig = 0, ended = false, agentsOnline = true, agent = null;
+  let convId = null, contig = 0, ended = false, agentsOnline = true, agent = null, status = null;
+  let readSeq = 0; // the highest seq reported read: agent replies after it are unread
 
   // The same format as the agent dashboard's: the time of day in the reader's locale, with the
   // date in front when it is not today.
@@ -292,8 +307,8 @@
     if (p) { el = p.el; stamp(el, f); } else el = render(f);
     place(el, f.seq);
     if (f.sender === 'agent') typingOff();
-    if (f.sender !== 'visitor' && f.seq > liveFrom) bumpUnread();
     if (stick) toBottom();
+    markRead();
   }
   function onAck(f) {
     const p = outbox.get(f.client_msg_id);
@@ -307,19 +322,33 @@
     msgs.clear();
     contig = 0;
     list.replaceChildren(...[...outbox.values()].map((p) => p.el));
+    markRead();
   }
 
   // Status: the banner says what is happening while queued; the subtitle names the agent.
-  function setStatus(status, name) {
+  // Offline: email is promised only where this server sends mail.
+  function waitingText() {
+    if (agentsOnline) return 'Waiting for an agent…';
+    const email = me && me.customer && me.customer.email;
+    if (me && me.mail_enabled && email) {
+      return "No agent is online. Leave a message: we'll answer by email to " + email + '.';
+    }
+    return "No agent is online. Leave a message; we'll answer here when one is back.";
+  }
+  function setStatus(now, name) {
+    status = now;
     if (name) agent = name;
     ended = status === 'closed';
+    active(!ended);
     const b = $('banner');
     b.hidden = status !== 'queued';
-    b.textContent = agentsOnline ? 'Waiting for an agent…'
-      : "No agent is online right now. Leave a message and we'll answer here.";
+    const text = waitingText();
+    if (b.textContent !== text) b.textContent = text;
     say('subtitle', status === 'active' ? (agent ? 'You are chatting with ' + agent : 'An agent has joined')
       : status === 'closed' ? 'Conversation ended' : "We're happy to help.");
     $('ended').hidden = !ended;
+    $('transcript').hidden = !(ended && me && me.mail_enabled);
+    if (!ended) { say('transcript-msg', ''); $('transcript-send').disabled = false; }
     $('composer').hidden = ended;
     $('end').disabled = ended;
     if (ended) { typingOff(); setTyping(false); toBottom(); }
@@ -391,12 +420,16 @@
           if (f.conversation_id !== convId) {
             if (convId) clearList();
             convId = f.conversation_id;
-            liveFrom = f.last_seq || 0;
             agent = null;
+            readSeq = 0;
           }
+          readSeq = Math.max(readSeq, Number.isInteger(f.read_seq) ? f.read_seq : 0);
           agentsOnline = f.agents_online !== false;
           setStatus(f.status, f.agent);
           ready = true;
+          // The stored read mark first: this client reports reads itself, so replies delivered
+          // to a closed panel are still emailed (docs/protocol.md#read).
+          sock.send(JSON.stringify({ type: 'read', seq: readSeq }));
           sock.send(JSON.stringify({ type: 'resume', after_seq: contig }));
           flush();
           if (root.dataset.screen === 'chat' && !ended) toBottom();
@@ -408,6 +441,10 @@
           break;
         case 'typing': onTyping(f); break;
         case 'rating': onRated(f); break;
+        case 'presence':
+          agentsOnline = f.agents_online !== false;
+          if (status) setStatus(status);
+          break;
         case 'error': if (!ratingError(f)) onError(f); break;
       }
     };
@@ -418,7 +455,7 @@
       typingOn = false;
       typingOff();
       if (ev.code === 4423) return blockedNotice();
-      if (ev.code === 4401) { outbox.clear(); clearList(); convId = null; } // session ended or erased
+      if (ev.code === 4401) { outbox.clear(); clearList(); convId = null; active(false); } // session ended or erased
       if (ev.code === 4401 || ev.code === 4403) return route();
       if (ev.code === 1008) return toast('This website may not use our chat.');
       if (ended) return; // reconnecting now would open a new conversation; wait for the button
@@ -439,11 +476,18 @@
     };
   }
 
+  let connectWhenShown = false;
   function openChat() {
     show('chat', ta);
-    if (!ws) connect();
     clearInterval(pingTimer);
     pingTimer = setInterval(() => transmit({ type: 'ping' }), 25000);
+    // Behind a closed panel, only to an open conversation: a socket would start a new one.
+    if (!parentOpen && me && me.open_conversation === false) {
+      connectWhenShown = true;
+      active(false);
+      return;
+    }
+    if (!ws) connect();
   }
 
   function send() {
@@ -548,26 +592,52 @@
     connect();
     ta.focus();
   });
+  $('transcript-send').addEventListener('click', async () => {
+    const b = $('transcript-send');
+    b.disabled = true;
+    say('transcript-msg', 'Sending…');
+    try {
+      const r = await api('POST', '/api/me/transcript-email', { conversation_id: convId });
+      say('transcript-msg', r.data.message || (r.ok ? 'The transcript is on its way.' : WRONG));
+      b.disabled = r.ok; // sent: once is enough
+    } catch (e) { say('transcript-msg', AWAY); b.disabled = false; }
+  });
   window.addEventListener('online', () => { if (!ws && convId && !ended) { backoff = 500; connect(); } });
 
-  // ---- unread count and the embedding page ------------------------------------------------
-  let unread = 0, parentOpen = true, modal = false;
+  // ---- unread count, read marks and the embedding page
+  // Agent replies after the read mark are unread (badge, title). Marks go out only for what is
+  // on screen: chat showing, panel open, tab visible.
+  let unread = 0, parentOpen = !startHidden, modal = false;
   const baseTitle = document.title;
-  const seen = () => !document.hidden && parentOpen;
-  function postUnread() {
-    if (inFrame) window.parent.postMessage({ type: 'chat:unread', count: unread }, '*');
+  const seen = () => !document.hidden && parentOpen && root.dataset.screen === 'chat';
+  function countUnread() {
+    let n = 0;
+    for (const [seq, el] of msgs) if (seq > readSeq && el.classList.contains('msg-agent')) n++;
+    if (n === unread) return;
+    unread = n;
+    toParent({ type: 'chat:unread', count: unread });
     document.title = (unread ? '(' + unread + ') ' : '') + baseTitle;
   }
-  function bumpUnread() { if (!seen()) { unread++; postUnread(); } }
-  function resetUnread() { if (unread && seen()) { unread = 0; postUnread(); } }
-  window.addEventListener('focus', resetUnread);
-  document.addEventListener('visibilitychange', resetUnread);
+  // Coalesced: a replay wants one mark.
+  let readTimer = 0;
+  function markRead() {
+    clearTimeout(readTimer);
+    readTimer = setTimeout(() => {
+      if (seen() && contig > readSeq && transmit({ type: 'read', seq: contig })) readSeq = contig;
+      countUnread();
+    }, 150);
+  }
+  window.addEventListener('focus', markRead);
+  document.addEventListener('visibilitychange', markRead);
   window.addEventListener('message', (ev) => {
     // The embed tells us whether its panel is open; only a boolean, only from our parent.
     if (ev.source !== window.parent || !ev.data || ev.data.type !== 'chat:visible') return;
     parentOpen = !!ev.data.open;
     modal = !!ev.data.modal;
-    if (parentOpen) { resetUnread(); if (root.dataset.screen === 'chat') ta.focus(); }
+    if (!parentOpen) return;
+    if (connectWhenShown) { connectWhenShown = false; if (!ws) connect(); }
+    if (root.dataset.screen === 'chat') ta.focus();
+    markRead();
   });
   // Full screen over the page (a phone, a zoomed window) the chat is modal: Tab cycles inside.
   document.addEventListener('keydown', (ev) => {
@@ -581,7 +651,7 @@
       (ev.shiftKey ? last : first).focus();
     }
   });
-  const minimise = () => window.parent.postMessage({ type: 'chat:close' }, '*');
+  const minimise = () => toParent({ type: 'chat:close' });
   $('minimise').hidden = !inFrame;
   $('minimise').addEventListener('click', minimise);
   document.addEventListener('keydown', (ev) => { if (ev.key === 'Escape' && inFrame) minimise(); });

@@ -1,7 +1,9 @@
 /* Chat embed: <script src="https://chat.example.com/widget.js" async data-position="right"
    data-color="#2357d9" data-title="Chat with us"></script>
-   Adds a launcher button and, on first click, an iframe with the chat. Sets no cookie and uses
-   no storage. Styles are set through element.style, which a strict host CSP still allows. */
+   Adds a launcher and, on click, an iframe with the chat. Sets no cookie. While a conversation is
+   open (so after consent) it keeps localStorage "chat-widget" = "open", no identifier: the next
+   page then loads the chat behind the closed launcher to count new replies. Without it, nothing
+   is asked of the chat server before a click. Styles go through element.style (strict CSP). */
 (function () {
   'use strict';
   if (window.__chatWidget) return;
@@ -37,6 +39,15 @@
   // Narrow or short (a phone, or a desktop zoomed to 200% and more): the chat takes the window.
   var small = window.matchMedia('(max-width: 480px), (max-height: 520px)');
   var open = false, frame = null, loaded = false, unread = 0;
+  var MARK = 'chat-widget';
+  function marked() {
+    try { return window.localStorage.getItem(MARK) === 'open'; } catch (e) { return false; }
+  }
+  function mark(on) {
+    try {
+      if (on) window.localStorage.setItem(MARK, 'open'); else window.localStorage.removeItem(MARK);
+    } catch (e) { /* storage blocked: wait for a click */ }
+  }
 
   function css(el, props) {
     el.style.all = 'initial';
@@ -78,6 +89,13 @@
   });
   badge.setAttribute('aria-hidden', 'true');
   btn.appendChild(badge);
+  // Announces new replies while closed (the badge is aria-hidden).
+  var live = css(document.createElement('div'), {
+    position: 'fixed', width: '1px', height: '1px', overflow: 'hidden', clip: 'rect(0 0 0 0)',
+    'white-space': 'nowrap'
+  });
+  live.setAttribute('role', 'status');
+  live.setAttribute('aria-live', 'polite');
   btn.onmouseenter = function () { btn.style.transform = 'scale(1.06)'; };
   btn.onmouseleave = function () { btn.style.transform = ''; };
 
@@ -115,16 +133,19 @@
   function tell() {
     if (loaded) frame.contentWindow.postMessage({ type: 'chat:visible', open: open, modal: open && small.matches }, origin);
   }
+  function load(shown) {
+    frame = document.createElement('iframe');
+    css(frame, { border: '0', width: '100%', height: '100%', display: 'block' });
+    frame.title = title;
+    var query = { title: title, color: color };
+    if (!shown) query.shown = '0';
+    frame.src = origin + '/widget?' + new URLSearchParams(query);
+    frame.onload = function () { loaded = true; tell(); };
+    panel.appendChild(frame);
+  }
   function toggle(show) {
     open = show;
-    if (open && !frame) {
-      frame = document.createElement('iframe');
-      css(frame, { border: '0', width: '100%', height: '100%', display: 'block' });
-      frame.title = title;
-      frame.src = origin + '/widget?' + new URLSearchParams({ title: title, color: color });
-      frame.onload = function () { loaded = true; tell(); };
-      panel.appendChild(frame);
-    }
+    if (open && !frame) load(true);
     panel.style.display = open ? 'block' : 'none';
     btn.replaceChild(open ? closeIcon : chatIcon, open ? chatIcon : closeIcon);
     if (open) unread = 0;
@@ -146,17 +167,26 @@
     if (e.data.type === 'chat:close' && open) toggle(false);
     if (e.data.type === 'chat:unread') {
       var n = parseInt(e.data.count, 10);
-      unread = n > 0 ? n : 0;
+      n = n > 0 ? n : 0;
+      if (n > unread && !open) {
+        live.textContent = n + ' unread ' + (n === 1 ? 'message' : 'messages') + ' in the chat';
+      }
+      if (!n) live.textContent = '';
+      unread = n;
       label();
     }
+    if (e.data.type === 'chat:active') mark(e.data.open === true);
   });
   if (small.addEventListener) small.addEventListener('change', layout);
 
   function mount() {
     document.body.appendChild(panel);
     document.body.appendChild(btn);
+    document.body.appendChild(live);
     layout();
     label();
+    // A conversation was open on an earlier page: reconnect, panel closed.
+    if (marked() && !frame) load(false);
   }
   if (document.body) mount(); else document.addEventListener('DOMContentLoaded', mount);
 })();

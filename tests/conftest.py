@@ -94,3 +94,25 @@ def mailbox() -> Iterator[Mailbox]:
     box.controller.start()
     yield box
     box.controller.stop()
+
+
+# Modules that run identically whatever database the servers use: they start no server (the
+# in-process defences always open SQLite), or they run their store on both databases already in
+# the README's pass. The PostgreSQL pass of .ci/run skips them, saying so, to stay within budget.
+SAME_ON_EVERY_DATABASE = frozenset({
+    "test_defences_access", "test_defences_audit", "test_defences_auth", "test_defences_consent",
+    "test_defences_edge", "test_defences_limits", "test_defences_sessions", "test_docs",
+    "test_protocol", "test_quality", "test_settings", "test_mail_store", "test_retention",
+    "test_storage_postgres", "test_storage_postgres_compact", "test_storage_postgres_upgrade",
+    "test_storage_privacy", "test_storage_search", "test_storage_shared", "test_storage_sqlite",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not databases.SERVER_DATABASE:
+        return
+    skip = pytest.mark.skip(reason="the same on every database; run by the pass without "
+                                   "CHATSERVER_TEST_DATABASE")
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SAME_ON_EVERY_DATABASE:
+            item.add_marker(skip)

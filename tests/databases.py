@@ -123,6 +123,30 @@ def server_database(data_dir: object) -> str:
     return url
 
 
+def database_env(data_dir: object) -> dict[str, str]:
+    """The environment that puts a server or CLI run on the test run's database for the data
+    folder `data_dir`: empty (SQLite in the folder) unless CHATSERVER_TEST_DATABASE is set."""
+    if not SERVER_DATABASE:
+        return {}
+    return {"CHATSERVER_DATABASE_URL": server_database(data_dir)}
+
+
+def copy_server_database(source_dir: object, target_dir: object) -> None:
+    """Give the data folder `target_dir` a copy of `source_dir`'s PostgreSQL database (the
+    folder itself is copied by the caller); nothing to do on SQLite, whose file is in it. No
+    one may be connected to the source while it is copied."""
+    if not SERVER_DATABASE:
+        return
+    source = server_database(source_dir)
+    name = "chatserver_test_" + secrets.token_hex(6)
+    run(lambda: _admin(f'CREATE DATABASE "{name}" TEMPLATE "{urlsplit(source).path.lstrip("/")}"',
+                       SERVER_DATABASE))
+    url = with_database(SERVER_DATABASE, name)
+    with _lock:
+        _created.append(url)
+        _server_databases[str(target_dir)] = url
+
+
 def drop_all() -> None:
     with _lock:
         urls, _created[:] = list(_created), []

@@ -16,6 +16,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import httpx
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -199,3 +200,27 @@ def check_mail(mail: Caught, public_url: str, recipient: str) -> None:
             assert href.startswith((public_url + "/", "mailto:")), href
     for url in mail.links():
         assert url.startswith(public_url + "/"), url
+
+
+CSRF_FIELD = 'name="csrf_token" value="'
+
+
+def csrf_of(page: str) -> str:
+    """The CSRF token of the one form on a confirm page."""
+    return page.split(CSRF_FIELD)[1].split('"')[0]
+
+
+async def follow_link(client: httpx.AsyncClient, link: str, confirm_path: str
+                      ) -> httpx.Response:
+    """Follow a link from a mail as a person does: open it (the token moves into a cookie and
+    the browser lands on `confirm_path`), then press the page's button. The button's answer."""
+    base = link.split("/", 3)[:3]
+    origin = "/".join(base)
+    held = await client.get(link, headers={"Accept": "text/html"})
+    assert held.status_code == 303, held.text
+    assert held.headers["location"] == confirm_path
+    assert held.headers["referrer-policy"] == "no-referrer"
+    form = await client.get(origin + confirm_path, headers={"Accept": "text/html"})
+    assert form.status_code == 200, form.text
+    return await client.post(origin + confirm_path, data={"csrf_token": csrf_of(form.text)},
+                             headers={"Accept": "text/html"})

@@ -1,8 +1,9 @@
 """A real nginx in front of a real server, configured with the example in docs/deploy.md.
 
-The server block is read from the documentation itself (the fenced `nginx` block after the marker
-`<!-- nginx example: tests/test_nginx.py -->`), so the example operators copy is the one the tests
-run. Only the listen address, the certificate paths and the upstream port are filled in; each of
+The upstream and server blocks are read from the documentation itself (the fenced `nginx` block
+after the marker `<!-- nginx example: tests/test_nginx.py -->`), so the example operators copy is
+the one the tests run. Only the listen address, the certificate paths and the upstream's ports are
+filled in; each of
 those must appear in the example as written, or the test fails instead of testing something else.
 nginx runs as a child process with its own prefix, pid file and logs in a temporary folder.
 """
@@ -33,7 +34,8 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 DOC_LISTEN = "listen 443 ssl;"
 DOC_CERT = "/etc/letsencrypt/live/chat.example.com/fullchain.pem"
 DOC_KEY = "/etc/letsencrypt/live/chat.example.com/privkey.pem"
-DOC_UPSTREAM = "http://127.0.0.1:8000"
+# The upstream's two processes.
+DOC_UPSTREAMS = ("server 127.0.0.1:8000 ", "server 127.0.0.1:8001 ")
 
 
 def require_nginx() -> str:
@@ -52,13 +54,16 @@ def documented_server_block() -> str:
     return found.group(1)
 
 
-def fill_in(block: str, *, port: int, cert: Path, key: Path, upstream_port: int) -> str:
-    """The documented block with this test's ports and files; every placeholder must be there."""
-    for placeholder in (DOC_LISTEN, DOC_CERT, DOC_KEY, DOC_UPSTREAM):
+def fill_in(block: str, *, port: int, cert: Path, key: Path, upstream_ports: list[int]) -> str:
+    """The documented block with this test's ports and files; every placeholder must be there.
+    The upstream's processes get `upstream_ports` in turn (one port: every line names it)."""
+    for placeholder in (DOC_LISTEN, DOC_CERT, DOC_KEY, *DOC_UPSTREAMS):
         assert placeholder in block, f"the nginx example no longer contains {placeholder!r}"
-    return (block.replace(DOC_LISTEN, f"listen 127.0.0.1:{port} ssl;")
-            .replace(DOC_CERT, str(cert)).replace(DOC_KEY, str(key))
-            .replace(DOC_UPSTREAM, f"http://127.0.0.1:{upstream_port}"))
+    block = (block.replace(DOC_LISTEN, f"listen 127.0.0.1:{port} ssl;")
+             .replace(DOC_CERT, str(cert)).replace(DOC_KEY, str(key)))
+    for n, upstream in enumerate(DOC_UPSTREAMS):
+        block = block.replace(upstream, f"server 127.0.0.1:{upstream_ports[n % len(upstream_ports)]} ")
+    return block
 
 
 def make_certificate(folder: Path, names: list[str]) -> tuple[Path, Path]:
@@ -101,6 +106,7 @@ class Nginx:
 
     folder: Path
     upstream_port: int
+    more_upstream_ports: list[int] = field(default_factory=list)
     names: list[str] = field(default_factory=lambda: ["localhost"])
     extra_servers: str = ""
     port: int = 0
@@ -111,7 +117,7 @@ class Nginx:
         assert self.cert is not None
         key = self.folder / "key.pem"
         server = fill_in(documented_server_block(), port=self.port, cert=self.cert, key=key,
-                         upstream_port=self.upstream_port)
+                         upstream_ports=[self.upstream_port, *self.more_upstream_ports])
         tmp = self.folder / "tmp"
         # One foreground process, no user switch: everything stays in the test's folder.
         return f"""

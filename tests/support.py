@@ -54,9 +54,12 @@ class Server:
 
     def environ(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHATSERVER_")}
-        env.update({"CHATSERVER_DATA_DIR": str(self.data_dir), **self.env})
-        if "CHATSERVER_DATABASE_URL" not in self.env and databases.SERVER_DATABASE:
-            env["CHATSERVER_DATABASE_URL"] = databases.server_database(self.data_dir)
+        # The tests stand in for a browser behind a proxy on loopback (X-Forwarded-For and
+        # -Proto): loopback is trusted unless a test says otherwise.
+        env.update({"CHATSERVER_DATA_DIR": str(self.data_dir),
+                    "CHATSERVER_TRUSTED_PROXIES": "127.0.0.1,::1", **self.env})
+        if "CHATSERVER_DATABASE_URL" not in self.env:
+            env.update(databases.database_env(self.data_dir))
         return env
 
     @property
@@ -84,7 +87,7 @@ class Server:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError("server exited:\n" + self.log())
+                raise RuntimeError(f"server exited ({self.process.returncode}):\n" + self.log())
             try:
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return self

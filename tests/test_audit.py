@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -25,6 +24,7 @@ from chatserver.settings import Settings, load
 from chatserver.storage import open_store
 from chatserver.storage.base import Store
 
+from . import databases
 from .support import Server
 
 
@@ -38,7 +38,8 @@ class Clock:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return load(environ={"CHATSERVER_DATA_DIR": str(tmp_path / "data")})
+    data = tmp_path / "data"
+    return load(environ={"CHATSERVER_DATA_DIR": str(data), **databases.database_env(data)})
 
 
 @pytest.fixture
@@ -66,26 +67,25 @@ async def _fill(store: Store, n: int) -> None:
                            target=f"conversation:{k}", ip="127.0.0.1", detail={"format": "txt"})
 
 
-def _db(settings: Settings) -> sqlite3.Connection:
-    return sqlite3.connect(settings.data_dir / "chat.db", isolation_level=None)
-
-
 _CLI_ENV = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parent.parent)}
+
+
+def _cli_env(data_dir: Path) -> dict[str, str]:
+    return {**_CLI_ENV, **databases.database_env(data_dir)}
 
 
 def _cli_verify(data_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "chatserver", "--data-dir", str(data_dir), "audit", "verify"],
-        capture_output=True, text=True, timeout=60, env=_CLI_ENV)
+        capture_output=True, text=True, timeout=60, env=_cli_env(data_dir))
 
 
 async def _tampered(store: Store, settings: Settings, sql: str, *args: Any) -> Report:
-    """Close the store, run `sql` on the file as an attacker with the database would, and check
-    the log again from a fresh process's point of view."""
+    """Close the store, run `sql` on the database as an attacker with it would, and check the
+    log again from a fresh process's point of view."""
     await audit.detach(store)
     await store.close()
-    with _db(settings) as db:
-        db.execute(sql, args)
+    databases.query(settings.database_url, sql, *args)
     reopened = await open_store(settings.database_url)
     try:
         return await audit.Chain(reopened, settings).check()
@@ -142,15 +142,15 @@ async def test_a_rewrite_with_recomputed_plain_hashes_is_found(store: Store,
     entries = await store.all_audit()
     await audit.detach(store)
     await store.close()
-    with _db(settings) as db:
-        prev = entries[2]["hash"]
-        for entry in entries[3:]:
-            if entry["id"] == 4:
-                entry["target"] = "conversation:forged"
-            digest = audit.entry_hash(prev, entry)
-            db.execute("UPDATE audit_log SET target = ?, prev_hash = ?, hash = ? WHERE id = ?",
-                       (entry["target"], prev, digest, entry["id"]))
-            prev = digest
+    prev = entries[2]["hash"]
+    for entry in entries[3:]:
+        if entry["id"] == 4:
+            entry["target"] = "conversation:forged"
+        digest = audit.entry_hash(prev, entry)
+        databases.query(settings.database_url,
+                        "UPDATE audit_log SET target = ?, prev_hash = ?, hash = ? WHERE id = ?",
+                        entry["target"], prev, digest, entry["id"])
+        prev = digest
     reopened = await open_store(settings.database_url)
     try:
         report = await audit.Chain(reopened, settings).check()
@@ -243,28 +243,31 @@ async def test_an_anchor_made_with_another_key_is_refused(store: Store,
 
 def _attack(data_dir: Path, attack: str) -> None:
     """What someone who can write the database (but has no secret key) does to hide entries."""
-    with sqlite3.connect(data_dir / "chat.db", isolation_level=None) as db:
-        if attack == "delete newest":
-            (last,) = db.execute("SELECT MAX(id) FROM audit_log").fetchone()
-            db.execute("DELETE FROM audit_log WHERE id >= ?", (last - 1,))
-        elif attack == "delete all":
-            db.execute("DELETE FROM audit_log")
-        else:  # rewrite a middle entry, recomputing it and every later hash with SHA-256
-            rows = db.execute("SELECT id, at, actor, action, ip, target, detail, prev_hash "
-                              "FROM audit_log ORDER BY id").fetchall()
-            middle = len(rows) // 2
-            prev = db.execute("SELECT hash FROM audit_log WHERE id = ?",
-                              (rows[middle][0] - 1,)).fetchone()[0]
-            for n, row in enumerate(rows[middle:]):
-                keys = ("id", "at", "actor", "action", "ip", "target", "detail")
-                entry = dict(zip(keys, row[:7], strict=True))
-                entry["detail"] = json.loads(entry["detail"])
-                if n == 0:
-                    entry["target"] = "staff:999"
-                digest = audit.entry_hash(prev, entry)
-                db.execute("UPDATE audit_log SET target = ?, prev_hash = ?, hash = ? "
-                           "WHERE id = ?", (entry["target"], prev, digest, entry["id"]))
-                prev = digest
+    url = _cli_env(data_dir).get("CHATSERVER_DATABASE_URL") or f"sqlite://{data_dir / 'chat.db'}"
+
+    def db(sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        return databases.query(url, sql, *args)
+
+    if attack == "delete newest":
+        ((last,),) = db("SELECT MAX(id) FROM audit_log")
+        db("DELETE FROM audit_log WHERE id >= ?", last - 1)
+    elif attack == "delete all":
+        db("DELETE FROM audit_log")
+    else:  # rewrite a middle entry, recomputing it and every later hash with SHA-256
+        rows = db("SELECT id, at, actor, action, ip, target, detail, prev_hash "
+                  "FROM audit_log ORDER BY id")
+        middle = len(rows) // 2
+        ((prev,),) = db("SELECT hash FROM audit_log WHERE id = ?", rows[middle][0] - 1)
+        for n, row in enumerate(rows[middle:]):
+            keys = ("id", "at", "actor", "action", "ip", "target", "detail")
+            entry = dict(zip(keys, row[:7], strict=True))
+            entry["detail"] = json.loads(entry["detail"])
+            if n == 0:
+                entry["target"] = "staff:999"
+            digest = audit.entry_hash(prev, entry)
+            db("UPDATE audit_log SET target = ?, prev_hash = ?, hash = ? WHERE id = ?",
+               entry["target"], prev, digest, entry["id"])
+            prev = digest
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +280,8 @@ def written_by_the_cli(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("ann", "bob", "cat"):
         done = subprocess.run([sys.executable, "-m", "chatserver", "--data-dir", str(data),
                                "user", "add", name, "--role", "agent", "--password-stdin"],
-                              env=_CLI_ENV, text=True, input="correct horse battery staple\n",
+                              env=_cli_env(data), text=True,
+                              input="correct horse battery staple\n",
                               capture_output=True, timeout=60)
         assert done.returncode == 0, done.stderr
     return data
@@ -290,6 +294,7 @@ def test_cli_verify_finds_each_attack(written_by_the_cli: Path, tmp_path: Path,
     it checked and what it cannot prove; after each attack it exits 1 with the reason."""
     data = tmp_path / "data"
     shutil.copytree(written_by_the_cli, data)
+    databases.copy_server_database(written_by_the_cli, data)
     intact = _cli_verify(data)
     assert intact.returncode == 0, intact.stdout + intact.stderr
     assert "intact" in intact.stdout
@@ -313,14 +318,10 @@ async def test_repeated_failed_sign_ins_fold_into_one_entry(make_server: Any) ->
             response = await http.post("/api/staff/login",
                                        json={"username": f"nobody{n}", "password": "wrong"})
             assert response.status_code == 401
-    db = sqlite3.connect(f"file:{server.data_dir / 'chat.db'}?mode=ro", uri=True)
     query = "SELECT detail FROM audit_log WHERE action = 'staff.login_failed' ORDER BY id"
-    assert len(db.execute(query).fetchall()) == 1  # the first one, at once
-    db.close()
+    assert len(server.query(query)) == 1  # the first one, at once
     server.stop()  # shutdown writes the pending count
-    db = sqlite3.connect(f"file:{server.data_dir / 'chat.db'}?mode=ro", uri=True)
-    details = [json.loads(d) for (d,) in db.execute(query)]
-    db.close()
+    details = [json.loads(d) for (d,) in server.query(query)]
     assert len(details) == 2
     assert details[0] == {"outcome": "unknown_user"}
     assert details[1]["repeats"] == 7 and details[1]["outcome"] == "unknown_user"

@@ -14,7 +14,7 @@ from websockets.exceptions import InvalidStatus
 
 from .support import Server
 
-LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+: ")
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+\[\d+\]: ")
 
 
 def _wait_for_log(server: Server, needle: str, timeout: float = 5) -> str:

@@ -37,6 +37,20 @@ async def test_account_page_returns_to_the_chat_with_its_title_and_colour(server
         assert _hrefs((await client.get("/account")).text, "Back to the chat") == []
 
 
+async def test_chat_page_is_laid_out_as_a_page_and_its_account_link_comes_back(
+    server: Server,
+) -> None:
+    """/chat is the chat laid out as a page of its own (not the embed's frame as it is); its
+    "Your data" leads to /account, whose way back is /chat."""
+    async with httpx.AsyncClient(base_url=server.url, headers={"Accept": "text/html"}) as client:
+        chat = await client.get("/chat")
+        assert '<body class="widget chat-page">' in chat.text
+        assert '<body class="widget">' in (await client.get("/widget")).text
+        [account_url] = set(_hrefs(chat.text, "Your data"))
+        assert account_url == "/account?in=chat"
+        assert _hrefs((await client.get(account_url)).text, "Back to the chat") == ["/chat"]
+
+
 async def test_account_page_opens_public_pages_in_a_new_tab(server: Server) -> None:
     """The policy and cookies pages refuse framing, so the account page opens them in a tab."""
     async with httpx.AsyncClient(base_url=server.url, headers={"Accept": "text/html"}) as client:

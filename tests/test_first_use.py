@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from . import databases
 from .support import STAFF_PASSWORD, Agent, Server, Visitor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,6 +84,14 @@ def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None,
     )
 
 
+def _where(server: Server) -> str:
+    """How commands name the server's data: its folder and SQLite file, or, on PostgreSQL, the
+    database (the folder then holds only the secret key and the audit anchor)."""
+    if server.on_postgres:
+        return f"database {server.database_url} (secret key in data folder {server.data_dir})"
+    return f"data folder {server.data_dir} (database chat.db)"
+
+
 COMMANDS = [
     ["user", "add", "newagent", "--role", "agent", "--password-stdin"],
     ["user", "list"],
@@ -121,27 +130,28 @@ def test_explicit_database_url_that_does_not_exist_is_named(tmp_path: Path) -> N
 
 def test_every_command_says_which_data_folder_it_uses(server: Server, tmp_path: Path) -> None:
     """With the server's folder, each command names it on stderr; export's stdout stays JSON."""
-    env = {"CHATSERVER_DATA_DIR": str(server.data_dir)}
+    env = {"CHATSERVER_DATA_DIR": str(server.data_dir), **databases.database_env(server.data_dir)}
     listed = _run(["user", "list"], tmp_path, env=env)
     assert listed.returncode == 0, listed.stderr
-    assert listed.stderr.strip() == f"chatserver: using data folder {server.data_dir} (database chat.db)"
+    assert listed.stderr.strip() == f"chatserver: using {_where(server)}"
     assert "admin\tadmin\tactive" in listed.stdout
 
     verify = _run(["audit", "verify"], tmp_path, env=env)
-    assert f"data folder {server.data_dir}" in verify.stderr
+    assert f"using {_where(server)}" in verify.stderr
 
     missing = _run(["export", "--email", "nobody-here@example.com"], tmp_path, env=env)
     assert missing.returncode == 1 and missing.stdout == ""
-    assert f"data folder {server.data_dir}" in missing.stderr
+    assert f"using {_where(server)}" in missing.stderr
 
     # The serve line names the folder too (it went to the server's log).
-    assert f"using data folder {server.data_dir}" in server.log()
+    assert f"using {_where(server)}" in server.log()
 
 
 def test_user_add_without_a_terminal_says_so_in_one_line(server: Server, tmp_path: Path) -> None:
     """No terminal and no --password-stdin: one line pointing to --password-stdin, exit 2."""
     done = _run(["user", "add", "noterminal", "--role", "agent"], tmp_path,
-                env={"CHATSERVER_DATA_DIR": str(server.data_dir)})
+                env={"CHATSERVER_DATA_DIR": str(server.data_dir),
+                     **databases.database_env(server.data_dir)})
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "Warning" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
@@ -154,10 +164,10 @@ async def test_user_add_in_the_servers_folder_makes_an_agent_who_signs_in(tmp_pa
     server = Server(tmp_path / "chatserver-data").start()
     try:
         done = _run(["user", "add", "newcomer", "--role", "agent", "--password-stdin"], tmp_path,
-                    stdin=STAFF_PASSWORD + "\n")
+                    env=databases.database_env(server.data_dir), stdin=STAFF_PASSWORD + "\n")
         assert done.returncode == 0, done.stderr
-        assert done.stderr.strip() == (
-            f"chatserver: using data folder {tmp_path / 'chatserver-data'} (database chat.db)")
+        assert server.data_dir == tmp_path / "chatserver-data"
+        assert done.stderr.strip() == f"chatserver: using {_where(server)}"
         async with _client(server) as client:
             signed = await client.post("/api/staff/login",
                                        json={"username": "newcomer", "password": STAFF_PASSWORD})
@@ -249,7 +259,7 @@ async def test_session_status_answers_200_with_or_without_a_session(server: Serv
         assert (await client.post("/api/consent", json={"policy_version": "1.01"})).status_code == 200
         consented = (await client.get("/api/session")).json()
         me = (await client.get("/api/me")).json()
-        assert consented == {"session": True, **me}
+        assert consented == {"session": True, "open_conversation": False, **me}
         assert consented["customer"] is None and consented["consent"]["current"] is True
 
 

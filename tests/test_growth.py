@@ -3,7 +3,6 @@ sessions that never give details, the visitor cookie's lifetime, and a disk runn
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 
@@ -14,8 +13,7 @@ from .support import Server, Visitor, cookie_header, open_socket
 
 
 def _count(server: Server, table: str) -> int:
-    with sqlite3.connect(f"file:{server.data_dir / 'chat.db'}?mode=ro", uri=True) as db:
-        return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+    return int(server.query(f"SELECT COUNT(*) FROM {table}")[0][0])
 
 
 async def test_consents_are_rate_limited_per_address(make_server: Callable[..., Server]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import statistics
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -17,7 +16,7 @@ import jsonschema
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
-from .mailbox import Mailbox, check_mail, mail_server
+from .mailbox import Mailbox, check_mail, csrf_of, follow_link, mail_server
 from .support import Server, Visitor, open_socket
 
 HTML = {"Accept": "text/html"}
@@ -77,11 +76,7 @@ def _token(url: str) -> str:
 
 
 def _outbox(srv: Server) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(srv.data_dir / "chat.db")
-    try:
-        return conn.execute("SELECT kind, customer_id, address FROM mail_outbox").fetchall()
-    finally:
-        conn.close()
+    return srv.query("SELECT kind, customer_id, address FROM mail_outbox")
 
 
 async def test_sign_in_link_signs_a_fresh_browser_in(srv: Server, shared_box: Mailbox,
@@ -97,7 +92,7 @@ async def test_sign_in_link_signs_a_fresh_browser_in(srv: Server, shared_box: Ma
     assert link in mail.html
 
     async with httpx.AsyncClient(timeout=10) as browser:  # another browser altogether
-        followed = await browser.get(link)
+        followed = await follow_link(browser, link, "/account/link")
         assert followed.status_code == 303
         assert followed.headers["location"] == "/account"
         assert followed.headers["referrer-policy"] == "no-referrer"
@@ -124,6 +119,46 @@ async def test_sign_in_link_signs_a_fresh_browser_in(srv: Server, shared_box: Ma
         await original.close()
         again = await browser.get(link)
         assert again.status_code == 400 and again.json()["error"] == "link_invalid"
+
+
+async def test_opening_a_link_spends_nothing_until_its_button_is_pressed(
+        srv: Server, shared_box: Mailbox, fresh: httpx.AsyncClient) -> None:
+    """Mail scanners fetch links: any number of GETs of a sign-in link (and of the page it
+    leads to) sign nobody in and leave the link working; the page's button, sent with its
+    CSRF token from the browser that holds the link, signs that browser in, once."""
+    await _customer(srv, "scanned@example.com")
+    await _ask(fresh, "/api/account/link", "scanned@example.com")
+    [mail] = await shared_box.wait_to("scanned@example.com", SIGNIN)
+    link = mail.link("/account/link?token=")
+    for _ in range(3):  # a scanner, with or without a cookie jar, following redirects
+        async with httpx.AsyncClient(timeout=10, follow_redirects=True) as scanner:
+            seen = await scanner.get(link, headers=HTML)
+            assert seen.status_code == 200 and "Sign in" in seen.text
+            assert "chat_session" not in scanner.cookies
+            assert "scanned@" not in seen.text
+            assert seen.history[0].headers["referrer-policy"] == "no-referrer"
+            assert (await scanner.get(srv.url + "/api/me")).status_code == 401
+    async with httpx.AsyncClient(timeout=10) as browser:
+        held = await browser.get(link, headers=HTML)
+        assert held.status_code == 303 and held.headers["location"] == "/account/link"
+        assert "chat_session" not in held.cookies
+        form = await browser.get(srv.url + "/account/link", headers=HTML)
+        assert form.status_code == 200
+        forged = await browser.post(srv.url + "/account/link", data={"csrf_token": "x"})
+        assert forged.status_code == 403 and "chat_session" not in forged.cookies
+        foreign = await browser.post(srv.url + "/account/link",
+                                     data={"csrf_token": csrf_of(form.text)},
+                                     headers={"Origin": "https://evil.example"})
+        assert foreign.status_code == 403 and "chat_session" not in foreign.cookies
+        done = await browser.post(srv.url + "/account/link",
+                                  data={"csrf_token": csrf_of(form.text)})
+        assert done.status_code == 303 and done.headers["location"] == "/account"
+        assert (await browser.get(srv.url + "/api/me")).status_code == 200
+        again = await browser.post(srv.url + "/account/link",
+                                   data={"csrf_token": csrf_of(form.text)}, headers=HTML)
+        assert again.status_code == 400 and "does not work" in again.text
+    async with httpx.AsyncClient(timeout=10) as late:  # spent: a later GET is refused too
+        assert (await late.get(link, headers=HTML)).status_code == 400
 
 
 async def test_unknown_address_gets_the_same_answer_and_nothing_is_stored(
@@ -234,7 +269,8 @@ async def test_a_newer_link_voids_the_older(srv: Server, shared_box: Mailbox,
     _, second = await shared_box.wait_to("twice@example.com", SIGNIN, count=2)
     async with httpx.AsyncClient(timeout=10) as browser:
         assert (await browser.get(first.link("/account/link"))).status_code == 400
-        assert (await browser.get(second.link("/account/link"))).status_code == 303
+        done = await follow_link(browser, second.link("/account/link"), "/account/link")
+        assert done.status_code == 303
 
 
 async def test_expired_link_is_refused(tmp_path: Path, mailbox: Mailbox) -> None:
@@ -327,7 +363,7 @@ async def test_termination_by_link_erases_and_says_goodbye(srv: Server, shared_b
         form = await browser.get(srv.url + "/account/terminate")
         assert form.status_code == 200 and "Delete my account now" in form.text
         assert "Secretive" not in form.text and "leaving@" not in form.text
-        csrf = form.text.split('name="csrf_token" value="')[1].split('"')[0]
+        csrf = csrf_of(form.text)
         forged = await browser.post(srv.url + "/account/terminate", data={"csrf_token": "x"})
         assert forged.status_code == 403
         assert (await ada.http.get("/api/me")).status_code == 200  # nothing erased yet
@@ -364,7 +400,7 @@ async def test_erased_data_leaves_no_trace_after_the_farewell(srv: Server, share
     async with httpx.AsyncClient(timeout=10, headers=HTML) as browser:
         await browser.get(mail.link("/account/terminate"))
         form = await browser.get(srv.url + "/account/terminate")
-        csrf = form.text.split('name="csrf_token" value="')[1].split('"')[0]
+        csrf = csrf_of(form.text)
         done = await browser.post(srv.url + "/account/terminate", data={"csrf_token": csrf})
         assert done.status_code == 200
     await shared_box.wait_to("no.trace.at.all@example.com", FAREWELL)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -39,11 +38,7 @@ async def _admin_mail(admin: Agent) -> dict[str, Any]:
 
 
 def _outbox(srv: Server) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(srv.data_dir / "chat.db")
-    try:
-        return conn.execute("SELECT status, attempts, last_error FROM mail_outbox").fetchall()
-    finally:
-        conn.close()
+    return srv.query("SELECT status, attempts, last_error FROM mail_outbox")
 
 
 async def _until(check: Any, timeout: float = 10) -> Any:
@@ -189,9 +184,7 @@ async def test_without_smtp_no_mail_is_promised_or_stored(make_server: Any) -> N
         await ags.wait_type("ack")
         await ags.close()
         await asyncio.sleep(1.0)  # a mailer would have queued it at once (delay 0)
-        conn = sqlite3.connect(srv.data_dir / "chat.db")
-        assert conn.execute("SELECT COUNT(*) FROM mail_outbox").fetchone() == (0,)
-        conn.close()
+        assert srv.query("SELECT COUNT(*) FROM mail_outbox") == [(0,)]
     finally:
         await ada.aclose()
         await agent.aclose()

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .mailbox import Mailbox, check_mail, mail_server
+from .mailbox import Mailbox, check_mail, follow_link, mail_server
 from .support import Agent, Server, Socket, Visitor, open_socket
 
 REPLY = "New reply to your conversation"
@@ -101,7 +101,7 @@ async def test_unseen_replies_are_mailed_once_batched_and_the_link_continues_the
     link = mail.link("/chat?token=")
 
     async with httpx.AsyncClient(timeout=10) as browser:
-        followed = await browser.get(link)
+        followed = await follow_link(browser, link, "/chat/link")
         assert followed.status_code == 303 and followed.headers["location"] == "/chat"
         assert followed.headers["referrer-policy"] == "no-referrer"
         page = await browser.get(srv.url + "/chat")
@@ -178,6 +178,13 @@ async def test_read_frames_are_stored_relayed_and_decide_what_is_mailed(
     assert (await vs.wait_type("error"))["code"] == "invalid_field"
     # The visitor's own read marks never come back to it.
     assert [f for f in vs.frames if f["type"] == "read" and f["sender"] == "visitor"] == []
+    # A dashboard that loads the conversation afresh gets the stored mark after the replay.
+    again = await agent.socket()
+    await again.wait_type("queue")
+    await again.send({"type": "resume", "conversation_id": conversation_id, "after_seq": 0})
+    assert (await again.wait_type("read", conversation_id=conversation_id))["seq"] == read
+    assert again.frames[-2]["type"] == "message"  # after the replayed messages
+    await again.close()
     # A later unread reply is mailed alone: "This one you read" never is.
     await vs.close()
     await _agent_says(ags, conversation_id, "A last word")

@@ -248,3 +248,33 @@ async def test_several_senders_claim_and_queue_each_mail_once(store: Store, stor
     finally:
         for other in others:
             await other.close()
+
+
+async def test_export_holds_read_marks_outbox_rows_and_links(store: Store, clock: Clock) -> None:
+    """The customer's export names what the mail part holds about them: each conversation's
+    read marks, their outbox rows (kind, status, times; no address, no content) and the links
+    sent to them (purpose, times); nothing of another customer."""
+    ada = await _customer(store, "ada")
+    bob = await _customer(store, "bob")
+    conversation, _ = await store.open_conversation(ada)
+    for n in range(2):
+        await store.append_message(conversation.id, sender="agent", sender_id="1",
+                                   author="Bo", body=f"r{n}", client_msg_id=f"r{n}")
+    await store.mark_seen(conversation.id, 1, read=True)
+    await store.queue_account_mail("signin", "ada@example.com")
+    await store.queue_account_mail("signin", "bob@example.com")
+    await store.queue_mail("transcript", customer_id=ada, conversation_id=conversation.id)
+    await store.create_mail_token("h" * 64, ada, "signin", clock.iso(minutes=15))
+    document = await store.export_customer(ada)
+    [exported] = document["conversations"]
+    assert exported["read"] == {"read_seq": 1, "seen_seq": 1, "mailed_seq": 0}
+    assert [(m["kind"], m["status"], m["conversation_id"]) for m in document["mail"]] == [
+        ("signin", "pending", None), ("transcript", "pending", conversation.id)]
+    assert set(document["mail"][0]) == {"kind", "status", "conversation_id", "attempts",
+                                        "created_at", "next_attempt_at", "sent_at"}
+    assert document["mail_links"] == [{"purpose": "signin", "created_at": clock.iso(),
+                                       "expires_at": clock.iso(minutes=15), "used_at": None}]
+    assert bob not in repr(document) and "bob@" not in repr(document)
+    untouched = await store.export_customer(bob)
+    assert [m["kind"] for m in untouched["mail"]] == ["signin"]
+    assert untouched["mail_links"] == [] and untouched["conversations"] == []

@@ -11,9 +11,16 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from . import databases
 from .support import Server, Socket, Visitor
 
 ACK_BOUND = 1.0  # seconds: a correctness bound for "not stalled", not a benchmark
+ON_POSTGRES = bool(databases.SERVER_DATABASE)
+SQLITE_FILES = pytest.mark.skipif(
+    ON_POSTGRES, reason="reads the SQLite files of the data folder; the servers of this run use "
+    "PostgreSQL (its counterpart: ..._on_postgresql below)")
 
 
 def _marker(kind: str) -> str:
@@ -54,6 +61,7 @@ async def _until_clean(data_dir: Path, markers: list[str], timeout: float = 15) 
     assert not left, left
 
 
+@SQLITE_FILES
 async def test_erasure_beside_an_open_reader_does_not_stall_chats(
     make_server: Callable[..., Server],
 ) -> None:
@@ -92,6 +100,51 @@ async def test_erasure_beside_an_open_reader_does_not_stall_chats(
     await gone.aclose()
 
 
+@pytest.mark.skipif(not ON_POSTGRES, reason="the servers of this run use SQLite; "
+                    "CHATSERVER_TEST_DATABASE=postgresql://... runs this one")
+async def test_erasure_beside_an_open_reader_does_not_stall_chats_on_postgresql(
+    make_server: Callable[..., Server],
+) -> None:
+    """With a repeatable-read transaction held open on the database (as pg_dump holds one),
+    erasing a customer does not hold up another conversation's acks, and no SELECT finds the
+    erased customer's data, neither during the reader's snapshot's life nor after it."""
+    server = make_server(CHATSERVER_LIMITS_EXEMPT="127.0.0.1")
+    name, email, body = _marker("Name"), _marker("mail") + "@example.com", _marker("Body")
+    gone, gone_socket = await _chatting(server, name, email, body)
+    other, other_socket = await _chatting(server, "Other Person", "other@example.com", "hi")
+    markers = [name, email, body]
+    assert databases.tables_holding(server.database_url, markers)  # the check can see them
+
+    import asyncpg
+
+    reader = await asyncpg.connect(server.database_url, timeout=5)
+    try:
+        snapshot = reader.transaction(isolation="repeatable_read", readonly=True)
+        await snapshot.start()
+        await reader.fetchval("SELECT COUNT(*) FROM messages")  # holds this snapshot
+        erasure = asyncio.create_task(gone.http.delete("/api/me", timeout=60))
+        await asyncio.sleep(0.2)  # let the erasure reach the database first
+        waits = [await _ack_time(other_socket, f"during{n}") for n in range(5)]
+        assert max(waits) < ACK_BOUND, waits
+        response = await erasure
+        assert response.status_code == 200 and response.json()["erased"] is True
+        assert await gone_socket.closed_code() == 4401
+        assert max(await _ack_time(other_socket, "after-erasure"), 0) < ACK_BOUND
+        assert databases.tables_holding(server.database_url, markers) == []
+        await snapshot.rollback()
+    finally:
+        await reader.close()
+    assert databases.tables_holding(server.database_url, markers) == []
+    assert (await _ack_time(other_socket, "end")) < ACK_BOUND
+    with contextlib.suppress(Exception):
+        await other_socket.close()
+    await other.aclose()
+    await gone.aclose()
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="`chatserver backup` copies a SQLite database; on "
+                    "PostgreSQL pg_dump does (test_migrate_to.py::"
+                    "test_pg_dump_and_restore_as_documented)")
 async def test_backup_while_chatting_is_consistent_and_restores_with_its_anchor(
     make_server: Callable[..., Server], tmp_path: Path,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,16 +11,57 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
+from chatserver import broadcast
+
 from .proxy import Nginx, client_tls
 from .support import STAFF_PASSWORD, Server, Socket
 
+# What docs/deploy.md tells operators to set beside the nginx example.
+DOCUMENTED = {"CHATSERVER_TRUSTED_PROXIES": "127.0.0.1"}
+SHARED_SECRET = "one-secret-for-both-processes-behind-nginx-0123456789"
+REDIS_URL = "redis://127.0.0.1:6379/14"
+
+
+def _redis_broadcast_available() -> bool:
+    try:
+        broadcast.create(REDIS_URL)
+    except (ValueError, ImportError):
+        return False
+    return True
+
+
+@pytest.fixture(params=[
+    "one process",
+    pytest.param("two processes", marks=pytest.mark.skipif(
+        not _redis_broadcast_available(),
+        reason="a chat across two processes needs the Redis broadcast (issue 10, step 1)")),
+])
+def proxied(request: pytest.FixtureRequest, make_server: Callable[..., Server], tmp_path: Path
+            ) -> Iterator[tuple[Server, Nginx]]:
+    """The documented nginx in front of one process, or of two on one database sharing the
+    Redis broadcast (the visitor's and the agent's sockets then land on different processes)."""
+    shared = {"CHATSERVER_SECRET_KEY": SHARED_SECRET, "CHATSERVER_BROADCAST_URL": REDIS_URL}
+    server = make_server(**DOCUMENTED, **(shared if request.param == "two processes" else {}))
+    server.add_staff("agent", "agent")
+    more = []
+    if request.param == "two processes":
+        more.append(make_server(**DOCUMENTED, **shared,
+                                CHATSERVER_DATABASE_URL=server.database_url).port)
+    nginx = Nginx(tmp_path / "nginx", upstream_port=server.port, more_upstream_ports=more).start()
+    yield server, nginx
+    nginx.stop()
+
 
 @pytest.fixture
-def proxied(make_server: Callable[..., Server], tmp_path: Path) -> Iterator[tuple[Server, Nginx]]:
-    server = make_server()
-    server.add_staff("agent", "agent")
-    nginx = Nginx(tmp_path / "nginx", upstream_port=server.port).start()
-    yield server, nginx
+def two_behind_nginx(make_server: Callable[..., Server], tmp_path: Path
+                     ) -> Iterator[tuple[list[Server], Nginx]]:
+    """Two server processes on one database behind the documented upstream."""
+    first = make_server(**DOCUMENTED, CHATSERVER_SECRET_KEY=SHARED_SECRET)
+    second = make_server(**DOCUMENTED, CHATSERVER_SECRET_KEY=SHARED_SECRET,
+                         CHATSERVER_DATABASE_URL=first.database_url)
+    nginx = Nginx(tmp_path / "nginx", upstream_port=first.port,
+                  more_upstream_ports=[second.port]).start()
+    yield [first, second], nginx
     nginx.stop()
 
 
@@ -108,4 +150,41 @@ async def test_documented_nginx_example_carries_a_whole_chat(
         erased = await visitor.delete("/api/me")
         assert erased.status_code == 200, erased.text
         assert await vs.closed_code() == 4401
+    assert "[error]" not in nginx.log()
+
+
+async def test_two_processes_behind_nginx_record_the_browsers_address(
+    two_behind_nginx: tuple[list[Server], Nginx],
+) -> None:
+    """Behind the documented nginx and its upstream of two processes, requests reach both, the
+    recorded client address is the browser's (not nginx's, not one the browser wrote into
+    X-Forwarded-For itself), nginx's request id reaches the server's log, and /metrics is not
+    served through the proxy."""
+    servers, nginx = two_behind_nginx
+    assert nginx.cert is not None
+    base = f"https://localhost:{nginx.port}"
+    browser_address = "127.0.0.2"  # another loopback address than nginx's own, 127.0.0.1
+    transport = httpx.AsyncHTTPTransport(local_address=browser_address,
+                                         verify=client_tls(nginx.cert))
+    headers = {"Origin": base, "Sec-Fetch-Site": "same-origin",
+               "X-Forwarded-For": "203.0.113.99", "X-Real-IP": "203.0.113.98"}
+    async with httpx.AsyncClient(base_url=base, transport=transport, headers=headers,
+                                 timeout=10) as visitor:
+        assert (await visitor.post("/api/consent", json={"policy_version": "1.01"})
+                ).status_code == 200
+        form = await visitor.post("/api/visitor", json={"name": "Nora Nginx",
+                                                        "email": "nora@example.com",
+                                                        "company": ""})
+        assert form.status_code == 200, form.text
+        answers = [await visitor.get("/api/me") for _ in range(6)]
+        assert all(a.status_code == 200 for a in answers)
+        request_id = answers[-1].headers["x-request-id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", request_id)  # nginx's $request_id, kept
+        export = (await visitor.get("/api/me/export")).json()
+        assert {r["ip"] for r in export["access_records"]} == {browser_address}
+        assert {c["ip"] for c in export["consents"]} == {browser_address}
+        assert (await visitor.get("/metrics")).status_code == 404
+    for server in servers:  # the upstream spread the requests over both processes
+        assert "GET /api/me 200" in server.log(), server.log()[-2000:]
+    assert any(f"request={request_id}" in server.log() for server in servers)
     assert "[error]" not in nginx.log()

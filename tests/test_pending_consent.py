@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
@@ -15,11 +14,7 @@ TABLES = ("visitor_sessions", "consents", "access_events")
 
 
 def _rows(server: Server) -> dict[str, int]:
-    db = sqlite3.connect(f"file:{server.data_dir / 'chat.db'}?mode=ro", uri=True)
-    try:
-        return {t: int(db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in TABLES}
-    finally:
-        db.close()
+    return {t: int(server.query(f"SELECT count(*) FROM {t}")[0][0]) for t in TABLES}
 
 
 def _set_cookies(response: httpx.Response) -> list[str]:

@@ -58,6 +58,9 @@ RULES: dict[tuple[str, str], tuple[set[int], set[int], set[int], set[int]]] = {
     ("POST", "/api/account/terminate-link"): ({404}, {404}, {404}, {404}),
     ("POST", "/api/me/transcript-email"): ({401}, {404}, {401}, {401}),
     ("GET", "/account/link"): ({400}, {400}, {400}, {400}),  # no token
+    ("POST", "/account/link"): ({403}, {403}, {403}, {403}),  # no CSRF token
+    ("GET", "/chat/link"): ({400}, {400}, {400}, {400}),  # no held link
+    ("POST", "/chat/link"): ({403}, {403}, {403}, {403}),  # no CSRF token
     ("GET", "/account/terminate"): ({400}, {400}, {400}, {400}),
     ("POST", "/account/terminate"): ({403}, {403}, {403}, {403}),  # no CSRF token
     ("GET", "/chat"): (ANY_OK, ANY_OK, ANY_OK, ANY_OK),

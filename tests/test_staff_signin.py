@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
 import time
 from collections.abc import Callable
 
 import httpx
+
+from chatserver.storage.base import iso, utc_now
 
 from .support import STAFF_PASSWORD, Server
 
@@ -51,10 +52,8 @@ async def _login(client: httpx.AsyncClient, name: str, password: str = STAFF_PAS
 
 
 def _outcomes(server: Server, name: str) -> list[str]:
-    db = sqlite3.connect(f"file:{server.data_dir / 'chat.db'}?mode=ro", uri=True)
-    rows = db.execute("SELECT outcome FROM login_events WHERE staff_id = (SELECT id FROM staff "
-                      "WHERE name = ?) ORDER BY id", (name,)).fetchall()
-    db.close()
+    rows = server.query("SELECT outcome FROM login_events WHERE staff_id = (SELECT id FROM staff "
+                        "WHERE name = ?) ORDER BY id", name)
     return [r[0] for r in rows]
 
 
@@ -77,11 +76,8 @@ async def test_a_strangers_failures_do_not_lock_the_owner_out(
             assert wrong.status_code == 401 and wrong.json() == unknown.json()
         # As if the stranger kept it up for a while: twelve failures, the last one now, and a
         # delay of minutes (one wrong attempt every 15 minutes would keep it up for good).
-        db = sqlite3.connect(server.data_dir / "chat.db")
-        db.execute("UPDATE staff SET failed_logins = 12, last_failed_at = strftime("
-                   "'%Y-%m-%dT%H:%M:%fZ', 'now') WHERE name = 'owner'")
-        db.commit()
-        db.close()
+        server.query("UPDATE staff SET failed_logins = 12, last_failed_at = ? "
+                     "WHERE name = 'owner'", iso(utc_now()))
         refused = await _login(stranger, "owner")
         assert refused.status_code == 401 and refused.json() == unknown.json()
         back = await _login(own, "owner")

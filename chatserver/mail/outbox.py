@@ -24,6 +24,7 @@ from typing import Any
 import aiosmtplib
 from jinja2 import Environment
 
+from .. import jobs
 from ..sessions import Signer
 from ..storage.base import Message, OutboxMail, Store, iso
 from . import links
@@ -246,18 +247,18 @@ class Mailer:
     async def _replies(self) -> None:
         delay = self.config.reply_delay_seconds
         every = min(max(delay / 4, 0.25), 15.0)
-        pruned = 0.0
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(every)
+            # Once per round across all the server's processes (jobs.py), not once per process.
             try:
                 now = self.store.clock()
-                queued = await self.store.queue_reply_mails(
-                    cutoff=iso(now - timedelta(seconds=delay)), horizon=iso(now - REPLY_HORIZON))
-                if queued:
-                    self._wake.set()
-                if loop.time() - pruned > PRUNE_EVERY_SECONDS:
-                    pruned = loop.time()
+                if await jobs.claim(self.store, "mail.replies", every):
+                    queued = await self.store.queue_reply_mails(
+                        cutoff=iso(now - timedelta(seconds=delay)),
+                        horizon=iso(now - REPLY_HORIZON))
+                    if queued:
+                        self._wake.set()
+                if await jobs.claim(self.store, "mail.prune", PRUNE_EVERY_SECONDS):
                     await self.store.prune_mail(
                         iso(now - timedelta(days=self.config.access_retention_days)))
             except Exception as exc:  # the next round tries again

@@ -1,6 +1,7 @@
 """The Store interface: every read and write of durable state goes through it.
 
-Implementations: `sqlite.py` (embedded default) and, later, PostgreSQL. Callers never see SQL.
+Implementations: `sqlite/` (embedded default) and `postgres/`, each one module per aggregate
+behind the protocols below. Callers never see SQL.
 Times are ISO 8601 UTC strings produced by the store's injected clock.
 """
 
@@ -181,6 +182,13 @@ class ConversationSearch:
     created_before: str | None = None  # exclusive
 
 
+# What a customer's export shows of the mail part (never an address or a word of a mail).
+READ_MARKS = ("read_seq", "seen_seq", "mailed_seq")
+EXPORTED_MAIL = ("kind", "status", "conversation_id", "attempts", "created_at",
+                 "next_attempt_at", "sent_at")
+EXPORTED_LINKS = ("purpose", "created_at", "expires_at", "used_at")
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxMail:
     """One mail taken from the outbox for sending. `address` is set for a farewell only: every
@@ -282,7 +290,7 @@ class CannedResponse:
         return asdict(self)
 
 
-class TeamStore(Protocol):
+class NoteStore(Protocol):
     """What the support team adds to a conversation: staff-only notes and the customer's
     rating. Both go with the conversation: an erasure or purge deletes them in its own
     transaction."""
@@ -303,15 +311,28 @@ class TeamStore(Protocol):
 
     async def get_rating(self, conversation_id: str) -> Rating | None: ...
 
+
+class HistoryStore(Protocol):
+    """A customer's conversations as the agent handling one of them sees them."""
+
     async def customer_history(self, customer_id: str) -> list[dict[str, Any]]:
         """The customer's conversations, newest first: id, status, created_at, closed_at, agent
         (display name), message_count and rating (score or None). No message text."""
+
+
+class ReportStore(Protocol):
+    """The rows the admin reports are computed from."""
 
     async def report_rows(self, created_from: str, created_before: str
                           ) -> list[dict[str, Any]]:
         """One row per conversation created in [created_from, created_before): id, created_at,
         claimed_at, closed_at, status, agent_id, agent (sign-in name), messages (not counting
         system ones), first_reply_at (the first agent message) and rating. No text."""
+
+
+class BlockStore(Protocol):
+    """Time-limited blocks of abusive visitors (data about the customer: exported, erased,
+    purged once expired)."""
 
     async def add_block(self, customer_id: str, *, conversation_id: str | None, ip: str | None,
                         reason: str, staff_id: int, expires_at: str) -> dict[str, Any]:
@@ -331,6 +352,10 @@ class TeamStore(Protocol):
     async def purge_blocks(self, *, dry_run: bool) -> int:
         """Delete (or count) the blocks that have expired."""
 
+
+class CannedStore(Protocol):
+    """Canned responses: no customer data."""
+
     async def list_canned(self) -> list[CannedResponse]:
         """Every canned response, by shortcut."""
 
@@ -345,16 +370,26 @@ class TeamStore(Protocol):
         """NotFound when unknown."""
 
 
-class Store(MailStore, TeamStore, Protocol):
-    """Durable state. Each method is one transaction; writes are durable when they return."""
-
-    clock: Clock
+class UpkeepStore(Protocol):
+    """The connection's life and the files' upkeep."""
 
     async def close(self) -> None: ...
     async def ping(self) -> None:
         """Raise when the database does not answer."""
 
-    # policy
+    async def claim_job(self, name: str, next_due: str) -> bool:
+        """True when the periodic job `name` is due now (or never ran) and this call moved its
+        due time to `next_due`; of several processes asking at once, exactly one gets True."""
+
+    async def compact(self) -> None:
+        """Make deleted content unrecoverable from the files (SQLite: scrub the search index,
+        truncate the WAL). Must not stall other writes: while a reader holds an old snapshot it
+        may return before the work is done, which then finishes as soon as readers let go."""
+
+
+class PolicyStore(Protocol):
+    """Privacy-policy versions: published once, never changed; the newest is current."""
+
     async def publish_policy(self, policy: PolicyVersion) -> PolicyVersion:
         """Add a version; it becomes current. Raises Conflict when the version exists."""
 
@@ -362,7 +397,10 @@ class Store(MailStore, TeamStore, Protocol):
     async def get_policy(self, version: str) -> PolicyVersion | None: ...
     async def list_policies(self) -> list[PolicyVersion]: ...
 
-    # visitors
+
+class VisitorStore(Protocol):
+    """Visitor sessions, their consents and access records, and the customers they become."""
+
     async def create_visitor_session(self, session_id: str) -> None: ...
     async def get_visitor_session(self, session_id: str) -> VisitorSession | None:
         """The session unless unknown or revoked."""
@@ -379,6 +417,14 @@ class Store(MailStore, TeamStore, Protocol):
         on_behalf: bool,
     ) -> dict[str, Any]: ...
 
+    async def start_visitor_session(
+        self, session_id: str, *, policy_version: str, policy_sha256: str, ip: str | None,
+        user_agent: str | None, method: str, on_behalf: bool,
+    ) -> bool:
+        """Create the session with its `session_start` access record and its consent, in one
+        transaction; False, writing nothing, when a session with this id exists already. Of
+        several requests (in several processes) recording the same consent, exactly one does."""
+
     async def save_customer(
         self, session_id: str, *, name: str, email: str, company: str
     ) -> Customer:
@@ -393,7 +439,29 @@ class Store(MailStore, TeamStore, Protocol):
         self, session_id: str, kind: str, ip: str | None, user_agent: str | None
     ) -> None: ...
 
-    # conversations and messages
+    async def update_customer(self, customer_id: str, fields: dict[str, str]) -> Customer: ...
+    async def customers_by_email(self, email: str) -> list[Customer]:
+        """Every customer with this email, compared case-insensitively."""
+
+    async def list_consents(self, customer_id: str) -> list[dict[str, Any]]:
+        """The customer's consent receipts, newest first."""
+
+    async def session_consents(self, session_id: str) -> list[dict[str, Any]]: ...
+    async def withdraw_consents(self, session_id: str) -> int:
+        """Withdraw every standing consent given in this session (and by its customer)."""
+
+    async def customer_sessions(self, customer_id: str) -> list[str]: ...
+    async def set_legal_hold(self, customer_id: str, hold: bool) -> Customer: ...
+    async def list_customers(
+        self, *, query: str | None, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]: ...
+
+    async def customer_access(self, customer_id: str) -> list[dict[str, Any]]: ...
+
+
+class ConversationStore(Protocol):
+    """Conversations and their messages."""
+
     async def open_conversation(
         self, customer_id: str, *, create: bool = True
     ) -> tuple[Conversation, bool]:
@@ -402,6 +470,8 @@ class Store(MailStore, TeamStore, Protocol):
         With create=False, NotFound instead of making one."""
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None: ...
+    async def customer_conversations(self, customer_id: str) -> list[Conversation]:
+        """The customer's conversations, newest first (the account page lists them)."""
     async def claim_conversation(
         self, conversation_id: str, staff_id: int
     ) -> tuple[Conversation, bool]:
@@ -430,13 +500,9 @@ class Store(MailStore, TeamStore, Protocol):
     async def messages_after(
         self, conversation_id: str, after_seq: int, limit: int = 1000
     ) -> list[Message]: ...
+
     async def open_conversations(self) -> list[ConversationSummary]:
         """Queued and active conversations, oldest first, for the agents' queue."""
-
-    async def search_conversations(
-        self, search: ConversationSearch, *, limit: int = 50, offset: int = 0,
-    ) -> tuple[list[ConversationSummary], int]:
-        """A page of conversations, newest first, and the total that match."""
 
     async def messages_between(
         self, created_from: str | None, created_before: str | None, after_id: int, limit: int
@@ -446,19 +512,19 @@ class Store(MailStore, TeamStore, Protocol):
 
     async def conversation_summary(self, conversation_id: str) -> ConversationSummary | None: ...
 
-    # privacy rights
-    async def update_customer(self, customer_id: str, fields: dict[str, str]) -> Customer: ...
-    async def customers_by_email(self, email: str) -> list[Customer]:
-        """Every customer with this email, compared case-insensitively."""
 
-    async def list_consents(self, customer_id: str) -> list[dict[str, Any]]:
-        """The customer's consent receipts, newest first."""
+class SearchStore(Protocol):
+    """The admin's conversation search."""
 
-    async def session_consents(self, session_id: str) -> list[dict[str, Any]]: ...
-    async def withdraw_consents(self, session_id: str) -> int:
-        """Withdraw every standing consent given in this session (and by its customer)."""
+    async def search_conversations(
+        self, search: ConversationSearch, *, limit: int = 50, offset: int = 0,
+    ) -> tuple[list[ConversationSummary], int]:
+        """A page of conversations, newest first, and the total that match."""
 
-    async def customer_sessions(self, customer_id: str) -> list[str]: ...
+
+class PrivacyStore(Protocol):
+    """The customer's rights: export and erasure, and the retention purge."""
+
     async def export_customer(self, customer_id: str) -> dict[str, Any]:
         """Everything held about the customer, as plain JSON-ready data."""
 
@@ -486,17 +552,10 @@ class Store(MailStore, TeamStore, Protocol):
         idempotent, so a run cut short is completed by the next. A dry run only counts.
         Returns {"counts", "session_ids", "conversation_ids", "dry_run"}."""
 
-    async def compact(self) -> None:
-        """Make deleted content unrecoverable from the files (SQLite: scrub the search index,
-        truncate the WAL). Must not stall other writes: while a reader holds an old snapshot it
-        may return before the work is done, which then finishes as soon as readers let go."""
 
-    async def set_legal_hold(self, customer_id: str, hold: bool) -> Customer: ...
-    async def list_customers(
-        self, *, query: str | None, limit: int, offset: int
-    ) -> tuple[list[dict[str, Any]], int]: ...
+class StaffStore(Protocol):
+    """Staff accounts, their sign-ins, and the one-time token that creates the first admin."""
 
-    # staff
     async def add_staff(self, name: str, role: str, password_hash: str,
                         display_name: str = DEFAULT_DISPLAY_NAME) -> Staff: ...
     async def get_staff(self, staff_id: int) -> Staff | None: ...
@@ -517,13 +576,13 @@ class Store(MailStore, TeamStore, Protocol):
     async def note_login(self, staff_id: int, ok: bool) -> None:
         """Count a failed sign-in (for the growing delay), or reset the count on success."""
 
-    async def customer_access(self, customer_id: str) -> list[dict[str, Any]]: ...
     async def last_logins(self) -> dict[int, str]:
         """Each staff member's last successful sign-in time."""
 
     async def create_staff_session(
         self, session_id: str, staff_id: int, expires_at: str
     ) -> None: ...
+
     async def get_staff_session(self, session_id: str, idle_cutoff: str | None = None
                                 ) -> Staff | None:
         """The signed-in staff member unless the session is unknown, revoked, expired or unused
@@ -533,9 +592,8 @@ class Store(MailStore, TeamStore, Protocol):
     async def record_login(
         self, staff_id: int | None, ip: str | None, user_agent: str | None, outcome: str
     ) -> None: ...
-    async def login_events(self, staff_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]: ...
 
-    # first-admin setup
+    async def login_events(self, staff_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]: ...
     async def create_setup_token(self, token_hash: str, expires_at: str) -> None: ...
     async def create_first_admin(
         self, token_hash: str, name: str, password_hash: str
@@ -548,7 +606,10 @@ class Store(MailStore, TeamStore, Protocol):
 
     async def setup_token_valid(self, token_hash: str) -> bool: ...
 
-    # audit
+
+class AuditStore(Protocol):
+    """The audit log: append-only and hash-chained."""
+
     async def append_audit(
         self, entry: dict[str, Any], hasher: AuditHasher
     ) -> dict[str, Any]:
@@ -561,6 +622,7 @@ class Store(MailStore, TeamStore, Protocol):
     ) -> list[dict[str, Any]]:
         """Entries newest first, filtered by any of actor, action (or its prefix), target and
         a time range."""
+
     async def all_audit(self) -> list[dict[str, Any]]:
         """Every entry, oldest first, for verification."""
 
@@ -573,6 +635,16 @@ class Store(MailStore, TeamStore, Protocol):
         `first_kept_prev_hash` (that entry's prev_hash), so the chain's new start is vouched
         for by an entry inside it. Returns the appended entry, or None when nothing was old
         enough. A dry run changes nothing and returns {"cut": n}."""
+
+
+class Store(UpkeepStore, PolicyStore, VisitorStore, ConversationStore, SearchStore,
+            PrivacyStore, StaffStore, AuditStore, MailStore, NoteStore, HistoryStore,
+            ReportStore, BlockStore, CannedStore, Protocol):
+    """Durable state: the union of the aggregates' protocols (code that needs one aggregate can
+    be typed with its small protocol). Each method is one transaction; writes are durable when
+    they return."""
+
+    clock: Clock
 
 
 def chain_entry(prev: tuple[int, str], entry: dict[str, Any], hasher: AuditHasher,

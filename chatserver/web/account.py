@@ -37,11 +37,15 @@ async def account_page(request: Request) -> Response:
     settings = app_state(request).settings
     # Opened inside the widget's frame it shares the widget's (partitioned) cookie, which a
     # new tab on an embedding customer's site would not see; so the widget opens it in place.
-    in_widget = request.query_params.get("in") == "widget"
+    came_from = request.query_params.get("in")
+    in_widget = came_from == "widget"
+    chat_url = ("/widget?" + urlencode(widget_look(request)) if in_widget
+                else "/chat" if came_from == "chat" else None)
     return page(request, "account.html",
                 {"title": "Your data", "contact_email": settings.contact_email,
                  "in_widget": in_widget,
-                 "chat_url": "/widget?" + urlencode(widget_look(request)) if in_widget else None})
+                 "mail_enabled": app_state(request).mailer.enabled,
+                 "chat_url": chat_url})
 
 
 async def api_me(request: Request) -> Response:
@@ -57,7 +61,21 @@ async def api_session(request: Request) -> Response:
     session = await current_visitor(request)
     body = {"session": False} if session is None else {"session": True,
                                                          **await _me(request, session)}
+    if session is not None:
+        # The widget reconnects on a new page only to an open conversation: a socket would
+        # otherwise open a new, empty one in the agents' queue.
+        body["open_conversation"] = await _has_open_conversation(request, session)
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+async def _has_open_conversation(request: Request, session: VisitorSession) -> bool:
+    if session.customer_id is None:
+        return False
+    try:
+        await app_state(request).store.open_conversation(session.customer_id, create=False)
+    except NotFound:
+        return False
+    return True
 
 
 async def _me(request: Request, session: VisitorSession) -> dict[str, Any]:
@@ -80,6 +98,12 @@ async def _me(request: Request, session: VisitorSession) -> dict[str, Any]:
             {k: v for k, v in c.items() if k not in {"ip", "user_agent"}} for c in consents
         ],
         "legal_hold": customer.legal_hold if customer else False,
+        # The account page offers a transcript by mail per conversation.
+        "conversations": [
+            {"id": c.id, "status": c.status, "created_at": c.created_at,
+             "closed_at": c.closed_at, "last_message_at": c.last_message_at}
+            for c in (await state.store.customer_conversations(customer.id) if customer else [])
+        ],
         # Whether replies, links and transcripts can come by mail on this server.
         "mail_enabled": state.mailer.enabled,
     }

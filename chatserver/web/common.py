@@ -13,7 +13,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.templating import Jinja2Templates
 
-from .. import __version__
+from .. import __version__, metrics
 from ..broadcast import Broadcast
 from ..consent import Policies
 from ..errors import (
@@ -326,6 +326,8 @@ def page(request: Request, name: str, context: dict[str, Any], status: int = 200
 
 
 def error_response(request: HTTPConnection, exc: ChatError) -> Response:
+    if exc.status == 429:
+        metrics.rate_limited(exc.code)
     if request.url.path.startswith("/api/") or "text/html" not in request.headers.get(
         "accept", ""
     ):

@@ -3,8 +3,9 @@ mail, the full-page chat a reply mail opens, and the outbox as admins see it.
 
 Asking for a link answers 202 with the same body whether or not the address is known, after the
 same work (one write transaction with one look-up); the mail itself goes out later from the
-outbox. A followed link is spent, then the browser is sent on (303) without the token in its
-address bar, and every answer to a URL with a token carries `Referrer-Policy: no-referrer`.
+outbox. A followed link is only checked and moved into a cookie (303, out of the address bar);
+it is spent by the button of the page it leads to, so scanners that fetch links spend nothing.
+Every answer to a URL with a token carries `Referrer-Policy: no-referrer`.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from .common import (
     set_visitor_cookie,
     user_agent,
 )
-from .widget import widget
+from .widget import chat_screen
 
 log = logging.getLogger("chatserver.web")
 ACCEPTED = {"accepted": True,
@@ -143,22 +144,107 @@ async def _sign_in(request: Request, token: MailToken, to: str) -> Response:
     return response
 
 
-async def account_link(request: Request) -> Response:
-    """Follow a sign-in link: this browser is signed in to the customer; on to /account."""
+# -- links from mails: a GET only looks; a button on our own page spends -------------------------
+#
+# Mail providers and security scanners fetch the links in a mail before its reader does. So a
+# GET never spends a link: it moves the link into a short-lived cookie (out of the address bar)
+# and shows a page whose button POSTs, with a CSRF token, to use it up.
+
+# purpose: (the page that confirms, where a signed-in browser goes next)
+SIGN_IN_LINKS = {"signin": ("/account/link", "/account"), "reply": ("/chat/link", "/chat")}
+CONFIRM_TEXT = {
+    "signin": {"title": "Sign in to your account", "button": "Sign in",
+               "text": "Press the button to open your account in this browser, where you can "
+                       "see, correct, download or delete your data."},
+    "reply": {"title": "Continue your conversation", "button": "Open the conversation",
+              "text": "Press the button to open your conversation in this browser and "
+                      "write on."},
+}
+
+
+async def _hold_link(request: Request, purpose: str, here: str) -> Response:
+    """Check the link in the address, keep it in a cookie and send the browser on to `here`."""
     state = app_state(request)
-    token = await links.spend(state.store, state.signer, "signin",
-                              request.query_params.get("token"))
-    return await _sign_in(request, token, "/account") if token else _invalid_link(request)
+    token = request.query_params.get("token")
+    if await links.check(state.store, state.signer, purpose, token) is None:
+        return _invalid_link(request)
+    response = RedirectResponse(here, status_code=303, headers=NO_REFERRER)
+    set_cookie(response, request, LINK_COOKIE, token or "",
+               max_age=int(links.LINKS[purpose][0].total_seconds()))
+    return response
+
+
+async def _held_link(request: Request, purpose: str) -> MailToken | None:
+    state = app_state(request)
+    return await links.check(state.store, state.signer, purpose,
+                             request.cookies.get(LINK_COOKIE))
+
+
+def _with_csrf(request: Request, response: Response, csrf: str) -> Response:
+    # No `no-referrer` here: the address holds no token any more, and under that policy a
+    # browser sends `Origin: null` with the form, which the origin check rightly refuses.
+    response.headers["Cache-Control"] = "no-store"
+    set_cookie(response, request, CSRF_COOKIE, csrf, max_age=CSRF_MAX_AGE, samesite="strict")
+    return response
+
+
+async def _spend_held_link(request: Request, purpose: str) -> MailToken | None:
+    """The confirm button was pressed on our own page: use the held link up, once."""
+    check_origin(request)
+    state = app_state(request)
+    form = await request.form()
+    if not state.signer.csrf_matches(request.cookies.get(CSRF_COOKIE),
+                                     str(form.get("csrf_token") or "")):
+        raise Forbidden("The form expired. Please open the link from the mail again.",
+                        code="csrf_failed")
+    return await links.spend(state.store, state.signer, purpose,
+                             request.cookies.get(LINK_COOKIE))
+
+
+async def _link_page(request: Request, purpose: str) -> Response:
+    """GET of a sign-in or reply link: with the token, hold it; without, the confirm page."""
+    here, _ = SIGN_IN_LINKS[purpose]
+    if "token" in request.query_params:
+        return await _hold_link(request, purpose, here)
+    if await _held_link(request, purpose) is None:
+        return _invalid_link(request)
+    csrf = app_state(request).signer.new_csrf()
+    response = page(request, "link_confirm.html",
+                    {**CONFIRM_TEXT[purpose], "action": here, "csrf_token": csrf})
+    return _with_csrf(request, response, csrf)
+
+
+async def _link_confirm(request: Request, purpose: str) -> Response:
+    token = await _spend_held_link(request, purpose)
+    if token is None:
+        return _invalid_link(request)
+    response = await _sign_in(request, token, SIGN_IN_LINKS[purpose][1])
+    clear_cookie(response, request, LINK_COOKIE, "lax")
+    return response
+
+
+async def account_link(request: Request) -> Response:
+    """A sign-in link: held, then confirmed by a button; that signs this browser in."""
+    return await _link_page(request, "signin")
+
+
+async def account_link_confirm(request: Request) -> Response:
+    return await _link_confirm(request, "signin")
 
 
 async def chat_page(request: Request) -> Response:
-    """The chat as a full page. With a reply mail's link: sign in once, then come back here."""
+    """The chat as a full page. A reply mail's link (/chat?token=) goes by /chat/link first."""
     if "token" in request.query_params:
-        state = app_state(request)
-        token = await links.spend(state.store, state.signer, "reply",
-                                  request.query_params.get("token"))
-        return await _sign_in(request, token, "/chat") if token else _invalid_link(request)
-    return await widget(request)
+        return await _hold_link(request, "reply", SIGN_IN_LINKS["reply"][0])
+    return await chat_screen(request, full_page=True)
+
+
+async def chat_link(request: Request) -> Response:
+    return await _link_page(request, "reply")
+
+
+async def chat_link_confirm(request: Request) -> Response:
+    return await _link_confirm(request, "reply")
 
 
 # -- termination by mail ------------------------------------------------------------------------
@@ -176,36 +262,19 @@ def _terminate_page(request: Request, state_name: str, status: int = 200, **extr
 
 async def terminate_page(request: Request) -> Response:
     """A termination link moves into a short-lived cookie at once; then the confirm form."""
-    state = app_state(request)
     if "token" in request.query_params:
-        token = request.query_params.get("token")
-        if await links.check(state.store, state.signer, "terminate", token) is None:
-            return _invalid_link(request)
-        response = RedirectResponse("/account/terminate", status_code=303, headers=NO_REFERRER)
-        set_cookie(response, request, LINK_COOKIE, token or "",
-                   max_age=int(links.LINKS["terminate"][0].total_seconds()))
-        return response
-    if await links.check(state.store, state.signer, "terminate",
-                         request.cookies.get(LINK_COOKIE)) is None:
+        return await _hold_link(request, "terminate", "/account/terminate")
+    if await _held_link(request, "terminate") is None:
         return _invalid_link(request)
-    csrf = state.signer.new_csrf()
-    confirm = _terminate_page(request, "confirm", csrf_token=csrf)
-    set_cookie(confirm, request, CSRF_COOKIE, csrf, max_age=CSRF_MAX_AGE, samesite="strict")
-    return confirm
+    csrf = app_state(request).signer.new_csrf()
+    return _with_csrf(request, _terminate_page(request, "confirm", csrf_token=csrf), csrf)
 
 
 async def terminate_confirm(request: Request) -> Response:
     """Confirmed: erase every account of the address the link was sent to, as DELETE /api/me
     does, then queue a last mail without any conversation content."""
-    check_origin(request)
     state = app_state(request)
-    form = await request.form()
-    if not state.signer.csrf_matches(request.cookies.get(CSRF_COOKIE),
-                                     str(form.get("csrf_token") or "")):
-        raise Forbidden("The form expired. Please open the link from the mail again.",
-                        code="csrf_failed")
-    token = await links.spend(state.store, state.signer, "terminate",
-                              request.cookies.get(LINK_COOKIE))
+    token = await _spend_held_link(request, "terminate")
     customer = await state.store.get_customer(token.customer_id) if token else None
     if customer is None:
         return _invalid_link(request)
@@ -283,10 +352,13 @@ routes = [
     Route("/api/account/link", api_account_link, methods=["POST"]),
     Route("/api/account/terminate-link", api_terminate_link, methods=["POST"]),
     Route("/account/link", account_link, methods=["GET"]),
+    Route("/account/link", account_link_confirm, methods=["POST"]),
     Route("/account/terminate", terminate_page, methods=["GET"]),
     Route("/account/terminate", terminate_confirm, methods=["POST"]),
     Route("/api/me/transcript-email", api_transcript_email, methods=["POST"]),
     Route("/chat", chat_page, methods=["GET"]),
+    Route("/chat/link", chat_link, methods=["GET"]),
+    Route("/chat/link", chat_link_confirm, methods=["POST"]),
     Route("/api/mail", api_mail, methods=["GET"]),
     Route("/api/admin/mail", api_admin_mail, methods=["GET"]),
 ]

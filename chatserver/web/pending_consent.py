@@ -10,7 +10,6 @@ nothing about it is stored: no row it could never see nor delete.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -71,8 +70,6 @@ class PendingConsentMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        # One browser's first requests may arrive together; only one of them may record.
-        self._lock = asyncio.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in {"http", "websocket"}:
@@ -109,18 +106,16 @@ class PendingConsentMiddleware:
         session_hash = visitor_session_hash(conn)
         if pending is None or session_hash is None or pending.session_hash != session_hash:
             return
-        async with self._lock:
-            store = state.store
-            if await store.get_visitor_session(session_hash) is not None:
-                return  # recorded already, by an earlier request
-            ip, agent = client_ip(conn), user_agent(conn)
-            await store.create_visitor_session(session_hash)
-            await store.record_access(session_hash, "session_start", ip, agent)
-            # A policy published in between does not change what the visitor accepted: the
-            # consent is recorded as given, and the chat then asks for the new version.
-            await store.add_consent(
-                session_hash, policy_version=pending.policy_version,
-                policy_sha256=pending.policy_sha256, ip=ip, user_agent=agent,
-                method=pending.method, on_behalf=pending.on_behalf,
-            )
+        # One browser's first requests may arrive together, at several processes: the store
+        # records the session only if it does not exist yet, in one transaction, so exactly one
+        # of them records it. A policy published in between does not change what the visitor
+        # accepted: the consent is recorded as given, and the chat then asks for the new one.
+        ip, agent = client_ip(conn), user_agent(conn)
+        recorded = await state.store.start_visitor_session(
+            session_hash, policy_version=pending.policy_version,
+            policy_sha256=pending.policy_sha256, ip=ip, user_agent=agent,
+            method=pending.method, on_behalf=pending.on_behalf,
+        )
+        if not recorded:
+            return  # recorded already, by an earlier request
         log.info("visitor session started session=%s", session_hash[:12])

@@ -90,15 +90,23 @@ def widget_look(request: Request) -> dict[str, str]:
 
 
 async def widget(request: Request) -> Response:
+    return await chat_screen(request, full_page=False)
+
+
+async def chat_screen(request: Request, *, full_page: bool) -> Response:
+    """The chat: inside the embed's iframe (/widget), or as a page of its own (/chat, where
+    links in mails lead), which lays the same screens out to fill the window."""
     policy = await app_state(request).policies.current()
     look = widget_look(request)
     _, ink, link = brand_colours(look["color"])
+    back = {"in": "chat"} if full_page else {"in": "widget", **look}
     return page(
         request,
         "widget.html",
         {
             **look,
-            "account_url": "/account?" + urlencode({"in": "widget", **look}),
+            "full_page": full_page,
+            "account_url": "/account?" + urlencode(back),
             "ink": ink,
             "link": link,
             "policy": consent.public(policy),

@@ -34,12 +34,12 @@ async def _widget_frame(page: Page) -> Frame:
 
 async def test_public_pages_pass_axe(server: Server, browser: Browser) -> None:
     """The demo page (launcher closed and open), /policy, /cookies, /account, the sign-in page
-    (/login and /agent signed out) and the widget page on its own."""
+    (/login and /agent signed out), the widget page on its own and the full-page chat."""
     page = await browser.new_page()
     found: list[str] = []
     try:
         for path in ("/", "/policy", "/policy/1.01", "/cookies", "/account", "/login", "/agent",
-                     "/admin", "/widget"):
+                     "/admin", "/widget", "/chat"):
             await page.goto(server.url + path)
             await page.wait_for_load_state("networkidle")
             found += await blocking_violations(page, path)
@@ -123,7 +123,7 @@ async def test_staff_pages_pass_axe(server: Server, browser: Browser) -> None:
 
         await page.goto(server.url + "/admin")
         for tab in ("conversations", "customers", "staff", "policies", "retention", "audit",
-                    "canned", "reports"):
+                    "mail", "canned", "reports"):
             await page.locator(f"#tab-{tab}").click()
             await expect(page.locator(f"#view-{tab}")).to_be_visible()
             await page.wait_for_load_state("networkidle")

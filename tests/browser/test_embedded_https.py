@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import re
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -38,11 +37,7 @@ class Sites:
     chat: str  # the chat server's public origin
 
     def rows(self, table: str) -> int:
-        db = sqlite3.connect(f"file:{self.server.data_dir / 'chat.db'}?mode=ro", uri=True)
-        try:
-            return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-        finally:
-            db.close()
+        return int(self.server.query(f"SELECT count(*) FROM {table}")[0][0])
 
 
 @pytest.fixture

@@ -12,18 +12,11 @@ import json
 from typing import Any
 
 from ..base import AuditHasher, chain_entry
+from ..rows import AUDIT, like, to_entry
 from .engine import Connection
-from .visitors import like, rowcount
+from .visitors import rowcount
 
 AUDIT_LOCK = 0x63686174_617564  # "chat" "aud": names the audit chain among advisory locks
-_KEYS = ("id", "at", "actor", "action", "ip", "target", "detail", "prev_hash", "hash")
-_SELECT = "SELECT id, at, actor, action, ip, target, detail, prev_hash, hash FROM audit_log"
-
-
-def to_entry(row: Any) -> dict[str, Any]:
-    entry = dict(zip(_KEYS, row, strict=True))
-    entry["detail"] = json.loads(entry["detail"])
-    return entry
 
 
 async def append(c: Connection, entry: dict[str, Any], hasher: AuditHasher, now: str,
@@ -89,11 +82,11 @@ async def list_entries(
         where.append(f"(action = ${len(args) - 1} OR action ILIKE ${len(args)})")
     clause = (" WHERE " + " AND ".join(where)) if where else ""
     rows = await c.fetch(
-        _SELECT + clause + f" ORDER BY id DESC LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
+        AUDIT + clause + f" ORDER BY id DESC LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
         *args, limit, offset,
     )
     return [to_entry(r) for r in rows]
 
 
 async def all_entries(c: Connection) -> list[dict[str, Any]]:
-    return [to_entry(r) for r in await c.fetch(_SELECT + " ORDER BY id")]
+    return [to_entry(r) for r in await c.fetch(AUDIT + " ORDER BY id")]

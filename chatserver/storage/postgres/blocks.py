@@ -1,10 +1,10 @@
-"""Blocks of abusive visitors on PostgreSQL (migration 005), as storage/blocks_sql.py."""
+"""Blocks of abusive visitors on PostgreSQL (migration 006), as sqlite/blocks.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..blocks_sql import KEYS
+from ..rows import BLOCK_KEYS as KEYS
 from .engine import Connection
 
 _SELECT = "SELECT id, conversation_id, ip, reason, created_at, expires_at FROM blocks"

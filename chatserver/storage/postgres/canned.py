@@ -1,4 +1,4 @@
-"""Canned responses on PostgreSQL (migration 004), as on SQLite (storage/canned_sql.py)."""
+"""Canned responses on PostgreSQL (migration 005), as on SQLite (sqlite/canned.py)."""
 
 from __future__ import annotations
 

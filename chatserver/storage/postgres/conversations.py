@@ -14,68 +14,22 @@ from typing import Any
 
 from ...errors import AlreadyClaimed, ConversationClosed, NotFound
 from ..base import Conversation, ConversationSummary, Message
+from ..rows import COLUMNS, FROM, MESSAGES, SUMMARY, to_conversation, to_message, to_summary
 from .engine import Connection
 from .folding import fold
 
-COLUMNS = """
-    c.id, c.customer_id, c.status, c.agent_id, s.name, c.created_at, c.claimed_at, c.closed_at,
-    c.last_seq, c.last_message_at, s.display_name
-"""
-WIDTH = 11  # the columns of COLUMNS, which a summary's row starts with
-FROM = "conversations c LEFT JOIN staff s ON s.id = c.agent_id"
-# Author names are read at display time, so a corrected customer name shows everywhere. An
-# agent's author name is the display name, never the sign-in name: customers see these frames.
-MESSAGE_SELECT = """
-    SELECT m.conversation_id, m.seq, m.sender, m.sender_id,
-           CASE m.sender WHEN 'visitor' THEN cu.name WHEN 'agent' THEN st.display_name
-                ELSE 'system' END,
-           m.body, m.client_msg_id, m.sent_at
-    FROM messages m
-    JOIN conversations c ON c.id = m.conversation_id
-    JOIN customers cu ON cu.id = c.customer_id
-    LEFT JOIN staff st ON m.sender = 'agent' AND m.sender_id = st.id::text
-"""
-SUMMARY = f"""
-    SELECT {COLUMNS}, cu.name, cu.email, cu.company,
-           (SELECT policy_version FROM consents WHERE customer_id = c.customer_id
-            ORDER BY id DESC LIMIT 1),
-           (SELECT COUNT(*) FROM messages WHERE conversation_id = c.id),
-           lm.seq, lm.sender, lm.body, lm.sent_at
-    FROM {FROM}
-    JOIN customers cu ON cu.id = c.customer_id
-    LEFT JOIN messages lm ON lm.conversation_id = c.id AND lm.seq = (
-        SELECT MAX(seq) FROM messages WHERE conversation_id = c.id AND sender <> 'system')
-"""
-
-
-def to_conversation(row: Any) -> Conversation:
-    return Conversation(*row)
-
-
-def to_message(row: Any) -> Message:
-    return Message(*row)
-
-
-def to_summary(row: Any) -> ConversationSummary:
-    conversation = to_conversation(row[:WIDTH])
-    name, email, company, version, count, lseq, lsender, lbody, lsent = row[WIDTH:]
-    last = (
-        {"seq": lseq, "sender": lsender, "body": lbody[:200], "sent_at": lsent}
-        if lseq is not None
-        else None
-    )
-    return ConversationSummary(
-        conversation=conversation,
-        customer={"name": name, "email": email, "company": company},
-        policy_version=version,
-        message_count=int(count),
-        last_message=last,
-    )
+MESSAGE_SELECT = MESSAGES.format(agent="m.sender_id = st.id::text")
 
 
 async def get(c: Connection, conversation_id: str) -> Conversation | None:
     row = await c.fetchrow(f"SELECT {COLUMNS} FROM {FROM} WHERE c.id = $1", conversation_id)
     return to_conversation(row) if row else None
+
+
+async def of_customer(c: Connection, customer_id: str) -> list[Conversation]:
+    rows = await c.fetch(f"SELECT {COLUMNS} FROM {FROM} WHERE c.customer_id = $1 "
+                         "ORDER BY c.created_at DESC", customer_id)
+    return [to_conversation(r) for r in rows]
 
 
 async def require(c: Connection, conversation_id: str) -> Conversation:

@@ -1,11 +1,11 @@
 """A customer's conversations as the history an agent sees, on PostgreSQL (as
-storage/history_sql.py on SQLite): no message text."""
+sqlite/history.py): no message text."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..history_sql import KEYS
+from ..rows import HISTORY_KEYS as KEYS
 from .engine import Connection
 
 HISTORY = """

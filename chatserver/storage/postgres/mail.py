@@ -1,5 +1,5 @@
 """Mail on PostgreSQL: the outbox, one-time links and read state (migration 002), as SQLite's
-sqlite_mail.py keeps them.
+sqlite/mail.py keeps them.
 
 Several processes may send at once (`serve --workers N`, or several hosts on one database): a
 mail is claimed with `FOR UPDATE SKIP LOCKED`, and reply mails are queued under a lock on each

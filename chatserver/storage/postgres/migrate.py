@@ -7,9 +7,8 @@ A database migrated by a newer version of the code is refused rather than used h
 
 from __future__ import annotations
 
-from importlib import resources
-
 from ...errors import DatabaseError
+from ..rows import read_migrations
 from .engine import Connection
 
 # An arbitrary constant that names "chatserver schema migrations" among advisory locks.
@@ -17,12 +16,7 @@ MIGRATION_LOCK = 0x63686174_6D6967  # "chat" "mig"
 
 
 def migrations() -> list[tuple[int, str]]:
-    folder = resources.files("chatserver.storage.postgres") / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
-    return sorted(found)
+    return read_migrations("chatserver.storage.postgres")
 
 
 async def migrate(conn: Connection, now: str) -> list[int]:

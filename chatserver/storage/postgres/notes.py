@@ -1,5 +1,5 @@
-"""Staff-only notes and the customer's ratings on PostgreSQL (migration 003), as on SQLite
-(storage/notes_sql.py). A repeated note or a second rating meets a unique constraint
+"""Staff-only notes and the customer's ratings on PostgreSQL (migration 004), as on SQLite
+(sqlite/notes.py). A repeated note or a second rating meets a unique constraint
 (`INSERT ... ON CONFLICT DO NOTHING`), so two processes storing one at once store it once."""
 
 from __future__ import annotations

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from ...errors import Conflict
 from ..base import PolicyVersion
+from ..rows import POLICY
 from .engine import Connection
-
-_POLICY = "SELECT version, effective_date, summary, text, sha256, published_at FROM policy_versions"
 
 
 async def publish(c: Connection, policy: PolicyVersion, now: str) -> PolicyVersion:
@@ -26,14 +25,14 @@ async def publish(c: Connection, policy: PolicyVersion, now: str) -> PolicyVersi
 
 
 async def current(c: Connection) -> PolicyVersion | None:
-    row = await c.fetchrow(_POLICY + " ORDER BY ordinal DESC LIMIT 1")
+    row = await c.fetchrow(POLICY + " ORDER BY ordinal DESC LIMIT 1")
     return PolicyVersion(*row) if row else None
 
 
 async def get(c: Connection, version: str) -> PolicyVersion | None:
-    row = await c.fetchrow(_POLICY + " WHERE version = $1", version)
+    row = await c.fetchrow(POLICY + " WHERE version = $1", version)
     return PolicyVersion(*row) if row else None
 
 
 async def list_all(c: Connection) -> list[PolicyVersion]:
-    return [PolicyVersion(*r) for r in await c.fetch(_POLICY + " ORDER BY ordinal DESC")]
+    return [PolicyVersion(*r) for r in await c.fetch(POLICY + " ORDER BY ordinal DESC")]

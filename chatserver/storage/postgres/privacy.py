@@ -15,10 +15,12 @@ import secrets
 from typing import Any
 
 from ...errors import LegalHold, NotFound
-from .conversations import COLUMNS, FROM, MESSAGE_SELECT, to_conversation, to_message
+from ..base import EXPORTED_LINKS, EXPORTED_MAIL, READ_MARKS
+from ..rows import COLUMNS, CONSENT, FROM, to_consent, to_conversation, to_message
+from .conversations import MESSAGE_SELECT
 from .engine import Connection
 from .notes import export_extras
-from .visitors import CONSENT, customer, rowcount, to_consent
+from .visitors import customer, rowcount
 
 # The tables an erasure or purge deletes from: vacuumed afterwards.
 TOUCHED = ("messages", "conversations", "consents", "access_events", "visitor_sessions",
@@ -38,12 +40,21 @@ async def export_customer(c: Connection, customer_id: str) -> dict[str, Any]:
             to_message(m).frame() for m in await c.fetch(
                 MESSAGE_SELECT + " WHERE m.conversation_id = $1 ORDER BY m.seq", conv.id)
         ]
+        marks = await c.fetchrow("SELECT read_seq, seen_seq, mailed_seq FROM conversation_reads "
+                                 "WHERE conversation_id = $1", conv.id)
         conversations.append({
             "id": conv.id, "status": conv.status, "created_at": conv.created_at,
             "claimed_at": conv.claimed_at, "closed_at": conv.closed_at,
             "agent": conv.agent_display_name, "messages": messages,
+            "read": dict(zip(READ_MARKS, marks or (0, 0, 0), strict=True)),
             **await export_extras(c, conv.id),
         })
+    mail = [dict(zip(EXPORTED_MAIL, r, strict=True)) for r in await c.fetch(
+        f"SELECT {', '.join(EXPORTED_MAIL)} FROM mail_outbox WHERE customer_id = $1 ORDER BY id",
+        customer_id)]
+    mail_links = [dict(zip(EXPORTED_LINKS, r, strict=True)) for r in await c.fetch(
+        f"SELECT {', '.join(EXPORTED_LINKS)} FROM mail_tokens WHERE customer_id = $1 "
+        "ORDER BY created_at", customer_id)]
     sessions = [
         {"ref": sid[:12], "created_at": created, "last_seen_at": seen, "revoked_at": revoked}
         for sid, created, seen, revoked in await c.fetch(
@@ -67,6 +78,8 @@ async def export_customer(c: Connection, customer_id: str) -> dict[str, Any]:
         "conversations": conversations,
         "sessions": sessions,
         "access_records": access,
+        "mail": mail,
+        "mail_links": mail_links,
     }
 
 

@@ -1,10 +1,10 @@
-"""The rows admin reports are computed from, on PostgreSQL (as storage/reports_sql.py)."""
+"""The rows admin reports are computed from, on PostgreSQL (as sqlite/reports.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..reports_sql import KEYS
+from ..rows import REPORT_KEYS as KEYS
 from .engine import Connection
 
 REPORT = """

@@ -14,10 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..base import ConversationSearch, ConversationSummary
-from .conversations import SUMMARY, to_summary
+from ..rows import SUMMARY, like, to_summary
 from .engine import Connection
 from .folding import words
-from .visitors import like
 
 # PostgreSQL text cannot hold NUL, so no stored value contains one: a filter with a NUL matches
 # nothing (as on SQLite), rather than being sent and refused.

@@ -7,20 +7,9 @@ from typing import Any
 
 from ...errors import Conflict, NotFound
 from ..base import DEFAULT_DISPLAY_NAME, Staff
+from ..rows import ADMINS, STAFF, to_staff
 from .engine import Connection
 from .visitors import rowcount
-
-STAFF = (
-    "SELECT id, name, role, state, created_at, password_hash, failed_logins, last_failed_at, "
-    "display_name FROM staff"
-)
-_ADMINS = "SELECT COUNT(*) FROM staff WHERE role = 'admin' AND state = 'active'"
-
-
-def to_staff(row: Any) -> Staff:
-    return Staff(id=row[0], name=row[1], role=row[2], state=row[3], created_at=row[4],
-                 password_hash=row[5], failed_logins=row[6], last_failed_at=row[7],
-                 display_name=row[8])
 
 
 async def _insert(c: Connection, name: str, role: str, password_hash: str, now: str,
@@ -58,7 +47,7 @@ async def list_all(c: Connection) -> list[Staff]:
 
 
 async def count_admins(c: Connection) -> int:
-    return int(await c.fetchval(_ADMINS))
+    return int(await c.fetchval(ADMINS))
 
 
 async def set_password(c: Connection, staff_id: int, password_hash: str) -> None:
@@ -79,7 +68,7 @@ async def update(c: Connection, staff_id: int, *, role: str | None, state: str |
     if display_name is not None:
         await c.execute("UPDATE staff SET display_name = $1 WHERE id = $2", display_name,
                         staff_id)
-    if await c.fetchval(_ADMINS) == 0:  # the transaction is rolled back with this error
+    if await c.fetchval(ADMINS) == 0:  # the transaction is rolled back with this error
         raise Conflict("That would leave no active admin.", code="last_admin")
     found = await get(c, staff_id)
     assert found is not None

@@ -43,6 +43,7 @@ from . import (
     canned,
     conversations,
     history,
+    jobs,
     mail,
     notes,
     policies,
@@ -134,6 +135,10 @@ class PostgresStore:
     async def ping(self) -> None:
         await self.engine.read(lambda c: c.fetchval("SELECT 1"))
 
+    async def claim_job(self, name: str, next_due: str) -> bool:
+        now = self._now()
+        return await self.engine.write(lambda c: jobs.claim(c, name, next_due, now))
+
     # -- policy -----------------------------------------------------------------------------
 
     async def publish_policy(self, policy: PolicyVersion) -> PolicyVersion:
@@ -155,6 +160,15 @@ class PostgresStore:
     async def create_visitor_session(self, session_id: str) -> None:
         now = self._now()
         await self.engine.write(lambda c: visitors.create_session(c, session_id, now))
+
+    async def start_visitor_session(
+        self, session_id: str, *, policy_version: str, policy_sha256: str, ip: str | None,
+        user_agent: str | None, method: str, on_behalf: bool,
+    ) -> bool:
+        now = self._now()
+        return await self.engine.write(lambda c: visitors.start_session(
+            c, session_id, policy_version=policy_version, policy_sha256=policy_sha256, ip=ip,
+            user_agent=user_agent, method=method, on_behalf=on_behalf, now=now))
 
     @nothing_for_nul(_none)
     async def get_visitor_session(self, session_id: str) -> VisitorSession | None:
@@ -208,6 +222,9 @@ class PostgresStore:
     @nothing_for_nul(_none)
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         return await self.engine.read(lambda c: conversations.get(c, conversation_id))
+
+    async def customer_conversations(self, customer_id: str) -> list[Conversation]:
+        return await self.engine.read(lambda c: conversations.of_customer(c, customer_id))
 
     async def claim_conversation(
         self, conversation_id: str, staff_id: int

@@ -8,34 +8,8 @@ from typing import Any
 
 from ...errors import NotFound
 from ..base import Customer, VisitorSession
+from ..rows import CONSENT, CUSTOMER, like, to_consent, to_customer
 from .engine import Connection
-
-CUSTOMER = (
-    "SELECT id, name, email, company, created_at, updated_at, last_active_at, legal_hold "
-    "FROM customers"
-)
-CONSENT = (
-    "SELECT policy_version, policy_sha256, given_at, method, on_behalf, withdrawn_at, ip, "
-    "user_agent FROM consents"
-)
-_CONSENT_KEYS = ("policy_version", "policy_sha256", "given_at", "method", "on_behalf",
-                 "withdrawn_at", "ip", "user_agent")
-
-
-def like(query: str) -> str:
-    """An ILIKE pattern matching `query` literally anywhere (backslash is the escape)."""
-    return "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def to_customer(row: Any) -> Customer:
-    return Customer(id=row[0], name=row[1], email=row[2], company=row[3], created_at=row[4],
-                    updated_at=row[5], last_active_at=row[6], legal_hold=bool(row[7]))
-
-
-def to_consent(row: Any) -> dict[str, Any]:
-    data = dict(zip(_CONSENT_KEYS, row, strict=True))
-    data["on_behalf"] = bool(data["on_behalf"])
-    return data
 
 
 async def customer(c: Connection, customer_id: str) -> Customer:
@@ -55,6 +29,26 @@ async def create_session(c: Connection, session_id: str, now: str) -> None:
         "INSERT INTO visitor_sessions (id, created_at, last_seen_at) VALUES ($1, $2, $2)",
         session_id, now,
     )
+
+
+async def start_session(
+    c: Connection, session_id: str, *, policy_version: str, policy_sha256: str, ip: str | None,
+    user_agent: str | None, method: str, on_behalf: bool, now: str,
+) -> bool:
+    made = await c.fetchval(
+        "INSERT INTO visitor_sessions (id, created_at, last_seen_at) VALUES ($1, $2, $2) "
+        "ON CONFLICT (id) DO NOTHING RETURNING id", session_id, now,
+    )
+    if made is None:
+        return False
+    await c.execute("INSERT INTO access_events (session_id, at, kind, ip, user_agent) "
+                    "VALUES ($1, $2, 'session_start', $3, $4)", session_id, now, ip, user_agent)
+    await c.execute(
+        """INSERT INTO consents (session_id, customer_id, policy_version, policy_sha256,
+           given_at, ip, user_agent, method, on_behalf) VALUES ($1,NULL,$2,$3,$4,$5,$6,$7,$8)""",
+        session_id, policy_version, policy_sha256, now, ip, user_agent, method, on_behalf,
+    )
+    return True
 
 
 async def get_session(c: Connection, session_id: str) -> VisitorSession | None:

@@ -1,5 +1,5 @@
 -- Staff-only notes inside a conversation, and the customer's rating of a closed conversation
--- (as SQLite's migration 010). Both go with the conversation (ON DELETE CASCADE), so an
+-- (as SQLite's migration 011). Both go with the conversation (ON DELETE CASCADE), so an
 -- erasure or a retention purge removes them in its own transaction.
 
 -- A note takes no seq: the customer's seqs stay gapless and a note is never replayed to the

@@ -3,7 +3,7 @@
 The copy is one snapshot (SQLite's backup API in a single step, from a connection that only reads), so
 it is consistent and includes what is still in the WAL. Holding that snapshot for the length of
 the copy does not hold chat writes up: the server never waits on readers to checkpoint (see
-sqlite_upkeep); the WAL only grows until the copy is done. A copy in several steps would not be
+upkeep.py); the WAL only grows until the copy is done. A copy in several steps would not be
 consistent without restarting whenever the server writes in between, which on a busy server is
 always.
 """
