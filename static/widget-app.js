@@ -18,8 +18,10 @@
     return e;
   };
   const say = (id, text) => { $(id).textContent = text || ''; };
+  const on = (id, type, fn) => $(id).addEventListener(type, fn);
   const AWAY = "Can't reach the chat right now. Please try again.";
   const WRONG = 'Something went wrong. Please try again.';
+  const OFFLINE = 'Not connected. Please try again in a moment.';
   const uuid = () => (crypto.randomUUID ? crypto.randomUUID()
     : '10000000-1000-4000-8000-100000000000'.replace(/[018]/g, (c) =>
       (c ^ (crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16)));
@@ -120,13 +122,13 @@
     $('policy-html').scrollTop = 0;
     show('policy', $('policy-title'));
   }
-  $('accept').addEventListener('change', () => { $('start').disabled = !$('accept').checked; });
-  $('policy-form').addEventListener('submit', async (ev) => {
+  on('accept', 'change', () => { $('start').disabled = !$('accept').checked; });
+  on('policy-form', 'submit', async (ev) => {
     ev.preventDefault();
     if (!$('accept').checked) return;
     const btn = $('start');
     btn.disabled = true;
-    say('policy-error', '');
+    say('policy-error');
     try {
       const r = await api('POST', '/api/consent', {
         policy_version: policy.version, policy_sha256: policy.sha256,
@@ -150,7 +152,7 @@
       say('policy-error', AWAY);
     }
   });
-  $('blocked-retry').addEventListener('click', route);
+  on('blocked-retry', 'click', route);
 
   // Declining a changed policy: end the chat, or delete the account at once.
   function eraseAsk(on) {
@@ -158,14 +160,14 @@
     $('stop').hidden = on;
     $('decline-opts').classList.toggle('ask', on);
     say('erase', on ? 'Yes, delete everything' : 'Delete my account');
-    say('erase-error', '');
+    say('erase-error');
   }
   function declineReset() {
     $('decline-opts').hidden = true;
     $('dont').setAttribute('aria-expanded', 'false');
     eraseAsk(false);
   }
-  $('dont').addEventListener('click', () => {
+  on('dont', 'click', () => {
     const open = $('decline-opts').hidden;
     declineReset();
     $('decline-opts').hidden = !open;
@@ -177,10 +179,10 @@
     $('done-text').hidden = $('done-back').hidden = deleted;
     show('done', $('done-title'));
   }
-  $('stop').addEventListener('click', () => done(false));
-  $('done-back').addEventListener('click', route);
-  $('erase-no').addEventListener('click', () => { eraseAsk(false); $('erase').focus(); });
-  $('erase').addEventListener('click', async () => {
+  on('stop', 'click', () => done(false));
+  on('done-back', 'click', route);
+  on('erase-no', 'click', () => { eraseAsk(false); $('erase').focus(); });
+  on('erase', 'click', async () => {
     if ($('erase-ask').hidden) return eraseAsk(true);
     const btn = $('erase');
     btn.disabled = true;
@@ -212,16 +214,16 @@
   }
   function showForm() {
     FIELDS.forEach((f) => fieldError(f, ''));
-    say('form-error', '');
+    say('form-error');
     const c = me && me.customer;
     if (c) FIELDS.forEach((f) => { $('f-' + f).value = c[f] || ''; });
     show('form', $('f-name'));
   }
-  $('visitor-form').addEventListener('submit', async (ev) => {
+  on('visitor-form', 'submit', async (ev) => {
     ev.preventDefault();
     const v = {};
     FIELDS.forEach((f) => { v[f] = $('f-' + f).value.trim(); fieldError(f, ''); });
-    say('form-error', '');
+    say('form-error');
     let bad = null;
     if (!v.name) { fieldError('name', 'Please enter your name.'); bad = bad || 'name'; }
     if (!v.email || !$('f-email').validity.valid) {
@@ -348,7 +350,7 @@
       : status === 'closed' ? 'Conversation ended' : "We're happy to help.");
     $('ended').hidden = !ended;
     $('transcript').hidden = !(ended && me && me.mail_enabled);
-    if (!ended) { say('transcript-msg', ''); $('transcript-send').disabled = false; }
+    if (!ended) { say('transcript-msg'); $('transcript-send').disabled = false; }
     $('composer').hidden = ended;
     $('end').disabled = ended;
     if (ended) { typingOff(); setTyping(false); toBottom(); }
@@ -529,10 +531,10 @@
   ta.addEventListener('keydown', (ev) => {
     if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) { ev.preventDefault(); send(); }
   });
-  $('composer').addEventListener('submit', (ev) => { ev.preventDefault(); send(); ta.focus(); });
+  on('composer', 'submit', (ev) => { ev.preventDefault(); send(); ta.focus(); });
 
   let confirmTimer = 0;
-  $('end').addEventListener('click', () => {
+  on('end', 'click', () => {
     const b = $('end');
     if (!b.classList.contains('confirm')) {
       b.classList.add('confirm');
@@ -543,7 +545,7 @@
     clearTimeout(confirmTimer);
     b.classList.remove('confirm');
     b.textContent = 'End chat';
-    if (!transmit({ type: 'close' })) toast('Not connected. Please try again in a moment.', 4000);
+    if (!transmit({ type: 'close' })) toast(OFFLINE, 4000);
   });
   // Blocked by an agent (issue 12): a plain notice, no reason, no retry.
   function blockedNotice() {
@@ -575,24 +577,24 @@
     rateLock(false);
     return true;
   }
-  $('rate').addEventListener('submit', (ev) => {
+  on('rate', 'submit', (ev) => {
     ev.preventDefault();
     const p = $('rate').querySelector(':checked');
     if (!p) return say('rate-msg', RATE_ERR.invalid_score);
     if (!transmit({ type: 'rating', score: +p.value, comment: $('rate-comment').value.trim() })) {
-      return say('rate-msg', 'Not connected. Please try again in a moment.');
+      return say('rate-msg', OFFLINE);
     }
     rateLock(true);
   });
 
-  $('new-chat').addEventListener('click', () => {
+  on('new-chat', 'click', () => {
     ended = false;
     $('ended').hidden = true;
     $('composer').hidden = false;
     connect();
     ta.focus();
   });
-  $('transcript-send').addEventListener('click', async () => {
+  on('transcript-send', 'click', async () => {
     const b = $('transcript-send');
     b.disabled = true;
     say('transcript-msg', 'Sending…');
@@ -653,7 +655,7 @@
   });
   const minimise = () => toParent({ type: 'chat:close' });
   $('minimise').hidden = !inFrame;
-  $('minimise').addEventListener('click', minimise);
+  on('minimise', 'click', minimise);
   document.addEventListener('keydown', (ev) => { if (ev.key === 'Escape' && inFrame) minimise(); });
 
   route();
