@@ -39,7 +39,19 @@ from .settings import Settings
 from .sockets import agent_socket, visitor_socket
 from .storage import Clock, open_store, utc_now
 from .storage.base import iso
-from .web import account, admin, admin_privacy, admin_staff, agent, staff_profile, widget
+from .web import (
+    account,
+    admin,
+    admin_privacy,
+    admin_staff,
+    agent,
+    blocks,
+    canned,
+    history,
+    reports,
+    staff_profile,
+    widget,
+)
 from .web import mail as mail_routes
 from .web import metrics as metrics_routes
 from .web.common import MAX_BODY_BYTES, AppState, app_state, asset_dir, error_response
@@ -349,6 +361,10 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         *admin_privacy.routes,
         *admin_staff.routes,
         *staff_profile.routes,
+        *canned.routes,
+        *history.routes,
+        *blocks.routes,
+        *reports.routes,
         *mail_routes.routes,
         *openapi.routes,
         *metrics_routes.routes,

@@ -165,9 +165,9 @@ class Limiter:
         office address with many others, only on their socket's own."""
         if self.exempt:
             return True
-        # A transfer writes (and audits) like a message, so it costs like one.
-        cost = (1.0 if isinstance(frame, (protocol.Message, protocol.Transfer))
-                else CHEAP_FRAME_COST)
+        # Stored frames cost a full message: notes, ratings and transfers (audited) are writes too.
+        stored = (protocol.Message, protocol.Note, protocol.Rating, protocol.Transfer)
+        cost = 1.0 if isinstance(frame, stored) else CHEAP_FRAME_COST
         if self.bucket.take(cost) and (self.staff or self.limits.allow_from_ip(self.ip, cost)):
             return True
         metrics.rate_limited("rate_limited")
@@ -190,7 +190,9 @@ def listener(peer: Peer, skip_typing_from: str) -> Callable[[str], None]:
     def listen(payload: str) -> None:
         if payload.startswith(('{"type":"typing"', '{"type":"read"')) and own_typing in payload:
             return  # nobody needs to see their own typing or read marks
-        peer.send(for_visitor(payload) if visitor else payload)
+        text = for_visitor(payload) if visitor else payload
+        if text is not None:  # None: a staff note, which never reaches a visitor
+            peer.send(text)
 
     return listen
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 # Close codes that more than one module sends: defined once, here.
 CLOSE_SESSION_ENDED = 4401  # not signed in, or the session ended (logout, erasure)
 CLOSE_NO_CONSENT = 4403  # no consent to the current policy
+CLOSE_BLOCKED = 4423  # an agent blocked this visitor (or their address) for a while
 
 
 class ChatError(Exception):
@@ -65,6 +66,15 @@ class ConsentRequired(ChatError):
     close_code = CLOSE_NO_CONSENT
     code = "consent_required"
     message = "Please read and accept the privacy policy first."
+
+
+class Blocked(ChatError):
+    """A visitor an agent blocked: told plainly and neutrally, with no reason or agent named."""
+
+    status = 403
+    close_code = CLOSE_BLOCKED
+    code = "blocked"
+    message = "This chat is not available to you at the moment."
 
 
 class Forbidden(ChatError):

@@ -35,7 +35,7 @@ class Follower:
     """Message frames for one socket, gap-free and without repeats, per conversation."""
 
     def __init__(self, store: Store, send: Callable[[str], None],
-                 shape: Callable[[str], str] = lambda text: text) -> None:
+                 shape: Callable[[str], str | None] = lambda text: text) -> None:
         self.store = store
         self.send = send
         self.shape = shape  # what this socket may see of a frame (visitors lose staff fields)
@@ -74,10 +74,15 @@ class Follower:
             return True  # sent already (by a catch-up, or the broadcast repeated it)
         if seq == sent + 1 and not is_reference:
             self.sent[conversation_id] = seq
-            self.send(self.shape(payload))
+            self._send(payload)
             return True
         self.catch_up(conversation_id)
         return True
+
+    def _send(self, payload: str) -> None:
+        text = self.shape(payload)
+        if text is not None:  # None: not for this socket's eyes
+            self.send(text)
 
     def catch_up(self, conversation_id: str) -> None:
         """Read from storage what this socket lacks of the conversation, and send it."""
@@ -100,7 +105,7 @@ class Follower:
                 for message in chunk:
                     if message.seq > self.sent.get(conversation_id, 0):
                         self.sent[conversation_id] = message.seq
-                        self.send(self.shape(protocol.dump(message.frame())))
+                        self._send(protocol.dump(message.frame()))
                 if len(chunk) < CHUNK and conversation_id not in self._again:
                     return
         except NotFound:  # erased meanwhile: nothing left to send

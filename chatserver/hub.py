@@ -34,7 +34,15 @@ from .broadcast import UP, Broadcast, BroadcastUnavailable, Subscription
 from .broadcast.local import Listeners
 from .errors import ConsentWithdrawn, Forbidden, NotFound, Unavailable
 from .follow import reference
-from .storage.base import Conversation, ConversationSummary, Message, Staff, Store
+from .storage.base import (
+    Conversation,
+    ConversationSummary,
+    Message,
+    Note,
+    Rating,
+    Staff,
+    Store,
+)
 
 log = logging.getLogger("chatserver.hub")
 QUEUE_DEBOUNCE_SECONDS = 0.05
@@ -139,9 +147,12 @@ def status_frame(conversation: Conversation) -> dict[str, Any]:
 STAFF_ONLY_FIELDS = ("agent_id", "agent_name", "paused", "previous_agent_id")
 
 
-def for_visitor(payload: str) -> str:
-    """A conversation-channel frame as the visitor may see it: status frames lose the staff-only
-    fields (the agent's id and sign-in name); every other frame passes as it is."""
+def for_visitor(payload: str) -> str | None:
+    """A conversation-channel frame as the visitor may see it: staff notes not at all (None);
+    status frames lose the staff-only fields (the agent's id and sign-in name); every other
+    frame passes as it is."""
+    if payload.startswith(protocol.NOTE_PREFIX):
+        return None
     if not payload.startswith('{"type":"status"'):
         return payload
     frame = json.loads(payload)
@@ -267,8 +278,9 @@ class Hub:
 
     def _keep_unsent(self, channel: str, payload: str) -> None:
         if channel.startswith("conv:"):
-            if not payload.startswith(('{"type":"message"', '{"type":"message_ref"')):
-                return  # typing, read marks, status: fleeting, or read again from storage
+            if payload.startswith(protocol.NOTE_PREFIX) or not payload.startswith(
+                    ('{"type":"message"', '{"type":"message_ref"')):
+                return  # typing, read marks, status, notes: fleeting, or read again from storage
             frame = json.loads(payload)
             payload = reference(frame["conversation_id"], frame["seq"])
         if len(self._unsent) < MAX_UNSENT or channel in self._unsent:
@@ -496,6 +508,29 @@ class Hub:
                                      protocol.dump(protocol.read_frame(conversation_id, upto,
                                                                        sender)))
         return upto
+
+    # -- notes and ratings (issue 12) -------------------------------------------------------
+
+    async def note(self, conversation_id: str, staff: Staff, *, body: str,
+                   client_msg_id: str) -> Note:
+        """Store a staff-only note, then publish it to staff: the agent handling the
+        conversation (any agent while it is queued) or an admin. Visitors' sockets drop it."""
+        await self.check_agent_access(conversation_id, staff)
+        note, new = await self.store.add_note(conversation_id, staff_id=staff.id, body=body,
+                                              client_msg_id=client_msg_id)
+        if new:
+            await self._publish(conversation_channel(conversation_id),
+                                protocol.dump(protocol.note_frame(note)))
+        return note
+
+    async def rate(self, conversation_id: str, *, score: int, comment: str) -> Rating:
+        """Store the customer's rating of their closed conversation (once), then tell the
+        conversation's listeners: the agent's dashboard and the visitor's own sockets."""
+        rating = await self.store.rate_conversation(conversation_id, score=score,
+                                                    comment=comment)
+        await self._publish(conversation_channel(conversation_id),
+                            protocol.dump(protocol.rating_frame(rating)))
+        return rating
 
     async def visitor_read_frame(self, conversation_id: str) -> dict[str, Any] | None:
         """The customer's stored read mark as a `read` frame, for an agent that (re)loads the

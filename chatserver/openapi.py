@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import __version__
+from . import __version__, reports
 from .staff_names import MAX_DISPLAY_NAME
 from .web import admin, admin_privacy, admin_staff
 
@@ -592,8 +592,13 @@ def _admin_paths() -> dict[str, dict[str, Operation]]:
             description="The same answer as GET /api/admin/conversations.")},
         "/api/admin/conversations/{conversation_id}": {"get": _admin(
             "One conversation with its messages (audited)", "getConversation",
-            _ok(_obj(["conversation", "messages"], conversation=_ref("ConversationSummary"),
-                     messages={"type": "array", "items": _ref("Message")})),
+            _ok(_obj(["conversation", "messages", "notes", "rating"],
+                     conversation=_ref("ConversationSummary"),
+                     messages={"type": "array", "items": _ref("Message")},
+                     notes={"type": "array", "items": {"type": "object"},
+                            "description": "staff-only notes, as the agents' note frames"},
+                     rating={"type": "object", "nullable": True,
+                             "description": "the customer's rating: score, comment, rated_at"})),
             404, parameters=[_CONVERSATION_ID])},
         "/api/admin/conversations/{conversation_id}/transcript": {"get": _admin(
             "A transcript download (audited)", "getTranscript",
@@ -725,11 +730,121 @@ def _admin_paths() -> dict[str, dict[str, Operation]]:
     }
 
 
+def _team_paths() -> dict[str, dict[str, Operation]]:
+    """Issue 12: customer history for the handling agent; canned responses, which admins
+    manage and every staff member reads."""
+    item = _obj(["id", "shortcut", "body", "created_at", "updated_at"],
+                id={"type": "integer"}, shortcut={"type": "string"}, body={"type": "string"},
+                created_at={"type": "string"}, updated_at={"type": "string"})
+    listing = _ok(_list("canned", item))
+    one = _ok(_obj(["canned"], canned=item))
+    canned_id = _path("canned_id", {"type": "integer", "format": "int64", "minimum": 0})
+    shortcut = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$",
+                "description": "stored lower-cased; 409 shortcut_taken when in use"}
+    text = {"type": "string", "minLength": 1, "maxLength": 4000,
+            "description": "placeholders {customer_first_name} and {agent_name}; any other "
+                           "{word} gets 422 unknown_placeholder"}
+    day = {"type": "string", "format": "date"}
+    report_range = [
+        _query("from", day, "first day (UTC), included; default: 29 days before `to`"),
+        _query("to", day, f"last day (UTC), included; default: today; at most "
+                          f"{reports.MAX_DAYS} days in all")]
+    history_item = _obj(["id", "status", "created_at", "closed_at", "agent", "message_count",
+                         "rating"],
+                        id={"type": "string"}, status={"type": "string"},
+                        created_at={"type": "string"},
+                        closed_at={"type": "string", "nullable": True},
+                        agent={"type": "string", "nullable": True},
+                        message_count={"type": "integer"},
+                        rating={"type": "integer", "nullable": True})
+    return {
+        "/api/agent/conversations/{conversation_id}/history": {"get": _op(
+            "The customer's other conversations, for the agent handling this one", "staff",
+            STAFF, {"200": _ok(_list("conversations", history_item)), **_errors(401, 403, 404)},
+            parameters=[_CONVERSATION_ID], operation_id="customerHistory",
+            description="No message text. 403 for anyone but the agent handling the "
+                        "conversation (admins: any).")},
+        "/api/agent/conversations/{conversation_id}/history/{earlier_id}": {"get": _op(
+            "One earlier conversation of the customer, read-only (audited)", "staff", STAFF,
+            {"200": _ok(_obj(["conversation", "messages", "notes", "rating"],
+                             conversation={"type": "object"},
+                             messages={"type": "array", "items": _ref("Message")},
+                             notes={"type": "array", "items": {"type": "object"}},
+                             rating={"type": "object", "nullable": True})),
+             **_errors(401, 403, 404)},
+            parameters=[_CONVERSATION_ID, _path("earlier_id", {"type": "string"})],
+            operation_id="customerHistoryTranscript",
+            description="Written to the audit log (transcript.view, via history) before it "
+                        "is read. 404 unless it is another conversation of the same customer.")},
+        "/api/admin/reports": {"get": _admin(
+            "Reports: conversations per day, time to first reply, length, ratings, per agent",
+            "reports", _ok(_obj(["from", "to", "conversations", "first_reply", "length",
+                                 "ratings", "per_day", "per_agent"],
+                                **{"from": {"type": "string"}, "to": {"type": "string"}},
+                                conversations={"type": "integer"},
+                                first_reply={"type": "object"}, length={"type": "object"},
+                                ratings={"type": "object"},
+                                per_day={"type": "array", "items": {"type": "object"}},
+                                per_agent={"type": "array", "items": {"type": "object"}})),
+            422, parameters=report_range)},
+        "/api/admin/reports/csv": {"get": _admin(
+            "The report's figures as CSV", "reportsCsv",
+            _ok({"type": "string"}, "section, key, metric, value", media="text/csv"),
+            422, parameters=report_range)},
+        "/api/admin/reports/charts/{kind}": {"get": _admin(
+            "One of the report's charts, drawn as SVG on the server", "reportsChart",
+            _ok({"type": "string"}, "an SVG image", media="image/svg+xml"), 404, 422,
+            parameters=[_path("kind", {"type": "string", "enum": list(reports.CHARTS)}),
+                        *report_range])},
+        "/api/agent/conversations/{conversation_id}/block": {"post": _op(
+            "Block this conversation's visitor (and optionally their IP address) for a while",
+            "staff", STAFF,
+            {"200": _ok(_obj(["block"], block=_obj(
+                ["id", "expires_at", "ip_blocked"], id={"type": "integer"},
+                expires_at={"type": "string"}, ip_blocked={"type": "boolean"}))),
+             **_errors(*_JSON_ERRORS, 401, 404, 422)},
+            body=_body({"type": "object", "required": ["reason"], "additionalProperties": False,
+                        "properties": {
+                            "reason": {"type": "string", "minLength": 1, "maxLength": 500,
+                                       "pattern": "\\S"},
+                            "block_ip": {"type": "boolean", "default": False},
+                            "hours": {"type": "integer", "minimum": 1, "maximum": 720,
+                                      "default": 24}}}),
+            parameters=[_CONVERSATION_ID], operation_id="blockVisitor",
+            description="Only the agent handling the conversation, or an admin (else 403). "
+                        "Closes the conversation and the visitor's sockets (4423); audited "
+                        "without the reason or the address.")},
+        "/api/agent/canned": {"get": _op(
+            "Canned responses, for the dashboard's / shortcuts", "staff", STAFF,
+            {"200": listing, **_errors(401)}, operation_id="cannedForStaff")},
+        "/api/admin/canned": {
+            "get": _admin("Canned responses", "listCanned", listing),
+            "post": _admin(
+                "Add a canned response (audited)", "addCanned", one, 409,
+                body=_body({"type": "object", "required": ["shortcut", "body"],
+                            "additionalProperties": False,
+                            "properties": {"shortcut": shortcut, "body": text}})),
+        },
+        "/api/admin/canned/{canned_id}": {
+            "patch": _admin(
+                "Change a canned response (audited)", "changeCanned", one, 404, 409,
+                body=_body({"type": "object", "minProperties": 1, "additionalProperties": False,
+                            "properties": {"shortcut": shortcut, "body": text}}),
+                parameters=[canned_id]),
+            "delete": _admin(
+                "Delete a canned response (audited)", "deleteCanned",
+                _ok(_obj(["deleted"], deleted={"type": "integer"})), 404,
+                parameters=[canned_id], unsafe=True),
+        },
+    }
+
+
 def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Operation]] = {
         **_customer_paths(),
         **_staff_paths(),
         **_admin_paths(),
+        **_team_paths(),
         "/api/openapi.json": {"get": _op(
             "This document", "meta", PUBLIC, {"200": _ok({"type": "object"})},
             operation_id="openapi")},

@@ -30,9 +30,11 @@ async def export_document(
     """Everything held: the customer's, or a session's that never gave its details."""
     if customer_id is not None:
         data = await store.export_customer(customer_id)
+        data["blocks"] = await store.customer_blocks(customer_id)
     else:
         assert session_id is not None
-        data = {**await store.export_session(session_id), "mail": [], "mail_links": []}
+        data = {**await store.export_session(session_id), "mail": [], "mail_links": [],
+                "blocks": []}
     return {"format": EXPORT_FORMAT, "exported_at": iso(store.clock()), **data}
 
 
@@ -92,6 +94,7 @@ async def purge(
 ) -> dict[str, Any]:
     """Apply every retention rule now (or count what it would do); audit a real run."""
     result = await store.purge(**cutoffs(settings, store), dry_run=dry_run)
+    result["counts"]["expired_blocks"] = await store.purge_blocks(dry_run=dry_run)
     result["counts"]["audit_entries"] = await audit.chain(store).cut(actor, dry_run=dry_run)
     if not dry_run:
         await _after_erasure(hub, result["session_ids"], result.get("conversation_ids", []))

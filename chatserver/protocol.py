@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from .storage.base import Note as NoteRecord
+    from .storage.base import Rating as RatingRecord
 
 MAX_FRAME_BYTES = 64 * 1024
 MAX_BODY_CHARS = 4000
@@ -16,6 +20,7 @@ MAX_CLIENT_MSG_ID = 100
 MAX_CONVERSATION_ID = 64
 MAX_SEQ = 2**63 - 1  # what the database's integers hold
 MAX_STAFF_NAME = 100  # as a sign-in name may be
+MAX_RATING_COMMENT = 1000
 
 
 class ProtocolError(ValueError):
@@ -81,7 +86,24 @@ class Read:
     conversation_id: str | None = None
 
 
-Frame = Resume | Message | Typing | Close | Claim | Ping | Read | Transfer
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A staff-only note: stored apart from the messages and never sent to the visitor."""
+
+    body: str
+    client_msg_id: str
+    conversation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rating:
+    """The visitor's 1-5 rating of their closed conversation, with an optional comment."""
+
+    score: int
+    comment: str
+
+
+Frame = Resume | Message | Typing | Close | Claim | Ping | Read | Transfer | Note | Rating
 Audience = Literal["visitor", "agent"]
 
 # The fields each frame type takes, per audience; "type" is implied.
@@ -93,6 +115,7 @@ _FIELDS: dict[Audience, dict[str, set[str]]] = {
         "close": set(),
         "ping": set(),
         "read": {"seq"},
+        "rating": {"score", "comment"},
     },
     "agent": {
         "resume": {"conversation_id", "after_seq"},
@@ -103,6 +126,7 @@ _FIELDS: dict[Audience, dict[str, set[str]]] = {
         "transfer": {"conversation_id", "to"},
         "ping": set(),
         "read": {"conversation_id", "seq"},
+        "note": {"conversation_id", "body", "client_msg_id"},
     },
 }
 
@@ -159,6 +183,23 @@ def _seq(data: dict[str, Any], key: str) -> int:
     return value
 
 
+def _rating(data: dict[str, Any]) -> Rating:
+    score = data.get("score")
+    if not isinstance(score, int) or isinstance(score, bool) or not 1 <= score <= 5:
+        raise ProtocolError("invalid_score", "'score' must be a whole number from 1 to 5.")
+    comment = data.get("comment", "")
+    if comment is None:
+        comment = ""
+    if not isinstance(comment, str):
+        raise ProtocolError("invalid_field", "'comment' must be text.")
+    if len(comment) > MAX_RATING_COMMENT:
+        raise ProtocolError("invalid_field",
+                            f"'comment' may hold at most {MAX_RATING_COMMENT} characters.")
+    if "\x00" in comment:
+        raise ProtocolError("invalid_field", "'comment' must not contain NUL characters.")
+    return Rating(score=score, comment=_text(comment.strip(), "comment"))
+
+
 def parse(text: str | bytes, audience: Audience) -> Frame:
     """Validate one client frame for `audience`; raise ProtocolError on anything amiss."""
     data = _load(text)
@@ -181,6 +222,13 @@ def parse(text: str | bytes, audience: Audience) -> Frame:
             client_msg_id=_str(data, "client_msg_id", MAX_CLIENT_MSG_ID),
             conversation_id=conv,
         )
+    if kind == "note":
+        assert conv is not None
+        return Note(body=_body(data), client_msg_id=_str(data, "client_msg_id",
+                                                         MAX_CLIENT_MSG_ID),
+                    conversation_id=conv)
+    if kind == "rating":
+        return _rating(data)
     if kind == "resume":
         return Resume(after_seq=_seq(data, "after_seq"), conversation_id=conv)
     if kind == "read":
@@ -208,6 +256,31 @@ def parse(text: str | bytes, audience: Audience) -> Frame:
 def dump(frame: dict[str, Any]) -> str:
     """Serialise a server frame compactly; keys keep their insertion order."""
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+NOTE_PREFIX = '{"type":"message","sender":"note"'
+
+
+def note_frame(note: NoteRecord) -> dict[str, Any]:
+    """A note as staff receive it: a `message` with sender "note". It takes no seq of its own:
+    `seq` is the message it follows, `note_id` tells it apart. Never sent to a visitor."""
+    return {  # "sender" second: the visitors' listener drops frames by this prefix
+        "type": "message",
+        "sender": "note",
+        "conversation_id": note.conversation_id,
+        "seq": note.after_seq,
+        "note_id": note.id,
+        "author": note.author,
+        "body": note.body,
+        "sent_at": note.created_at,
+        "client_msg_id": note.client_msg_id,
+    }
+
+
+def rating_frame(rating: RatingRecord) -> dict[str, Any]:
+    """A stored rating, to the visitor who gave it and to staff."""
+    return {"type": "rating", "conversation_id": rating.conversation_id, "score": rating.score,
+            "comment": rating.comment, "rated_at": rating.rated_at}
 
 
 def read_frame(conversation_id: str, seq: int, sender: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from .connection import Limiter, Peer, ender, frames, listener, refuse
 from .errors import (
     CLOSE_NO_CONSENT,
     CLOSE_SESSION_ENDED,
+    Blocked,
     ChatError,
     ConsentRequired,
     Forbidden,
@@ -69,7 +70,9 @@ def _conversation_listener(peer: Peer, follower: Follower, side: str) -> Callabl
     others = listener(peer, side)
 
     def listen(payload: str) -> None:
-        if not follower.live(payload):
+        # A staff note shares the message frame's shape but takes no seq of its own: it goes
+        # past the follower (agents see it, visitors never: `listener` drops it for them).
+        if payload.startswith(protocol.NOTE_PREFIX) or not follower.live(payload):
             others(payload)
 
     return listen
@@ -141,6 +144,9 @@ async def _visitor_socket(ws: WebSocket) -> None:
         await refuse(ws, ConsentRequired(code="customer_required"))
         return
     ip = client_ip(ws)
+    if await state.store.active_block(customer_id, ip) is not None:
+        await refuse(ws, Blocked())  # neutral: no reason, no agent, no end time
+        return
     try:
         conversation, _ = await state.store.open_conversation(customer_id, create=False)
     except NotFound:
@@ -290,6 +296,8 @@ async def _visitor_frame(
         await hub.close(conversation_id, by="the customer", by_kind="visitor")
     elif isinstance(frame, protocol.Read):
         await hub.read(conversation_id, frame.seq, sender="visitor")
+    elif isinstance(frame, protocol.Rating):
+        await hub.rate(conversation_id, score=frame.score, comment=frame.comment)
     elif isinstance(frame, protocol.Ping):
         peer.send_frame({"type": "pong"})
 
@@ -506,9 +514,13 @@ async def _agent_frame(
         if conversation.agent_id == staff.id:
             watch(conversation_id, conversation.last_seq)
         await _replay(state, peer, conversation_id, frame.after_seq, following.follower)
+        await _replay_notes(state, peer, conversation_id, frame.after_seq)
         mark = await hub.visitor_read_frame(conversation_id)
         if mark is not None:  # "seen" survives a reload of the dashboard
             peer.send_frame(mark)
+        return
+    if isinstance(frame, protocol.Note):
+        await _agent_note(peer, hub, frame, staff)
         return
     if conversation_id not in following.own:
         found = await state.store.get_conversation(conversation_id)
@@ -538,3 +550,21 @@ async def _agent_frame(
         await hub.close(conversation_id, by=staff.display_name, by_kind="agent")
     elif isinstance(frame, protocol.Read):
         await hub.read(conversation_id, frame.seq, sender="agent")
+
+
+async def _replay_notes(state: Any, peer: Peer, conversation_id: str, after_seq: int) -> None:
+    """Staff replays carry the notes written since `after_seq` (from the message at that seq
+    on: a note written after it shares its seq); clients tell notes apart by note_id."""
+    notes = await state.store.notes_after(conversation_id, after_seq)
+    if notes:
+        await peer.replay([protocol.note_frame(n) for n in notes])
+
+
+async def _agent_note(peer: Peer, hub: Any, frame: protocol.Note, staff: Staff) -> None:
+    """A staff-only note: stored, acked like a message (its seq is the message it follows,
+    note_id names it), relayed to staff only."""
+    note = await hub.note(frame.conversation_id, staff, body=frame.body,
+                          client_msg_id=frame.client_msg_id)
+    peer.send_frame({"type": "ack", "conversation_id": frame.conversation_id,
+                     "client_msg_id": frame.client_msg_id, "seq": note.after_seq,
+                     "note_id": note.id})

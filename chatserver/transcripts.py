@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from .storage.base import ConversationSummary, Message
+from .storage.base import ConversationSummary, Message, Note, Rating
 
 FORMATS = {
     "txt": "text/plain; charset=utf-8",
@@ -70,17 +70,34 @@ def header(summary: ConversationSummary) -> dict[str, Any]:
     }
 
 
-def render(fmt: str, summary: ConversationSummary, messages: list[Message]) -> str:
+def timeline(messages: list[Message], notes: list[Note]) -> list[Message]:
+    """Messages with staff notes woven in, each note after the message it follows. A note
+    appears as a Message with sender "note" and the seq of that message: admin transcripts
+    only, never the customer's."""
+    as_messages = [Message(n.conversation_id, n.after_seq, "note", str(n.staff_id), n.author,
+                           n.body, n.client_msg_id, n.created_at) for n in notes]
+    order = {"note": 1}
+    return sorted([*messages, *as_messages], key=lambda m: (m.seq, order.get(m.sender, 0)))
+
+
+def render(fmt: str, summary: ConversationSummary, messages: list[Message],
+           notes: list[Note] | None = None, rating: Rating | None = None) -> str:
+    """A transcript for staff: `notes` are marked as staff-only notes, `rating` is the
+    customer's rating, when there is one."""
+    notes = notes or []
     if fmt == "json":
         return json.dumps(
-            {**header(summary), "messages": [m.frame() for m in messages]},
+            {**header(summary), "messages": [m.frame() for m in messages],
+             "notes": [n.public() for n in notes],
+             "rating": rating.public() if rating else None},
             ensure_ascii=False, indent=2,
         )
+    merged = timeline(messages, notes)
     if fmt == "csv":
-        return csv_rows([CSV_HEADER, *(csv_cells(m) for m in messages)])
+        return csv_rows([CSV_HEADER, *(csv_cells(m) for m in merged)])
     if fmt == "html":
-        return _html(summary, messages)
-    return _txt(summary, messages)
+        return _html(summary, merged, rating)
+    return _txt(summary, merged, rating)
 
 
 # A txt transcript is read with cat or less: an escape sequence in a message would drive the
@@ -96,7 +113,7 @@ def printable(text: object) -> str:
     return str(text).translate(_TERMINAL_CONTROLS)
 
 
-def _txt(summary: ConversationSummary, messages: list[Message]) -> str:
+def _txt(summary: ConversationSummary, messages: list[Message], rating: Rating | None) -> str:
     h: dict[str, Any] = {k: printable(v) if isinstance(v, str) else v
                          for k, v in header(summary).items()}
     customer = {k: printable(v) if isinstance(v, str) else v
@@ -111,30 +128,39 @@ def _txt(summary: ConversationSummary, messages: list[Message]) -> str:
         "",
     ]
     for m in messages:
-        lines.append(printable(f"[{m.sent_at}] #{m.seq} {m.author} ({m.sender}):"))
+        if m.sender == "note":
+            lines.append(printable(f"[{m.sent_at}] NOTE (staff only) {m.author}:"))
+        else:
+            lines.append(printable(f"[{m.sent_at}] #{m.seq} {m.author} ({m.sender}):"))
         lines.extend("    " + printable(line) for line in m.body.splitlines() or [""])
+    if rating:
+        lines += ["", printable(f"Rating: {rating.score}/5 ({rating.rated_at})")]
+        lines.extend("    " + printable(line) for line in rating.comment.splitlines())
     return "\n".join(lines) + "\n"
 
 
-def _html(summary: ConversationSummary, messages: list[Message]) -> str:
+def _html(summary: ConversationSummary, messages: list[Message], rating: Rating | None) -> str:
     h = header(summary)
     e = html.escape
     c = h["customer"]
     rows = "\n".join(
-        f'<tr class="{e(m.sender)}"><td>{m.seq}</td><td>{e(m.sent_at)}</td>'
-        f"<td>{e(m.author)}</td><td>{e(m.body)}</td></tr>"
+        f'<tr class="{e(m.sender)}"><td>{"note" if m.sender == "note" else m.seq}</td>'
+        f"<td>{e(m.sent_at)}</td><td>{e(m.author)}</td>"
+        f"<td>{'<strong>Staff note:</strong> ' if m.sender == 'note' else ''}{e(m.body)}</td></tr>"
         for m in messages
     )
+    rated = (f"<p>Rating: {rating.score}/5 {e(rating.comment)}</p>" if rating else "")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Transcript {e(h['conversation_id'])}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2rem}}td,th{{padding:.3rem .6rem;
 border-bottom:1px solid #ddd;text-align:left;vertical-align:top;white-space:pre-wrap}}
-tr.system{{color:#666;font-style:italic}}</style></head><body>
+tr.system{{color:#666;font-style:italic}}tr.note{{background:#fff6d5}}</style></head><body>
 <h1>Conversation {e(h['conversation_id'])}</h1>
 <p>Customer: {e(c['name'])} &lt;{e(c['email'])}&gt; {e(c['company'])}<br>
 Agent: {e(h['agent'] or '-')}<br>Status: {e(h['status'])}<br>Started: {e(h['created_at'])}<br>
 Consented to privacy policy version: {e(h['policy_version'] or '-')}</p>
+{rated}
 <table><thead><tr><th>#</th><th>Time</th><th>Author</th><th>Message</th></tr></thead>
 <tbody>
 {rows}

@@ -157,8 +157,10 @@
   let lastListHash = "#/conversations";
   let seq = 0; // drops answers to requests that a newer one replaced
 
-  const VIEWS = ["conversations", "detail", "customers", "staff", "policies", "retention", "audit", "mail"];
-  const TABS = ["conversations", "customers", "staff", "policies", "retention", "audit", "mail"];
+  const VIEWS = ["conversations", "detail", "customers", "staff", "policies", "retention", "audit",
+    "mail", "canned", "reports"];
+  const TABS = ["conversations", "customers", "staff", "policies", "retention", "audit", "mail",
+    "canned", "reports"];
 
   function showView(name) {
     for (const v of VIEWS) $(`view-${v}`).hidden = v !== name;
@@ -200,6 +202,14 @@
       showView("mail");
       document.title = "Mail · Admin console";
       loadMail(offsetParam());
+    } else if (parts[0] === "reports") {
+      showView("reports");
+      document.title = "Reports · Admin console";
+      loadReport(params.get("from") || "", params.get("to") || "");
+    } else if (parts[0] === "canned") {
+      showView("canned");
+      document.title = "Canned responses · Admin console";
+      loadCanned();
     } else if (parts[0] === "conversations" && parts[1]) {
       showView("detail");
       document.title = "Transcript · Admin console";
@@ -524,6 +534,7 @@
   function renderMessage(m) {
     const sender = m.sender === "visitor" || m.sender === "agent" ? m.sender : "system";
     const li = el("li", `msg msg-${sender}`);
+    li.dataset.seq = String(m.seq);
     if (sender === "system") {
       li.appendChild(el("span", "msg-system-text", m.body));
       li.appendChild(el("span", "msg-system-time", when(m.sent_at)));
@@ -592,7 +603,239 @@
     }
     messages.sort((a, b) => a.seq - b.seq);
     for (const m of messages) ui.dMessages.appendChild(renderMessage(m));
+    addNotesAndRating(data);
   }
+
+  // Issue 12: staff notes, marked as such, after the message each follows; then the rating.
+  function addNotesAndRating(data) {
+    const notes = Array.isArray(data.notes) ? data.notes : [];
+    for (const n of notes) {
+      const li = el("li", "msg msg-note");
+      li.appendChild(el("div", "note-label", "Note · only staff see this"));
+      li.appendChild(el("div", "bubble", n.body));
+      li.appendChild(el("div", "msg-meta", [n.author, when(n.sent_at)].join(" · ")));
+      const after = [...ui.dMessages.children].filter((x) => Number(x.dataset.seq) <= Number(n.seq)).pop();
+      li.dataset.seq = String(n.seq);
+      if (after) after.after(li);
+      else ui.dMessages.prepend(li);
+    }
+    const r = data.rating;
+    if (r && Number.isInteger(r.score)) {
+      const li = el("li", "msg msg-rating");
+      li.appendChild(el("span", "rating-stars", "★".repeat(r.score) + "☆".repeat(5 - r.score)));
+      li.appendChild(el("span", "rating-text", `Rated ${r.score} of 5 by the customer`));
+      if (r.comment) li.appendChild(el("div", "rating-comment", r.comment));
+      ui.dMessages.appendChild(li);
+      fact(ui.dFacts, "Rating", `${r.score} of 5`);
+    }
+  }
+
+  /* ------------------------------------------------------------------ reports */
+  // Issue 12: figures for a date range; the charts are SVG drawn by the server, shown as images.
+
+  const rp = {
+    form: $("report-form"),
+    from: $("rp-from"),
+    to: $("rp-to"),
+    csv: $("rp-csv"),
+    msg: $("rp-msg"),
+    figures: $("rp-figures"),
+    charts: $("rp-charts"),
+    agents: $("rp-agents"),
+  };
+
+  function span(seconds) {
+    if (seconds === null || seconds === undefined) return "—";
+    const s = Math.round(seconds);
+    if (s < 60) return `${s} s`;
+    if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+    return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  }
+
+  function ratingText(r) {
+    return r.count ? `${r.average} of 5 (${r.count})` : "—";
+  }
+
+  async function loadReport(from, to) {
+    const mine = ++seq;
+    for (const f of ["from", "to"]) $(`rpe-${f}`).textContent = "";
+    rp.msg.textContent = "Loading…";
+    const query = new URLSearchParams();
+    if (from) query.set("from", from);
+    if (to) query.set("to", to);
+    const qs = query.toString() ? `?${query}` : "";
+    let r;
+    try {
+      r = await api(`/api/admin/reports${qs}`);
+    } catch (err) {
+      if (mine !== seq) return;
+      if (err.field) $(`rpe-${err.field}`).textContent = err.message;
+      rp.msg.textContent = err.field ? "" : err.message;
+      return;
+    }
+    if (mine !== seq) return;
+    rp.msg.textContent = "";
+    rp.from.value = r.from;
+    rp.to.value = r.to;
+    const range = `?from=${encodeURIComponent(r.from)}&to=${encodeURIComponent(r.to)}`;
+    rp.csv.href = `/api/admin/reports/csv${range}`;
+    rp.figures.textContent = "";
+    const figure = (label, value) => {
+      const box = el("div", "report-figure");
+      box.append(el("div", "report-value", value), el("div", "report-label", label));
+      rp.figures.appendChild(box);
+    };
+    figure("Conversations", String(r.conversations));
+    figure("First reply, median", span(r.first_reply.median_seconds));
+    figure("First reply, 90th percentile", span(r.first_reply.p90_seconds));
+    figure("Messages per conversation, median", r.length.median_messages ?? "—");
+    figure("Duration, median", span(r.length.median_duration_seconds));
+    figure("Rating", ratingText(r.ratings));
+    rp.charts.textContent = "";
+    for (const [kind, alt] of [["per_day", "Conversations per day"], ["first_reply", "Median time to first reply per agent"], ["ratings", "Ratings"]]) {
+      const img = el("img", "report-chart");
+      img.src = `/api/admin/reports/charts/${kind}${range}`;
+      img.alt = alt;
+      img.width = 720;
+      img.height = 260;
+      rp.charts.appendChild(img);
+    }
+    rp.agents.textContent = "";
+    for (const a of r.per_agent) {
+      const tr = el("tr");
+      tr.append(el("td", "", a.agent), el("td", "num", a.conversations),
+        el("td", "", span(a.first_reply.median_seconds)), el("td", "", span(a.first_reply.p90_seconds)),
+        el("td", "num", a.length.median_messages ?? "—"), el("td", "", ratingText(a.ratings)));
+      rp.agents.appendChild(tr);
+    }
+    if (!r.per_agent.length) {
+      const tr = el("tr");
+      const td = el("td", "", "No agent handled a conversation in this range.");
+      td.colSpan = 6;
+      tr.appendChild(td);
+      rp.agents.appendChild(tr);
+    }
+  }
+
+  rp.form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const q = new URLSearchParams();
+    if (rp.from.value) q.set("from", rp.from.value);
+    if (rp.to.value) q.set("to", rp.to.value);
+    go(`#/reports?${q}`);
+  });
+
+  /* ------------------------------------------------------------------ canned responses */
+  // Issue 12: admins keep the replies agents insert with "/shortcut"; every change is audited.
+
+  const cn = {
+    rows: $("canned-rows"),
+    empty: $("canned-empty"),
+    form: $("canned-form"),
+    title: $("canned-form-title"),
+    shortcut: $("cf-shortcut"),
+    body: $("cf-body"),
+    submit: $("cf-submit"),
+    cancel: $("cf-cancel"),
+    msg: $("cf-msg"),
+    editing: null,
+  };
+
+  function cannedFieldErrors(field, message) {
+    for (const f of ["shortcut", "body"]) {
+      const box = $(`cfe-${f}`);
+      box.textContent = f === field ? message : "";
+      const input = cn[f];
+      if (f === field) input.setAttribute("aria-invalid", "true");
+      else input.removeAttribute("aria-invalid");
+    }
+  }
+
+  function cannedEditMode(item) {
+    cn.editing = item ? item.id : null;
+    cn.title.textContent = item ? `Change /${item.shortcut}` : "Add a canned response";
+    cn.submit.textContent = item ? "Save changes" : "Add canned response";
+    cn.cancel.hidden = !item;
+    cn.shortcut.value = item ? item.shortcut : "";
+    cn.body.value = item ? item.body : "";
+    cannedFieldErrors(null, "");
+  }
+
+  async function loadCanned() {
+    const mine = ++seq;
+    let data;
+    try {
+      data = await api("/api/admin/canned");
+    } catch (err) {
+      if (mine === seq) cn.msg.textContent = err.message;
+      return;
+    }
+    if (mine !== seq) return;
+    const items = Array.isArray(data.canned) ? data.canned : [];
+    cn.rows.textContent = "";
+    cn.empty.hidden = items.length > 0;
+    for (const item of items) {
+      const tr = el("tr");
+      const sc = el("td");
+      sc.appendChild(el("code", "", `/${item.shortcut}`));
+      const body = el("td", "canned-body", item.body);
+      const changed = el("td", "", when(item.updated_at));
+      const actions = el("td", "row-actions");
+      const edit = el("button", "secondary small", "Edit");
+      edit.type = "button";
+      edit.setAttribute("aria-label", `Edit /${item.shortcut}`);
+      edit.addEventListener("click", () => {
+        cannedEditMode(item);
+        cn.msg.textContent = "";
+        cn.shortcut.focus();
+      });
+      const del = el("button", "danger-outline small", "Delete");
+      del.type = "button";
+      del.setAttribute("aria-label", `Delete /${item.shortcut}`);
+      del.addEventListener("click", async () => {
+        if (!window.confirm(`Delete the canned response /${item.shortcut}?`)) return;
+        try {
+          await api(`/api/admin/canned/${item.id}`, "DELETE");
+          cn.msg.textContent = `Deleted /${item.shortcut}.`;
+          if (cn.editing === item.id) cannedEditMode(null);
+        } catch (err) {
+          cn.msg.textContent = err.message;
+        }
+        loadCanned();
+      });
+      actions.append(edit, del);
+      tr.append(sc, body, changed, actions);
+      cn.rows.appendChild(tr);
+    }
+  }
+
+  cn.form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    cannedFieldErrors(null, "");
+    cn.msg.textContent = "";
+    const payload = { shortcut: cn.shortcut.value.trim(), body: cn.body.value };
+    const editing = cn.editing;
+    cn.submit.disabled = true;
+    try {
+      const data = editing === null
+        ? await api("/api/admin/canned", "POST", payload)
+        : await api(`/api/admin/canned/${editing}`, "PATCH", payload);
+      cn.msg.textContent = `${editing === null ? "Added" : "Saved"} /${data.canned.shortcut}.`;
+      cannedEditMode(null);
+      loadCanned();
+    } catch (err) {
+      const field = err.field || (err.code === "shortcut_taken" ? "shortcut" : err.code === "unknown_placeholder" ? "body" : null);
+      if (field) cannedFieldErrors(field, err.message);
+      else cn.msg.textContent = err.message;
+    } finally {
+      cn.submit.disabled = false;
+    }
+  });
+
+  cn.cancel.addEventListener("click", () => {
+    cannedEditMode(null);
+    cn.msg.textContent = "";
+  });
 
   /* ------------------------------------------------------------------ shared bits */
 

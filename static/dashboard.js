@@ -51,6 +51,7 @@
     composer: $("composer"),
     input: $("composer-input"),
     send: $("composer-send"),
+    noteButton: $("composer-note"),
     closedNote: $("conv-closed-note"),
     toasts: $("toasts"),
     // handover, live status and noticing work (see the section "handover" below)
@@ -483,10 +484,15 @@
         onQueue(Array.isArray(f.conversations) ? f.conversations : []);
         break;
       case "message":
-        onMessage(f);
+        if (f.sender === "note") onNote(f);
+        else onMessage(f);
         break;
       case "ack":
-        onAck(f);
+        if (f.note_id !== undefined) onNoteAck(f);
+        else onAck(f);
+        break;
+      case "rating":
+        onRating(f);
         break;
       case "typing":
         onTyping(f);
@@ -1780,6 +1786,342 @@
   window.addEventListener("beforeunload", () => {
     for (const conv of convs.values()) stopTyping(conv);
   });
+
+  /* ------------------------------------------------------------------ notes and ratings */
+  // Staff-only notes (issue 12): stored apart from messages, never sent to the customer. A note
+  // takes no seq of its own: it follows the message whose seq it carries, and note_id names it.
+
+  function noteNode(f) {
+    const li = el("li", "msg msg-note");
+    // Sorts after the message it follows and before the next one (see insertBySeq).
+    li.dataset.seq = String(Number(f.seq) + 0.5);
+    li.dataset.noteId = String(f.note_id);
+    li.appendChild(el("div", "note-label", "Note · only staff see this"));
+    li.appendChild(el("div", "bubble", f.body));
+    li.appendChild(el("div", "msg-meta", [f.author, clock(f.sent_at)].filter(Boolean).join(" · ")));
+    return li;
+  }
+
+  function onNote(f) {
+    const conv = convs.get(String(f.conversation_id || ""));
+    if (!conv || !Number.isFinite(Number(f.seq))) return; // previews show messages only
+    if (!conv.notes) conv.notes = new Set();
+    const key = String(f.note_id);
+    if (conv.notes.has(key)) return;
+    conv.notes.add(key);
+    const nearBottom = isViewing(conv) && isNearBottom();
+    const node = noteNode(f);
+    const last = conv.list.lastElementChild;
+    if (!last || Number(last.dataset.seq) <= Number(node.dataset.seq)) conv.list.appendChild(node);
+    else insertBySeq(conv, node, Number(node.dataset.seq));
+    if (nearBottom || f.author === ME.displayName) scrollToBottom();
+  }
+
+  function onNoteAck(f) {
+    const conv = convs.get(String(f.conversation_id || ""));
+    const p = conv && conv.pendingNotes && conv.pendingNotes.get(f.client_msg_id);
+    if (!p) return;
+    conv.pendingNotes.delete(f.client_msg_id);
+    // The ack can beat the relayed copy: show the stored note now (deduped by note_id).
+    onNote({ conversation_id: conv.id, seq: f.seq, note_id: f.note_id, author: ME.displayName,
+             body: p.body, sent_at: new Date().toISOString() });
+  }
+
+  function sendNote(conv, body) {
+    if (!body.trim()) return false;
+    if (body.length > MAX_BODY) {
+      toast(ERROR_TEXT.body_too_long);
+      return false;
+    }
+    const cid = newId();
+    if (!send({ type: "note", conversation_id: conv.id, body, client_msg_id: cid })) {
+      toast("Not connected. Try again in a moment.");
+      return false;
+    }
+    if (!conv.pendingNotes) conv.pendingNotes = new Map();
+    conv.pendingNotes.set(cid, { body });
+    return true;
+  }
+
+  function onRating(f) {
+    const conv = convs.get(String(f.conversation_id || ""));
+    if (!conv || conv.rated) return;
+    conv.rated = true;
+    const score = Math.max(1, Math.min(5, Number(f.score) || 0));
+    const li = el("li", "msg msg-rating");
+    li.dataset.seq = String(Number.MAX_SAFE_INTEGER);
+    li.appendChild(el("span", "rating-stars", "★".repeat(score) + "☆".repeat(5 - score)));
+    li.appendChild(el("span", "rating-text", `${customerOf(conv.item).name} rated this conversation ${score} of 5`));
+    if (f.comment) li.appendChild(el("div", "rating-comment", f.comment));
+    conv.list.appendChild(li);
+    if (isViewing(conv)) scrollToBottom();
+  }
+
+  if (ui.noteButton) {
+    ui.noteButton.addEventListener("click", () => {
+      const conv = shownConvId && convs.get(shownConvId);
+      if (!conv) return;
+      if (sendNote(conv, ui.input.value)) {
+        ui.input.value = "";
+        conv.draft = "";
+        stopTyping(conv);
+      }
+      ui.input.focus();
+    });
+  }
+
+  /* ------------------------------------------------------------------ customer history */
+  // Issue 12: the customer's other conversations, read-only, in a dialog. The list holds no
+  // text; opening one is a transcript view the server writes to the audit log first.
+
+  const hist = {
+    button: $("conv-history"),
+    dialog: $("history-dialog"),
+    title: $("history-title"),
+    list: $("history-list"),
+    msg: $("history-msg"),
+    view: $("history-view"),
+    viewTitle: $("history-view-title"),
+    messages: $("history-messages"),
+    convId: null,
+  };
+
+  async function getJson(path) {
+    const res = await fetch(path, { credentials: "same-origin", cache: "no-store" });
+    let data = null;
+    try {
+      data = await res.json();
+    } catch (_) {
+      data = null;
+    }
+    if (!res.ok) throw new Error((data && data.message) || `The server answered ${res.status}.`);
+    return data;
+  }
+
+  function historyLabel(item) {
+    const when = toDate(item.created_at);
+    const parts = [when ? when.toLocaleString() : "", item.status === "closed" ? "closed" : item.status,
+      `${item.message_count} message${item.message_count === 1 ? "" : "s"}`];
+    if (item.agent) parts.push(`with ${item.agent}`);
+    if (item.rating) parts.push(`rated ${item.rating} of 5`);
+    return parts.filter(Boolean).join(" · ");
+  }
+
+  async function openHistory() {
+    const conv = shownConvId && convs.get(shownConvId);
+    if (!conv) return;
+    hist.convId = conv.id;
+    hist.title.textContent = `Earlier conversations with ${customerOf(conv.item).name}`;
+    hist.list.textContent = "";
+    hist.view.hidden = true;
+    hist.msg.textContent = "Loading…";
+    if (!hist.dialog.open) hist.dialog.showModal();
+    let data;
+    try {
+      data = await getJson(`/api/agent/conversations/${encodeURIComponent(conv.id)}/history`);
+    } catch (err) {
+      hist.msg.textContent = err.message;
+      return;
+    }
+    if (hist.convId !== conv.id) return;
+    const items = Array.isArray(data.conversations) ? data.conversations : [];
+    hist.msg.textContent = items.length ? "" : "No earlier conversations.";
+    for (const item of items) {
+      const li = el("li");
+      const b = el("button", "history-item", historyLabel(item));
+      b.type = "button";
+      b.addEventListener("click", () => openEarlier(conv.id, item));
+      li.appendChild(b);
+      hist.list.appendChild(li);
+    }
+  }
+
+  async function openEarlier(convId, item) {
+    hist.view.hidden = false;
+    hist.viewTitle.textContent = historyLabel(item);
+    hist.messages.textContent = "";
+    let data;
+    try {
+      data = await getJson(`/api/agent/conversations/${encodeURIComponent(convId)}/history/${encodeURIComponent(item.id)}`);
+    } catch (err) {
+      hist.messages.appendChild(el("li", "msg msg-system", err.message));
+      return;
+    }
+    const messages = Array.isArray(data.messages) ? data.messages : [];
+    const notes = Array.isArray(data.notes) ? data.notes : [];
+    for (const m of messages) {
+      hist.messages.appendChild(renderMessage(m));
+      for (const n of notes) if (Number(n.seq) === Number(m.seq)) hist.messages.appendChild(noteNode(n));
+    }
+    if (data.rating) {
+      hist.messages.appendChild(el("li", "msg msg-rating",
+        `Rated ${data.rating.score} of 5${data.rating.comment ? `: ${data.rating.comment}` : ""}`));
+    }
+  }
+
+  if (hist.button && hist.dialog) {
+    hist.button.addEventListener("click", openHistory);
+    $("history-close").addEventListener("click", () => hist.dialog.close());
+  }
+
+  /* ------------------------------------------------------------------ blocking abuse */
+  // Issue 12: the agent blocks the visitor of their own conversation, with a reason, for a while.
+
+  const blk = {
+    button: $("conv-block"),
+    dialog: $("block-dialog"),
+    form: $("block-form"),
+    reason: $("block-reason"),
+    hours: $("block-hours"),
+    ip: $("block-ip"),
+    error: $("block-error"),
+    convId: null,
+  };
+
+  function openBlock() {
+    const conv = shownConvId && convs.get(shownConvId);
+    if (!conv) return;
+    blk.convId = conv.id;
+    blk.reason.value = "";
+    blk.ip.checked = false;
+    blk.hours.value = "24";
+    blk.error.textContent = "";
+    blk.dialog.showModal();
+    blk.reason.focus();
+  }
+
+  async function submitBlock(ev) {
+    ev.preventDefault();
+    blk.error.textContent = "";
+    if (!blk.reason.value.trim()) {
+      blk.error.textContent = "Give a reason for the block.";
+      return;
+    }
+    const res = await fetch(`/api/agent/conversations/${encodeURIComponent(blk.convId)}/block`, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ reason: blk.reason.value, block_ip: blk.ip.checked, hours: Number(blk.hours.value) }),
+    }).catch(() => null);
+    let data = null;
+    try {
+      data = res ? await res.json() : null;
+    } catch (_) {
+      data = null;
+    }
+    if (!res || !res.ok) {
+      blk.error.textContent = (data && data.message) || "Not blocked: the server could not be reached.";
+      return;
+    }
+    blk.dialog.close();
+    const conv = convs.get(blk.convId);
+    if (conv) conv.closing = true; // the block closes it: no "ended" toast on top
+    toast(`Visitor blocked until ${toDate(data.block.expires_at).toLocaleString()}.`, "info");
+  }
+
+  if (blk.button && blk.dialog) {
+    blk.button.addEventListener("click", openBlock);
+    blk.form.addEventListener("submit", submitBlock);
+    $("block-cancel").addEventListener("click", () => blk.dialog.close());
+  }
+
+  /* ------------------------------------------------------------------ canned responses */
+  // Issue 12: typing "/" and a shortcut in the composer offers the canned responses admins keep;
+  // Enter, Tab or a click puts the chosen one in the reply box (to edit or send), with
+  // {customer_first_name} and {agent_name} filled in here, in the browser.
+
+  const canned = { items: [], fetchedAt: 0, matches: [], active: 0, menu: $("canned-menu") };
+  const CANNED_REFRESH_MS = 60000;
+
+  async function fetchCanned() {
+    canned.fetchedAt = Date.now();
+    try {
+      const res = await fetch("/api/agent/canned", { credentials: "same-origin", cache: "no-store" });
+      if (!res.ok) return;
+      const data = await res.json();
+      canned.items = Array.isArray(data.canned) ? data.canned : [];
+    } catch (_) {
+      /* offline: keep what we have */
+    }
+  }
+
+  function fillPlaceholders(body, conv) {
+    const first = String(customerOf(conv && conv.item).name || "").trim().split(/\s+/)[0] || "";
+    return body.replace(/\{(customer_first_name|agent_name)\}/g, (_, key) =>
+      key === "agent_name" ? ME.displayName : first);
+  }
+
+  function cannedQuery() {
+    const m = /^\/([A-Za-z0-9_-]*)$/.exec(ui.input.value);
+    return m ? m[1].toLowerCase() : null;
+  }
+
+  function closeCanned() {
+    canned.matches = [];
+    canned.menu.hidden = true;
+    canned.menu.textContent = "";
+  }
+
+  function renderCanned() {
+    canned.menu.textContent = "";
+    canned.matches.forEach((item, i) => {
+      const li = el("li", "canned-option");
+      li.id = `canned-option-${i}`;
+      li.setAttribute("role", "option");
+      li.setAttribute("aria-selected", String(i === canned.active));
+      li.appendChild(el("span", "canned-shortcut", `/${item.shortcut}`));
+      li.appendChild(el("span", "canned-preview", item.body));
+      li.addEventListener("mousedown", (ev) => {
+        ev.preventDefault(); // keep the focus in the reply box
+        insertCanned(item);
+      });
+      canned.menu.appendChild(li);
+    });
+    canned.menu.hidden = canned.matches.length === 0;
+  }
+
+  function updateCanned() {
+    const q = cannedQuery();
+    if (q === null) return closeCanned();
+    if (Date.now() - canned.fetchedAt > CANNED_REFRESH_MS) fetchCanned().then(updateCanned);
+    canned.matches = canned.items.filter((c) => c.shortcut.startsWith(q)).slice(0, 8);
+    canned.active = 0;
+    renderCanned();
+  }
+
+  function insertCanned(item) {
+    const conv = shownConvId && convs.get(shownConvId);
+    ui.input.value = fillPlaceholders(item.body, conv);
+    if (conv) conv.draft = ui.input.value;
+    closeCanned();
+    ui.input.focus();
+    ui.input.setSelectionRange(ui.input.value.length, ui.input.value.length);
+  }
+
+  if (canned.menu) {
+    // A textarea may not carry combobox states (axe: aria-allowed-attr); it names the list.
+    ui.input.setAttribute("aria-controls", "canned-menu");
+    ui.input.addEventListener("input", updateCanned);
+    ui.input.addEventListener("blur", closeCanned);
+    // Capture on the form: runs before the reply box's own Enter-to-send.
+    ui.composer.addEventListener("keydown", (ev) => {
+      if (canned.menu.hidden || !canned.matches.length) return;
+      const n = canned.matches.length;
+      if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
+        canned.active = (canned.active + (ev.key === "ArrowDown" ? 1 : n - 1)) % n;
+        renderCanned();
+      } else if ((ev.key === "Enter" && !ev.shiftKey) || ev.key === "Tab") {
+        insertCanned(canned.matches[canned.active]);
+      } else if (ev.key === "Escape") {
+        closeCanned();
+      } else {
+        return;
+      }
+      ev.preventDefault();
+      ev.stopImmediatePropagation();
+    }, true);
+    fetchCanned();
+  }
 
   renderSidebar();
   renderPane();

@@ -18,8 +18,10 @@
     return e;
   };
   const say = (id, text) => { $(id).textContent = text || ''; };
+  const on = (id, type, fn) => $(id).addEventListener(type, fn);
   const AWAY = "Can't reach the chat right now. Please try again.";
   const WRONG = 'Something went wrong. Please try again.';
+  const OFFLINE = 'Not connected. Please try again in a moment.';
   const uuid = () => (crypto.randomUUID ? crypto.randomUUID()
     : '10000000-1000-4000-8000-100000000000'.replace(/[018]/g, (c) =>
       (c ^ (crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16)));
@@ -120,13 +122,13 @@
     $('policy-html').scrollTop = 0;
     show('policy', $('policy-title'));
   }
-  $('accept').addEventListener('change', () => { $('start').disabled = !$('accept').checked; });
-  $('policy-form').addEventListener('submit', async (ev) => {
+  on('accept', 'change', () => { $('start').disabled = !$('accept').checked; });
+  on('policy-form', 'submit', async (ev) => {
     ev.preventDefault();
     if (!$('accept').checked) return;
     const btn = $('start');
     btn.disabled = true;
-    say('policy-error', '');
+    say('policy-error');
     try {
       const r = await api('POST', '/api/consent', {
         policy_version: policy.version, policy_sha256: policy.sha256,
@@ -150,7 +152,7 @@
       say('policy-error', AWAY);
     }
   });
-  $('blocked-retry').addEventListener('click', route);
+  on('blocked-retry', 'click', route);
 
   // Declining a changed policy: end the chat, or delete the account at once.
   function eraseAsk(on) {
@@ -158,14 +160,14 @@
     $('stop').hidden = on;
     $('decline-opts').classList.toggle('ask', on);
     say('erase', on ? 'Yes, delete everything' : 'Delete my account');
-    say('erase-error', '');
+    say('erase-error');
   }
   function declineReset() {
     $('decline-opts').hidden = true;
     $('dont').setAttribute('aria-expanded', 'false');
     eraseAsk(false);
   }
-  $('dont').addEventListener('click', () => {
+  on('dont', 'click', () => {
     const open = $('decline-opts').hidden;
     declineReset();
     $('decline-opts').hidden = !open;
@@ -177,10 +179,10 @@
     $('done-text').hidden = $('done-back').hidden = deleted;
     show('done', $('done-title'));
   }
-  $('stop').addEventListener('click', () => done(false));
-  $('done-back').addEventListener('click', route);
-  $('erase-no').addEventListener('click', () => { eraseAsk(false); $('erase').focus(); });
-  $('erase').addEventListener('click', async () => {
+  on('stop', 'click', () => done(false));
+  on('done-back', 'click', route);
+  on('erase-no', 'click', () => { eraseAsk(false); $('erase').focus(); });
+  on('erase', 'click', async () => {
     if ($('erase-ask').hidden) return eraseAsk(true);
     const btn = $('erase');
     btn.disabled = true;
@@ -212,16 +214,16 @@
   }
   function showForm() {
     FIELDS.forEach((f) => fieldError(f, ''));
-    say('form-error', '');
+    say('form-error');
     const c = me && me.customer;
     if (c) FIELDS.forEach((f) => { $('f-' + f).value = c[f] || ''; });
     show('form', $('f-name'));
   }
-  $('visitor-form').addEventListener('submit', async (ev) => {
+  on('visitor-form', 'submit', async (ev) => {
     ev.preventDefault();
     const v = {};
     FIELDS.forEach((f) => { v[f] = $('f-' + f).value.trim(); fieldError(f, ''); });
-    say('form-error', '');
+    say('form-error');
     let bad = null;
     if (!v.name) { fieldError('name', 'Please enter your name.'); bad = bad || 'name'; }
     if (!v.email || !$('f-email').validity.valid) {
@@ -349,10 +351,11 @@
       : status === 'closed' ? 'Conversation ended' : "We're happy to help.");
     $('ended').hidden = !ended;
     $('transcript').hidden = !(ended && me && me.mail_enabled);
-    if (!ended) { say('transcript-msg', ''); $('transcript-send').disabled = false; }
+    if (!ended) { say('transcript-msg'); $('transcript-send').disabled = false; }
     $('composer').hidden = ended;
     $('end').disabled = ended;
     if (ended) { typingOff(); setTyping(false); toBottom(); }
+    showRating(ended);
   }
 
   const RECONNECTING = 'Reconnecting…';
@@ -440,11 +443,12 @@
           if (!f.conversation_id || f.conversation_id === convId) setStatus(f.status, f.agent);
           break;
         case 'typing': onTyping(f); break;
+        case 'rating': onRated(f); break;
         case 'presence':
           agentsOnline = f.agents_online !== false;
           if (status) setStatus(status);
           break;
-        case 'error': onError(f); break;
+        case 'error': if (!ratingError(f)) onError(f); break;
       }
     };
     sock.onclose = async (ev) => {
@@ -453,6 +457,7 @@
       ready = false;
       typingOn = false;
       typingOff();
+      if (ev.code === 4423) return blockedNotice();
       if (ev.code === 4401) { outbox.clear(); clearList(); convId = null; active(false); } // session ended or erased
       if (ev.code === 4401 || ev.code === 4403) return route();
       if (ev.code === 1008) return toast('This website may not use our chat.');
@@ -527,10 +532,10 @@
   ta.addEventListener('keydown', (ev) => {
     if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) { ev.preventDefault(); send(); }
   });
-  $('composer').addEventListener('submit', (ev) => { ev.preventDefault(); send(); ta.focus(); });
+  on('composer', 'submit', (ev) => { ev.preventDefault(); send(); ta.focus(); });
 
   let confirmTimer = 0;
-  $('end').addEventListener('click', () => {
+  on('end', 'click', () => {
     const b = $('end');
     if (!b.classList.contains('confirm')) {
       b.classList.add('confirm');
@@ -541,16 +546,56 @@
     clearTimeout(confirmTimer);
     b.classList.remove('confirm');
     b.textContent = 'End chat';
-    if (!transmit({ type: 'close' })) toast('Not connected. Please try again in a moment.', 4000);
+    if (!transmit({ type: 'close' })) toast(OFFLINE, 4000);
   });
-  $('new-chat').addEventListener('click', () => {
+  // Blocked by an agent (issue 12): a plain notice, no reason, no retry.
+  function blockedNotice() {
+    outbox.clear();
+    say('done-title', 'Chat is not available');
+    $('done-text').hidden = $('done-back').hidden = true;
+    show('done', $('done-title'));
+  }
+
+  // ---- satisfaction rating (issue 12): asked once a conversation has ended
+  let rated = null;  // the conversation this page rated
+  const RATE_ERR = { invalid_score: 'Please choose from 1 to 5 stars.',
+    already_rated: 'This conversation has already been rated.', not_closed: 'You can rate it once it has ended.' };
+  function rateLock(on) { $('rate-box').disabled = on; $('rate-send').hidden = on && rated === convId; }
+  function showRating(on) {
+    const f = $('rate');
+    if (on && convId && f.hidden && rated !== convId) { f.reset(); rateLock(false); say('rate-msg'); }
+    f.hidden = !(on && convId);
+  }
+  function onRated(f) {
+    if (f.conversation_id !== convId) return;
+    rated = convId;
+    rateLock(true);
+    say('rate-msg', 'Thank you for your rating (' + f.score + ' of 5).');
+  }
+  function ratingError(f) {
+    if (!RATE_ERR[f.code] && ($('rate').hidden || f.code !== 'invalid_field')) return false;
+    say('rate-msg', RATE_ERR[f.code] || f.message);
+    rateLock(false);
+    return true;
+  }
+  on('rate', 'submit', (ev) => {
+    ev.preventDefault();
+    const p = $('rate').querySelector(':checked');
+    if (!p) return say('rate-msg', RATE_ERR.invalid_score);
+    if (!transmit({ type: 'rating', score: +p.value, comment: $('rate-comment').value.trim() })) {
+      return say('rate-msg', OFFLINE);
+    }
+    rateLock(true);
+  });
+
+  on('new-chat', 'click', () => {
     ended = false;
     $('ended').hidden = true;
     $('composer').hidden = false;
     connect();
     ta.focus();
   });
-  $('transcript-send').addEventListener('click', async () => {
+  on('transcript-send', 'click', async () => {
     const b = $('transcript-send');
     b.disabled = true;
     say('transcript-msg', 'Sending…');
@@ -611,7 +656,7 @@
   });
   const minimise = () => toParent({ type: 'chat:close' });
   $('minimise').hidden = !inFrame;
-  $('minimise').addEventListener('click', minimise);
+  on('minimise', 'click', minimise);
   document.addEventListener('keydown', (ev) => { if (ev.key === 'Escape' && inFrame) minimise(); });
 
   route();

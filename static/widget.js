@@ -57,11 +57,8 @@
   function svg(d) {
     var ns = 'http://www.w3.org/2000/svg';
     var s = document.createElementNS(ns, 'svg');
-    s.setAttribute('viewBox', '0 0 24 24');
-    s.setAttribute('width', '28');
-    s.setAttribute('height', '28');
-    s.setAttribute('aria-hidden', 'true');
-    s.setAttribute('focusable', 'false');
+    var a = { viewBox: '0 0 24 24', width: 28, height: 28, 'aria-hidden': 'true', focusable: 'false' };
+    for (var k in a) s.setAttribute(k, a[k]);
     var p = document.createElementNS(ns, 'path');
     p.setAttribute('d', d);
     p.setAttribute('fill', 'currentColor');

@@ -192,3 +192,56 @@ async def test_pg_dump_and_restore_as_documented(postgres_url: str, tmp_path: Pa
         assert (await store.add_staff("second", "agent", "h")).id == first.id + 1
     finally:
         await store.close()
+
+
+async def test_migrate_to_carries_the_team_tools_tables(tmp_path: Path,
+                                                        postgres_url: str) -> None:
+    """Notes, ratings, canned responses and blocks (issue 12) arrive in PostgreSQL as they were
+    on SQLite, ids included, and their id counters carry on after the copy."""
+    from chatserver.storage.transfer import copy_sqlite_to_postgres
+
+    path = tmp_path / "chat.db"
+    store = await open_store(f"sqlite://{path}")
+    try:
+        await store.publish_policy(bundled_policy())
+        await store.create_visitor_session("s")
+        customer = await store.save_customer("s", name="Team Tools", email="tt@example.com",
+                                             company="")
+        agent = await store.add_staff("agent", "agent", "h")
+        conversation, _ = await store.open_conversation(customer.id)
+        await store.append_message(conversation.id, sender="visitor", sender_id=customer.id,
+                                   author="Team Tools", body="hello", client_msg_id="1")
+        note, _ = await store.add_note(conversation.id, staff_id=agent.id,
+                                       body="prefers email", client_msg_id="n1")
+        await store.close_conversation(conversation.id)
+        rating = await store.rate_conversation(conversation.id, score=4, comment="quick")
+        canned = await store.add_canned("hi", "Hello {customer_first_name}!")
+        block = await store.add_block(customer.id, conversation_id=conversation.id,
+                                      ip="203.0.113.9", reason="abuse", staff_id=agent.id,
+                                      expires_at="2999-01-01T00:00:00.000000Z")
+    finally:
+        await store.close()
+
+    target = databases.create_database()
+    summary = await copy_sqlite_to_postgres(path, target)
+    for table in ("notes", "conversation_ratings", "canned_responses", "blocks"):
+        assert summary.counts[table] == 1, (table, summary.counts)
+
+    moved = await open_store(target)
+    try:
+        assert await moved.notes_after(conversation.id, 0) == [note]
+        assert await moved.get_rating(conversation.id) == rating
+        assert await moved.list_canned() == [canned]
+        assert await moved.customer_blocks(customer.id) == [block]
+        assert await moved.active_block(None, "203.0.113.9") == block
+        assert [h["rating"] for h in await moved.customer_history(customer.id)] == [4]
+        assert (await moved.add_canned("bye", "Goodbye")).id == canned.id + 1
+        later = await moved.add_block(customer.id, conversation_id=None, ip=None, reason="again",
+                                      staff_id=agent.id, expires_at=block["expires_at"])
+        assert later["id"] == block["id"] + 1
+        reopened, _ = await moved.open_conversation(customer.id)
+        second, new = await moved.add_note(reopened.id, staff_id=agent.id, body="later",
+                                           client_msg_id="n2")
+        assert new and second.id == note.id + 1
+    finally:
+        await moved.close()

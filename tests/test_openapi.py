@@ -135,7 +135,9 @@ def test_served_document_is_the_module_document(server: Server) -> None:
     assert response.json() == DOC
 
 
-_SAMPLE_PARAMS = {"staff_id": "1", "customer_id": "cu_none", "conversation_id": "cv_none"}
+_SAMPLE_PARAMS = {"staff_id": "1", "customer_id": "cu_none", "conversation_id": "cv_none",
+                  "canned_id": "1", "earlier_id": "cv_none",
+                  "kind": "per_day"}
 
 
 def test_405_names_every_method_of_the_path(server: Server) -> None:

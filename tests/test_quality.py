@@ -43,10 +43,11 @@ def test_wheel_ships_static_templates_migrations_and_policy(tmp_path: Path) -> N
 
 
 def test_widget_stays_small() -> None:
-    """The embed, the widget's script and its styles stay under 42 KB together, unminified.
+    """The embed, the widget's script and its styles stay under 44 KB together, unminified.
 
     40 KB until the chat outlived the page (issue 11: reconnect on the next page, unread badge,
-    read marks, offline wording, transcript by mail); /chat's page layout has its own file."""
+    read marks, offline wording, transcript by mail); /chat's page layout has its own file.
+    42 KB until the satisfaction rating after the end (issue 12) and the blocked notice."""
     sizes = [(ROOT / "static" / name).stat().st_size
              for name in ("widget.js", "widget-app.js", "widget.css")]
-    assert sum(sizes) < 42 * 1024, sizes
+    assert sum(sizes) < 44 * 1024, sizes

@@ -116,6 +116,39 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class Note:
+    """A staff-only note inside a conversation. It takes no seq (the customer's seqs stay
+    gapless): `after_seq` is the conversation's last seq when it was written, which places it
+    in the staff's timeline."""
+
+    id: int
+    conversation_id: str
+    after_seq: int
+    staff_id: int
+    author: str  # the writer's display name, read at display time
+    body: str
+    client_msg_id: str
+    created_at: str
+
+    def public(self) -> dict[str, Any]:
+        return {"note_id": self.id, "after_seq": self.after_seq, "author": self.author,
+                "body": self.body, "created_at": self.created_at}
+
+
+@dataclass(frozen=True, slots=True)
+class Rating:
+    """The customer's satisfaction rating of a closed conversation: one per conversation."""
+
+    conversation_id: str
+    score: int
+    comment: str
+    rated_at: str
+
+    def public(self) -> dict[str, Any]:
+        return {"score": self.score, "comment": self.comment, "rated_at": self.rated_at}
+
+
+@dataclass(frozen=True, slots=True)
 class ConversationSummary:
     """A conversation with what lists and queues show of it."""
 
@@ -241,6 +274,100 @@ class MailStore(Protocol):
 
     async def read_state(self, conversation_id: str) -> dict[str, int]:
         """read_seq, seen_seq and mailed_seq of the conversation (0 when never set)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CannedResponse:
+    """A reply admins prepare; agents insert it by its shortcut."""
+
+    id: int
+    shortcut: str
+    body: str
+    created_at: str
+    updated_at: str
+
+    def public(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class NoteStore(Protocol):
+    """What the support team adds to a conversation: staff-only notes and the customer's
+    rating. Both go with the conversation: an erasure or purge deletes them in its own
+    transaction."""
+
+    async def add_note(self, conversation_id: str, *, staff_id: int, body: str,
+                       client_msg_id: str) -> tuple[Note, bool]:
+        """Store a note after the conversation's last seq; True when new. A repeated
+        client_msg_id (same conversation and staff member) returns the first copy and False.
+        NotFound for an unknown conversation."""
+
+    async def notes_after(self, conversation_id: str, after_seq: int) -> list[Note]:
+        """The conversation's notes written at or after `after_seq`, oldest first."""
+
+    async def rate_conversation(self, conversation_id: str, *, score: int,
+                                comment: str) -> Rating:
+        """Store the customer's rating. Conflict `not_closed` while the conversation is open,
+        `already_rated` for a second rating; NotFound when unknown."""
+
+    async def get_rating(self, conversation_id: str) -> Rating | None: ...
+
+
+class HistoryStore(Protocol):
+    """A customer's conversations as the agent handling one of them sees them."""
+
+    async def customer_history(self, customer_id: str) -> list[dict[str, Any]]:
+        """The customer's conversations, newest first: id, status, created_at, closed_at, agent
+        (display name), message_count and rating (score or None). No message text."""
+
+
+class ReportStore(Protocol):
+    """The rows the admin reports are computed from."""
+
+    async def report_rows(self, created_from: str, created_before: str
+                          ) -> list[dict[str, Any]]:
+        """One row per conversation created in [created_from, created_before): id, created_at,
+        claimed_at, closed_at, status, agent_id, agent (sign-in name), messages (not counting
+        system ones), first_reply_at (the first agent message) and rating. No text."""
+
+
+class BlockStore(Protocol):
+    """Time-limited blocks of abusive visitors (data about the customer: exported, erased,
+    purged once expired)."""
+
+    async def add_block(self, customer_id: str, *, conversation_id: str | None, ip: str | None,
+                        reason: str, staff_id: int, expires_at: str) -> dict[str, Any]:
+        """Block the customer (and `ip`, when given) until `expires_at`: id, conversation_id,
+        ip, reason, created_at, expires_at."""
+
+    async def active_block(self, customer_id: str | None, ip: str | None
+                           ) -> dict[str, Any] | None:
+        """An unexpired block of this customer or of this IP address, if any."""
+
+    async def customer_blocks(self, customer_id: str) -> list[dict[str, Any]]:
+        """Every block of the customer, for their export."""
+
+    async def customer_last_ip(self, customer_id: str) -> str | None:
+        """The IP address of the customer's latest access record, if any."""
+
+    async def purge_blocks(self, *, dry_run: bool) -> int:
+        """Delete (or count) the blocks that have expired."""
+
+
+class CannedStore(Protocol):
+    """Canned responses: no customer data."""
+
+    async def list_canned(self) -> list[CannedResponse]:
+        """Every canned response, by shortcut."""
+
+    async def add_canned(self, shortcut: str, body: str) -> CannedResponse:
+        """Conflict `shortcut_taken` when another response has the shortcut."""
+
+    async def update_canned(self, canned_id: int, *, shortcut: str | None = None,
+                            body: str | None = None) -> CannedResponse:
+        """NotFound when unknown, Conflict `shortcut_taken` as for add_canned."""
+
+    async def delete_canned(self, canned_id: int) -> None:
+        """NotFound when unknown."""
 
 
 class UpkeepStore(Protocol):
@@ -530,7 +657,8 @@ class AuditStore(Protocol):
 
 
 class Store(UpkeepStore, PolicyStore, VisitorStore, ConversationStore, SearchStore,
-            PrivacyStore, StaffStore, AuditStore, MailStore, Protocol):
+            PrivacyStore, StaffStore, AuditStore, MailStore, NoteStore, HistoryStore,
+            ReportStore, BlockStore, CannedStore, Protocol):
     """Durable state: the union of the aggregates' protocols (code that needs one aggregate can
     be typed with its small protocol). Each method is one transaction; writes are durable when
     they return."""

@@ -130,6 +130,45 @@ def to_entry(row: Row) -> dict[str, Any]:
 
 # -- migrations -------------------------------------------------------------------------------
 
+
+# -- the support team's additions (issue 12): notes, ratings, history, reports, blocks, canned --
+
+# A note's author is the writer's display name, read at display time like a message's.
+NOTE = """
+    SELECT n.id, n.conversation_id, n.after_seq, n.staff_id, st.display_name, n.body,
+           n.client_msg_id, n.created_at
+    FROM notes n JOIN staff st ON st.id = n.staff_id
+"""
+RATING = "SELECT conversation_id, score, comment, rated_at FROM conversation_ratings"
+# A customer's conversations as the history an agent sees: no message text.
+HISTORY_KEYS = ("id", "status", "created_at", "closed_at", "agent", "message_count", "rating")
+HISTORY = """
+    SELECT c.id, c.status, c.created_at, c.closed_at, s.display_name,
+           (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id), r.score
+    FROM conversations c
+    LEFT JOIN staff s ON s.id = c.agent_id
+    LEFT JOIN conversation_ratings r ON r.conversation_id = c.id
+"""
+# One row per conversation for the admin reports: times, agent, counts, rating; no text.
+REPORT_KEYS = ("id", "created_at", "claimed_at", "closed_at", "status", "agent_id", "agent",
+               "messages", "first_reply_at", "rating")
+REPORT = """
+    SELECT c.id, c.created_at, c.claimed_at, c.closed_at, c.status, c.agent_id, s.name,
+           (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id
+            AND m.sender <> 'system'),
+           (SELECT MIN(m.sent_at) FROM messages m WHERE m.conversation_id = c.id
+            AND m.sender = 'agent'),
+           r.score
+    FROM conversations c
+    LEFT JOIN staff s ON s.id = c.agent_id
+    LEFT JOIN conversation_ratings r ON r.conversation_id = c.id
+"""
+BLOCK_KEYS = ("id", "conversation_id", "ip", "reason", "created_at", "expires_at")
+BLOCK = f"SELECT {', '.join(BLOCK_KEYS)} FROM blocks"
+CANNED = "SELECT id, shortcut, body, created_at, updated_at FROM canned_responses"
+CANNED_TAKEN = "Another canned response has that shortcut."
+
+
 def read_migrations(package: str) -> list[tuple[int, str]]:
     """The files NNN_name.sql in `package`'s migrations folder, as (NNN, text), in order."""
     folder = resources.files(package) / "migrations"

@@ -20,7 +20,8 @@ from ..errors import Conflict
 ORDER = ("policy_versions", "customers", "visitor_sessions", "consents", "staff",
          "staff_sessions", "login_events", "conversations", "messages", "access_events",
          "setup_tokens", "audit_log", "erasures", "mail_outbox", "mail_tokens",
-         "conversation_reads")
+         "conversation_reads", "job_runs", "notes", "conversation_ratings", "canned_responses",
+         "blocks")
 # SQLite-only machinery: the full-text index is rebuilt by PostgreSQL's own `search` column, and
 # `upkeep` notes an index scrub that SQLite still owes (PostgreSQL's index is built anew).
 SKIPPED_PREFIXES = ("sqlite_", "messages_fts", "upkeep")

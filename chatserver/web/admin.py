@@ -14,7 +14,16 @@ from starlette.routing import Route
 from .. import audit, transcripts
 from ..errors import NotFound, ValidationFailed
 from ..hub import queue_item
-from ..storage.base import ConversationSearch, ConversationSummary, Message, Staff, iso
+from ..protocol import note_frame
+from ..storage.base import (
+    ConversationSearch,
+    ConversationSummary,
+    Message,
+    Note,
+    Rating,
+    Staff,
+    iso,
+)
 from .agent import login_page, staff_page
 from .common import (
     app_state,
@@ -188,15 +197,25 @@ async def _load(request: Request) -> tuple[ConversationSummary, list[Message]]:
     return summary, messages
 
 
+async def _notes_and_rating(request: Request, conversation_id: str
+                            ) -> tuple[list[Note], Rating | None]:
+    """What admins see besides the messages: staff notes (marked as such) and the rating."""
+    store = app_state(request).store
+    return await store.notes_after(conversation_id, 0), await store.get_rating(conversation_id)
+
+
 async def conversation_detail(request: Request) -> Response:
     staff = await require_staff(request, "admin")
     summary, messages = await _load(request)
     await audit.record(app_state(request).store, actor=f"staff:{staff.id}",
                        action="transcript.view", ip=client_ip(request),
                        target=f"conversation:{summary.conversation.id}")
+    notes, rating = await _notes_and_rating(request, summary.conversation.id)
     return JSONResponse(
         {"conversation": {**summary.as_dict(), "queue": queue_item(summary)},
-         "messages": [m.frame() for m in messages]},
+         "messages": [m.frame() for m in messages],
+         "notes": [note_frame(n) for n in notes],
+         "rating": rating.public() if rating else None},
         headers={"Cache-Control": "no-store"},
     )
 
@@ -212,7 +231,8 @@ async def transcript(request: Request) -> Response:
                        action="transcript.download", ip=client_ip(request),
                        target=f"conversation:{summary.conversation.id}",
                        detail={"format": fmt, "messages": len(messages)})
-    body = transcripts.render(fmt, summary, messages)
+    notes, rating = await _notes_and_rating(request, summary.conversation.id)
+    body = transcripts.render(fmt, summary, messages, notes, rating)
     filename = f"transcript-{summary.conversation.id}.{fmt}"
     return Response(
         body,

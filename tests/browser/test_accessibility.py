@@ -109,10 +109,21 @@ async def test_staff_pages_pass_axe(server: Server, browser: Browser) -> None:
         await page.get_by_role("button", name="Claim").click()
         await expect(page.locator("#conv-scroller .msg-system")).not_to_have_count(0)
         found += await blocking_violations(page, "/agent, claimed conversation")
+        await page.locator("#composer-input").fill("A staff note")
+        await page.get_by_role("button", name="Add note").click()
+        await expect(page.locator("#conv-scroller .msg-note")).to_have_count(1)
+        found += await blocking_violations(page, "/agent, with a staff note")
+        await page.get_by_role("button", name="Earlier conversations").click()
+        await expect(page.locator("#history-msg")).to_have_text("No earlier conversations.")
+        found += await blocking_violations(page, "/agent, customer history dialog")
+        await page.locator("#history-close").click()
+        await page.get_by_role("button", name="Block visitor").click()
+        found += await blocking_violations(page, "/agent, block dialog")
+        await page.locator("#block-cancel").click()
 
         await page.goto(server.url + "/admin")
         for tab in ("conversations", "customers", "staff", "policies", "retention", "audit",
-                    "mail"):
+                    "mail", "canned", "reports"):
             await page.locator(f"#tab-{tab}").click()
             await expect(page.locator(f"#view-{tab}")).to_be_visible()
             await page.wait_for_load_state("networkidle")

@@ -19,11 +19,13 @@ from ..base import EXPORTED_LINKS, EXPORTED_MAIL, READ_MARKS
 from ..rows import COLUMNS, CONSENT, FROM, to_consent, to_conversation, to_message
 from .conversations import MESSAGE_SELECT
 from .engine import Connection
+from .notes import export_extras
 from .visitors import customer, rowcount
 
 # The tables an erasure or purge deletes from: vacuumed afterwards.
 TOUCHED = ("messages", "conversations", "consents", "access_events", "visitor_sessions",
-           "customers", "login_events", "mail_outbox", "mail_tokens", "conversation_reads")
+           "customers", "login_events", "mail_outbox", "mail_tokens", "conversation_reads",
+           "notes", "conversation_ratings", "blocks")
 
 
 async def export_customer(c: Connection, customer_id: str) -> dict[str, Any]:
@@ -45,6 +47,7 @@ async def export_customer(c: Connection, customer_id: str) -> dict[str, Any]:
             "claimed_at": conv.claimed_at, "closed_at": conv.closed_at,
             "agent": conv.agent_display_name, "messages": messages,
             "read": dict(zip(READ_MARKS, marks or (0, 0, 0), strict=True)),
+            **await export_extras(c, conv.id),
         })
     mail = [dict(zip(EXPORTED_MAIL, r, strict=True)) for r in await c.fetch(
         f"SELECT {', '.join(EXPORTED_MAIL)} FROM mail_outbox WHERE customer_id = $1 ORDER BY id",

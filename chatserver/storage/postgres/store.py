@@ -20,6 +20,7 @@ from ...errors import ChatError, NotFound
 from ..base import (
     DEFAULT_DISPLAY_NAME,
     AuditHasher,
+    CannedResponse,
     Clock,
     Conversation,
     ConversationSearch,
@@ -27,14 +28,30 @@ from ..base import (
     Customer,
     MailToken,
     Message,
+    Note,
     OutboxMail,
     PolicyVersion,
+    Rating,
     Staff,
     VisitorSession,
     iso,
     utc_now,
 )
-from . import audit, conversations, jobs, mail, policies, privacy, staff, visitors
+from . import (
+    audit,
+    blocks,
+    canned,
+    conversations,
+    history,
+    jobs,
+    mail,
+    notes,
+    policies,
+    privacy,
+    reports,
+    staff,
+    visitors,
+)
 from . import search as full_text
 from .engine import Engine, open_error
 from .migrate import migrate
@@ -274,6 +291,79 @@ class PostgresStore:
             return [], after_id  # no stored time has a NUL: nothing is in such a range
         return await self.engine.read(lambda c: conversations.messages_between(
             c, created_from, created_before, after_id, limit))
+
+    # -- notes and ratings ------------------------------------------------------------------
+
+    async def add_note(self, conversation_id: str, *, staff_id: int, body: str,
+                       client_msg_id: str) -> tuple[Note, bool]:
+        now = self._now()
+        return await self.engine.write(lambda c: notes.add_note(
+            c, conversation_id, staff_id, body, client_msg_id, now))
+
+    @nothing_for_nul(_list)
+    async def notes_after(self, conversation_id: str, after_seq: int) -> list[Note]:
+        return await self.engine.read(lambda c: notes.notes_after(c, conversation_id, after_seq))
+
+    async def rate_conversation(self, conversation_id: str, *, score: int,
+                                comment: str) -> Rating:
+        now = self._now()
+        return await self.engine.write(
+            lambda c: notes.rate(c, conversation_id, score, comment, now))
+
+    @nothing_for_nul(_none)
+    async def get_rating(self, conversation_id: str) -> Rating | None:
+        return await self.engine.read(lambda c: notes.get_rating(c, conversation_id))
+
+    @nothing_for_nul(_list)
+    async def customer_history(self, customer_id: str) -> list[dict[str, Any]]:
+        return await self.engine.read(lambda c: history.customer_history(c, customer_id))
+
+    async def report_rows(self, created_from: str, created_before: str
+                          ) -> list[dict[str, Any]]:
+        return await self.engine.read(
+            lambda c: reports.report_rows(c, created_from, created_before), snapshot=True)
+
+    async def add_block(self, customer_id: str, *, conversation_id: str | None, ip: str | None,
+                        reason: str, staff_id: int, expires_at: str) -> dict[str, Any]:
+        now = self._now()
+        return await self.engine.write(lambda c: blocks.add(
+            c, customer_id, conversation_id, ip, reason, staff_id, now, expires_at))
+
+    @nothing_for_nul(_none)
+    async def active_block(self, customer_id: str | None, ip: str | None
+                           ) -> dict[str, Any] | None:
+        now = self._now()
+        return await self.engine.read(lambda c: blocks.active(c, customer_id, ip, now))
+
+    @nothing_for_nul(_list)
+    async def customer_blocks(self, customer_id: str) -> list[dict[str, Any]]:
+        return await self.engine.read(lambda c: blocks.of_customer(c, customer_id))
+
+    @nothing_for_nul(_none)
+    async def customer_last_ip(self, customer_id: str) -> str | None:
+        return await self.engine.read(lambda c: blocks.last_ip(c, customer_id))
+
+    async def purge_blocks(self, *, dry_run: bool) -> int:
+        now = self._now()
+        if dry_run:
+            return await self.engine.read(lambda c: blocks.purge(c, now, True))
+        return await self.engine.write(lambda c: blocks.purge(c, now, False))
+
+    async def list_canned(self) -> list[CannedResponse]:
+        return await self.engine.read(canned.list_all)
+
+    async def add_canned(self, shortcut: str, body: str) -> CannedResponse:
+        now = self._now()
+        return await self.engine.write(lambda c: canned.add(c, shortcut, body, now))
+
+    async def update_canned(self, canned_id: int, *, shortcut: str | None = None,
+                            body: str | None = None) -> CannedResponse:
+        now = self._now()
+        return await self.engine.write(
+            lambda c: canned.update(c, canned_id, shortcut, body, now))
+
+    async def delete_canned(self, canned_id: int) -> None:
+        await self.engine.write(lambda c: canned.delete(c, canned_id))
 
     # -- privacy rights ---------------------------------------------------------------------
 

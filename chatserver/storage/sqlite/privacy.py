@@ -14,7 +14,17 @@ from typing import Any
 
 from ...errors import LegalHold, NotFound
 from ..base import EXPORTED_LINKS, EXPORTED_MAIL, READ_MARKS
-from ..rows import COLUMNS, CONSENT, FROM, to_consent, to_conversation, to_message
+from ..rows import (
+    BLOCK,
+    BLOCK_KEYS,
+    COLUMNS,
+    CONSENT,
+    FROM,
+    to_consent,
+    to_conversation,
+    to_message,
+)
+from . import notes
 from .conversations import MESSAGE_SELECT
 from .upkeep import note_scrub_needed
 from .visitors import customer
@@ -40,6 +50,7 @@ def export_customer(c: sqlite3.Connection, customer_id: str) -> dict[str, Any]:
             "claimed_at": conv.claimed_at, "closed_at": conv.closed_at,
             "agent": conv.agent_display_name, "messages": messages,
             "read": dict(zip(READ_MARKS, marks or (0, 0, 0), strict=True)),
+            **conversation_extras(c, conv.id),
         })
     mail = [dict(zip(EXPORTED_MAIL, r, strict=True)) for r in c.execute(
         f"SELECT {', '.join(EXPORTED_MAIL)} FROM mail_outbox WHERE customer_id = ? ORDER BY id",
@@ -77,6 +88,20 @@ def export_customer(c: sqlite3.Connection, customer_id: str) -> dict[str, Any]:
         "mail": mail,
         "mail_links": mail_links,
     }
+
+
+def conversation_extras(c: sqlite3.Connection, conversation_id: str) -> dict[str, Any]:
+    """What a customer's export adds to each conversation: its notes and its rating."""
+    rating = notes.get_rating(c, conversation_id)
+    return {"notes": [n.public() for n in notes.after(c, conversation_id, 0)],
+            "rating": rating.public() if rating else None}
+
+
+def customer_blocks(c: sqlite3.Connection, customer_id: str) -> list[dict[str, Any]]:
+    """Every block of the customer, for their export (an erasure takes them: ON DELETE
+    CASCADE)."""
+    return [dict(zip(BLOCK_KEYS, row, strict=True)) for row in c.execute(
+        BLOCK + " WHERE customer_id = ? ORDER BY id", (customer_id,))]
 
 
 def export_session(c: sqlite3.Connection, session_id: str) -> dict[str, Any]:
@@ -263,3 +288,11 @@ def purge_logins(c: sqlite3.Connection, cutoff: str) -> Step:
         "DELETE FROM login_events WHERE id IN (SELECT id FROM login_events WHERE at <= ? "
         "LIMIT ?)", (cutoff, PURGE_BATCH)).rowcount
     return n, {"staff_sign_ins": n}, [], []
+
+
+def purge_blocks(c: sqlite3.Connection, now: str, dry_run: bool) -> int:
+    """Delete (or count) the blocks that have expired: kept no longer than they act."""
+    if dry_run:
+        return int(c.execute("SELECT COUNT(*) FROM blocks WHERE expires_at <= ?",
+                             (now,)).fetchone()[0])
+    return c.execute("DELETE FROM blocks WHERE expires_at <= ?", (now,)).rowcount

@@ -2,9 +2,10 @@
 modules.
 
 Writes go as jobs to the engine's group-commit writer, reads to its reader pool (engine.py); the
-SQL lives in policies.py, visitors.py, conversations.py, search.py, privacy.py, staff.py, audit.py
-and mail.py, as plain functions of a sqlite3 connection. upkeep.py scrubs the search index and
-empties the WAL after deletions; backup.py copies the database online.
+SQL lives in policies.py, visitors.py, conversations.py, search.py, privacy.py, staff.py, audit.py,
+mail.py, notes.py, history.py, reports.py, blocks.py and canned.py, as plain functions of a
+sqlite3 connection. upkeep.py scrubs the search index and empties the WAL after deletions;
+backup.py copies the database online.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from ..base import (
     DEFAULT_DISPLAY_NAME,
     AuditHasher,
+    CannedResponse,
     Clock,
     Conversation,
     ConversationSearch,
@@ -25,14 +27,30 @@ from ..base import (
     Customer,
     MailToken,
     Message,
+    Note,
     OutboxMail,
     PolicyVersion,
+    Rating,
     Staff,
     VisitorSession,
     iso,
     utc_now,
 )
-from . import audit, conversations, jobs, mail, policies, privacy, staff, visitors
+from . import (
+    audit,
+    blocks,
+    canned,
+    conversations,
+    history,
+    jobs,
+    mail,
+    notes,
+    policies,
+    privacy,
+    reports,
+    staff,
+    visitors,
+)
 from . import search as full_text
 from .engine import Engine
 
@@ -485,3 +503,76 @@ class SQLiteStore:
 
     async def read_state(self, conversation_id: str) -> dict[str, int]:
         return await self.engine.read(lambda c: mail.read_state(c, conversation_id))
+
+    # -- notes and ratings ------------------------------------------------------------------
+
+    async def add_note(self, conversation_id: str, *, staff_id: int, body: str,
+                       client_msg_id: str) -> tuple[Note, bool]:
+        now = self._now()
+        return await self.engine.write(lambda c: notes.add(
+            c, conversation_id, staff_id, body, client_msg_id, now))
+
+    async def notes_after(self, conversation_id: str, after_seq: int) -> list[Note]:
+        return await self.engine.read(lambda c: notes.after(c, conversation_id, after_seq))
+
+    async def rate_conversation(self, conversation_id: str, *, score: int,
+                                comment: str) -> Rating:
+        now = self._now()
+        return await self.engine.write(
+            lambda c: notes.rate(c, conversation_id, score, comment, now))
+
+    async def get_rating(self, conversation_id: str) -> Rating | None:
+        return await self.engine.read(lambda c: notes.get_rating(c, conversation_id))
+
+    # -- customer history and reports -------------------------------------------------------
+
+    async def customer_history(self, customer_id: str) -> list[dict[str, Any]]:
+        return await self.engine.read(lambda c: history.of_customer(c, customer_id))
+
+    async def report_rows(self, created_from: str, created_before: str
+                          ) -> list[dict[str, Any]]:
+        return await self.engine.read(
+            lambda c: reports.rows(c, created_from, created_before))
+
+    # -- blocks -----------------------------------------------------------------------------
+
+    async def add_block(self, customer_id: str, *, conversation_id: str | None, ip: str | None,
+                        reason: str, staff_id: int, expires_at: str) -> dict[str, Any]:
+        now = self._now()
+        return await self.engine.write(lambda c: blocks.add(
+            c, customer_id, conversation_id, ip, reason, staff_id, now, expires_at))
+
+    async def active_block(self, customer_id: str | None, ip: str | None
+                           ) -> dict[str, Any] | None:
+        now = self._now()
+        return await self.engine.read(lambda c: blocks.active(c, customer_id, ip, now))
+
+    async def customer_blocks(self, customer_id: str) -> list[dict[str, Any]]:
+        return await self.engine.read(lambda c: privacy.customer_blocks(c, customer_id))
+
+    async def customer_last_ip(self, customer_id: str) -> str | None:
+        return await self.engine.read(lambda c: blocks.last_ip(c, customer_id))
+
+    async def purge_blocks(self, *, dry_run: bool) -> int:
+        now = self._now()
+        if dry_run:
+            return await self.engine.read(lambda c: privacy.purge_blocks(c, now, True))
+        return await self.engine.write(lambda c: privacy.purge_blocks(c, now, False))
+
+    # -- canned responses -------------------------------------------------------------------
+
+    async def list_canned(self) -> list[CannedResponse]:
+        return await self.engine.read(canned.list_all)
+
+    async def add_canned(self, shortcut: str, body: str) -> CannedResponse:
+        now = self._now()
+        return await self.engine.write(lambda c: canned.add(c, shortcut, body, now))
+
+    async def update_canned(self, canned_id: int, *, shortcut: str | None = None,
+                            body: str | None = None) -> CannedResponse:
+        now = self._now()
+        return await self.engine.write(
+            lambda c: canned.update(c, canned_id, shortcut, body, now))
+
+    async def delete_canned(self, canned_id: int) -> None:
+        await self.engine.write(lambda c: canned.delete(c, canned_id))
