@@ -288,6 +288,7 @@ class Hub:
 
     def _on_connection(self, state: str) -> None:
         if state == UP:  # what was missed meanwhile: rebuilt from storage and presence
+            metrics.broadcast_reconnected()  # the operator's only trace of an outage that healed
             self._queue.trigger()
             self._presence.trigger()
             self._background(self._resend())

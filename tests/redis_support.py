@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
+import socket
+import subprocess
+import time
 
 import pytest
 
@@ -70,3 +74,57 @@ def kill_pubsub_clients(url: str) -> int:
             await client.aclose()
 
     return databases.run(kill)
+
+
+class PrivateRedis:
+    """A `redis-server` of the test's own on a free port, a child process with nothing on disk,
+    so a test can kill it and start it again on the same port (a Redis restart) without
+    touching the machine's shared Redis."""
+
+    def __init__(self) -> None:
+        import shutil
+
+        from .support import free_port
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            if os.environ.get("CI"):
+                pytest.fail("redis-server is missing: .ci/run installs it with apt-get")
+            pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        self.binary = binary
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> PrivateRedis:
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # answering PING, not only listening
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited ({self.process.returncode})")
+            with socket.socket() as probe:
+                probe.settimeout(1)
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    probe.sendall(b"PING\r\n")
+                    try:
+                        if probe.recv(16).startswith(b"+PONG"):
+                            return self
+                    except OSError:
+                        pass
+            time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        """SIGKILL: gone at once, with everything it held (nothing is saved)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
