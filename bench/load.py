@@ -5,6 +5,8 @@
     python bench/load.py --conversations 50 --duration 15 --compare    # chat server, then baseline
     python bench/load.py --compare --postgres postgresql://postgres@127.0.0.1:5432/postgres
                                      # chat server on SQLite, on PostgreSQL, then the baseline
+    python bench/load.py --compare --workers 1,2,4
+                                     # also `serve --workers N` with a Redis broadcast
 
 By default it starts its own server (`python -m chatserver serve` on a free port, a fresh data folder
 in a temporary directory, CHATSERVER_LIMITS_EXEMPT=127.0.0.1) and creates the agent `benchagent`
@@ -13,7 +15,11 @@ with the CLI. Every conversation is a real visitor (consent to the current polic
 as the same agent). `--baseline` runs the same traffic against bench/baseline.py instead: one room of
 two sockets per conversation, no storage. `--postgres ADMIN_URL` adds a run of the chat server on
 PostgreSQL (`chatserver-pg`): a fresh database `chatbench_<random>` is created through ADMIN_URL for
-the run and dropped after it.
+the run and dropped after it. `--workers 1,2,4` adds runs of `chatserver serve --workers N` with a
+Redis broadcast (`CHATSERVER_BROADCAST_URL` = --redis with a key prefix of the run's own), named
+`redis-wN` (`pg-redis-wN` on PostgreSQL); 1 is always among them, so the cost of Redis against the
+plain `chatserver` run (one process, `memory://`) shows. A visitor's and its agent's sockets may
+then land on different processes: their messages cross through Redis.
 
 Each side of each conversation sends `message` frames, at --rate per second or, without it, flat
 out; either way at most --in-flight un-acked at a time. Measured over the --duration window:
@@ -25,6 +31,9 @@ out; either way at most --in-flight un-acked at a time. Measured over the --dura
 - server RSS (VmRSS) idle, at the start of traffic, peak during traffic and drain (sampled every
   0.5 s), at the end, and the peak during setup (staff logins hash passwords with argon2);
   server and client CPU over the window, as % of one core (the client shares the machine).
+  "Server" is the process started and all its descendants (the workers of `--workers N`; their
+  RSS is summed, so pages the forked workers share with the parent count once per process).
+  With Redis, the CPU of redis-server over the window is given too (it is also in "other").
 
 It prints a report and one JSON line per run (`{"bench": ...}`); with --compare, a side-by-side
 table too. Exit status 1 when anything was lost, duplicated, reordered, misrouted, left un-acked or
@@ -52,7 +61,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
@@ -75,6 +84,52 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def process_tree(pid: int | None) -> list[int]:
+    """pid and all its descendants: `serve --workers N` forks its workers from one parent."""
+    if pid is None:
+        return []
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo.extend(children.get(tree[-1], []))
+    return tree
+
+
+def tree_total(pid: int | None, measure: Callable[[int], float | int | None]) -> Any:
+    """A measure summed over a process and its descendants; None when none could be read."""
+    values = [v for v in map(measure, process_tree(pid)) if v is not None]
+    return sum(values) if values else None
+
+
+def processes_named(comm: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == comm:
+                    found.append(int(entry.name))
+    return found
+
+
+def socket_fds(pid: int) -> int:
+    """Open sockets of a process: client connections, plus its database, Redis and listening
+    sockets; enough to see how the kernel spread the clients over the workers."""
+    count = 0
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                count += os.readlink(fd).startswith("socket:")
+    return count
 
 
 def rss_kib(pid: int | None) -> int | None:
@@ -196,14 +251,36 @@ async def postgres_database(admin_url: str) -> Any:
         await postgres_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-async def start_chatserver(tmp: Path, agents: int = 1, database_url: str | None = None
+@dataclass(frozen=True)
+class Target:
+    """One server configuration to measure."""
+
+    name: str
+    baseline: bool = False
+    postgres: bool = False
+    workers: int | None = None  # `serve --workers N` with a Redis broadcast; None: memory://
+
+
+def run_redis_url(base: str, name: str) -> str:
+    """--redis with a key and channel prefix of this run's own, so it shares Redis with nobody."""
+    parts = urlsplit(base)
+    prefix = f"chatbench-{os.getpid()}-{name}-{os.urandom(3).hex()}:"
+    query = "&".join(q for q in (parts.query, urlencode({"prefix": prefix})) if q)
+    return parts._replace(query=query).geturl()
+
+
+async def start_chatserver(tmp: Path, agents: int = 1, database_url: str | None = None,
+                           workers: int | None = None, broadcast_url: str | None = None
                            ) -> tuple[ServerProcess, str]:
     port = free_port()
     env = child_env({"CHATSERVER_DATA_DIR": str(tmp / "data"),
                      "CHATSERVER_LIMITS_EXEMPT": "127.0.0.1",
-                     **({"CHATSERVER_DATABASE_URL": database_url} if database_url else {})})
-    server = ServerProcess([sys.executable, "-m", "chatserver", "serve", "--port", str(port)],
-                           env, tmp / "chatserver.log")
+                     **({"CHATSERVER_DATABASE_URL": database_url} if database_url else {}),
+                     **({"CHATSERVER_BROADCAST_URL": broadcast_url} if broadcast_url else {})})
+    argv = [sys.executable, "-m", "chatserver", "serve", "--port", str(port)]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
+    server = ServerProcess(argv, env, tmp / "chatserver.log")
     url = f"http://127.0.0.1:{port}"
     await server.start(url)
     for g in range(agents):
@@ -564,15 +641,15 @@ def mib(kib: int | None) -> float | None:
     return round(kib / 1024, 1) if kib is not None else None
 
 
-async def run_once(args: argparse.Namespace, target: str) -> dict[str, Any]:
-    """One run against one target ("chatserver", "chatserver-pg" or "baseline")."""
-    if target != "chatserver-pg":
+async def run_once(args: argparse.Namespace, target: Target) -> dict[str, Any]:
+    """One run against one target."""
+    if not target.postgres:
         return await _run_once(args, target, None)
     async with postgres_database(args.postgres) as database_url:
         return await _run_once(args, target, database_url)
 
 
-async def _run_once(args: argparse.Namespace, target: str, database_url: str | None
+async def _run_once(args: argparse.Namespace, target: Target, database_url: str | None
                     ) -> dict[str, Any]:
     tally = Tally()
     clients = Clients(tally)
@@ -581,9 +658,10 @@ async def _run_once(args: argparse.Namespace, target: str, database_url: str | N
     phase = "setup"
     sampler: asyncio.Task[None] | None = None
     result: dict[str, Any] = {
-        "bench": target, "conversations": args.conversations, "duration_s": args.duration,
-        "rate_per_side": args.rate, "in_flight": args.in_flight,
+        "bench": target.name, "conversations": args.conversations, "duration_s": args.duration,
+        "rate_per_side": args.rate, "in_flight": args.in_flight, "workers": target.workers,
     }
+    broadcast_url = run_redis_url(args.redis, target.name) if target.workers else None
     with tempfile.TemporaryDirectory(prefix="chatbench-") as tmp_name:
         tmp = Path(tmp_name)
         try:
@@ -591,14 +669,16 @@ async def _run_once(args: argparse.Namespace, target: str, database_url: str | N
                 url, pid = args.url.rstrip("/"), args.pid
             else:
                 agents = -(-args.conversations // args.per_agent)
-                server, url = await (start_chatserver(tmp, agents, database_url)
-                                     if target != "baseline" else start_baseline(tmp))
+                server, url = await (
+                    start_baseline(tmp) if target.baseline
+                    else start_chatserver(tmp, agents, database_url, target.workers,
+                                          broadcast_url))
                 pid = server.pid
-            idle = rss_kib(pid)
+            idle = tree_total(pid, rss_kib)
 
             async def sample() -> None:
                 while True:
-                    value = rss_kib(pid)
+                    value = tree_total(pid, rss_kib)
                     if value is not None:
                         rss_samples[phase].append(value)
                     await asyncio.sleep(SAMPLE_SECONDS)
@@ -606,7 +686,7 @@ async def _run_once(args: argparse.Namespace, target: str, database_url: str | N
             sampler = asyncio.create_task(sample())
             t_setup = time.perf_counter()
             async with asyncio.timeout(120 + args.conversations):
-                if target != "baseline":
+                if not target.baseline:
                     setup = await setup_chatserver(url, args.conversations, args.per_agent, tally,
                                                    clients)
                 else:
@@ -622,10 +702,13 @@ async def _run_once(args: argparse.Namespace, target: str, database_url: str | N
                     streams.append(stream)
                     tally.streams[stream.prefix] = stream
 
-            rss_start = rss_kib(pid)
+            rss_start = tree_total(pid, rss_kib)
+            result["socket_fds"] = [socket_fds(p) for p in process_tree(pid)]
             phase = "traffic"
             result["loadavg_1min_before"] = round(os.getloadavg()[0], 2)
-            cpu_server_0, cpu_client_0 = cpu_seconds(pid), time.process_time()
+            redis_pids = processes_named("redis-server") if broadcast_url else []
+            cpu_redis_0 = sum(cpu_seconds(p) or 0 for p in redis_pids)
+            cpu_server_0, cpu_client_0 = tree_total(pid, cpu_seconds), time.process_time()
             cpu_machine_0 = machine_busy_seconds()
             start = time.perf_counter()
             stop_at = start + args.duration
@@ -633,13 +716,16 @@ async def _run_once(args: argparse.Namespace, target: str, database_url: str | N
             await asyncio.gather(*(send_stream(s, tally, start, stop_at, args.rate)
                                    for s in streams))
             elapsed = time.perf_counter() - start
-            cpu_server_1, cpu_client_1 = cpu_seconds(pid), time.process_time()
+            cpu_server_1, cpu_client_1 = tree_total(pid, cpu_seconds), time.process_time()
             cpu_machine_1 = machine_busy_seconds()
+            cpu_redis_1 = sum(cpu_seconds(p) or 0 for p in redis_pids)
+            result["loadavg_1min_after"] = round(os.getloadavg()[0], 2)
+            result["server_processes"] = len(process_tree(pid))
             tally.stop()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(tally.settled.wait(), args.drain)
             result["drain_s"] = round(max(0.0, time.perf_counter() - stop_at), 2)
-            rss_end = rss_kib(pid)
+            rss_end = tree_total(pid, rss_kib)
 
             sent = sum(s.sent for s in streams)
             lost = tally.acked - tally.received
@@ -680,6 +766,9 @@ async def _run_once(args: argparse.Namespace, target: str, database_url: str | N
                 "client_cpu_pct": round(100 * client_cpu / elapsed),
                 # everything else on the machine meanwhile (other jobs skew the figures)
                 "other_cpu_pct": round(100 * (machine_cpu - client_cpu - (server_cpu or 0)) / elapsed),
+                # the shared redis-server (other sessions' tests use it too); part of "other"
+                "redis_cpu_pct": round(100 * (cpu_redis_1 - cpu_redis_0) / elapsed)
+                if redis_pids else None,
                 "cores": os.cpu_count(),
             })
         finally:
@@ -726,10 +815,16 @@ def report(r: dict[str, Any]) -> str:
         f"(visitor {fmt(v['p50'])}/{fmt(v['p99'])}, agent {fmt(g['p50'])}/{fmt(g['p99'])})",
         f"  server      RSS MiB idle {fmt(rss['idle'])}, start {fmt(rss['start'])}, "
         f"peak {fmt(rss['peak'])}, end {fmt(rss['end'])} (setup peak {fmt(rss['setup_peak'])})",
-        f"  cpu         server {fmt(r['server_cpu_pct'])}% of a core, client (this process) "
+        f"  cpu         server {fmt(r['server_cpu_pct'])}% of a core "
+        f"({r.get('server_processes')} processes), client (this process) "
         f"{r['client_cpu_pct']}%, other processes {r['other_cpu_pct']}% "
-        f"({r['cores']} cores; load {r['loadavg_1min_before']} before)",
+        f"({r['cores']} cores; load {r['loadavg_1min_before']} before, "
+        f"{r.get('loadavg_1min_after')} at the end)",
     ]
+    if r.get("socket_fds") and len(r["socket_fds"]) > 1:
+        lines.append(f"  processes   open sockets per process (parent first): {r['socket_fds']}")
+    if r.get("redis_cpu_pct") is not None:
+        lines.append(f"  redis       redis-server {r['redis_cpu_pct']}% of a core (within other)")
     if r["rate_per_side"]:
         lines.append(f"  late sends  {r['late_sends']} (window full when due)")
     trouble = {k: r[k] for k in ("errors", "unexpected_closes", "stray_acks", "stray_messages",
@@ -756,6 +851,9 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("server CPU %", lambda r: r["server_cpu_pct"]),
     ("client CPU %", lambda r: r["client_cpu_pct"]),
     ("other CPU %", lambda r: r["other_cpu_pct"]),
+    ("redis CPU %", lambda r: r.get("redis_cpu_pct")),
+    ("load before", lambda r: r["loadavg_1min_before"]),
+    ("load at end", lambda r: r.get("loadavg_1min_after")),
 ]
 
 
@@ -768,6 +866,30 @@ def side_by_side(runs: list[dict[str, Any]]) -> str:
 
 
 # -- command line ---------------------------------------------------------------------------------
+
+
+def worker_counts(text: str) -> list[int]:
+    try:
+        counts = {int(n) for n in text.split(",")}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: worker counts separated by commas, e.g. 1,2,4"
+                                         ) from None
+    if not all(1 <= n <= 16 for n in counts):
+        raise argparse.ArgumentTypeError("worker counts: 1 to 16")
+    return sorted(counts | {1})
+
+
+def targets(args: argparse.Namespace) -> list[Target]:
+    """The chat server (then its --workers runs) on SQLite, on PostgreSQL, then the baseline."""
+    runs = []
+    for postgres in ([False] if not args.baseline or args.compare else []) + (
+            [True] if args.postgres else []):
+        runs.append(Target("chatserver-pg" if postgres else "chatserver", postgres=postgres))
+        runs += [Target(f"{'pg-' if postgres else ''}redis-w{n}", postgres=postgres, workers=n)
+                 for n in args.workers]
+    if args.baseline or args.compare:
+        runs.append(Target("baseline", baseline=True))
+    return runs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -791,6 +913,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--postgres", metavar="ADMIN_URL",
                    help="also run the chat server on PostgreSQL, in a database made for the run "
                         "through ADMIN_URL (e.g. postgresql://postgres@127.0.0.1:5432/postgres)")
+    p.add_argument("--workers", metavar="N[,N...]", type=worker_counts, default=[],
+                   help="also run `serve --workers N` with a Redis broadcast, for each N (1 is "
+                        "always added: Redis against memory:// in one process); on PostgreSQL "
+                        "too with --postgres")
+    p.add_argument("--redis", metavar="URL", default="redis://127.0.0.1:6379/9",
+                   help="Redis for --workers; each run adds a key prefix of its own "
+                        "(default: %(default)s)")
     args = p.parse_args(argv)
     if not 1 <= args.conversations <= 2000:
         p.error("--conversations: 1 to 2000")
@@ -804,24 +933,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parts = urlsplit(args.url)
         if parts.scheme != "http" or parts.hostname not in LOCAL_HOSTS:
             p.error("--url must be http://127.0.0.1:PORT (this tool only talks to this machine)")
-        if args.compare or args.postgres:
-            p.error("--compare and --postgres start servers themselves; leave out --url")
+        if args.compare or args.postgres or args.workers:
+            p.error("--compare, --postgres and --workers start servers themselves; leave out "
+                    "--url")
+    if args.workers and args.baseline and not args.compare:
+        p.error("--workers runs the chat server; leave out --baseline (or use --compare)")
     if args.pid is not None and not args.url:
         p.error("--pid goes with --url")
     return args
 
 
 async def amain(args: argparse.Namespace) -> int:
-    targets = ["chatserver", "baseline"] if args.compare else [
-        "baseline" if args.baseline else "chatserver"]
-    if args.postgres:
-        targets.insert(1, "chatserver-pg")
     runs = []
-    for target in targets:
+    for target in targets(args):
         try:
             result = await run_once(args, target)
         except Exception as exc:  # a server that would not start or set up: say so, plainly
-            print(f"{target}: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(f"{target.name}: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 2
         runs.append(result)
         print(report(result), flush=True)
