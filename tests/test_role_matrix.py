@@ -67,6 +67,15 @@ RULES: dict[tuple[str, str], tuple[set[int], set[int], set[int], set[int]]] = {
     ("POST", "/account/terminate"): ({403}, {403}, {403}, {403}),  # no CSRF token
     ("GET", "/chat"): (ANY_OK, ANY_OK, ANY_OK, ANY_OK),
     ("GET", "/api/mail"): (ANY_OK, ANY_OK, ANY_OK, ANY_OK),
+    # Gated by network (CHATSERVER_METRICS_ALLOW, loopback here), not by role.
+    ("GET", "/metrics"): ({200}, {200}, {200}, {200}),
+    # Team tools: staff only; a conversation that does not exist is 404 to every agent.
+    ("GET", "/api/agent/canned"): ({401}, {401}, {200}, {200}),
+    ("GET", "/api/agent/conversations/{conversation_id}/history"): ({401}, {401}, {404}, {404}),
+    ("GET", "/api/agent/conversations/{conversation_id}/history/{earlier_id}"):
+        ({401}, {401}, {404}, {404}),
+    ("POST", "/api/agent/conversations/{conversation_id}/block"): ({401}, {401}, {404, 422},
+                                                                   {404, 422}),
 }
 ADMIN_ONLY = ({401}, {401}, {403}, ADMIN_OK)
 SKIPPED = {"/ws/visitor", "/ws/agent"}  # sockets: tests/test_socket_abuse.py and friends
@@ -97,7 +106,8 @@ def _expected(method: str, path: str) -> tuple[set[int], ...]:
 
 def _concrete(path: str) -> str:
     values = {"version": "1.01", "conversation_id": "cv_missing", "customer_id": "cu_missing",
-              "staff_id": "999999"}
+              "staff_id": "999999", "earlier_id": "cv_missing2", "canned_id": "999999",
+              "kind": "per-day"}
     return re.sub(r"{(\w+)}", lambda m: values[m.group(1)], path)
 
 
