@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.websockets import WebSocketDisconnect
@@ -283,4 +284,9 @@ def test_exempt_addresses_are_not_rate_limited_and_others_are(tmp_path: Path) ->
             receive(ws)
             for _ in range(40):  # 10 tokens: past a visitor's 2, inside the staff's 50
                 ws.send_json({"type": "ping"})
-            assert all(receive(ws)["type"] == "pong" for _ in range(40))
+            # A fresh queue frame may come among the pongs (an agent coming online refreshes
+            # the queue); what matters is 40 pongs and no refusal.
+            got: list[dict[str, Any]] = []
+            while sum(f["type"] == "pong" for f in got) < 40:
+                got.append(receive(ws))
+            assert {f["type"] for f in got} <= {"pong", "queue", "presence"}, got
