@@ -10,11 +10,15 @@ from importlib import resources
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from zxcvbn import zxcvbn
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
-# Verified against when the user does not exist, so both answers take the same time.
-_DUMMY = _hasher.hash("not a real password, only for timing")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the user does not exist, so both answers take the same time.
+    Made on first use, not at import: every process and CLI command would pay for it."""
+    return _hasher.hash("not a real password, only for timing")
 
 MIN_LENGTH = 12
 MAX_LENGTH = 128
@@ -55,6 +59,8 @@ def check_policy(password: str, name: str | None = None) -> str | None:
         return "That password is too common; choose another."
     if name and name.lower() in lowered:
         return "The password must not contain the account name."
+    from zxcvbn import zxcvbn  # its dictionaries take a third of a second to load: on first use
+
     estimate = zxcvbn(password[:ESTIMATE_CHARS],
                       user_inputs=[*_SITE_WORDS, *([name] if name else [])])
     if estimate["score"] < MIN_SCORE:
@@ -103,6 +109,6 @@ def hash_password(password: str) -> str:
 
 def verify(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash or _DUMMY, password) and password_hash is not None
+        return _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
