@@ -40,9 +40,6 @@ class Follower:
         self.send = send
         self.shape = shape  # what this socket may see of a frame (visitors lose staff fields)
         self.sent: dict[str, int] = {}  # conversation id -> highest seq sent
-        # conversation id -> the seq live delivery started after: (live_from, sent] reached the
-        # client live, so a `resume` replay leaves those out (each message goes out once).
-        self.live_from: dict[str, int] = {}
         self._reading: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
 
@@ -51,17 +48,10 @@ class Follower:
         message this socket hears."""
         if last_seq is not None and conversation_id not in self.sent:
             self.sent[conversation_id] = last_seq
-            self.live_from[conversation_id] = last_seq
-
-    def sent_live(self, conversation_id: str, seq: int) -> bool:
-        """Whether the message reached this socket live already (a replay leaves it out)."""
-        start = self.live_from.get(conversation_id)
-        return start is not None and start < seq <= self.sent.get(conversation_id, 0)
 
     def unfollow(self, conversation_id: str) -> None:
         """The socket no longer hears this conversation: a catch-up after an outage skips it."""
         self.sent.pop(conversation_id, None)
-        self.live_from.pop(conversation_id, None)
         task = self._reading.pop(conversation_id, None)
         if task is not None:
             task.cancel()
@@ -80,7 +70,6 @@ class Follower:
         sent = self.sent.get(conversation_id)
         if sent is None:  # no starting point yet: this message is the first
             sent = self.sent[conversation_id] = seq - 1
-            self.live_from[conversation_id] = sent
         if seq <= sent:
             return True  # sent already (by a catch-up, or the broadcast repeated it)
         if seq == sent + 1 and not is_reference:

@@ -306,10 +306,7 @@ async def _replay(state: Any, peer: Peer, conversation_id: str, after_seq: int,
                   follower: Follower) -> None:
     while True:
         chunk = await state.store.messages_after(conversation_id, after_seq, REPLAY_CHUNK)
-        # What reached the socket live after its welcome (stored between the welcome and this
-        # resume) is not sent twice.
-        await peer.replay([m.frame() for m in chunk
-                           if not follower.sent_live(conversation_id, m.seq)])
+        await peer.replay([m.frame() for m in chunk])
         if chunk:
             follower.replayed(conversation_id, chunk[-1].seq)
         if len(chunk) < REPLAY_CHUNK:
