@@ -13,16 +13,9 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Frame, Page, expect
 
-from ..support import STAFF_PASSWORD, Server, Visitor
+from ..support import Server, Visitor
 from .axe import blocking_violations
-
-
-async def _sign_in(page: Page, server: Server, name: str, next_path: str) -> None:
-    await page.goto(f"{server.url}/login?next={next_path}")
-    await page.locator("#username").fill(name)
-    await page.locator("#password").fill(STAFF_PASSWORD)
-    await page.locator("button[type=submit]").click()
-    await page.wait_for_url(server.url + next_path)
+from .pages import sign_in
 
 
 async def _widget_frame(page: Page) -> Frame:
@@ -102,7 +95,7 @@ async def test_staff_pages_pass_axe(server: Server, browser: Browser) -> None:
     page = await context.new_page()
     found: list[str] = []
     try:
-        await _sign_in(page, server, "admin", "/agent")
+        await sign_in(page, server, "admin", "/agent")
         found += await blocking_violations(page, "/agent, nothing selected")
         await page.locator("#list-queue").get_by_text(name).first.click()
         found += await blocking_violations(page, "/agent, queued conversation preview")
@@ -159,7 +152,7 @@ async def test_staff_pages_have_a_skip_link_to_their_main_region(server: Server,
     context = await browser.new_context()
     page = await context.new_page()
     try:
-        await _sign_in(page, server, "admin", "/agent")
+        await sign_in(page, server, "admin", "/agent")
         for path, main_id in (("/agent", "pane"), ("/admin", "main")):
             await page.goto(server.url + path)
             await expect(page.locator("h1")).to_have_count(1)
@@ -373,7 +366,7 @@ async def test_zoomed_dashboard_keeps_room_for_the_messages(
     context = await browser.new_context(viewport={"width": width, "height": height})
     page = await context.new_page()
     try:
-        await _sign_in(page, server, "admin", "/agent")
+        await sign_in(page, server, "admin", "/agent")
         await page.locator("#list-queue").get_by_text(name).first.click()
         await page.get_by_role("button", name="Claim").click()
         scroller = page.locator("#conv-scroller")

@@ -12,8 +12,9 @@ from pathlib import Path
 from playwright.async_api import Browser, Page, expect
 
 from ..mailbox import Mailbox, mail_server
-from ..support import STAFF_PASSWORD, Server, Visitor
+from ..support import Server, Visitor
 from .axe import blocking_violations
+from .pages import sign_in
 
 SHOTS = Path(os.environ.get("CHATSERVER_SCREENSHOTS", "/tmp/chatserver-shots"))
 NEUTRAL = "If an account uses this address, a link is on its way to it."
@@ -22,14 +23,6 @@ NEUTRAL = "If an account uses this address, a link is on its way to it."
 async def _shot(page: Page, name: str) -> None:
     await asyncio.to_thread(SHOTS.mkdir, parents=True, exist_ok=True)
     await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-async def _sign_in_staff(page: Page, server: Server, name: str, next_path: str) -> None:
-    await page.goto(f"{server.url}/login?next={next_path}")
-    await page.locator("#username").fill(name)
-    await page.locator("#password").fill(STAFF_PASSWORD)
-    await page.locator("button[type=submit]").click()
-    await page.wait_for_url(server.url + next_path)
 
 
 async def test_account_by_mail_sign_in_export_and_delete(browser: Browser, tmp_path: Path,
@@ -140,7 +133,7 @@ async def test_console_mail_tab_lists_the_outbox(browser: Browser, tmp_path: Pat
         assert (await ada.http.post("/api/account/link",
                                     json={"email": "ada.outbox@example.com"})).status_code == 202
         await mailbox.wait_to("ada.outbox@example.com", "Your sign-in link")
-        await _sign_in_staff(page, srv, "root", "/admin")
+        await sign_in(page, srv, "root", "/admin")
         await page.locator("#tab-mail").click()
         rows = page.locator("#mail-rows tr")
         await expect(rows).to_have_count(1)
@@ -152,7 +145,7 @@ async def test_console_mail_tab_lists_the_outbox(browser: Browser, tmp_path: Pat
         found += await blocking_violations(page, "/admin#mail")
         await _shot(page, "console-mail")
 
-        await _sign_in_staff(page, server, "admin", "/admin")  # the shared server: no SMTP
+        await sign_in(page, server, "admin", "/admin")  # the shared server: no SMTP
         await page.goto(server.url + "/admin#/mail")
         await expect(page.locator("#mail-off")).to_be_visible()
         await expect(page.locator("#mail-off")).to_contain_text("Mail is not configured")
@@ -179,7 +172,7 @@ async def test_dashboard_shows_new_and_seen_and_sends_read(browser: Browser,
         conversation_id = (await vs.wait_type("welcome"))["conversation_id"]
         await vs.send({"type": "message", "body": "Hello, seen test", "client_msg_id": "c1"})
         first = (await vs.wait_type("ack"))["seq"]
-        await _sign_in_staff(page, server, "agent", "/agent")
+        await sign_in(page, server, "agent", "/agent")
         item = page.locator(f'#list-queue button[data-id="{conversation_id}"]')
         await expect(item.locator(".new-tag")).to_have_text("New")
         await _shot(page, "dashboard-queue-new")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from playwright.async_api import Browser, expect
 
-from ..support import STAFF_PASSWORD, Server
+from ..support import Server
+from .pages import sign_in, start_widget_chat
 
 
 async def test_agent_blocks_from_dashboard_and_widget_shows_a_neutral_notice(
@@ -19,23 +20,12 @@ async def test_agent_blocks_from_dashboard_and_widget_shows_a_neutral_notice(
     server.add_staff("ann", "agent")
     customer_ctx = await browser.new_context()
     customer = await customer_ctx.new_page()
-    await customer.goto(server.url + "/")
-    await customer.get_by_role("button", name="Open chat").click()
-    widget = customer.frame_locator("iframe")
-    await widget.locator("#accept").check()
-    await widget.locator("#start").click()
-    await widget.locator("#f-name").fill("Troll")
-    await widget.locator("#f-email").fill("troll@example.com")
-    await widget.locator("#form-submit").click()
-    await widget.locator("#text").fill("you are all useless")
-    await widget.locator("#text").press("Enter")
+    widget = await start_widget_chat(customer, server, "Troll", "troll@example.com",
+                                     "you are all useless")
 
     agent_ctx = await browser.new_context(viewport={"width": 1200, "height": 800})
     agent = await agent_ctx.new_page()
-    await agent.goto(server.url + "/agent")
-    await agent.locator("input[name=username]").fill("ann")
-    await agent.locator("input[name=password]").fill(STAFF_PASSWORD)
-    await agent.locator("button[type=submit]").click()
+    await sign_in(agent, server, "ann", "/agent")
     await agent.locator("#list-queue").get_by_text("Troll").first.click()
     await agent.get_by_role("button", name="Claim").click()
     await expect(agent.locator("#conv-scroller")).to_contain_text("useless")

@@ -6,19 +6,13 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, expect
 
-from ..support import STAFF_PASSWORD, Server
+from ..support import Server
+from .pages import sign_in, start_widget_chat
 
 BODY = ('<img src=x onerror="window.__pwned=1">Hi {customer_first_name}, '
         "{agent_name} here. <script>window.__pwned=1</script>")
-
-
-async def _sign_in(page: Page, server: Server, name: str, where: str) -> None:
-    await page.goto(server.url + where)
-    await page.locator("input[name=username]").fill(name)
-    await page.locator("input[name=password]").fill(STAFF_PASSWORD)
-    await page.locator("button[type=submit]").click()
 
 
 async def test_admin_adds_a_canned_response_and_the_agent_inserts_it_with_a_slash(
@@ -29,7 +23,7 @@ async def test_admin_adds_a_canned_response_and_the_agent_inserts_it_with_a_slas
     display name, and it reaches the customer as plain text."""
     admin_ctx = await browser.new_context(viewport={"width": 1200, "height": 800})
     admin = await admin_ctx.new_page()
-    await _sign_in(admin, server, "admin", "/admin")
+    await sign_in(admin, server, "admin", "/admin")
     await admin.get_by_role("link", name="Canned responses").click()
     await admin.locator("#cf-shortcut").fill("greet")
     await admin.locator("#cf-body").fill("Hello {first_name}")
@@ -44,22 +38,14 @@ async def test_admin_adds_a_canned_response_and_the_agent_inserts_it_with_a_slas
 
     customer_ctx = await browser.new_context()
     customer = await customer_ctx.new_page()
-    await customer.goto(server.url + "/")
-    await customer.get_by_role("button", name="Open chat").click()
-    widget = customer.frame_locator("iframe")
-    await widget.locator("#accept").check()
-    await widget.locator("#start").click()
     # A surname of its own: other tests on the shared server leave a "Grace Hopper" queued.
     name = f"Grace Canned{uuid.uuid4().hex[:6]}"
-    await widget.locator("#f-name").fill(name)
-    await widget.locator("#f-email").fill("grace@example.com")
-    await widget.locator("#form-submit").click()
-    await widget.locator("#text").fill("Hello?")
-    await widget.locator("#text").press("Enter")
+    widget = await start_widget_chat(customer, server, name, "grace@example.com",
+                                     "Hello?")
 
     agent_ctx = await browser.new_context(viewport={"width": 1200, "height": 800})
     agent = await agent_ctx.new_page()
-    await _sign_in(agent, server, "agent", "/agent")
+    await sign_in(agent, server, "agent", "/agent")
     await agent.locator("#list-queue").get_by_text(name).first.click()
     await agent.get_by_role("button", name="Claim").click()
     await expect(agent.locator("#conv-name")).to_have_text(name)

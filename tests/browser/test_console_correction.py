@@ -7,7 +7,8 @@ from pathlib import Path
 
 from playwright.async_api import Browser, expect
 
-from ..support import STAFF_PASSWORD, Server, Visitor
+from ..support import Server, Visitor
+from .pages import sign_in
 
 
 async def test_admin_corrects_a_customer_in_the_console(server: Server, browser: Browser,
@@ -16,10 +17,7 @@ async def test_admin_corrects_a_customer_in_the_console(server: Server, browser:
     email = f"typo{uuid.uuid4().hex[:8]}@example.com"
     visitor = await Visitor(server).start(name="Jonh Smith", email=email)
     page = await browser.new_page()
-    await page.goto(server.url + "/admin")
-    await page.locator("input[name=username]").fill("admin")
-    await page.locator("input[name=password]").fill(STAFF_PASSWORD)
-    await page.locator("button[type=submit]").click()
+    await sign_in(page, server, "admin", "/admin")
     await page.locator("#tab-customers").click()
     await page.locator("#cust-q").fill(email)
     await page.locator("#cust-q").press("Enter")

@@ -8,7 +8,8 @@ from urllib.parse import unquote
 
 from playwright.async_api import Browser, Request, expect
 
-from ..support import STAFF_PASSWORD, Server, Visitor
+from ..support import Server, Visitor
+from .pages import sign_in
 
 
 async def test_console_searches_keep_personal_data_out_of_urls(server: Server,
@@ -31,10 +32,7 @@ async def test_console_searches_keep_personal_data_out_of_urls(server: Server,
 
     page.on("request", seen)
     page.on("framenavigated", lambda frame: urls.append(frame.url))
-    await page.goto(server.url + "/admin")
-    await page.locator("input[name=username]").fill("admin")
-    await page.locator("input[name=password]").fill(STAFF_PASSWORD)
-    await page.locator("button[type=submit]").click()
+    await sign_in(page, server, "admin", "/admin")
 
     await page.locator("#tab-customers").click()
     await page.locator("#cust-q").fill(email)

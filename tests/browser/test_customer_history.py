@@ -7,7 +7,8 @@ from pathlib import Path
 
 from playwright.async_api import Browser, expect
 
-from ..support import STAFF_PASSWORD, Server
+from ..support import Server
+from .pages import sign_in, start_widget_chat
 
 
 async def test_agent_reads_a_returning_customers_earlier_conversation(
@@ -17,24 +18,13 @@ async def test_agent_reads_a_returning_customers_earlier_conversation(
     first and opens its messages; the opening is in the audit log."""
     customer_ctx = await browser.new_context()
     customer = await customer_ctx.new_page()
-    await customer.goto(server.url + "/")
-    await customer.get_by_role("button", name="Open chat").click()
-    widget = customer.frame_locator("iframe")
-    await widget.locator("#accept").check()
-    await widget.locator("#start").click()
-    await widget.locator("#f-name").fill("Hedy Lamarr")
-    await widget.locator("#f-email").fill("hedy@example.com")
-    await widget.locator("#form-submit").click()
-    await widget.locator("#text").fill("First time: <b>frequency</b> hopping")
-    await widget.locator("#text").press("Enter")
+    widget = await start_widget_chat(customer, server, "Hedy Lamarr", "hedy@example.com",
+                                     "First time: <b>frequency</b> hopping")
 
     agent_ctx = await browser.new_context(viewport={"width": 1200, "height": 800})
     agent = await agent_ctx.new_page()
     agent.on("dialog", lambda d: d.accept())
-    await agent.goto(server.url + "/agent")
-    await agent.locator("input[name=username]").fill("agent")
-    await agent.locator("input[name=password]").fill(STAFF_PASSWORD)
-    await agent.locator("button[type=submit]").click()
+    await sign_in(agent, server, "agent", "/agent")
     await agent.locator("#list-queue").get_by_text("Hedy Lamarr").first.click()
     await agent.get_by_role("button", name="Claim").click()
     await expect(agent.locator("#conv-scroller")).to_contain_text("frequency")

@@ -10,16 +10,14 @@ from pathlib import Path
 
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from ..support import STAFF_PASSWORD, Server, Visitor
+from ..support import Server, Visitor
+from .pages import sign_in
 
 
 async def _dashboard(browser: Browser, server: Server, name: str) -> tuple[BrowserContext, Page]:
     ctx = await browser.new_context()
     page = await ctx.new_page()
-    await page.goto(server.url + "/agent")
-    await page.locator("input[name=username]").fill(name)
-    await page.locator("input[name=password]").fill(STAFF_PASSWORD)
-    await page.locator("button[type=submit]").click()
+    await sign_in(page, server, name, "/agent")
     await expect(page.locator("#conn-text")).to_have_text("Connected", timeout=10000)
     return ctx, page
 

@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 from playwright.async_api import Browser, ConsoleMessage, Page, Response, expect
 
-from ..support import STAFF_PASSWORD, Server, Visitor
+from ..support import Server, Visitor
+from .pages import sign_in, start_widget_chat
 
 
 def _watch(page: Page, problems: list[str]) -> None:
@@ -60,14 +61,6 @@ async def test_opening_the_widget_logs_no_error_before_or_after_consent(
     await context.close()
 
 
-async def _sign_in(page: Page, server: Server, name: str, next_path: str) -> None:
-    await page.goto(f"{server.url}/login?next={next_path}")
-    await page.locator("#username").fill(name)
-    await page.locator("#password").fill(STAFF_PASSWORD)
-    await page.locator("button[type=submit]").click()
-    await page.wait_for_url(server.url + next_path)
-
-
 async def test_publishing_a_policy_starts_from_the_current_text_previews_and_asks(
     make_server: Callable[..., Server], browser: Browser, tmp_path: Path
 ) -> None:
@@ -80,7 +73,7 @@ async def test_publishing_a_policy_starts_from_the_current_text_previews_and_ask
     await sock.wait_type("welcome")
     page = await browser.new_page()
     try:
-        await _sign_in(page, server, "boss", "/admin")
+        await sign_in(page, server, "boss", "/admin")
         await page.goto(server.url + "/admin#/policies")
         text = page.locator("#p-text")
         await expect(text).to_have_value(re.compile(r"^# EmergencySupport Technical Support"))
@@ -124,22 +117,14 @@ async def test_widget_and_dashboard_show_a_message_time_alike(
     agent_ctx = await browser.new_context(**options)
     try:
         customer = await customer_ctx.new_page()
-        await customer.goto(server.url + "/")
-        await customer.get_by_role("button", name="Open chat").click()
-        widget = customer.frame_locator("iframe")
-        await widget.locator("#accept").check()
-        await widget.locator("#start").click()
         name = f"Timely {uuid.uuid4().hex[:8]}"
-        await widget.locator("#f-name").fill(name)
-        await widget.locator("#f-email").fill(f"{uuid.uuid4().hex[:8]}@example.com")
-        await widget.locator("#form-submit").click()
-        await widget.locator("#text").fill("What time is it?")
-        await widget.locator("#text").press("Enter")
+        widget = await start_widget_chat(customer, server, name, f"{uuid.uuid4().hex[:8]}@example.com",
+                                         "What time is it?")
         meta = widget.locator(".msg-visitor .meta").last
         await expect(meta).to_contain_text("You · ")
 
         agent = await agent_ctx.new_page()
-        await _sign_in(agent, server, "agent", "/agent")
+        await sign_in(agent, server, "agent", "/agent")
         await agent.locator("#list-queue").get_by_text(name).first.click()
         await agent.get_by_role("button", name="Claim").click()
         agent_meta = agent.locator(".msg-visitor .msg-meta").first

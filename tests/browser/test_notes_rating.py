@@ -6,8 +6,9 @@ from pathlib import Path
 
 from playwright.async_api import Browser, Page, expect
 
-from ..support import STAFF_PASSWORD, Server
+from ..support import Server
 from .axe import blocking_violations
+from .pages import sign_in, start_widget_chat
 
 NOTE = '<img src=x onerror="window.__pwned=1">VIP customer, be gentle'
 COMMENT = "<script>window.__pwned=1</script>Quick and kind"
@@ -25,24 +26,13 @@ async def test_note_stays_with_staff_and_the_customer_rates_after_close(
     notes and comments stay text."""
     customer_ctx = await browser.new_context()
     customer = await customer_ctx.new_page()
-    await customer.goto(server.url + "/")
-    await customer.get_by_role("button", name="Open chat").click()
-    widget = customer.frame_locator("iframe")
-    await widget.locator("#accept").check()
-    await widget.locator("#start").click()
-    await widget.locator("#f-name").fill("Rita Rater")
-    await widget.locator("#f-email").fill("rita@example.com")
-    await widget.locator("#form-submit").click()
-    await widget.locator("#text").fill("My invoice is wrong")
-    await widget.locator("#text").press("Enter")
+    widget = await start_widget_chat(customer, server, "Rita Rater", "rita@example.com",
+                                     "My invoice is wrong")
     await expect(widget.locator("#messages")).to_contain_text("My invoice is wrong")
 
     agent_ctx = await browser.new_context(viewport={"width": 1200, "height": 800})
     agent = await agent_ctx.new_page()
-    await agent.goto(server.url + "/agent")
-    await agent.locator("input[name=username]").fill("agent")
-    await agent.locator("input[name=password]").fill(STAFF_PASSWORD)
-    await agent.locator("button[type=submit]").click()
+    await sign_in(agent, server, "agent", "/agent")
     await agent.locator("#list-queue").get_by_text("Rita Rater").first.click()
     await agent.get_by_role("button", name="Claim").click()
     await expect(agent.locator("#conv-name")).to_have_text("Rita Rater")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from playwright.async_api import Browser, Dialog, Page, expect
 
-from ..support import STAFF_PASSWORD, Agent, Server, Visitor
+from ..support import Agent, Server, Visitor
+from .pages import sign_in
 
 NAME = '"><img src=x onerror=alert("name")><script>alert("name2")</script>'
 EMAIL = "x'onfocus=alert`1`'autofocus'@example.com"
@@ -20,13 +21,6 @@ def _watch(page: Page, seen: list[str]) -> None:
         await dialog.dismiss()
 
     page.on("dialog", on_dialog)
-
-
-async def _sign_in(page: Page, server: Server, path: str, name: str) -> None:
-    await page.goto(server.url + path)
-    await page.locator("input[name=username]").fill(name)
-    await page.locator("input[name=password]").fill(STAFF_PASSWORD)
-    await page.locator("button[type=submit]").click()
 
 
 async def test_payloads_are_text_in_dashboard_console_and_account(
@@ -51,7 +45,7 @@ async def test_payloads_are_text_in_dashboard_console_and_account(
     page = await context.new_page()
     _watch(page, seen)
 
-    await _sign_in(page, server, "/agent", "agent")
+    await sign_in(page, server, "agent", "/agent")
     await expect(page.locator("#list-mine")).to_contain_text('"><img', timeout=10000)
     await page.locator("#list-mine").get_by_text(NAME).first.click()
     await expect(page.locator("#conv-name")).to_have_text(NAME)
@@ -64,7 +58,7 @@ async def test_payloads_are_text_in_dashboard_console_and_account(
     admin = await browser.new_context()
     console = await admin.new_page()
     _watch(console, seen)
-    await _sign_in(console, server, "/admin", "admin")
+    await sign_in(console, server, "admin", "/admin")
     await console.locator("#search-q").fill(conversation_id)
     await console.locator("#search-q").press("Enter")
     await expect(console.locator("#conv-rows")).to_contain_text(EMAIL)

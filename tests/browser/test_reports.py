@@ -7,7 +7,8 @@ from pathlib import Path
 
 from playwright.async_api import Browser, expect
 
-from ..support import STAFF_PASSWORD, Agent, Server, Visitor
+from ..support import Agent, Server, Visitor
+from .pages import sign_in
 
 
 async def _rated_conversation(server: Server, score: int) -> None:
@@ -48,10 +49,7 @@ async def test_reports_tab_shows_figures_charts_and_csv(
     page = await ctx.new_page()
     hosts: set[str] = set()
     page.on("request", lambda r: hosts.add(r.url.split("/")[2]))
-    await page.goto(server.url + "/admin")
-    await page.locator("input[name=username]").fill("admin")
-    await page.locator("input[name=password]").fill(STAFF_PASSWORD)
-    await page.locator("button[type=submit]").click()
+    await sign_in(page, server, "admin", "/admin")
     await page.get_by_role("link", name="Reports").click()
     await expect(page.locator(".report-figure")).to_have_count(6)
     await expect(page.locator(".report-figure").first).to_contain_text("Conversations")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from playwright.async_api import Browser, Dialog, Page, expect
 
-from ..support import STAFF_PASSWORD, Server
+from ..support import Server
+from .pages import sign_in
 
 XSS_NAME = '<img src=x onerror="alert(1)">Mallory'
 XSS_BODY = "<script>alert('body')</script><img src=x onerror=alert(2)> is my printer on fire?"
@@ -64,10 +65,7 @@ async def test_customer_and_agent_chat_through_widget_and_dashboard(
     agent_ctx = await browser.new_context()
     agent = await agent_ctx.new_page()
     _watch_dialogs(agent, dialogs, confirms)
-    await agent.goto(server.url + "/agent")
-    await agent.locator("input[name=username]").fill("agent")
-    await agent.locator("input[name=password]").fill(STAFF_PASSWORD)
-    await agent.locator("button[type=submit]").click()
+    await sign_in(agent, server, "agent", "/agent")
     await expect(agent.locator("#list-queue")).to_contain_text("Mallory", timeout=10000)
     await agent.locator("#list-queue").get_by_text(XSS_NAME).first.click()
     await agent.get_by_role("button", name="Claim").click()
