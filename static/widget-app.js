@@ -372,7 +372,18 @@
     rate_limited: 'You are sending messages too quickly. Retrying in a moment…', // then 4429
     conversation_closed: 'This conversation has ended; your message was not sent.',
   };
+  let liveNotice = ''; // the broadcast_unavailable text while it shows
+  function liveRestored() {
+    if (liveNotice && $('toast').textContent === liveNotice && !$('toast').hidden) toast('');
+    liveNotice = '';
+  }
   function onError(f) {
+    if (f.code === 'broadcast_unavailable') {
+      // Shown until the server says live updates are back (broadcast_restored), not for a
+      // fixed time: it is true for as long as the outage lasts, and not a moment longer.
+      liveNotice = f.message || 'Live updates are interrupted.';
+      return toast(liveNotice);
+    }
     toast(ERRORS[f.code] || f.message || 'Something went wrong.', 5000);
     if (f.code === 'conversation_closed' || f.code === 'body_too_long') {
       for (const p of outbox.values()) {
@@ -420,6 +431,7 @@
           welcomed = true;
           backoff = 500;
           if ($('toast').textContent === RECONNECTING) toast('');
+          liveRestored(); // a new socket listens afresh
           if (f.conversation_id !== convId) {
             if (convId) clearList();
             convId = f.conversation_id;
@@ -449,6 +461,7 @@
           if (status) setStatus(status);
           break;
         case 'error': if (!ratingError(f)) onError(f); break;
+        case 'broadcast_restored': liveRestored(); break;
       }
     };
     sock.onclose = async (ev) => {

@@ -115,15 +115,38 @@ async def test_presence_expires(opened: Callable[[], Any]) -> None:
     """A heartbeat counts until its ttl runs out, or until the process says it has none."""
     a, b = await opened(), await opened()
     assert not await b.agents_online()
-    await a.heartbeat("p1", 2, 0.6)
+    await a.heartbeat("p1", {7: False, 8: True}, 0.6)
     assert await b.agents_online() is a.shared or await a.agents_online()
     assert await a.agents_online()
-    await a.heartbeat("p1", 0, 0.6)
+    await a.heartbeat("p1", {}, 0.6)
     assert not await a.agents_online()
-    await a.heartbeat("p2", 1, 0.6)
+    await a.heartbeat("p2", {9: False}, 0.6)
     deadline = asyncio.get_running_loop().time() + 5
     while await a.agents_online():  # polled with a deadline: expiry has no event to wait on
         assert asyncio.get_running_loop().time() < deadline, "the heartbeat never expired"
+        await asyncio.sleep(0.1)
+
+
+async def test_rosters_name_every_processes_agents_until_they_expire(
+        opened: Callable[[], Any]) -> None:
+    """Which agents have a dashboard open, and whether each is away, is what every process's
+    latest heartbeat said (seen from another connection on shared backends): an agent away in
+    one process and not in another counts as available; an away agent alone is not online; a
+    process that says it has none, or stops beating, drops out."""
+    a, b = await opened(), await opened()
+    reader = b if a.shared else a
+    assert await reader.present_agents() == {}
+    await a.heartbeat("p1", {7: True}, 30)
+    assert await reader.present_agents() == {7: True}
+    assert not await reader.agents_online()  # away is not online
+    await a.heartbeat("p2", {7: False, 8: True}, 0.6)
+    assert await reader.present_agents() == {7: False, 8: True}
+    assert await reader.agents_online()
+    await a.heartbeat("p1", {}, 30)
+    assert await reader.present_agents() == {7: False, 8: True}
+    deadline = asyncio.get_running_loop().time() + 5
+    while await reader.present_agents():  # p2 stopped beating: polled, expiry has no event
+        assert asyncio.get_running_loop().time() < deadline, "the roster never expired"
         await asyncio.sleep(0.1)
 
 
