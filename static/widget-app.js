@@ -372,18 +372,13 @@
     rate_limited: 'You are sending messages too quickly. Retrying in a moment…', // then 4429
     conversation_closed: 'This conversation has ended; your message was not sent.',
   };
-  let liveNotice = ''; // the broadcast_unavailable text while it shows
-  function liveRestored() {
-    if (liveNotice && $('toast').textContent === liveNotice && !$('toast').hidden) toast('');
-    liveNotice = '';
+  let live = ''; // broadcast_unavailable's text: shown until broadcast_restored
+  function liveBack() {
+    if (live && $('toast').textContent === live) toast('');
+    live = '';
   }
   function onError(f) {
-    if (f.code === 'broadcast_unavailable') {
-      // Shown until the server says live updates are back (broadcast_restored), not for a
-      // fixed time: it is true for as long as the outage lasts, and not a moment longer.
-      liveNotice = f.message || 'Live updates are interrupted.';
-      return toast(liveNotice);
-    }
+    if (f.code === 'broadcast_unavailable') return toast(live = f.message);
     toast(ERRORS[f.code] || f.message || 'Something went wrong.', 5000);
     if (f.code === 'conversation_closed' || f.code === 'body_too_long') {
       for (const p of outbox.values()) {
@@ -431,7 +426,7 @@
           welcomed = true;
           backoff = 500;
           if ($('toast').textContent === RECONNECTING) toast('');
-          liveRestored(); // a new socket listens afresh
+          liveBack();
           if (f.conversation_id !== convId) {
             if (convId) clearList();
             convId = f.conversation_id;
@@ -461,7 +456,7 @@
           if (status) setStatus(status);
           break;
         case 'error': if (!ratingError(f)) onError(f); break;
-        case 'broadcast_restored': liveRestored(); break;
+        case 'broadcast_restored': liveBack(); break;
       }
     };
     sock.onclose = async (ev) => {
