@@ -111,6 +111,23 @@ async def test_shared_backends_reach_other_processes(opened: Callable[[], Any]) 
     assert await heard.wait(1) == ["4401"]
 
 
+async def test_publications_of_an_older_version_still_arrive(opened: Callable[[], Any]
+                                                            ) -> None:
+    """A publication without the sender's time stamp (a process not yet upgraded, mid rolling
+    deploy) reaches listeners as it was sent, and so does one with a stamp."""
+    a, b = await opened(), await opened()
+    if not a.shared:
+        pytest.skip("memory:// has no other processes")
+    heard = Heard()
+    b.subscribe("queue", heard)
+    if hasattr(a, "prefix"):  # Redis: the bare payload on the channel
+        await a._client.publish(a.prefix + "queue", "changed")
+    else:  # PostgreSQL: [channel, payload] without the time
+        await a._fetchval("SELECT pg_notify($1, $2)", a.channel, json.dumps(["queue", "changed"]))
+    await a.publish("queue", "4401 \x00 {}")
+    assert await heard.wait(2) == ["changed", "4401 \x00 {}"]
+
+
 async def test_presence_expires(opened: Callable[[], Any]) -> None:
     """A heartbeat counts until its ttl runs out, or until the process says it has none."""
     a, b = await opened(), await opened()
