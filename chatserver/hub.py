@@ -7,7 +7,13 @@ publication catches up with `resume`, which reads storage.
 Channels: `conv:<id>` carries a conversation's message, typing and status frames; `queue` tells
 agents the set of open conversations changed; `session:<hash>` ends a signed-in session's sockets;
 `policy` announces a newly published policy version; `presence` says some process's agents came
-or went.
+or went (then every process re-reads the shared presence), or that an agent set themselves away
+or back (the process holding their dashboards applies it).
+
+Presence with a shared broadcast: each process's heartbeat carries its roster (staff id -> away)
+with a ttl, said every second and at once on a change; each process keeps every roster as last
+read, so "is this agent there" (takeover, the queue's `agent_online`, colleagues) is answered for
+all processes, and a killed process's agents drop out when its ttl runs out.
 
 Queue and presence frames are built by each process for its own sockets (from storage, and from
 the broadcast's shared presence): across processes only a short "changed" travels, so no frame
