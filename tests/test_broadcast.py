@@ -258,3 +258,20 @@ async def test_dropped_connection_says_down_then_up(opened: Callable[[], Any],
     await b.ping()
     await a.publish("conv:x", "after")
     assert await heard.wait(1) == ["after"]
+
+
+async def test_presence_table_of_an_earlier_version_gains_the_roster() -> None:
+    """A database whose chatserver_presence was made before rosters existed: the first start of
+    this version adds the column, and rosters are kept and read."""
+    databases.require_postgres()
+    url = databases.create_database()
+    databases.query(url, "CREATE UNLOGGED TABLE chatserver_presence (process TEXT PRIMARY KEY, "
+                         "agents INTEGER NOT NULL, expires_at TIMESTAMPTZ NOT NULL)")
+    b = broadcast.create(url)
+    await b.connect()
+    try:
+        await b.heartbeat("p1", {5: False}, 30)
+        assert await b.present_agents() == {5: False}
+        assert await b.agents_online()
+    finally:
+        await b.disconnect()

@@ -56,9 +56,14 @@ _CREATE_PRESENCE = """
 CREATE UNLOGGED TABLE IF NOT EXISTS chatserver_presence (
     process TEXT PRIMARY KEY,
     agents INTEGER NOT NULL,
-    expires_at TIMESTAMPTZ NOT NULL
+    expires_at TIMESTAMPTZ NOT NULL,
+    roster TEXT NOT NULL DEFAULT '{}'
 )"""
-# Tables made by an earlier version lack the roster (staff id -> away, as JSON).
+# A table made by an earlier version lacks the roster (staff id -> away, as JSON). Altered only
+# then: ALTER TABLE takes a lock and needs the table's owner, which a later start may not be.
+_HAS_ROSTER = ("SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = "
+               "current_schema() AND table_name = 'chatserver_presence' AND "
+               "column_name = 'roster')")
 _ADD_ROSTER = ("ALTER TABLE chatserver_presence ADD COLUMN IF NOT EXISTS roster TEXT NOT NULL "
                "DEFAULT '{}'")
 _CREATE_LEASES = """
@@ -124,11 +129,14 @@ class PostgresBroadcast:
 
     async def _create_presence(self) -> None:
         assert self._pool is not None
-        for statement in (_CREATE_PRESENCE, _ADD_ROSTER, _CREATE_COUNTERS, _CREATE_LEASES):
+        for statement in (_CREATE_PRESENCE, _CREATE_COUNTERS, _CREATE_LEASES):
             try:
                 await self._pool.execute(statement)
-            except (asyncpg.UniqueViolationError, asyncpg.DuplicateColumnError):
-                pass  # another process created it at that moment
+            except asyncpg.UniqueViolationError:  # another process created it at that moment
+                pass
+        if not await self._pool.fetchval(_HAS_ROSTER):
+            with contextlib.suppress(asyncpg.UniqueViolationError, asyncpg.DuplicateColumnError):
+                await self._pool.execute(_ADD_ROSTER)
 
     async def _listen(self) -> None:
         conn = await asyncpg.connect(self.url, timeout=TIMEOUT_SECONDS)
