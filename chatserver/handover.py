@@ -4,7 +4,8 @@ Who may do what (`plan`, no I/O beyond look-ups) is kept apart from doing it (`t
 
 - the agent handling a conversation may hand it to another active agent who is not away, or
   release it to the queue;
-- any agent may take over a conversation whose agent has no dashboard open or is away;
+- any agent may take over a conversation whose agent has no dashboard open (in any process,
+  with a shared broadcast) or is away;
 - admins may do any of these to any open conversation.
 
 The move itself is one conditional UPDATE in the store, conditional on the agent that was read
@@ -66,7 +67,7 @@ async def plan(hub: Hub, actor: Staff, conversation_id: str, to: str | None) -> 
         if holder is None:
             raise Conflict("The conversation is in the queue: claim it.", code="not_claimed")
         assert holder is not None
-        if not admin and hub.agent_available(holder):
+        if not admin and await hub.agent_available_now(holder):
             raise Forbidden("Its agent has the dashboard open; ask them to transfer it to you.",
                             code="agent_present")
         return Plan("takeover", conversation, target)

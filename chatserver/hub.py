@@ -7,7 +7,13 @@ publication catches up with `resume`, which reads storage.
 Channels: `conv:<id>` carries a conversation's message, typing and status frames; `queue` tells
 agents the set of open conversations changed; `session:<hash>` ends a signed-in session's sockets;
 `policy` announces a newly published policy version; `presence` says some process's agents came
-or went.
+or went (then every process re-reads the shared presence), or that an agent set themselves away
+or back (the process holding their dashboards applies it).
+
+Presence with a shared broadcast: each process's heartbeat carries its roster (staff id -> away)
+with a ttl, said every second and at once on a change; each process keeps every roster as last
+read, so "is this agent there" (takeover, the queue's `agent_online`, colleagues) is answered for
+all processes, and a killed process's agents drop out when its ttl runs out.
 
 Queue and presence frames are built by each process for its own sockets (from storage, and from
 the broadcast's shared presence): across processes only a short "changed" travels, so no frame
@@ -72,7 +78,8 @@ PROFILE_CHANGED = "profile"
 
 QUEUE_CHANNEL = "queue"
 POLICY_CHANNEL = "policy"  # payload: the version just published
-PRESENCE_CHANNEL = "presence"
+PRESENCE_CHANNEL = "presence"  # payload: "changed", or AWAY_PREFIX + "<staff id>:<0|1>"
+AWAY_PREFIX = "away:"
 ERASED_CHANNEL = "erased"  # payload: a JSON list of erased conversation ids
 # Channels whose frames each process builds for its own sockets (see the module's docstring).
 LOCAL_CHANNELS = frozenset({QUEUE_CHANNEL, PRESENCE_CHANNEL})
@@ -236,6 +243,10 @@ class Hub:
         self.process_id = secrets.token_hex(8)
         self._agents: dict[int, int] = {}  # staff id -> open agent sockets in this process
         self._agents_elsewhere = False  # a shared broadcast's word on the other processes
+        # ... and on their agents: staff id -> away, every process's roster (ours too) as last
+        # read; refreshed each heartbeat and at once when a process says its agents changed.
+        self._elsewhere: dict[int, bool] = {}
+        self._beat_lock = asyncio.Lock()
         self._told: bool | None = None  # the presence visitors of this process were last told
         self._local = Listeners()  # queue and presence frames, built here for our sockets
         self._away: set[int] = set()  # of this process's agents, the ones who said they are away
@@ -250,7 +261,7 @@ class Hub:
         self._tasks: set[asyncio.Task[None]] = set()  # held, or the loop may drop them midway
         self._own = [
             broadcast.subscribe(QUEUE_CHANNEL, lambda _payload: self._queue.trigger()),
-            broadcast.subscribe(PRESENCE_CHANNEL, lambda _payload: self._presence.trigger()),
+            broadcast.subscribe(PRESENCE_CHANNEL, self._on_presence),
             broadcast.subscribe(CONNECTION_CHANNEL, self._on_connection),
         ]
 
@@ -322,7 +333,13 @@ class Hub:
         self._local_agents_changed()
 
     async def set_away(self, staff_id: int, away: bool) -> None:
-        """An agent said they are away (or back): customers and colleagues see it at once."""
+        """An agent said they are away (or back): customers and colleagues see it at once, in
+        every process (the request may reach a process where the agent has no dashboard)."""
+        self._apply_away(staff_id, away)
+        if self.broadcast.shared:
+            await self._publish(PRESENCE_CHANNEL, f"{AWAY_PREFIX}{staff_id}:{int(away)}")
+
+    def _apply_away(self, staff_id: int, away: bool) -> None:
         if away:
             if staff_id in self._agents:
                 self._away.add(staff_id)
@@ -330,19 +347,44 @@ class Hub:
             self._away.discard(staff_id)
         self._local_agents_changed()
 
+    def _on_presence(self, payload: str) -> None:
+        """Another process's agents changed (re-read the shared roster), or an agent went away
+        or came back (applied here too when their dashboard is open here)."""
+        if payload.startswith(AWAY_PREFIX):
+            staff_id, _, away = payload[len(AWAY_PREFIX):].partition(":")
+            if staff_id.isdigit() and int(staff_id) in self._agents and (
+                    int(staff_id) in self._away) != (away == "1"):
+                self._apply_away(int(staff_id), away == "1")
+            return
+        self._presence.trigger()
+
     def agents_online(self) -> bool:
         """Whether an agent who is not away has a dashboard open in this process or, with a
         shared broadcast, in any."""
         return any(s not in self._away for s in self._agents) or self._agents_elsewhere
 
     def agent_present(self, staff_id: int) -> bool:
-        """This agent has a dashboard open in this process (away or not)."""
-        return staff_id in self._agents
+        """This agent has a dashboard open (away or not) in this process or, with a shared
+        broadcast, in any (as last heard: within about a second)."""
+        return staff_id in self._agents or staff_id in self._elsewhere
 
     def agent_available(self, staff_id: int) -> bool:
-        """This agent has a dashboard open in this process and is not away. When not,
-        colleagues may take over their conversations."""
-        return staff_id in self._agents and staff_id not in self._away
+        """This agent has a dashboard open and is not away, in this process or, with a shared
+        broadcast, in any. When not, colleagues may take over their conversations."""
+        if staff_id in self._agents:
+            return staff_id not in self._away
+        return self._elsewhere.get(staff_id) is False
+
+    async def agent_available_now(self, staff_id: int) -> bool:
+        """agent_available, with the other processes' word read afresh rather than as last
+        heard: for decisions (a takeover) that must not act on a stale view."""
+        if staff_id not in self._agents and self.broadcast.shared:
+            await self._check_presence()
+        return self.agent_available(staff_id)
+
+    def _roster(self) -> dict[int, bool]:
+        """This process's agents with a dashboard open: staff id -> away."""
+        return {staff_id: staff_id in self._away for staff_id in self._agents}
 
     def _local_agents_changed(self) -> None:
         """An agent came, went or changed away state here: visitors hear whether anyone is online,
@@ -352,23 +394,31 @@ class Hub:
         if self.broadcast.shared:
             self._background(self._announce_agents())
 
+    async def _beat(self) -> None:
+        """Tell the broadcast this process's roster. One at a time, each reading the roster once
+        it is its turn, so the last word stored is the latest."""
+        async with self._beat_lock:
+            await self.broadcast.heartbeat(self.process_id, self._roster(),
+                                           PRESENCE_TTL_SECONDS)
+
     async def _announce_agents(self) -> None:
         try:
-            await self.broadcast.heartbeat(self.process_id, self._agent_count(),
-                                           PRESENCE_TTL_SECONDS)
+            await self._beat()
         except BroadcastUnavailable:
             return  # the heartbeat loop says it again once the broadcast is back
         await self._publish(PRESENCE_CHANNEL, "changed")
 
-    def _agent_count(self) -> int:
-        """Open agent sockets of agents who are not away: what other processes count as online."""
-        return sum(n for staff_id, n in self._agents.items() if staff_id not in self._away)
     async def _check_presence(self) -> None:
         if self.broadcast.shared:
             try:
-                self._agents_elsewhere = await self.broadcast.agents_online()
+                elsewhere = await self.broadcast.present_agents()
             except BroadcastUnavailable:
                 return
+            changed = elsewhere != self._elsewhere
+            self._elsewhere = elsewhere
+            self._agents_elsewhere = not all(elsewhere.values())
+            if changed:  # this process's dashboards: whose conversations may be taken over
+                self._queue.trigger()
         self._tell_presence()
 
     def _tell_presence(self) -> None:
@@ -381,8 +431,7 @@ class Hub:
         while True:
             try:
                 if self._agents:
-                    await self.broadcast.heartbeat(self.process_id, self._agent_count(),
-                                                   PRESENCE_TTL_SECONDS)
+                    await self._beat()
                 await self._check_presence()
             except BroadcastUnavailable:
                 pass
@@ -640,4 +689,4 @@ class Hub:
             sub.cancel()
         if self.broadcast.shared and self._agents:
             with contextlib.suppress(Exception):  # the ttl ends it otherwise
-                await self.broadcast.heartbeat(self.process_id, 0, PRESENCE_TTL_SECONDS)
+                await self.broadcast.heartbeat(self.process_id, {}, PRESENCE_TTL_SECONDS)

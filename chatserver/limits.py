@@ -10,8 +10,9 @@ so a client spread over N processes does not get N times the limit. The hot path
 synchronous: an IP's messages are added in the background, and once the shared total is over the
 limit the IP is refused in this process for the rest of the window. Open sockets per IP and per
 session are counted across processes as leases that each process renews while the socket is open,
-so the sockets of a killed process stop counting within SOCKET_LEASE_SECONDS. Staff sign-in limits
-are still per process.
+so the sockets of a killed process stop counting within SOCKET_LEASE_SECONDS. The staff sign-in
+limits (per address, and for everyone together) are counted across processes in the same
+counters; a known browser's own delay after its failures stays per process.
 """
 
 from __future__ import annotations
@@ -289,6 +290,23 @@ class Limits:
         return True
 
     # -- staff sign-in ----------------------------------------------------------------------
+
+    async def admit_sign_in(self, ip: str | None) -> str | None:
+        """sign_in_refused, and the same limits across processes: "address" or "overall" when
+        over one, else None."""
+        refused = self.sign_in_refused(ip)
+        if refused or self.shared is None or self.exempt(ip):
+            return refused
+        if ip is not None and not await self._shared_within(
+                "sign-ins", ip, self.settings.staff_sign_ins_per_ip, SIGN_IN_PER_IP_WINDOW):
+            return "address"
+        # Everyone together: the bucket's burst per the time it takes to refill, as a window.
+        per_second = self.settings.staff_sign_ins_per_second
+        burst = max(1, round(2 * per_second))
+        total = await self.shared.add("sign-ins-overall", "everyone", 1, burst / per_second)
+        if total is not None and total > burst:
+            return "overall"
+        return None
 
     def sign_in_refused(self, ip: str | None) -> str | None:
         """Charge a sign-in attempt from a browser the account does not know: "address" or

@@ -293,5 +293,11 @@ def presence_frame(agents_online: bool) -> dict[str, Any]:
     return {"type": "presence", "agents_online": agents_online}
 
 
+def broadcast_restored_frame() -> dict[str, Any]:
+    """The shared broadcast is back after a `broadcast_unavailable` error: live frames flow again
+    (what was missed follows from storage), so clients clear their notice at once."""
+    return {"type": "broadcast_restored"}
+
+
 def error(code: str, message: str) -> dict[str, str]:
     return {"type": "error", "code": code, "message": message}

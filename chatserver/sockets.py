@@ -88,6 +88,7 @@ def _on_connection(peer: Peer, follower: Follower, recheck: Callable[[], Any]
         if state == DOWN:
             peer.send_frame(protocol.error("broadcast_unavailable", _BROADCAST_DOWN))
         elif state == UP:
+            peer.send_frame(protocol.broadcast_restored_frame())
             follower.catch_up_all()
             task = asyncio.get_running_loop().create_task(recheck())
             tasks.add(task)

@@ -372,7 +372,13 @@
     rate_limited: 'You are sending messages too quickly. Retrying in a moment…', // then 4429
     conversation_closed: 'This conversation has ended; your message was not sent.',
   };
+  let live = ''; // broadcast_unavailable's text: shown until broadcast_restored
+  function liveBack() {
+    if (live && $('toast').textContent === live) toast('');
+    live = '';
+  }
   function onError(f) {
+    if (f.code === 'broadcast_unavailable') return toast(live = f.message);
     toast(ERRORS[f.code] || f.message || 'Something went wrong.', 5000);
     if (f.code === 'conversation_closed' || f.code === 'body_too_long') {
       for (const p of outbox.values()) {
@@ -420,6 +426,7 @@
           welcomed = true;
           backoff = 500;
           if ($('toast').textContent === RECONNECTING) toast('');
+          liveBack();
           if (f.conversation_id !== convId) {
             if (convId) clearList();
             convId = f.conversation_id;
@@ -449,6 +456,7 @@
           if (status) setStatus(status);
           break;
         case 'error': if (!ratingError(f)) onError(f); break;
+        case 'broadcast_restored': liveBack(); break;
       }
     };
     sock.onclose = async (ev) => {

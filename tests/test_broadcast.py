@@ -111,19 +111,59 @@ async def test_shared_backends_reach_other_processes(opened: Callable[[], Any]) 
     assert await heard.wait(1) == ["4401"]
 
 
+async def test_publications_of_an_older_version_still_arrive(opened: Callable[[], Any]
+                                                            ) -> None:
+    """A publication without the sender's time stamp (a process not yet upgraded, mid rolling
+    deploy) reaches listeners as it was sent, and so does one with a stamp."""
+    a, b = await opened(), await opened()
+    if not a.shared:
+        pytest.skip("memory:// has no other processes")
+    heard = Heard()
+    b.subscribe("queue", heard)
+    if hasattr(a, "prefix"):  # Redis: the bare payload on the channel
+        await a._client.publish(a.prefix + "queue", "changed")
+    else:  # PostgreSQL: [channel, payload] without the time
+        await a._fetchval("SELECT pg_notify($1, $2)", a.channel, json.dumps(["queue", "changed"]))
+    await a.publish("queue", "4401 \x00 {}")
+    assert await heard.wait(2) == ["changed", "4401 \x00 {}"]
+
+
 async def test_presence_expires(opened: Callable[[], Any]) -> None:
     """A heartbeat counts until its ttl runs out, or until the process says it has none."""
     a, b = await opened(), await opened()
     assert not await b.agents_online()
-    await a.heartbeat("p1", 2, 0.6)
+    await a.heartbeat("p1", {7: False, 8: True}, 0.6)
     assert await b.agents_online() is a.shared or await a.agents_online()
     assert await a.agents_online()
-    await a.heartbeat("p1", 0, 0.6)
+    await a.heartbeat("p1", {}, 0.6)
     assert not await a.agents_online()
-    await a.heartbeat("p2", 1, 0.6)
+    await a.heartbeat("p2", {9: False}, 0.6)
     deadline = asyncio.get_running_loop().time() + 5
     while await a.agents_online():  # polled with a deadline: expiry has no event to wait on
         assert asyncio.get_running_loop().time() < deadline, "the heartbeat never expired"
+        await asyncio.sleep(0.1)
+
+
+async def test_rosters_name_every_processes_agents_until_they_expire(
+        opened: Callable[[], Any]) -> None:
+    """Which agents have a dashboard open, and whether each is away, is what every process's
+    latest heartbeat said (seen from another connection on shared backends): an agent away in
+    one process and not in another counts as available; an away agent alone is not online; a
+    process that says it has none, or stops beating, drops out."""
+    a, b = await opened(), await opened()
+    reader = b if a.shared else a
+    assert await reader.present_agents() == {}
+    await a.heartbeat("p1", {7: True}, 30)
+    assert await reader.present_agents() == {7: True}
+    assert not await reader.agents_online()  # away is not online
+    await a.heartbeat("p2", {7: False, 8: True}, 0.6)
+    assert await reader.present_agents() == {7: False, 8: True}
+    assert await reader.agents_online()
+    await a.heartbeat("p1", {}, 30)
+    assert await reader.present_agents() == {7: False, 8: True}
+    deadline = asyncio.get_running_loop().time() + 5
+    while await reader.present_agents():  # p2 stopped beating: polled, expiry has no event
+        assert asyncio.get_running_loop().time() < deadline, "the roster never expired"
         await asyncio.sleep(0.1)
 
 
@@ -218,3 +258,20 @@ async def test_dropped_connection_says_down_then_up(opened: Callable[[], Any],
     await b.ping()
     await a.publish("conv:x", "after")
     assert await heard.wait(1) == ["after"]
+
+
+async def test_presence_table_of_an_earlier_version_gains_the_roster() -> None:
+    """A database whose chatserver_presence was made before rosters existed: the first start of
+    this version adds the column, and rosters are kept and read."""
+    databases.require_postgres()
+    url = databases.create_database()
+    databases.query(url, "CREATE UNLOGGED TABLE chatserver_presence (process TEXT PRIMARY KEY, "
+                         "agents INTEGER NOT NULL, expires_at TIMESTAMPTZ NOT NULL)")
+    b = broadcast.create(url)
+    await b.connect()
+    try:
+        await b.heartbeat("p1", {5: False}, 30)
+        assert await b.present_agents() == {5: False}
+        assert await b.agents_online()
+    finally:
+        await b.disconnect()

@@ -260,7 +260,8 @@ async def test_broadcast_away_while_running(
     """One process loses Redis: its /healthz is 503 naming the broadcast and its sockets get an
     error frame, but still hear what is said in that process; what the other process's agent
     writes meanwhile is stored, and arrives once, in order, when Redis is reachable again, with
-    no restart; what the cut-off process stored is announced to the other then."""
+    no restart (the socket is told: `broadcast_restored`); what the cut-off process stored is
+    announced to the other then."""
     url = fresh_redis_url()
     parts = urlsplit(url)
     relayed = parts._replace(netloc=f"127.0.0.1:{redis_outage.port}").geturl()
@@ -292,6 +293,7 @@ async def test_broadcast_away_while_running(
         return (await _health(b)).status_code == 200
 
     await _until(healthy, "the relayed process's /healthz to answer ok again")
+    await vs.wait_type("broadcast_restored", timeout=10)  # clients clear their notice on it
     for n in range(5):  # caught up from storage
         await vs.wait_type("message", body=f"d{n}", timeout=10)
     # What the cut-off process could not publish is announced once it is back: the agent's

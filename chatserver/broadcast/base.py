@@ -4,13 +4,15 @@ Broadcast only notifies; storage is the source of truth. A subscriber that misse
 dropped pub/sub message, a reconnect) catches up from storage by seq.
 
 Shared backends (Redis, PostgreSQL) also hold the little state processes must agree on that is
-not worth a table in the store: which processes have agents online, with an expiry, so a killed
-process's agents disappear by themselves; and windowed counters for the per-IP limits.
+not worth a table in the store: which agents have a dashboard open in which process and whether
+each is away, with an expiry, so a killed process's agents disappear by themselves; and windowed
+counters and leases for the per-IP limits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 Listener = Callable[[str], None]
@@ -56,11 +58,17 @@ class Broadcast(Protocol):
         Listeners run on the event loop and must not block: they hand the payload to a queue.
         """
 
-    async def heartbeat(self, process_id: str, agents: int, ttl: float) -> None:
-        """Say this process has `agents` agent sockets open, for `ttl` seconds."""
+    async def heartbeat(self, process_id: str, agents: Mapping[int, bool], ttl: float) -> None:
+        """Say which agents have a dashboard open in this process (staff id -> away), for `ttl`
+        seconds; an empty mapping takes the process out at once."""
 
     async def agents_online(self) -> bool:
-        """Whether any process, this one included, said within its ttl that it has agents."""
+        """Whether any process, this one included, said within its ttl that it has an agent
+        who is not away."""
+
+    async def present_agents(self) -> dict[int, bool]:
+        """Every agent some process (this one included) said within its ttl has a dashboard
+        open: staff id -> away (away only when away in every process that has them)."""
 
     async def lease(self, key: str, member: str, ttl: float, hold: bool) -> int:
         """Hold (or renew) `member`'s lease in the set `key` for `ttl` seconds, or give it up
@@ -70,3 +78,26 @@ class Broadcast(Protocol):
     async def count(self, key: str, amount: float, window: float) -> float:
         """Add `amount` to the counter `key`, which starts at 0 and lives `window` seconds from
         its first addition (a fixed window shared by every process); the new total."""
+
+
+def merge_rosters(rosters: list[Mapping[int, bool]]) -> dict[int, bool]:
+    """Processes' rosters as one: an agent present anywhere, away only where away everywhere."""
+    merged: dict[int, bool] = {}
+    for roster in rosters:
+        for staff_id, away in roster.items():
+            merged[staff_id] = merged.get(staff_id, True) and away
+    return merged
+
+
+def dump_roster(roster: Mapping[int, bool]) -> str:
+    return json.dumps({str(k): bool(v) for k, v in roster.items()}, separators=(",", ":"))
+
+
+def load_roster(text: str | None) -> dict[int, bool]:
+    """A roster as `dump_roster` wrote it; {} for anything else (a process of an older
+    version wrote none)."""
+    try:
+        data = json.loads(text) if text else {}
+        return {int(k): bool(v) for k, v in data.items()}
+    except (ValueError, TypeError, AttributeError):
+        return {}

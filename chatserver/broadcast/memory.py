@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
-from .base import Listener
+from .base import Listener, merge_rosters
 from .local import Listeners, LocalSubscription
 
 
@@ -14,7 +15,7 @@ class MemoryBroadcast:
 
     def __init__(self) -> None:
         self._listeners = Listeners()
-        self._beats: dict[str, tuple[int, float]] = {}
+        self._beats: dict[str, tuple[dict[int, bool], float]] = {}  # process -> roster, expiry
         self._counts: dict[str, tuple[float, float]] = {}  # key -> (total, expiry)
         self._leases: dict[str, dict[str, float]] = {}  # key -> member -> expiry
 
@@ -33,12 +34,18 @@ class MemoryBroadcast:
     def subscribe(self, channel: str, listener: Listener) -> LocalSubscription:
         return self._listeners.add(channel, listener)
 
-    async def heartbeat(self, process_id: str, agents: int, ttl: float) -> None:
-        self._beats[process_id] = (agents, time.monotonic() + ttl)
+    async def heartbeat(self, process_id: str, agents: Mapping[int, bool], ttl: float) -> None:
+        if agents:
+            self._beats[process_id] = (dict(agents), time.monotonic() + ttl)
+        else:
+            self._beats.pop(process_id, None)
 
     async def agents_online(self) -> bool:
+        return not all((await self.present_agents()).values())
+
+    async def present_agents(self) -> dict[int, bool]:
         now = time.monotonic()
-        return any(agents > 0 and until > now for agents, until in self._beats.values())
+        return merge_rosters([roster for roster, until in self._beats.values() if until > now])
 
     async def lease(self, key: str, member: str, ttl: float, hold: bool) -> int:
         now = time.monotonic()

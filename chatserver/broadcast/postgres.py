@@ -1,12 +1,14 @@
 """Fan-out across processes through PostgreSQL LISTEN/NOTIFY (asyncpg), for teams without Redis.
 
-Every process LISTENs on one PostgreSQL channel; each notification carries `[channel, payload]`
-as JSON. NOTIFY takes payloads under 8000 bytes: `max_payload` tells the hub, which sends larger
-frames as references that receivers read from storage. One dedicated connection listens; when it
-drops, listeners hear "down" on CONNECTION_CHANNEL, and "up" once it listens again, so every
-socket catches up from storage. Presence is a small UNLOGGED table with an expiry per process
-(the database's clock), so a killed process's agents drop out by themselves; the per-IP limits'
-windowed counters are another (keys are keyed hashes, never an address).
+Every process LISTENs on one PostgreSQL channel; each notification carries `[channel, payload,
+sent]` as JSON (`sent`: the publisher's wall time, from which receivers measure the lag). NOTIFY
+takes payloads under 8000 bytes: `max_payload` tells the hub, which sends larger frames as
+references that receivers read from storage. One dedicated connection listens; when it drops,
+listeners hear "down" on CONNECTION_CHANNEL, and "up" once it listens again, so every socket
+catches up from storage. Presence is a small UNLOGGED table with an expiry per process (the
+database's clock) and its roster (which agents, away or not), so a killed process's agents drop
+out by themselves; the per-IP limits' windowed counters are another (keys are keyed hashes,
+never an address).
 
 URL: postgresql://user[:password]@host:port/database[?channel=name] (channel default
 `chatserver`), usually the same database as CHATSERVER_DATABASE_URL.
@@ -20,12 +22,24 @@ import json
 import logging
 import re
 import secrets
+import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from .base import CONNECTION_CHANNEL, DOWN, UP, BroadcastUnavailable, Listener
+from .. import metrics
+from .base import (
+    CONNECTION_CHANNEL,
+    DOWN,
+    UP,
+    BroadcastUnavailable,
+    Listener,
+    dump_roster,
+    load_roster,
+    merge_rosters,
+)
 from .local import Listeners, LocalSubscription
 
 log = logging.getLogger("chatserver.broadcast")
@@ -42,8 +56,16 @@ _CREATE_PRESENCE = """
 CREATE UNLOGGED TABLE IF NOT EXISTS chatserver_presence (
     process TEXT PRIMARY KEY,
     agents INTEGER NOT NULL,
-    expires_at TIMESTAMPTZ NOT NULL
+    expires_at TIMESTAMPTZ NOT NULL,
+    roster TEXT NOT NULL DEFAULT '{}'
 )"""
+# A table made by an earlier version lacks the roster (staff id -> away, as JSON). Altered only
+# then: ALTER TABLE takes a lock and needs the table's owner, which a later start may not be.
+_HAS_ROSTER = ("SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = "
+               "current_schema() AND table_name = 'chatserver_presence' AND "
+               "column_name = 'roster')")
+_ADD_ROSTER = ("ALTER TABLE chatserver_presence ADD COLUMN IF NOT EXISTS roster TEXT NOT NULL "
+               "DEFAULT '{}'")
 _CREATE_LEASES = """
 CREATE UNLOGGED TABLE IF NOT EXISTS chatserver_leases (
     key TEXT NOT NULL,
@@ -112,6 +134,9 @@ class PostgresBroadcast:
                 await self._pool.execute(statement)
             except asyncpg.UniqueViolationError:  # another process created it at that moment
                 pass
+        if not await self._pool.fetchval(_HAS_ROSTER):
+            with contextlib.suppress(asyncpg.UniqueViolationError, asyncpg.DuplicateColumnError):
+                await self._pool.execute(_ADD_ROSTER)
 
     async def _listen(self) -> None:
         conn = await asyncpg.connect(self.url, timeout=TIMEOUT_SECONDS)
@@ -126,10 +151,12 @@ class PostgresBroadcast:
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, data: str) -> None:
         try:
-            channel, payload = json.loads(data)
+            channel, payload, *sent = json.loads(data)
         except (ValueError, TypeError):
             log.warning("broadcast: ignored a notification that is not ours")
             return
+        if sent and isinstance(sent[0], float):  # an older version's processes send none
+            metrics.broadcast_lag(time.time() - sent[0])
         self._listeners.deliver(channel, payload)
 
     async def _supervise(self) -> None:
@@ -205,7 +232,8 @@ class PostgresBroadcast:
             raise _unavailable(exc) from None
 
     async def publish(self, channel: str, payload: str) -> None:
-        data = json.dumps([channel, payload], ensure_ascii=False, separators=(",", ":"))
+        data = json.dumps([channel, payload, round(time.time(), 6)], ensure_ascii=False,
+                          separators=(",", ":"))
         if len(data.encode()) >= NOTIFY_LIMIT:
             raise ValueError(f"a payload of {len(data.encode())} bytes is over NOTIFY's limit; "
                              "publish a reference instead")
@@ -218,13 +246,16 @@ class PostgresBroadcast:
     def subscribe(self, channel: str, listener: Listener) -> LocalSubscription:
         return self._listeners.add(channel, listener)
 
-    async def heartbeat(self, process_id: str, agents: int, ttl: float) -> None:
-        if agents > 0:
+    async def heartbeat(self, process_id: str, agents: Mapping[int, bool], ttl: float) -> None:
+        if agents:
+            # `agents` counts those who are not away: what agents_online asks.
             await self._fetchval(
-                "INSERT INTO chatserver_presence (process, agents, expires_at) "
-                "VALUES ($1, $2, now() + make_interval(secs => $3)) ON CONFLICT (process) DO "
-                "UPDATE SET agents = excluded.agents, expires_at = excluded.expires_at",
-                process_id, agents, ttl)
+                "INSERT INTO chatserver_presence (process, agents, expires_at, roster) "
+                "VALUES ($1, $2, now() + make_interval(secs => $3), $4) ON CONFLICT (process) "
+                "DO UPDATE SET agents = excluded.agents, expires_at = excluded.expires_at, "
+                "roster = excluded.roster",
+                process_id, sum(1 for away in agents.values() if not away), ttl,
+                dump_roster(agents))
         else:
             await self._fetchval("DELETE FROM chatserver_presence WHERE process = $1 "
                                  "OR expires_at < now() - interval '1 minute'", process_id)
@@ -233,6 +264,16 @@ class PostgresBroadcast:
         return bool(await self._fetchval(
             "SELECT EXISTS (SELECT 1 FROM chatserver_presence WHERE agents > 0 "
             "AND expires_at > now())"))
+
+    async def present_agents(self) -> dict[int, bool]:
+        if self._pool is None:
+            raise BroadcastUnavailable("not connected")
+        try:
+            rows = await self._pool.fetch("SELECT roster FROM chatserver_presence "
+                                          "WHERE expires_at > now()", timeout=TIMEOUT_SECONDS)
+        except _ERRORS as exc:
+            raise _unavailable(exc) from None
+        return merge_rosters([load_roster(row["roster"]) for row in rows])
 
     async def lease(self, key: str, member: str, ttl: float, hold: bool) -> int:
         if hold:

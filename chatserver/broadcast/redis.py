@@ -4,7 +4,9 @@ One pattern subscription per process (`<prefix>*`) feeds the local listeners. Th
 connection never reconnects behind our back: when it drops, listeners hear "down" on
 CONNECTION_CHANNEL, and "up" once a new subscription stands, so every socket catches up from
 storage what was published meanwhile. Presence is a sorted set of process ids scored by their
-expiry (Redis's own clock), so a killed process's agents drop out by themselves.
+expiry (Redis's own clock), so a killed process's agents drop out by themselves, and a hash of
+each live process's roster (which agents, away or not). Every publication carries the
+publisher's wall time, so receivers measure the broadcast's lag.
 
 URL: redis://[user:password@]host:port/db[?prefix=name:] (prefix default `chatserver:`), so
 several installations or test runs can share one Redis.
@@ -15,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -24,7 +28,17 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from .base import CONNECTION_CHANNEL, DOWN, UP, BroadcastUnavailable, Listener
+from .. import metrics
+from .base import (
+    CONNECTION_CHANNEL,
+    DOWN,
+    UP,
+    BroadcastUnavailable,
+    Listener,
+    dump_roster,
+    load_roster,
+    merge_rosters,
+)
 from .local import Listeners, LocalSubscription
 
 log = logging.getLogger("chatserver.broadcast")
@@ -33,9 +47,9 @@ TIMEOUT_SECONDS = 3.0
 HEALTH_CHECK_SECONDS = 2.0
 RETRY_MAX_SECONDS = 2.0
 
-# Register (ARGV[2] > 0), drop (= 0) or only read (< 0) one process's agents; prune the expired;
-# the number of processes with agents. TIME is the server's, so hosts' clocks may differ.
-_PRESENCE = """
+# Hold (ARGV[2] > 0), drop (= 0) or only read (< 0) one member's lease; prune the expired; the
+# number of members left. TIME is the server's, so hosts' clocks may differ.
+_LEASE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local agents = tonumber(ARGV[2])
@@ -50,6 +64,35 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZCARD', KEYS[1])
 """
 
+# Presence: KEYS[1] the processes scored by expiry, KEYS[2] their rosters. ARGV: process id,
+# "set" (with ARGV[3] the ttl and ARGV[4] the roster), "drop" or "read". Prunes the expired;
+# the rosters of the live processes.
+_PRESENCE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+if ARGV[2] == 'set' then
+  local ms = math.floor((tonumber(ARGV[3]) + 1) * 1000)
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+  -- both go once their last member would have run out
+  redis.call('PEXPIRE', KEYS[1], ms)
+  redis.call('PEXPIRE', KEYS[2], ms)
+elseif ARGV[2] == 'drop' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+if #gone > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  redis.call('HDEL', KEYS[2], unpack(gone))
+end
+local live = redis.call('ZRANGE', KEYS[1], 0, -1)
+if #live == 0 then
+  return {}
+end
+return redis.call('HMGET', KEYS[2], unpack(live))
+"""
+
 
 # A fixed-window counter: the window starts with the first addition.
 _COUNT = """
@@ -59,6 +102,27 @@ if redis.call('PTTL', KEYS[1]) < 0 then
 end
 return total
 """
+
+
+# A publication is `STAMP <publisher's wall time> STAMP <payload>`: receivers observe the lag.
+STAMP = "\x00"
+
+
+def stamp(payload: str) -> str:
+    return f"{STAMP}{time.time():.6f}{STAMP}{payload}"
+
+
+def unstamp(data: str) -> str:
+    """The payload; the lag since its stamp observed. Unstamped data (a process of an older
+    version) passes as it is."""
+    if not data.startswith(STAMP):
+        return data
+    sent, sep, payload = data[1:].partition(STAMP)
+    try:
+        metrics.broadcast_lag(time.time() - float(sent))
+    except ValueError:
+        return data
+    return payload if sep else data
 
 
 def split_prefix(url: str) -> tuple[str, str]:
@@ -150,7 +214,7 @@ class RedisBroadcast:
         while True:
             message = await pubsub.get_message(timeout=HEALTH_CHECK_SECONDS)
             if message is not None and message.get("type") == "pmessage":
-                self._listeners.deliver(message["channel"][skip:], message["data"])
+                self._listeners.deliver(message["channel"][skip:], unstamp(message["data"]))
 
     async def disconnect(self) -> None:
         if self._task is not None:
@@ -172,7 +236,7 @@ class RedisBroadcast:
 
     async def publish(self, channel: str, payload: str) -> None:
         try:
-            await self._client.publish(self.prefix + channel, payload)
+            await self._client.publish(self.prefix + channel, stamp(payload))
         except (RedisError, OSError) as exc:
             self._listeners.deliver(channel, payload)  # this process's sockets still hear it
             raise BroadcastUnavailable(f"Redis does not answer ({type(exc).__name__})") from None
@@ -180,27 +244,35 @@ class RedisBroadcast:
     def subscribe(self, channel: str, listener: Listener) -> LocalSubscription:
         return self._listeners.add(channel, listener)
 
-    async def _presence(self, process_id: str, agents: int, ttl: float) -> int:
+    async def _presence(self, process_id: str, mode: str, ttl: float = 0,
+                        roster: str = "") -> dict[int, bool]:
         try:
-            count = await self._client.eval(_PRESENCE, 1, self.prefix + "presence", process_id,
-                                            agents, ttl)
+            rosters = await self._client.eval(_PRESENCE, 2, self.prefix + "presence",
+                                              self.prefix + "presence:agents", process_id, mode,
+                                              ttl, roster)
         except (RedisError, OSError) as exc:
             raise BroadcastUnavailable(f"Redis does not answer ({type(exc).__name__})") from None
-        return int(count)
+        return merge_rosters([load_roster(r) for r in rosters or ()])
 
-    async def heartbeat(self, process_id: str, agents: int, ttl: float) -> None:
-        await self._presence(process_id, agents, ttl)
+    async def heartbeat(self, process_id: str, agents: Mapping[int, bool], ttl: float) -> None:
+        if agents:
+            await self._presence(process_id, "set", ttl, dump_roster(agents))
+        else:
+            await self._presence(process_id, "drop")
+
+    async def present_agents(self) -> dict[int, bool]:
+        return await self._presence("", "read")
 
     async def lease(self, key: str, member: str, ttl: float, hold: bool) -> int:
         try:
-            count = await self._client.eval(_PRESENCE, 1, self.prefix + "lease:" + key, member,
+            count = await self._client.eval(_LEASE, 1, self.prefix + "lease:" + key, member,
                                             1 if hold else 0, ttl)
         except (RedisError, OSError) as exc:
             raise BroadcastUnavailable(f"Redis does not answer ({type(exc).__name__})") from None
         return int(count)
 
     async def agents_online(self) -> bool:
-        return await self._presence("", -1, 0) > 0
+        return not all((await self.present_agents()).values())
 
     async def count(self, key: str, amount: float, window: float) -> float:
         try:

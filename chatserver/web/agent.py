@@ -125,7 +125,7 @@ async def sign_in(request: Request, username: str, password: str) -> SignedIn:
     device_waiting = device is not None and state.limits.device_wait(device) > 0
     trusted = device is not None and not device_waiting
     if not trusted:
-        refused = state.limits.sign_in_refused(ip)
+        refused = await state.limits.admit_sign_in(ip)
         if refused:
             _refusals.note(refused)
             raise RateLimited("Too many sign-in attempts; please wait a minute and try again.")
