@@ -47,6 +47,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import itertools
 import math
 import multiprocessing
 import os
@@ -350,6 +351,7 @@ class Stream:
     sent: int = 0
     template: list[str] = field(default_factory=list)  # the frame's JSON, split where n goes
     last_relayed: int = 0
+    kick: Callable[[], Any] | None = None  # --raw flat out: send the next message at once
 
 
 @dataclass
@@ -406,6 +408,8 @@ class Tally:
         stream.window.release()
         if cmid in self.received:
             self.settle(cmid)
+        if stream.kick is not None:
+            stream.kick()
 
     def on_message(self, conn: Conn, frame: dict[str, Any], now: float) -> None:
         cmid = frame.get("client_msg_id")
@@ -686,6 +690,40 @@ async def send_stream(stream: Stream, tally: Tally, start: float, stop_at: float
             return
 
 
+def send_now(stream: Stream, tally: Tally, stop_at: float) -> None:
+    """--raw flat out: the stream's next message, written at once (from the ack that freed its
+    slot), so that no task wakes per message; at most --in-flight un-acked as with send_stream."""
+    now = CLOCK()
+    ws = stream.conn.ws
+    if now >= stop_at or not isinstance(ws, RawWebSocket):
+        stream.kick = None
+        return
+    stream.sent += 1
+    n = str(stream.sent)
+    cmid = stream.prefix + n
+    tally.on_send(stream, cmid, now)
+    try:
+        ws.write_text(n.join(stream.template))
+    except RawClosed:
+        tally.send_failures += 1
+        tally.pending.pop(cmid, None)
+        tally.settle(cmid)
+        stream.kick = None
+
+
+async def flat_out_raw(streams: list[Stream], tally: Tally, stop_at: float,
+                       in_flight: int) -> None:
+    """Every stream fills its window, then each ack sends the next message, until stop_at."""
+    for stream in streams:
+        stream.kick = lambda stream=stream: send_now(stream, tally, stop_at)
+        for _ in range(in_flight):
+            if stream.kick is not None:
+                send_now(stream, tally, stop_at)
+    await asyncio.sleep(max(0.0, stop_at - CLOCK()))
+    for stream in streams:
+        stream.kick = None
+
+
 def release_at_stop(streams: list[Stream]) -> None:
     """At the end of the window: wake every sender waiting for a free slot, so that it stops."""
     for stream in streams:
@@ -746,10 +784,15 @@ async def _run_once(args: argparse.Namespace, target: Target, database_url: str 
             idle = tree_total(pid, rss_kib)
 
             async def sample() -> None:
-                while True:
-                    value = tree_total(pid, rss_kib)
-                    if value is not None:
-                        rss_samples[phase].append(value)
+                # the process tree is read again every 10th sample only: a walk of /proc takes
+                # tens of milliseconds on a busy machine, CPU charged to the client
+                tree: list[int] = []
+                for n in itertools.count():
+                    if n % 10 == 0:
+                        tree = process_tree(pid)
+                    values = [v for v in map(rss_kib, tree) if v is not None]
+                    if values:
+                        rss_samples[phase].append(sum(values))
                     await asyncio.sleep(SAMPLE_SECONDS)
 
             sampler = asyncio.create_task(sample())
@@ -882,11 +925,14 @@ async def drive(args: argparse.Namespace, baseline: bool, url: str, groups: list
         tally.window_end = stop_at
         await asyncio.sleep(max(0.0, start - CLOCK()))
         cpu_0 = time.process_time()
-        stopper = asyncio.get_running_loop().call_later(max(0.0, stop_at - CLOCK()),
-                                                        release_at_stop, streams)
-        await asyncio.gather(*(send_stream(s, tally, start, stop_at, args.rate)
-                               for s in streams))
-        stopper.cancel()
+        if args.raw and not args.rate:
+            await flat_out_raw(streams, tally, stop_at, args.in_flight)
+        else:
+            stopper = asyncio.get_running_loop().call_later(max(0.0, stop_at - CLOCK()),
+                                                            release_at_stop, streams)
+            await asyncio.gather(*(send_stream(s, tally, start, stop_at, args.rate)
+                                   for s in streams))
+            stopper.cancel()
         part["client_cpu_s"] = time.process_time() - cpu_0
         tally.stop()
         with contextlib.suppress(TimeoutError):

@@ -186,6 +186,10 @@ class RawWebSocket(asyncio.Protocol):
 
     # -- what bench/load.py calls -------------------------------------------------------------
 
+    def write_text(self, text: str) -> None:
+        """Queue a text frame for this turn's write, without waiting for the kernel's buffer."""
+        self._write(0x1, text.encode())
+
     async def send(self, text: str) -> None:
         self._write(0x1, text.encode())
         if self.writable is not None:  # the kernel's buffer is full: wait as websockets would
