@@ -46,8 +46,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import itertools
+import json
 import math
 import multiprocessing
 import os
