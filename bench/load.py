@@ -7,6 +7,18 @@
                                      # chat server on SQLite, on PostgreSQL, then the baseline
     python bench/load.py --compare --workers 1,2,4
                                      # also `serve --workers N` with a Redis broadcast
+    python bench/load.py --compare --raw --pin --conversations 100 --per-agent 10
+                                     # the cheap generator on CPU 1, each server on CPU 0
+
+The generator's own cost: by default one process speaks WebSocket through the `websockets`
+library, which costs the client about as much CPU per message as the bare relay costs the server.
+`--raw` speaks it over bare asyncio instead (bench/rawws.py: frames handed to a callback, each
+socket's frames of a loop turn written at once, flat out the next message sent from the ack that
+freed its slot), `--clients N` deals the agent sockets, each with all its visitors, over N
+spawned processes started at one time (figures merged), and `--pin SERVER:CLIENT` runs the server
+(and its workers) under `taskset -c SERVER` and the generator on CLIENT (default 0:1). The client's
+and the server's CPU per relayed message are in the report, so that one can see which was the
+bottleneck.
 
 By default it starts its own server (`python -m chatserver serve` on a free port, a fresh data folder
 in a temporary directory, CHATSERVER_LIMITS_EXEMPT=127.0.0.1) and creates the agent `benchagent`
