@@ -313,16 +313,23 @@ async def start_chatserver(tmp: Path, agents: int = 1, database_url: str | None 
     server = ServerProcess(argv, env, tmp / "chatserver.log")
     url = f"http://127.0.0.1:{port}"
     await server.start(url)
-    for g in range(agents):
-        add = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "chatserver", "user", "add", agent_name(g), "--role", "agent",
-            "--password-stdin", cwd=REPO, env=env, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(add.communicate((PASSWORD + "\n").encode()), 60)
-        if add.returncode != 0:
-            await server.stop()
-            raise RuntimeError(f"user add failed ({add.returncode}): {err.decode()}{out.decode()}")
+    gate = asyncio.Semaphore(4)  # a few at once: each CLI start and argon2 hash takes a second
+
+    async def add_agent(g: int) -> str:
+        async with gate:
+            add = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "chatserver", "user", "add", agent_name(g), "--role",
+                "agent", "--password-stdin", cwd=REPO, env=env, stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+            out, err = await asyncio.wait_for(add.communicate((PASSWORD + "\n").encode()), 120)
+        return "" if add.returncode == 0 else (
+            f"user add failed ({add.returncode}): {err.decode()}{out.decode()}")
+
+    failures = [f for f in await asyncio.gather(*(add_agent(g) for g in range(agents))) if f]
+    if failures:
+        await server.stop()
+        raise RuntimeError(failures[0])
     return server, url
 
 
