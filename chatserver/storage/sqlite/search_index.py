@@ -92,9 +92,14 @@ class Indexer:
                 return total
 
     async def close(self) -> None:
-        """Stop scheduling; a pending batch is left for the next open (or the next search)."""
+        """Stop scheduling and index what is pending, so a clean shutdown leaves the index
+        whole (after a crash the next open catches up)."""
         self._closed = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
+        try:
+            await self.flush()
+        except Exception:  # the next open catches up
+            log.exception("search index update at shutdown failed")
