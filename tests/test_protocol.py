@@ -118,3 +118,32 @@ def test_transfer_names_a_staff_member_or_the_queue() -> None:
     with pytest.raises(protocol.ProtocolError) as err:
         protocol.parse('{"type":"transfer","conversation_id":"cv_1","to":null}', "visitor")
     assert err.value.code == "unknown_type"
+
+
+def test_dump_writes_the_standard_librarys_text_with_or_without_orjson() -> None:
+    """The optional fast encoder (the `fast` extra) writes exactly what json.dumps would, and
+    hands what it cannot write the same way (a lone surrogate, a huge integer) to json."""
+    frames: list[dict[str, object]] = [
+        {"type": "message", "conversation_id": "cv_1", "seq": 7, "sender": "visitor",
+         "author": "Zoë \"Z\" O'Brien", "body": "héllo\n\t\\ \u2028 \x00 \x7f 😀 </script>",
+         "sent_at": "2026-01-01T00:00:00Z", "client_msg_id": None},
+        {"type": "status", "ok": True, "off": False, "n": -3, "nested": [{"a": []}, {}]},
+        {"type": "x", "body": "\ud800 alone"},
+        {"type": "x", "seq": 2**70},
+    ]
+    for frame in frames:
+        assert protocol.dump(frame) == json.dumps(frame, ensure_ascii=False,
+                                                  separators=(",", ":"))
+
+
+def test_a_follower_reads_conversation_and_seq_off_the_front_of_a_frame() -> None:
+    """The follower's shortcut finds the same conversation and seq as parsing the whole frame,
+    for frames dump wrote and (falling back to parsing) for any other key order."""
+    from chatserver.follow import _head, reference
+
+    written = protocol.dump({"type": "message", "conversation_id": "cv_a", "seq": 41,
+                             "body": '"seq":99,"conversation_id":"cv_b"'})
+    assert _head(written) == ("cv_a", 41)
+    assert _head(reference("cv_c", 5)) == ("cv_c", 5)
+    other = json.dumps({"seq": 3, "type": "message", "conversation_id": "cv_d"})
+    assert _head(other) == ("cv_d", 3)
