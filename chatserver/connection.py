@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -111,6 +111,51 @@ class Peer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._closer, 5)
         self._sender.cancel()
+
+
+class Pipeline:
+    """Messages of one socket in flight at once: one chain per conversation, so each
+    conversation's messages are stored (and acked) in the order they were sent, while messages
+    for different conversations wait on the same group commit instead of one after another. At
+    most `limit` in flight: past it, the socket reads no further (backpressure). Each job handles
+    its own errors; a job that raises anyway closes the socket (1011), as the receive loop's
+    error would."""
+
+    def __init__(self, peer: Peer, limit: int) -> None:
+        self.peer = peer
+        self.limit = limit
+        self._tails: dict[str, asyncio.Task[None]] = {}
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def add(self, key: str, job: Callable[[], Awaitable[None]]) -> None:
+        while len(self._running) >= self.limit:
+            await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+        before = self._tails.get(key)
+
+        async def run() -> None:
+            if before is not None:
+                await asyncio.wait([before])  # its outcome is its own
+            try:
+                await job()
+            except Exception:
+                log.exception("a pipelined frame failed")
+                self.peer.close(1011, "internal error")
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tails[key] = task
+        self._running.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._running.discard(finished)
+            if self._tails.get(key) is finished:
+                del self._tails[key]
+
+        task.add_done_callback(done)
+
+    async def drain(self) -> None:
+        """Wait until nothing is in flight (before a frame that must follow them all)."""
+        while self._running:
+            await asyncio.wait(set(self._running))
 
 
 async def refuse(ws: WebSocket, exc: ChatError) -> None:
