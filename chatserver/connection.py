@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -114,48 +115,64 @@ class Peer:
 
 
 class Pipeline:
-    """Messages of one socket in flight at once: one chain per conversation, so each
-    conversation's messages are stored (and acked) in the order they were sent, while messages
-    for different conversations wait on the same group commit instead of one after another. At
-    most `limit` in flight: past it, the socket reads no further (backpressure). Each job handles
-    its own errors; a job that raises anyway closes the socket (1011), as the receive loop's
-    error would."""
+    """Messages of one socket in flight at once: one queue per conversation, worked through in
+    order by a task of its own, so each conversation's messages are stored (and acked) in the
+    order they were sent while messages for different conversations share a group commit instead
+    of waiting one after another. At most `limit` in flight: past it, the socket reads no further
+    (backpressure). Each job answers its own errors; one that raises anyway closes the socket
+    (1011), as an error in the receive loop would."""
 
     def __init__(self, peer: Peer, limit: int) -> None:
         self.peer = peer
         self.limit = limit
-        self._tails: dict[str, asyncio.Task[None]] = {}
-        self._running: set[asyncio.Task[None]] = set()
+        self._queues: dict[str, deque[Callable[[], Awaitable[None]]]] = {}
+        self._workers: set[asyncio.Task[None]] = set()
+        self._count = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def add(self, key: str, job: Callable[[], Awaitable[None]]) -> None:
-        while len(self._running) >= self.limit:
-            await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
-        before = self._tails.get(key)
+        while self._count >= self.limit:
+            self._room.clear()
+            await self._room.wait()
+        self._count += 1
+        self._idle.clear()
+        queue = self._queues.get(key)
+        if queue is not None:  # its worker is running: it takes this one in turn
+            queue.append(job)
+            return
+        self._queues[key] = deque((job,))
+        worker = asyncio.get_running_loop().create_task(self._work(key))
+        self._workers.add(worker)
+        worker.add_done_callback(self._workers.discard)
 
-        async def run() -> None:
-            if before is not None:
-                await asyncio.wait([before])  # its outcome is its own
-            try:
-                await job()
-            except Exception:
-                log.exception("a pipelined frame failed")
-                self.peer.close(1011, "internal error")
+    async def _work(self, key: str) -> None:
+        queue = self._queues[key]
+        try:
+            while queue:
+                try:
+                    await queue[0]()  # left in the queue while it runs: add() goes behind it
+                except Exception:
+                    log.exception("a pipelined frame failed")
+                    self.peer.close(1011, "internal error")
+                queue.popleft()
+                self._done(1)
+        finally:  # cancelled (shutdown): what is left will not run, and nobody may wait on it
+            self._done(len(queue))
+            queue.clear()
+            del self._queues[key]
 
-        task = asyncio.get_running_loop().create_task(run())
-        self._tails[key] = task
-        self._running.add(task)
-
-        def done(finished: asyncio.Task[None]) -> None:
-            self._running.discard(finished)
-            if self._tails.get(key) is finished:
-                del self._tails[key]
-
-        task.add_done_callback(done)
+    def _done(self, count: int) -> None:
+        self._count -= count
+        self._room.set()
+        if not self._count:
+            self._idle.set()
 
     async def drain(self) -> None:
         """Wait until nothing is in flight (before a frame that must follow them all)."""
-        while self._running:
-            await asyncio.wait(set(self._running))
+        await self._idle.wait()
 
 
 async def refuse(ws: WebSocket, exc: ChatError) -> None:
