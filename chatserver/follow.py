@@ -12,9 +12,7 @@ the tail published during the outage arrives too.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 from collections.abc import Callable
 
 from . import protocol
@@ -30,19 +28,6 @@ REFERENCE = '{"type":"message_ref"'
 def reference(conversation_id: str, seq: int) -> str:
     """Stands for a stored message too large for the broadcast: receivers read it from storage."""
     return protocol.dump({"type": "message_ref", "conversation_id": conversation_id, "seq": seq})
-
-
-# The two fields a follower needs, read off the front of a frame protocol.dump wrote (these keys
-# come first, in this order), so each socket hearing a message does not parse all of it again.
-_HEAD = re.compile(r'\{"type":"message(?:_ref)?","conversation_id":"([^"\\]*)","seq":(\d+)[,}]')
-
-
-def _head(payload: str) -> tuple[str, int]:
-    found = _HEAD.match(payload)
-    if found is not None:
-        return found.group(1), int(found.group(2))
-    frame = json.loads(payload)  # written some other way: read it whole
-    return frame["conversation_id"], frame["seq"]
 
 
 class Follower:
@@ -79,7 +64,7 @@ class Follower:
         is_reference = payload.startswith(REFERENCE)
         if not is_reference and not payload.startswith(MESSAGE):
             return False
-        conversation_id, seq = _head(payload)
+        conversation_id, seq, _ = protocol.message_head(payload)
         sent = self.sent.get(conversation_id)
         if sent is None:  # no starting point yet: this message is the first
             sent = self.sent[conversation_id] = seq - 1

@@ -7,6 +7,7 @@ naming what was wrong; `dump` serialises a server frame. See docs/protocol.md.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -286,6 +287,22 @@ def dump(frame: dict[str, Any]) -> str:
     """Serialise a server frame compactly; keys keep their insertion order. Each frame is
     dumped once and the text shared by every socket that gets it."""
     return _dump(frame)
+
+
+# The front of a message (or message_ref) frame as dump writes it, keys in this order: whoever
+# only needs the conversation, seq and sender reads them here instead of parsing all of it.
+_MESSAGE_HEAD = re.compile(
+    r'\{"type":"message(?:_ref)?","conversation_id":"([^"\\]*)","seq":(\d+)'
+    r'(?:,"sender":"([a-z]+)")?[,}]')
+
+
+def message_head(text: str) -> tuple[str, int, str | None]:
+    """Conversation id, seq and sender (None for a message_ref) of a published message frame."""
+    found = _MESSAGE_HEAD.match(text)
+    if found is not None:
+        return found.group(1), int(found.group(2)), found.group(3)
+    frame = json.loads(text)  # written some other way: read it whole
+    return frame["conversation_id"], frame["seq"], frame.get("sender")
 
 
 NOTE_PREFIX = '{"type":"message","sender":"note"'

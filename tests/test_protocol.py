@@ -136,14 +136,16 @@ def test_dump_writes_the_standard_librarys_text_with_or_without_orjson() -> None
                                                   separators=(",", ":"))
 
 
-def test_a_follower_reads_conversation_and_seq_off_the_front_of_a_frame() -> None:
-    """The follower's shortcut finds the same conversation and seq as parsing the whole frame,
-    for frames dump wrote and (falling back to parsing) for any other key order."""
-    from chatserver.follow import _head, reference
+def test_message_head_reads_conversation_seq_and_sender_off_the_front_of_a_frame() -> None:
+    """The shortcut finds what parsing the whole frame finds, for frames dump wrote (a body
+    that looks like the fields changes nothing) and, by parsing, for any other key order."""
+    from chatserver.follow import reference
 
     written = protocol.dump({"type": "message", "conversation_id": "cv_a", "seq": 41,
-                             "body": '"seq":99,"conversation_id":"cv_b"'})
-    assert _head(written) == ("cv_a", 41)
-    assert _head(reference("cv_c", 5)) == ("cv_c", 5)
-    other = json.dumps({"seq": 3, "type": "message", "conversation_id": "cv_d"})
-    assert _head(other) == ("cv_d", 3)
+                             "sender": "agent", "author": "A",
+                             "body": '"seq":99,"conversation_id":"cv_b","sender":"visitor"'})
+    assert protocol.message_head(written) == ("cv_a", 41, "agent")
+    assert protocol.message_head(reference("cv_c", 5)) == ("cv_c", 5, None)
+    other = json.dumps({"seq": 3, "type": "message", "conversation_id": "cv_d",
+                        "sender": "visitor"})
+    assert protocol.message_head(other) == ("cv_d", 3, "visitor")
