@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -111,6 +112,67 @@ class Peer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._closer, 5)
         self._sender.cancel()
+
+
+class Pipeline:
+    """Messages of one socket in flight at once: one queue per conversation, worked through in
+    order by a task of its own, so each conversation's messages are stored (and acked) in the
+    order they were sent while messages for different conversations share a group commit instead
+    of waiting one after another. At most `limit` in flight: past it, the socket reads no further
+    (backpressure). Each job answers its own errors; one that raises anyway closes the socket
+    (1011), as an error in the receive loop would."""
+
+    def __init__(self, peer: Peer, limit: int) -> None:
+        self.peer = peer
+        self.limit = limit
+        self._queues: dict[str, deque[Callable[[], Awaitable[None]]]] = {}
+        self._workers: set[asyncio.Task[None]] = set()
+        self._count = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def add(self, key: str, job: Callable[[], Awaitable[None]]) -> None:
+        while self._count >= self.limit:
+            self._room.clear()
+            await self._room.wait()
+        self._count += 1
+        self._idle.clear()
+        queue = self._queues.get(key)
+        if queue is not None:  # its worker is running: it takes this one in turn
+            queue.append(job)
+            return
+        self._queues[key] = deque((job,))
+        worker = asyncio.get_running_loop().create_task(self._work(key))
+        self._workers.add(worker)
+        worker.add_done_callback(self._workers.discard)
+
+    async def _work(self, key: str) -> None:
+        queue = self._queues[key]
+        try:
+            while queue:
+                try:
+                    await queue[0]()  # left in the queue while it runs: add() goes behind it
+                except Exception:
+                    log.exception("a pipelined frame failed")
+                    self.peer.close(1011, "internal error")
+                queue.popleft()
+                self._done(1)
+        finally:  # cancelled (shutdown): what is left will not run, and nobody may wait on it
+            self._done(len(queue))
+            queue.clear()
+            del self._queues[key]
+
+    def _done(self, count: int) -> None:
+        self._count -= count
+        self._room.set()
+        if not self._count:
+            self._idle.set()
+
+    async def drain(self) -> None:
+        """Wait until nothing is in flight (before a frame that must follow them all)."""
+        await self._idle.wait()
 
 
 async def refuse(ws: WebSocket, exc: ChatError) -> None:

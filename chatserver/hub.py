@@ -211,10 +211,10 @@ class DeliveredReplies:
     def on_sent(self, text: str) -> None:
         if self.reads or not text.startswith('{"type":"message"'):
             return
-        frame = json.loads(text)
-        if frame.get("sender") != "agent" or frame.get("seq", 0) <= self._pending:
+        _, seq, sender = protocol.message_head(text)
+        if sender != "agent" or seq <= self._pending:
             return
-        self._pending = frame["seq"]
+        self._pending = seq
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._flush())
 
