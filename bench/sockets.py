@@ -53,6 +53,8 @@ from load import (  # noqa: E402  (bench/load.py, beside this file)
 )
 
 CONCURRENCY = 32  # per client process
+RETRIES = 3
+RETRIED = [0]
 OPEN_SECONDS = 600
 
 
@@ -93,6 +95,21 @@ def header(cookies: dict[str, str]) -> str:
 
 async def open_visitor(http: httpx.AsyncClient, ws_url: str, version: str, i: int
                        ) -> ClientConnection:
+    """One visitor from consent to welcome; tried again (a fresh visitor) after a dropped
+    connection: the server closes an idle keep-alive connection as a request may be leaving
+    on it, a race that a machine this crowded hits now and then."""
+    for attempt in range(RETRIES):
+        try:
+            return await _open_visitor(http, ws_url, version, i)
+        except (httpx.TransportError, OSError):
+            if attempt == RETRIES - 1:
+                raise
+            RETRIED[0] += 1
+    raise AssertionError("unreachable")
+
+
+async def _open_visitor(http: httpx.AsyncClient, ws_url: str, version: str, i: int
+                        ) -> ClientConnection:
     response = await http.post("/api/consent", json={"policy_version": version})
     response.raise_for_status()
     cookies = dict(response.cookies.items())
@@ -128,7 +145,7 @@ async def client(url: str, first: int, count: int) -> None:
                 sockets.append(await open_visitor(http, ws_url, version, i))
 
         await asyncio.gather(*(one(i) for i in range(first, first + count)))
-    print(f"open {len(sockets)}", flush=True)
+    print(f"open {len(sockets)} {RETRIED[0]}", flush=True)
     await asyncio.to_thread(sys.stdin.readline)
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
     print("closed", flush=True)
@@ -144,6 +161,7 @@ class Clients:
         share = [total // processes + (1 if p < total % processes else 0)
                  for p in range(processes)]
         self.procs: list[subprocess.Popen[str]] = []
+        self.retried = 0
         start = first
         for n in share:
             if n:
@@ -161,6 +179,7 @@ class Clients:
             if not line.startswith("open "):
                 raise RuntimeError(f"a client failed (exit {p.poll()})")
             opened += int(line.split()[1])
+            self.retried += int(line.split()[2])
         return opened
 
     def close(self) -> None:
@@ -279,6 +298,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     result[f"{kind}_per_socket"] = round((full - warm_v) / opened, 1)
                     result[f"{kind}_per_socket_marginal"] = round(
                         (full - half_v) / (args.sockets - half), 1)
+            result["visitors_retried"] = sum(g.retried for g in groups)
             result["server_alive"] = server.alive()
             result["problems"] = server.problems()[:5]
         finally:
@@ -308,6 +328,7 @@ def report(r: dict[str, Any]) -> str:
         lines.append(f"  queue frame on connect: {r['queue_bytes_at_start']} bytes empty, "
                      f"{r['queue_bytes_at_full']} bytes with {r['opened'] + r['warmup']} open "
                      "conversations")
+    lines.append(f"  visitors tried again after a dropped connection: {r['visitors_retried']}")
     lines.append(f"  load {r['load_before']:.2f} -> {r['load_after']:.2f}; server alive "
                  f"{r['server_alive']}; log problems {r['problems'] or 'none'}")
     return "\n".join(lines)
