@@ -622,7 +622,9 @@ class Hub:
         try:
             frame = await self.queue_frame()
             metrics.queue_length(sum(1 for c in frame["conversations"] if c["status"] == "queued"))
-            self._local.deliver(QUEUE_CHANNEL, protocol.dump(frame))
+            payload = protocol.dump(frame)
+            self._queue_parsed = (payload, frame)  # cut per socket without parsing it again
+            self._local.deliver(QUEUE_CHANNEL, payload)
         except Unavailable:  # the database is away: said once per change, without a trace
             log.warning("queue refresh failed: the database does not answer")
         except Exception:  # a failed refresh must not break the caller; the next change retries
