@@ -623,8 +623,13 @@ class Hub:
             frame = await self.queue_frame()
             metrics.queue_length(sum(1 for c in frame["conversations"] if c["status"] == "queued"))
             payload = protocol.dump(frame)
-            self._queue_parsed = (payload, frame)  # cut per socket without parsing it again
-            self._local.deliver(QUEUE_CHANNEL, payload)
+            # Cut per socket without parsing it again; let go once delivered (listeners run
+            # within deliver): with thousands open it is megabytes, kept for nobody.
+            self._queue_parsed = (payload, frame)
+            try:
+                self._local.deliver(QUEUE_CHANNEL, payload)
+            finally:
+                self._queue_parsed = None
         except Unavailable:  # the database is away: said once per change, without a trace
             log.warning("queue refresh failed: the database does not answer")
         except Exception:  # a failed refresh must not break the caller; the next change retries
