@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import secrets
 import sys
 import tempfile
 import time
@@ -93,7 +94,10 @@ def main() -> None:
         t0 = time.perf_counter()
         asyncio.run(seed(data, args.messages, args.per_conversation))
         print(f"seeded {args.messages} messages in {time.perf_counter() - t0:.1f}s", flush=True)
-        with chatserver(data, staff="benchadmin", role="admin") as server:
+        # Seeded through the store, the folder has no secret key, which only `serve` makes and
+        # every other command (`user add` here) now requires: give one.
+        with chatserver(data, staff="benchadmin", role="admin",
+                        CHATSERVER_SECRET_KEY=secrets.token_urlsafe(48)) as server:
             login = httpx.post(server.url + "/api/staff/login",
                                json={"username": "benchadmin", "password": PASSWORD})
             login.raise_for_status()

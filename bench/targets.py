@@ -22,8 +22,8 @@ The load generator is bench/load.py with --raw (bench/rawws.py: WebSocket over b
 by default, --pin 0:1: the server on CPU 0, the generator on CPU 1, as issue 13 measured. The
 --workers runs (4) are not pinned: more workers need the cores. PostgreSQL's and Redis' own
 processes are never pinned. Every command run and its JSON lines go to --log (a JSONL file) so the
-table can be checked against them. A script missing from this checkout (sockets.py and startup.py
-come with the 10,000-socket and start-up work) gives a row saying so instead of a figure.
+table can be checked against them. A script missing from a checkout (sockets.py and startup.py
+came with the 10,000-socket and start-up work) gives a row saying so instead of a figure.
 """
 
 from __future__ import annotations
@@ -117,12 +117,9 @@ def broken(r: dict[str, Any]) -> bool:
 def verdict(value: float | None, goal: float, higher_is_better: bool, unit: str = "") -> str:
     if value is None:
         return "not measured"
-    if higher_is_better:
-        ok, gap = value >= goal, (value - goal) / goal
-    else:
-        ok, gap = value <= goal, (goal - value) / goal
-    how = f"{abs(gap) * 100:.0f}% {'under' if value < goal else 'over'} the goal"
-    return f"met ({how})" if ok else f"missed by {abs(value - goal):.3g}{unit} ({how})"
+    ok = value >= goal if higher_is_better else value <= goal
+    times = f"{value / goal:.2f}x the goal" if goal else ""
+    return f"met ({times})" if ok else f"missed by {abs(value - goal):.3g}{unit} ({times})"
 
 
 def median(values: list[float]) -> float | None:
@@ -228,8 +225,7 @@ def target_2(args: argparse.Namespace, runner: Runner) -> list[Row]:
 
 def target_3(args: argparse.Namespace, runner: Runner) -> list[Row]:
     if not (BENCH / "sockets.py").exists():
-        # HOOK: bench/sockets.py (10,000 visitor sockets, memory per socket) was not on main when
-        # this was written; once it is, this row runs it.
+        # a checkout from before bench/sockets.py (10,000 visitor sockets, memory per socket)
         return [("3. 10,000 visitor sockets, memory each", "<= 40 KiB per socket",
                  "not measured: bench/sockets.py is not in this checkout (hook)", "not measured")]
     code, found = runner.run("sockets.py", ["--sockets", str(args.sockets), "--agent"],
@@ -280,8 +276,7 @@ def target_5(args: argparse.Namespace, runner: Runner) -> list[Row]:
             rows.append((f"5. start-up to first /healthz 200, {label}", f"< {goal:g} s",
                          measured, verdict(value, goal, False, " s")))
     else:
-        # HOOK: bench/startup.py (start-up, empty and with a million messages) was not on main
-        # when this was written; once it is, these rows run it.
+        # a checkout from before bench/startup.py (start-up, empty and with a million messages)
         for label, goal_text in (("empty", "< 1 s"), ("a million messages", "< 3 s")):
             rows.append((f"5. start-up to first /healthz 200, {label}", goal_text,
                          "not measured: bench/startup.py is not in this checkout (hook)",

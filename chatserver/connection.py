@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -33,15 +34,23 @@ CHEAP_FRAME_COST = 0.25
 
 
 class Peer:
-    """One open socket's outgoing side."""
+    """One open socket's outgoing side.
+
+    An idle socket holds no task and no queue object: the sender task is started by the first
+    frame queued and ends when the queue is empty (with 10,000 open sockets, a parked task, an
+    asyncio.Queue and their futures each cost a few KiB per socket; bench/sockets.py)."""
+
+    __slots__ = ("ws", "queue_size", "queue", "lock", "closing", "close_code", "_sender",
+                 "_closer", "on_sent")
 
     def __init__(self, ws: WebSocket, queue_size: int) -> None:
         self.ws = ws
-        self.queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
+        self.queue_size = queue_size
+        self.queue: deque[str] | None = None  # made by the first frame queued
         self.lock = asyncio.Lock()
         self.closing = False
         self.close_code: int | None = None
-        self._sender = asyncio.get_running_loop().create_task(self._send_loop())
+        self._sender: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         # Told of each frame once the socket took it (a visitor's delivered replies count as
         # seen); must not raise or block.
@@ -51,11 +60,15 @@ class Peer:
         """Queue a frame without waiting; safe to call from broadcast listeners."""
         if self.closing:
             return
-        try:
-            self.queue.put_nowait(text)
-        except asyncio.QueueFull:
+        if self.queue is None:
+            self.queue = deque()
+        elif len(self.queue) >= self.queue_size:
             log.info("dropping a socket whose send queue is full")
             self.close(CLOSE_TOO_SLOW, "too far behind; reconnect and resume")
+            return
+        self.queue.append(text)
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._send_loop())
 
     def send_frame(self, frame: dict[str, Any]) -> None:
         self.send(protocol.dump(frame))
@@ -77,10 +90,10 @@ class Peer:
 
     async def _close(self, code: int, reason: str) -> None:
         # Let what is queued go out first (an error frame before a 4429, say), briefly.
-        if not self._sender.done():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.queue.join(), 1.0)
-        self._sender.cancel()
+        sender = self._sender
+        if sender is not None:
+            await asyncio.wait({sender}, timeout=1.0)
+            sender.cancel()
         try:
             async with self.lock:
                 await self.ws.close(code, reason)
@@ -88,21 +101,23 @@ class Peer:
             log.debug("close after disconnect", exc_info=True)
 
     async def _send_loop(self) -> None:
+        queue = self.queue
+        assert queue is not None
         try:
-            while True:
-                text = await self.queue.get()
-                try:
-                    async with self.lock:
-                        await self.ws.send_text(text)
-                    if self.on_sent is not None:
-                        self.on_sent(text)
-                finally:
-                    self.queue.task_done()
+            while queue:
+                text = queue.popleft()
+                async with self.lock:
+                    await self.ws.send_text(text)
+                if self.on_sent is not None:
+                    self.on_sent(text)
         except asyncio.CancelledError:
             raise
         except Exception:  # the socket went away; the receive loop notices and cleans up
             log.debug("send failed", exc_info=True)
             self.closing = True
+        finally:
+            self._sender = None  # the next frame starts a new one, and a new queue
+            self.queue = None
 
     async def finish(self) -> None:
         """After the receive loop: let a close we started complete, then stop sending."""
@@ -110,7 +125,69 @@ class Peer:
         if self._closer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._closer, 5)
-        self._sender.cancel()
+        if self._sender is not None:
+            self._sender.cancel()
+
+
+class Pipeline:
+    """Messages of one socket in flight at once: one queue per conversation, worked through in
+    order by a task of its own, so each conversation's messages are stored (and acked) in the
+    order they were sent while messages for different conversations share a group commit instead
+    of waiting one after another. At most `limit` in flight: past it, the socket reads no further
+    (backpressure). Each job answers its own errors; one that raises anyway closes the socket
+    (1011), as an error in the receive loop would."""
+
+    def __init__(self, peer: Peer, limit: int) -> None:
+        self.peer = peer
+        self.limit = limit
+        self._queues: dict[str, deque[Callable[[], Awaitable[None]]]] = {}
+        self._workers: set[asyncio.Task[None]] = set()
+        self._count = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def add(self, key: str, job: Callable[[], Awaitable[None]]) -> None:
+        while self._count >= self.limit:
+            self._room.clear()
+            await self._room.wait()
+        self._count += 1
+        self._idle.clear()
+        queue = self._queues.get(key)
+        if queue is not None:  # its worker is running: it takes this one in turn
+            queue.append(job)
+            return
+        self._queues[key] = deque((job,))
+        worker = asyncio.get_running_loop().create_task(self._work(key))
+        self._workers.add(worker)
+        worker.add_done_callback(self._workers.discard)
+
+    async def _work(self, key: str) -> None:
+        queue = self._queues[key]
+        try:
+            while queue:
+                try:
+                    await queue[0]()  # left in the queue while it runs: add() goes behind it
+                except Exception:
+                    log.exception("a pipelined frame failed")
+                    self.peer.close(1011, "internal error")
+                queue.popleft()
+                self._done(1)
+        finally:  # cancelled (shutdown): what is left will not run, and nobody may wait on it
+            self._done(len(queue))
+            queue.clear()
+            del self._queues[key]
+
+    def _done(self, count: int) -> None:
+        self._count -= count
+        self._room.set()
+        if not self._count:
+            self._idle.set()
+
+    async def drain(self) -> None:
+        """Wait until nothing is in flight (before a frame that must follow them all)."""
+        await self._idle.wait()
 
 
 async def refuse(ws: WebSocket, exc: ChatError) -> None:
@@ -127,7 +204,10 @@ async def frames(ws: WebSocket, peer: Peer, idle_seconds: float) -> AsyncIterato
     for `idle_seconds` (clients ping every 25) is closed with 1001 and ends too."""
     while True:
         try:
-            message = await asyncio.wait_for(ws.receive(), idle_seconds)
+            # asyncio.timeout, not wait_for: wait_for wraps each wait in a task of its own, a
+            # few hundred bytes more on every idle socket.
+            async with asyncio.timeout(idle_seconds):
+                message = await ws.receive()
         except TimeoutError:
             if peer.closing:
                 return

@@ -12,7 +12,6 @@ the tail published during the outage arrives too.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 
@@ -65,8 +64,7 @@ class Follower:
         is_reference = payload.startswith(REFERENCE)
         if not is_reference and not payload.startswith(MESSAGE):
             return False
-        frame = json.loads(payload)
-        conversation_id, seq = frame["conversation_id"], frame["seq"]
+        conversation_id, seq, _ = protocol.message_head(payload)
         sent = self.sent.get(conversation_id)
         if sent is None:  # no starting point yet: this message is the first
             sent = self.sent[conversation_id] = seq - 1

@@ -34,7 +34,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from . import audit, metrics, protocol
+from . import audit, metrics, protocol, queue_page
 from .broadcast import CONNECTION_CHANNEL as CONNECTION_CHANNEL
 from .broadcast import UP, Broadcast, BroadcastUnavailable, Subscription
 from .broadcast.local import Listeners
@@ -130,11 +130,11 @@ def visible_to(item: dict[str, Any], staff_id: int) -> bool:
 
 
 def queue_for(frame: dict[str, Any], staff_id: int) -> dict[str, Any]:
-    """The queue frame as one staff member may see it."""
-    return {**frame, "conversations": [
+    """The queue frame as one staff member may see it, cut to a page (queue_page.py)."""
+    return {**frame, **queue_page.cut([
         item if visible_to(item, staff_id) else restricted_item(item)
         for item in frame["conversations"]
-    ]}
+    ], staff_id)}
 
 
 def status_frame(conversation: Conversation) -> dict[str, Any]:
@@ -211,10 +211,10 @@ class DeliveredReplies:
     def on_sent(self, text: str) -> None:
         if self.reads or not text.startswith('{"type":"message"'):
             return
-        frame = json.loads(text)
-        if frame.get("sender") != "agent" or frame.get("seq", 0) <= self._pending:
+        _, seq, sender = protocol.message_head(text)
+        if sender != "agent" or seq <= self._pending:
             return
-        self._pending = frame["seq"]
+        self._pending = seq
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._flush())
 
@@ -629,11 +629,11 @@ class Hub:
         """Every open conversation in full: published once, then cut per socket (QueueView)."""
         summaries = await self.store.open_conversations()
         paused = await self.store.paused_conversations() if summaries else set()
-        return {"type": "queue", "conversations": [
-            queue_item(s, paused=s.conversation.id in paused,
-                       agent_online=s.conversation.agent_id is not None
-                       and self.agent_available(s.conversation.agent_id))
-            for s in summaries]}
+        items = [queue_item(s, paused=s.conversation.id in paused,
+                            agent_online=s.conversation.agent_id is not None
+                            and self.agent_available(s.conversation.agent_id))
+                 for s in summaries]
+        return {"type": "queue", "conversations": items, **queue_page.counts(items)}
 
     async def queue_frame_for(self, staff: Staff) -> dict[str, Any]:
         return queue_for(await self.queue_frame(), staff.id)
@@ -646,7 +646,8 @@ class Hub:
         else:
             frame = json.loads(payload)
             self._queue_parsed = (payload, frame)
-        if all(visible_to(item, staff_id) for item in frame["conversations"]):
+        items = frame["conversations"]
+        if len(items) <= queue_page.PAGE_SIZE and all(visible_to(i, staff_id) for i in items):
             return payload
         return protocol.dump(queue_for(frame, staff_id))
 
@@ -670,7 +671,14 @@ class Hub:
         try:
             frame = await self.queue_frame()
             metrics.queue_length(sum(1 for c in frame["conversations"] if c["status"] == "queued"))
-            self._local.deliver(QUEUE_CHANNEL, protocol.dump(frame))
+            payload = protocol.dump(frame)
+            # Cut per socket without parsing it again; let go once delivered (listeners run
+            # within deliver): with thousands open it is megabytes, kept for nobody.
+            self._queue_parsed = (payload, frame)
+            try:
+                self._local.deliver(QUEUE_CHANNEL, payload)
+            finally:
+                self._queue_parsed = None
         except Unavailable:  # the database is away: said once per change, without a trace
             log.warning("queue refresh failed: the database does not answer")
         except Exception:  # a failed refresh must not break the caller; the next change retries

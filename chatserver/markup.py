@@ -10,12 +10,11 @@ Images load only from the site itself (the pages load nothing from third parties
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 import xml.etree.ElementTree as ET  # noqa: S405 - builds markdown's own tree, parses nothing
-
-import markdown
-from markdown.treeprocessors import Treeprocessor
+from collections.abc import Callable
 
 LINK_SCHEMES = {"http", "https", "mailto"}
 # Browsers drop tabs and line breaks inside a URL and ignore leading blanks and controls, so
@@ -49,31 +48,47 @@ def local_image(url: str) -> bool:
     return _relative(target) and not target.replace("\\", "/").startswith("//")
 
 
-class _SafeLinks(Treeprocessor):  # type: ignore[misc]  # markdown ships no types
-    """Runs after inline parsing: every <a> and <img> the Markdown produced is checked."""
-
-    def run(self, root: ET.Element) -> None:
-        for parent in root.iter():
-            for index, child in enumerate(list(parent)):
-                if child.tag == "a" and not safe_link(child.get("href", "")):
-                    child.attrib.pop("href", None)
-                    child.tag = "span"
-                elif child.tag == "img" and not local_image(child.get("src", "")):
-                    replacement = ET.Element("span")
-                    replacement.text = child.get("alt", "")
-                    replacement.tail = child.tail
-                    parent.remove(child)
-                    parent.insert(index, replacement)
+def _check_links(root: ET.Element) -> None:
+    """Every <a> and <img> the Markdown produced: an unsafe target becomes plain text."""
+    for parent in root.iter():
+        for index, child in enumerate(list(parent)):
+            if child.tag == "a" and not safe_link(child.get("href", "")):
+                child.attrib.pop("href", None)
+                child.tag = "span"
+            elif child.tag == "img" and not local_image(child.get("src", "")):
+                replacement = ET.Element("span")
+                replacement.text = child.get("alt", "")
+                replacement.tail = child.tail
+                parent.remove(child)
+                parent.insert(index, replacement)
 
 
-class _SafeLinksExtension(markdown.Extension):  # type: ignore[misc]
-    def extendMarkdown(self, md: markdown.Markdown) -> None:  # noqa: N802 - markdown's name
-        # Priority below the inline processor (20), so links made by inline patterns are seen.
-        md.treeprocessors.register(_SafeLinks(md), "chatserver_safe_links", 1)
+@functools.cache
+def _renderer() -> Callable[[str], str]:
+    """markdown is imported on the first render, not at start-up: the server answers its first
+    requests without it (bench/startup.py)."""
+    import markdown
+    from markdown.treeprocessors import Treeprocessor
+
+    class SafeLinks(Treeprocessor):  # type: ignore[misc]  # markdown ships no types
+        """Runs after inline parsing, so links made by inline patterns are seen."""
+
+        def run(self, root: ET.Element) -> None:
+            _check_links(root)
+
+    class SafeLinksExtension(markdown.Extension):  # type: ignore[misc]
+        def extendMarkdown(self, md: markdown.Markdown) -> None:  # noqa: N802 - markdown's name
+            # Priority below the inline processor (20).
+            md.treeprocessors.register(SafeLinks(md), "chatserver_safe_links", 1)
+
+    def render(escaped: str) -> str:
+        return str(markdown.markdown(escaped, extensions=["sane_lists", SafeLinksExtension()],
+                                     output_format="html"))
+
+    return render
 
 
 def render(text: str) -> str:
     """Markdown to HTML with raw HTML neutralised and only safe link and image targets."""
     escaped = text.replace("&", "&amp;").replace("<", "&lt;")
-    return str(markdown.markdown(escaped, extensions=["sane_lists", _SafeLinksExtension()],
-                                 output_format="html"))
+    return _renderer()(escaped)

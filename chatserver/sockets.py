@@ -12,13 +12,14 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
 
 from . import consent, handover, metrics, protocol
 from .broadcast import CONNECTION_CHANNEL, DOWN, UP, Subscription
-from .connection import Limiter, Peer, ender, frames, listener, refuse
+from .connection import Limiter, Peer, Pipeline, ender, frames, listener, refuse
 from .errors import (
     CLOSE_NO_CONSENT,
     CLOSE_SESSION_ENDED,
@@ -59,6 +60,9 @@ from .web.common import (
 
 log = logging.getLogger("chatserver.sockets")
 REPLAY_CHUNK = 200
+# An agent socket's messages in flight at once (connection.Pipeline): one agent answering many
+# conversations fills a group commit instead of waiting out one commit per message.
+AGENT_IN_FLIGHT = 64
 SESSION_RECHECK_SECONDS = 60.0
 _OUTDATED = "The privacy policy changed; please read and accept it to go on chatting."
 _BROADCAST_DOWN = ("Live updates are interrupted; what you send is still stored. Reconnecting "
@@ -398,6 +402,7 @@ async def _agent_chat(ws: WebSocket, staff: Staff, session_hash: str) -> None:
     follower = Follower(state.store, peer.send)
     following = Following(hub, peer, staff, follower)
     watch = following.watch
+    pipeline = Pipeline(peer, AGENT_IN_FLIGHT)
 
     async def recheck() -> None:
         """After a broadcast outage: a sign-out may have gone unheard, and the queue moved."""
@@ -460,15 +465,14 @@ async def _agent_chat(ws: WebSocket, staff: Staff, session_hash: str) -> None:
                 continue
             if not limiter.allow(frame):
                 continue
-            try:
-                await _agent_frame(ws, peer, frame, following.staff, following)
-            except ChatError as exc:
-                error = protocol.error(exc.code, exc.message)
-                conversation_id = getattr(frame, "conversation_id", None)
-                if conversation_id:
-                    error["conversation_id"] = conversation_id
-                peer.send_frame(error)
+            if isinstance(frame, protocol.Message):  # read on while it is stored
+                await pipeline.add(frame.conversation_id or "", partial(
+                    _agent_frame_or_error, ws, peer, frame, following))
+                continue
+            await pipeline.drain()  # a claim, close, transfer... follows every message before it
+            await _agent_frame_or_error(ws, peer, frame, following)
     finally:
+        await pipeline.drain()
         await hub.agent_disconnected(staff.id)
         for sub in subs:
             sub.cancel()
@@ -478,6 +482,18 @@ async def _agent_chat(ws: WebSocket, staff: Staff, session_hash: str) -> None:
             task.cancel()
         await peer.finish()
         log.info("agent socket closed staff=%s", staff.id)
+
+
+async def _agent_frame_or_error(ws: WebSocket, peer: Peer, frame: protocol.Frame,
+                                following: Following) -> None:
+    try:
+        await _agent_frame(ws, peer, frame, following.staff, following)
+    except ChatError as exc:
+        error = protocol.error(exc.code, exc.message)
+        conversation_id = getattr(frame, "conversation_id", None)
+        if conversation_id:
+            error["conversation_id"] = conversation_id
+        peer.send_frame(error)
 
 
 async def _agent_frame(

@@ -12,13 +12,19 @@ at the one depth where they can be enforced:
   headers, a request line too long) gets its prepared HTTP error answer (431, 414) and the
   connection closes at once, where uvicorn left it hanging.
 - A text frame that is not UTF-8 closes the socket with 1007 and one log line, not a traceback.
+
+And once the handshake is answered, the opening request and its answer are let go (memory).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
+from typing import Any
 
+from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 from websockets.server import ServerProtocol
@@ -39,6 +45,77 @@ class PingGate:
         self.charge: Callable[[], bool] | None = None
 
 
+class Inbox:
+    """uvicorn's receive queue (put_nowait, get, empty) without asyncio.Queue's three deques:
+    an idle socket holds no deque, only the one future its reader waits on. One reader: the
+    socket's receive loop."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[Any] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        if self._items is None:
+            self._items = deque()
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        item = self._items.popleft()
+        if not self._items:
+            self._items = None
+        return item
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+
+class Writable:
+    """uvicorn's `writable` flag (set, clear, is_set, wait) without asyncio.Event's deque:
+    set nearly always, so waiters are rare and their list is made only for them."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        await waiter
+        return True
+
+
 class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websockets (sans-I/O) protocol with the guards described above; pass the class
     to uvicorn as `ws=`."""
@@ -48,6 +125,10 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.ping_gate = PingGate()
+        # Lighter stand-ins for uvicorn's asyncio.Queue and asyncio.Event: about 3 KiB less
+        # per open socket (bench/sockets.py).
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Writable()  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -71,6 +152,16 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if scope is not None:  # the app task is created but has not run yet
             scope["extensions"][PING_GATE] = self.ping_gate
+
+    async def send(self, message: ASGISendEvent) -> None:
+        await super().send(message)
+        if self.handshake_complete and getattr(self, "response", None) is not None:
+            # The opening request and the 101 answer (their headers parsed twice over) are
+            # done with: with 10,000 open sockets they were about 4 KiB each (bench/sockets.py).
+            # websockets' parser keeps the request object itself: its headers are emptied.
+            self.request.headers.clear()
+            self.request = None  # type: ignore[assignment]
+            self.response = None  # type: ignore[assignment]
 
     def handle_ping(self) -> None:
         charge = self.ping_gate.charge

@@ -481,7 +481,7 @@
   function handleFrame(f) {
     switch (f.type) {
       case "queue":
-        onQueue(Array.isArray(f.conversations) ? f.conversations : []);
+        onQueue(Array.isArray(f.conversations) ? f.conversations : [], f);
         break;
       case "message":
         if (f.sender === "note") onNote(f);
@@ -514,7 +514,14 @@
     }
   }
 
-  function onQueue(list) {
+  /** Counts of the latest queue frame; with thousands open, the frame lists only a page. */
+  let queueCounts = { queued: null, omitted: 0 };
+
+  function onQueue(list, f) {
+    queueCounts = {
+      queued: Number.isFinite(f.queued) ? f.queued : null,
+      omitted: Number.isFinite(f.omitted) ? f.omitted : 0,
+    };
     const next = new Map();
     for (const item of list) {
       if (item && item.conversation_id) next.set(String(item.conversation_id), item);
@@ -542,8 +549,10 @@
       }
     }
     for (const conv of convs.values()) {
-      // An open conversation that left the queue has been closed.
-      if (!next.has(conv.id) && conv.status !== "closed") markClosed(conv);
+      // An open conversation that left the queue has been closed. A cut frame always lists
+      // my own, but another's may just not fit the page: its status frames tell.
+      if (!next.has(conv.id) && conv.status !== "closed" &&
+          (!queueCounts.omitted || (conv.item && isMine(conv.item)))) markClosed(conv);
     }
     if (arrivals) {
       beep();
@@ -1050,7 +1059,9 @@
     wanted.forEach((li, i) => {
       if (ul.children[i] !== li) ul.insertBefore(li, ul.children[i] || null);
     });
-    ui.counts[group].textContent = String(ids.length);
+    // A cut queue frame lists the oldest waiting: the count says how many wait in all.
+    const shown = group === "queue" && queueCounts.omitted ? Math.max(ids.length, queuedCount()) : ids.length;
+    ui.counts[group].textContent = String(shown);
     ui.empties[group].hidden = ids.length > 0;
   }
 
@@ -1330,6 +1341,12 @@
   }
 
   function queuedCount() {
+    if (queueCounts.omitted && queueCounts.queued !== null) {
+      // Waiting beyond the page count too (those I opened are still counted as waiting).
+      let open = 0;
+      for (const [id, item] of queueItems) if (item.status === "queued" && convs.has(id)) open += 1;
+      return Math.max(0, queueCounts.queued - open);
+    }
     let n = 0;
     for (const [id, item] of queueItems) if (item.status === "queued" && !convs.has(id)) n += 1;
     return n;

@@ -97,22 +97,37 @@ def mailbox() -> Iterator[Mailbox]:
 
 
 # Modules that run identically whatever database the servers use: they start no server (the
-# in-process defences always open SQLite), or they run their store on both databases already in
-# the README's pass. The PostgreSQL pass of .ci/run skips them, saying so, to stay within budget.
+# in-process defences always open SQLite), they run their store on both databases already in the
+# README's pass, or every server they start is on PostgreSQL already (several processes need it).
+# The PostgreSQL pass of .ci/run skips them, saying so, to stay within budget.
 SAME_ON_EVERY_DATABASE = frozenset({
     "test_defences_access", "test_defences_audit", "test_defences_auth", "test_defences_consent",
     "test_defences_edge", "test_defences_limits", "test_defences_sessions", "test_docs",
     "test_protocol", "test_quality", "test_settings", "test_mail_store", "test_retention",
     "test_storage_postgres", "test_storage_postgres_compact", "test_storage_postgres_upgrade",
     "test_storage_privacy", "test_storage_search", "test_storage_shared", "test_storage_sqlite",
+    "test_processes", "test_failover", "test_shared_presence", "test_failover_through_nginx",
 })
+
+# The browser tests drive the pages, which reach the database only through the routes and frames
+# that the server-level tests check on each database. The PostgreSQL pass keeps the two whole
+# journeys (customer and agent, and a handover between agents) and leaves the rest of the pages
+# to the README's pass.
+BROWSER_ON_POSTGRES = frozenset({"test_widget_to_dashboard", "test_dashboard_handover"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not databases.SERVER_DATABASE:
         return
-    skip = pytest.mark.skip(reason="the same on every database; run by the pass without "
+    same = pytest.mark.skip(reason="the same on every database; run by the pass without "
                                    "CHATSERVER_TEST_DATABASE")
+    page = pytest.mark.skip(reason="a page over routes the server-level tests check on this "
+                                   "database; run by the pass without CHATSERVER_TEST_DATABASE")
     for item in items:
-        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SAME_ON_EVERY_DATABASE:
-            item.add_marker(skip)
+        if item.module is None:
+            continue
+        package, _, module = item.module.__name__.rpartition(".")
+        if module in SAME_ON_EVERY_DATABASE:
+            item.add_marker(same)
+        elif package.endswith("browser") and module not in BROWSER_ON_POSTGRES:
+            item.add_marker(page)

@@ -117,9 +117,43 @@ def server_database(data_dir: object) -> str:
         found = _server_databases.get(key)
     if found:
         return found
-    url = create_database(SERVER_DATABASE)
+    url = _clone(_migrated_template())
     with _lock:
         _server_databases[key] = url
+    return url
+
+
+_template: list[str] = []
+_template_lock = threading.Lock()  # held while the template is made, which takes _lock itself
+
+
+def _migrated_template() -> str:
+    """A database with the schema and nothing else, made once per run: each server's database
+    is a copy of it, which skips a second of migrations per server start. The migrations
+    themselves run on fresh databases in the store tests and the multi-process tests."""
+    with _template_lock:
+        if _template:
+            return _template[0]
+        url = create_database(SERVER_DATABASE)
+
+        async def migrate() -> None:
+            from chatserver.storage import open_store
+
+            store = await open_store(url)
+            await store.close()
+
+        run(migrate)
+        _template.append(url)
+        return url
+
+
+def _clone(template: str) -> str:
+    name = "chatserver_test_" + secrets.token_hex(6)
+    source = urlsplit(template).path.lstrip("/")
+    run(lambda: _admin(f'CREATE DATABASE "{name}" TEMPLATE "{source}"', SERVER_DATABASE))
+    url = with_database(SERVER_DATABASE, name)
+    with _lock:
+        _created.append(url)
     return url
 
 
@@ -137,13 +171,8 @@ def copy_server_database(source_dir: object, target_dir: object) -> None:
     one may be connected to the source while it is copied."""
     if not SERVER_DATABASE:
         return
-    source = server_database(source_dir)
-    name = "chatserver_test_" + secrets.token_hex(6)
-    run(lambda: _admin(f'CREATE DATABASE "{name}" TEMPLATE "{urlsplit(source).path.lstrip("/")}"',
-                       SERVER_DATABASE))
-    url = with_database(SERVER_DATABASE, name)
+    url = _clone(server_database(source_dir))
     with _lock:
-        _created.append(url)
         _server_databases[str(target_dir)] = url
 
 

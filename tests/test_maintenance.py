@@ -201,6 +201,9 @@ async def test_a_scrub_cut_short_by_a_crash_is_finished_at_the_next_open(tmp_pat
             db.execute("INSERT INTO messages (conversation_id, seq, sender, sender_id, body, "
                        "sent_at) VALUES (?, ?, 'visitor', 'c', ?, 'now')",
                        (conversation.id, n + 1, body))
+        # (indexed as the background indexer does it: one batch, then its mark moves)
+        db.execute("INSERT INTO messages_fts (rowid, body) SELECT id, body FROM messages")
+        db.execute("UPDATE search_index_state SET indexed_up_to = (SELECT max(id) FROM messages)")
         db.execute("COMMIT")
         # ...then what a crash right after an erasure's commit leaves: the rows and their
         # deletion markers, the old segment not yet merged away.

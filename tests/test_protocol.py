@@ -118,3 +118,34 @@ def test_transfer_names_a_staff_member_or_the_queue() -> None:
     with pytest.raises(protocol.ProtocolError) as err:
         protocol.parse('{"type":"transfer","conversation_id":"cv_1","to":null}', "visitor")
     assert err.value.code == "unknown_type"
+
+
+def test_dump_writes_the_standard_librarys_text_with_or_without_orjson() -> None:
+    """The optional fast encoder (the `fast` extra) writes exactly what json.dumps would, and
+    hands what it cannot write the same way (a lone surrogate, a huge integer) to json."""
+    frames: list[dict[str, object]] = [
+        {"type": "message", "conversation_id": "cv_1", "seq": 7, "sender": "visitor",
+         "author": "Zoë \"Z\" O'Brien", "body": "héllo\n\t\\ \u2028 \x00 \x7f 😀 </script>",
+         "sent_at": "2026-01-01T00:00:00Z", "client_msg_id": None},
+        {"type": "status", "ok": True, "off": False, "n": -3, "nested": [{"a": []}, {}]},
+        {"type": "x", "body": "\ud800 alone"},
+        {"type": "x", "seq": 2**70},
+    ]
+    for frame in frames:
+        assert protocol.dump(frame) == json.dumps(frame, ensure_ascii=False,
+                                                  separators=(",", ":"))
+
+
+def test_message_head_reads_conversation_seq_and_sender_off_the_front_of_a_frame() -> None:
+    """The shortcut finds what parsing the whole frame finds, for frames dump wrote (a body
+    that looks like the fields changes nothing) and, by parsing, for any other key order."""
+    from chatserver.follow import reference
+
+    written = protocol.dump({"type": "message", "conversation_id": "cv_a", "seq": 41,
+                             "sender": "agent", "author": "A",
+                             "body": '"seq":99,"conversation_id":"cv_b","sender":"visitor"'})
+    assert protocol.message_head(written) == ("cv_a", 41, "agent")
+    assert protocol.message_head(reference("cv_c", 5)) == ("cv_c", 5, None)
+    other = json.dumps({"seq": 3, "type": "message", "conversation_id": "cv_d",
+                        "sender": "visitor"})
+    assert protocol.message_head(other) == ("cv_d", 3, "visitor")

@@ -531,7 +531,12 @@ class SearchStore(Protocol):
     async def search_conversations(
         self, search: ConversationSearch, *, limit: int = 50, offset: int = 0,
     ) -> tuple[list[ConversationSummary], int]:
-        """A page of conversations, newest first, and the total that match."""
+        """A page of conversations, newest first, and the total that match. Finds every
+        message stored before the call, even where the index is kept up in the background."""
+
+    async def flush_search_index(self) -> None:
+        """Bring the full-text index up to every stored message now (SQLite indexes in the
+        background, about a second behind; PostgreSQL indexes in the append: nothing to do)."""
 
 
 class PrivacyStore(Protocol):

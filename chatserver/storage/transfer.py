@@ -22,9 +22,10 @@ ORDER = ("policy_versions", "customers", "visitor_sessions", "consents", "staff"
          "setup_tokens", "audit_log", "erasures", "mail_outbox", "mail_tokens",
          "conversation_reads", "job_runs", "notes", "conversation_ratings", "canned_responses",
          "blocks")
-# SQLite-only machinery: the full-text index is rebuilt by PostgreSQL's own `search` column, and
-# `upkeep` notes an index scrub that SQLite still owes (PostgreSQL's index is built anew).
-SKIPPED_PREFIXES = ("sqlite_", "messages_fts", "upkeep")
+# SQLite-only machinery: the full-text index is rebuilt by PostgreSQL's own `search` column (with
+# `search_index_state`, how far SQLite's background indexer got), and `upkeep` notes an index
+# scrub that SQLite still owes (PostgreSQL's index is built anew).
+SKIPPED_PREFIXES = ("sqlite_", "messages_fts", "search_index_state", "upkeep")
 BATCH = 5000
 
 

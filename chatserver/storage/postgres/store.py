@@ -277,6 +277,9 @@ class PostgresStore:
     async def conversation_summary(self, conversation_id: str) -> ConversationSummary | None:
         return await self.engine.read(lambda c: conversations.summary(c, conversation_id))
 
+    async def flush_search_index(self) -> None:
+        """Nothing to do: each message's search column is written with it."""
+
     async def search_conversations(
         self, search: ConversationSearch, *, limit: int = 50, offset: int = 0,
     ) -> tuple[list[ConversationSummary], int]:

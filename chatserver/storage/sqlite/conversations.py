@@ -1,7 +1,9 @@
 """Conversations and their messages.
 
 Seqs are gapless per conversation: an append bumps the conversation's last_seq and stores the
-message under it in one job on the single writer, so no two appends interleave.
+message under it in one job on the single writer, so no two appends interleave. This is the
+one-at-a-time path; the writer stores runs of appends set-based (appends.py) and falls back to
+this one for repeats and errors.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from ...errors import AlreadyClaimed, ConversationClosed, NotFound
 from ..base import Conversation, ConversationSummary, Message
 from ..rows import COLUMNS, FROM, MESSAGES, SUMMARY, to_conversation, to_message, to_summary
+from .search_index import next_message_id
 
 MESSAGE_SELECT = MESSAGES.format(agent="st.id = CAST(m.sender_id AS INTEGER)")
 
@@ -110,9 +113,9 @@ def append(
     if status == "closed" and sender != "system":
         raise ConversationClosed()
     c.execute(
-        "INSERT INTO messages (conversation_id, seq, sender, sender_id, body, "
-        "client_msg_id, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (conversation_id, seq, sender, sender_id, body, client_msg_id, now),
+        "INSERT INTO messages (id, conversation_id, seq, sender, sender_id, body, "
+        "client_msg_id, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (next_message_id(c), conversation_id, seq, sender, sender_id, body, client_msg_id, now),
     )
     if sender == "visitor":
         c.execute("UPDATE customers SET last_active_at = ? WHERE id = ?", (now, customer_id))

@@ -1,7 +1,8 @@
 """The SQLite engine: one writer thread with group commit, and a pool of reader connections.
 
 One writer thread owns the only writing connection; writes queue up and run in batches inside one
-`BEGIN IMMEDIATE` transaction, each job in its own savepoint, then one commit with
+`BEGIN IMMEDIATE` transaction, each job in its own savepoint (each run of consecutive message
+appends as one set-based group, appends.py), then one commit with
 `synchronous=FULL` (group commit: one fsync serves every message that arrived meanwhile, and no
 caller hears "stored" before the commit returns). Reads run on a small pool of reader connections,
 which WAL lets proceed beside the writer. `secure_delete` overwrites deleted content.
@@ -20,11 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .appends import Append, append_many
 from .migrate import migrate
 from .upkeep import BUSY_TIMEOUT_MS, Upkeep
 
 T = TypeVar("T")
-Job = Callable[[sqlite3.Connection], Any]
+Job = Callable[[sqlite3.Connection], Any] | Append
 MAX_BATCH = 512
 
 
@@ -86,7 +88,14 @@ class Engine:
     # -- writes: queued, run in batches, one commit each ------------------------------------
 
     async def write(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        return await self._queue(job)  # type: ignore[no-any-return]
+
+    async def append(self, append: Append) -> Any:
+        """Store a message in the next batch, grouped with the appends beside it."""
+        return await self._queue(append)
+
+    async def _queue(self, job: Job) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._jobs.append((job, future))
         if not self._flushing:
             self._flushing = True
@@ -121,15 +130,19 @@ class Engine:
         results: list[Any] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for job, _ in batch:
-                conn.execute("SAVEPOINT job")
-                try:
-                    results.append(job(conn))
-                    conn.execute("RELEASE job")
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    results.append(exc)
+            start = 0
+            while start < len(batch):
+                job = batch[start][0]
+                if not isinstance(job, Append):
+                    results.append(_run_alone(conn, job))
+                    start += 1
+                    continue
+                end = start + 1
+                while end < len(batch) and isinstance(batch[end][0], Append):
+                    end += 1
+                group = [a for a, _ in batch[start:end] if isinstance(a, Append)]
+                results += _run_appends(conn, group)
+                start = end
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -156,3 +169,32 @@ class Engine:
     async def read(self, job: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._reader_pool, lambda: job(self._reader()))
+
+
+def _run_alone(conn: sqlite3.Connection, job: Callable[[sqlite3.Connection], Any]) -> Any:
+    """One job in its own savepoint: its failure (returned) undoes only its own writes."""
+    conn.execute("SAVEPOINT job")
+    try:
+        result = job(conn)
+        conn.execute("RELEASE job")
+        return result
+    except Exception as exc:
+        conn.execute("ROLLBACK TO job")
+        conn.execute("RELEASE job")
+        return exc
+
+
+def _run_appends(conn: sqlite3.Connection, group: list[Append]) -> list[Any]:
+    """A run of appends set-based under one savepoint; when a constraint refuses a row (a
+    repeated client_msg_id), or anything else fails, the group is undone and every append runs
+    alone, so a failing append still undoes no neighbour's."""
+    conn.execute("SAVEPOINT appends")
+    try:
+        results = append_many(conn, group)
+        conn.execute("RELEASE appends")
+    except Exception:
+        conn.execute("ROLLBACK TO appends")
+        conn.execute("RELEASE appends")
+        return [_run_alone(conn, a.alone()) for a in group]
+    return [_run_alone(conn, a.alone()) if r is None else r
+            for a, r in zip(group, results, strict=True)]

@@ -2,9 +2,10 @@
 modules.
 
 Writes go as jobs to the engine's group-commit writer, reads to its reader pool (engine.py); the
-SQL lives in policies.py, visitors.py, conversations.py, search.py, privacy.py, staff.py, audit.py,
-mail.py, notes.py, history.py, reports.py, blocks.py and canned.py, as plain functions of a
-sqlite3 connection. upkeep.py scrubs the search index and empties the WAL after deletions;
+SQL lives in policies.py, visitors.py, conversations.py, appends.py, search.py, privacy.py,
+staff.py, audit.py, mail.py, notes.py, history.py, reports.py, blocks.py and canned.py, as plain
+functions of a sqlite3 connection. search_index.py keeps the full-text index up in the
+background. upkeep.py scrubs the search index and empties the WAL after deletions;
 backup.py copies the database online.
 """
 
@@ -48,10 +49,12 @@ from . import (
     policies,
     privacy,
     reports,
+    search_index,
     staff,
     visitors,
 )
 from . import search as full_text
+from .appends import Append
 from .engine import Engine
 
 
@@ -60,14 +63,17 @@ class SQLiteStore:
         self.path = path
         self.clock = clock
         self.engine = Engine(path)
+        self.indexer = search_index.Indexer(self.engine.write)
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def open(self) -> SQLiteStore:
         await self.engine.open(self._now)
+        self.indexer.appended()  # messages a crash left unindexed
         return self
 
     async def close(self) -> None:
+        await self.indexer.close()
         await self.engine.close()
 
     def _now(self) -> str:
@@ -186,10 +192,10 @@ class SQLiteStore:
         self, conversation_id: str, *, sender: str, sender_id: str, author: str, body: str,
         client_msg_id: str | None,
     ) -> tuple[Message, bool, str]:
-        now = self._now()
-        return await self.engine.write(lambda c: conversations.append(
-            c, conversation_id, sender=sender, sender_id=sender_id, author=author, body=body,
-            client_msg_id=client_msg_id, now=now))
+        result: tuple[Message, bool, str] = await self.engine.append(Append(
+            conversation_id, sender, sender_id, author, body, client_msg_id, self._now()))
+        self.indexer.appended()
+        return result
 
     async def messages_after(
         self, conversation_id: str, after_seq: int, limit: int = 1000
@@ -206,8 +212,17 @@ class SQLiteStore:
     async def search_conversations(
         self, search: ConversationSearch, *, limit: int = 50, offset: int = 0,
     ) -> tuple[list[ConversationSummary], int]:
+        # The index lags the messages by about a second (search_index.py); a search that
+        # matches words catches it up first, so it finds every message already acknowledged.
+        if search.query:
+            lagging: bool = await self.engine.read(search_index.behind)
+            if lagging:
+                await self.flush_search_index()
         return await self.engine.read(
             lambda c: full_text.search_conversations(c, search, limit=limit, offset=offset))
+
+    async def flush_search_index(self) -> None:
+        await self.indexer.flush()
 
     async def messages_between(
         self, created_from: str | None, created_before: str | None, after_id: int, limit: int
