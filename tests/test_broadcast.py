@@ -74,7 +74,7 @@ async def test_publish_reaches_subscribers_in_order(opened: Callable[[], Any]) -
     b.subscribe("conv:a", first)
     b.subscribe("conv:a", second)
     b.subscribe("conv:b", other)
-    await asyncio.sleep(0.05 if b.shared else 0)
+    await b.settled()
     for i in range(20):
         await b.publish("conv:a", json.dumps({"n": i, "text": "é ✓"}))
     expected = [json.dumps({"n": i, "text": "é ✓"}) for i in range(20)]
@@ -103,12 +103,67 @@ async def test_shared_backends_reach_other_processes(opened: Callable[[], Any]) 
     a, b = await opened(), await opened()
     heard = Heard()
     b.subscribe("session:s1", heard)
+    await b.settled()
     await a.publish("session:s1", "4401")
     if not a.shared:
         await asyncio.sleep(0.05)
         assert heard.items == []
         return
     assert await heard.wait(1) == ["4401"]
+
+
+async def test_each_process_hears_every_publication_once_in_its_order(
+        opened: Callable[[], Any]) -> None:
+    """A process hears its own publications at once and not again when the backend echoes them
+    back; another process hears them once too, each publisher's in the order published."""
+    a, b = await opened(), await opened()
+    heard_a, heard_b = Heard(), Heard()
+    a.subscribe("conv:x", heard_a)
+    b.subscribe("conv:x", heard_b)
+    await a.settled()
+    await b.settled()
+    await a.publish("conv:x", "a0")
+    assert heard_a.items == ["a0"]  # before any round trip
+    for i in range(1, 10):
+        await a.publish("conv:x", f"a{i}")
+        await b.publish("conv:x", f"b{i}")
+    own_a = [f"a{i}" for i in range(10)]
+    own_b = [f"b{i}" for i in range(1, 10)]
+    if not a.shared:  # memory://: each process hears itself only
+        assert (heard_a.items, heard_b.items) == (own_a, own_b)
+        return
+    await heard_a.wait(19)
+    await heard_b.wait(19)
+    await asyncio.sleep(0.2)  # room for a doubled copy to arrive
+    for items in (heard_a.items, heard_b.items):
+        assert len(items) == 19
+        assert [x for x in items if x.startswith("a")] == own_a
+        assert [x for x in items if x.startswith("b")] == own_b
+
+
+async def test_redis_subscribes_each_process_to_the_channels_it_listens_on(
+        broadcast_url: str, opened: Callable[[], Any]) -> None:
+    """Redis: a process subscribes to a channel with its first listener and unsubscribes with its
+    last, so others' frames of a conversation reach only the processes that have its sockets."""
+    if not broadcast_url.startswith("redis"):
+        pytest.skip("Redis only")
+    b = await opened()
+    channel = b.prefix + "conv:only"
+
+    async def subscribers() -> int:
+        return int(dict(await b._client.pubsub_numsub(channel))[channel])
+
+    assert await subscribers() == 0
+    first = b.subscribe("conv:only", Heard())
+    second = b.subscribe("conv:only", Heard())
+    await b.settled()
+    assert await subscribers() == 1
+    first.cancel()
+    await b.settled()
+    assert await subscribers() == 1
+    second.cancel()
+    await b.settled()
+    assert await subscribers() == 0
 
 
 async def test_presence_expires(opened: Callable[[], Any]) -> None:

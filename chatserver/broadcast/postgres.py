@@ -1,12 +1,14 @@
 """Fan-out across processes through PostgreSQL LISTEN/NOTIFY (asyncpg), for teams without Redis.
 
-Every process LISTENs on one PostgreSQL channel; each notification carries `[channel, payload]`
-as JSON. NOTIFY takes payloads under 8000 bytes: `max_payload` tells the hub, which sends larger
-frames as references that receivers read from storage. One dedicated connection listens; when it
-drops, listeners hear "down" on CONNECTION_CHANNEL, and "up" once it listens again, so every
-socket catches up from storage. Presence is a small UNLOGGED table with an expiry per process
-(the database's clock), so a killed process's agents drop out by themselves; the per-IP limits'
-windowed counters are another (keys are keyed hashes, never an address).
+Every process LISTENs on one PostgreSQL channel; each notification carries `[origin, channel,
+payload]` as JSON. What this process publishes reaches its own listeners at once; the copy that
+comes back with its own origin is skipped. NOTIFY takes payloads under 8000 bytes: `max_payload`
+tells the hub, which sends larger frames as references that receivers read from storage. One
+dedicated connection listens; when it drops, listeners hear "down" on CONNECTION_CHANNEL, and
+"up" once it listens again, so every socket catches up from storage. Presence is a small UNLOGGED
+table with an expiry per process (the database's clock), so a killed process's agents drop out by
+themselves; the per-IP limits' windowed counters are another (keys are keyed hashes, never an
+address).
 
 URL: postgresql://user[:password]@host:port/database[?channel=name] (channel default
 `chatserver`), usually the same database as CHATSERVER_DATABASE_URL.
@@ -82,11 +84,13 @@ def _unavailable(exc: BaseException) -> BroadcastUnavailable:
 class PostgresBroadcast:
     shared = True
     max_payload: int | None = MAX_PAYLOAD
+    per_channel = False
 
     def __init__(self, url: str) -> None:
         self.url, self.channel = split_channel(url)
         self.where = describe(self.url)
         self._listeners = Listeners()
+        self._origin = secrets.token_hex(8)
         self._pool: asyncpg.Pool | None = None
         self._listen_conn: asyncpg.Connection | None = None
         self._lost = asyncio.Event()
@@ -126,11 +130,12 @@ class PostgresBroadcast:
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, data: str) -> None:
         try:
-            channel, payload = json.loads(data)
+            origin, channel, payload = json.loads(data)
         except (ValueError, TypeError):
             log.warning("broadcast: ignored a notification that is not ours")
             return
-        self._listeners.deliver(channel, payload)
+        if origin != self._origin:  # our own was heard when it was published
+            self._listeners.deliver(channel, payload)
 
     async def _supervise(self) -> None:
         """Check the listening connection every second; replace it when it is gone."""
@@ -205,18 +210,20 @@ class PostgresBroadcast:
             raise _unavailable(exc) from None
 
     async def publish(self, channel: str, payload: str) -> None:
-        data = json.dumps([channel, payload], ensure_ascii=False, separators=(",", ":"))
+        data = json.dumps([self._origin, channel, payload], ensure_ascii=False,
+                          separators=(",", ":"))
         if len(data.encode()) >= NOTIFY_LIMIT:
             raise ValueError(f"a payload of {len(data.encode())} bytes is over NOTIFY's limit; "
                              "publish a reference instead")
-        try:
-            await self._fetchval("SELECT pg_notify($1, $2)", self.channel, data)
-        except BroadcastUnavailable:
-            self._listeners.deliver(channel, payload)  # this process's sockets still hear it
-            raise
+        # Ours first, in publish order; PostgreSQL carries it to the others (and back, skipped).
+        self._listeners.deliver(channel, payload)
+        await self._fetchval("SELECT pg_notify($1, $2)", self.channel, data)
 
     def subscribe(self, channel: str, listener: Listener) -> LocalSubscription:
         return self._listeners.add(channel, listener)
+
+    async def settled(self) -> None:
+        return None  # one LISTEN for every channel, in place since connect()
 
     async def heartbeat(self, process_id: str, agents: int, ttl: float) -> None:
         if agents > 0:
