@@ -11,6 +11,7 @@ import pytest
 
 from chatserver import broadcast
 from chatserver.broadcast import CONNECTION_CHANNEL, DOWN, UP, BroadcastUnavailable
+from chatserver.broadcast.postgres import listen_name
 
 from . import databases
 from .redis_support import fresh_redis_url, kill_pubsub_clients, require_redis
@@ -141,29 +142,55 @@ async def test_each_process_hears_every_publication_once_in_its_order(
         assert [x for x in items if x.startswith("b")] == own_b
 
 
-async def test_redis_subscribes_each_process_to_the_channels_it_listens_on(
-        broadcast_url: str, opened: Callable[[], Any]) -> None:
-    """Redis: a process subscribes to a channel with its first listener and unsubscribes with its
-    last, so others' frames of a conversation reach only the processes that have its sockets."""
-    if not broadcast_url.startswith("redis"):
-        pytest.skip("Redis only")
+async def test_concurrent_publishers_are_each_heard_once_in_order(
+        opened: Callable[[], Any]) -> None:
+    """Many coroutines publishing at once (sent in batches): another process hears every
+    publication once, each coroutine's in the order it published them."""
+    a, b = await opened(), await opened()
+    heard = Heard()
+    (b if b.shared else a).subscribe("conv:many", heard)
+    await b.settled()
+
+    async def publisher(k: int) -> None:
+        for i in range(10):
+            await a.publish("conv:many", f"{k}:{i}")
+
+    await asyncio.gather(*(publisher(k) for k in range(30)))
+    items = await heard.wait(300)
+    await asyncio.sleep(0.1)
+    assert len(heard.items) == 300
+    for k in range(30):
+        assert [x for x in items if x.startswith(f"{k}:")] == [f"{k}:{i}" for i in range(10)]
+
+
+async def test_each_process_listens_only_on_the_channels_it_has_listeners_for(
+        opened: Callable[[], Any]) -> None:
+    """Shared backends subscribe a process to a channel with its first listener and drop it
+    with its last, so others' frames of a conversation reach only the processes that have one
+    of its sockets."""
     b = await opened()
-    channel = b.prefix + "conv:only"
+    if not b.shared:
+        pytest.skip("memory:// has one process")
 
-    async def subscribers() -> int:
-        return int(dict(await b._client.pubsub_numsub(channel))[channel])
+    async def listened() -> bool:
+        if b.max_payload is None:  # Redis: how many subscribers the channel has
+            channel = b.prefix + "conv:only"
+            return int(dict(await b._client.pubsub_numsub(channel))[channel]) == 1
+        async with b._conn_lock:  # PostgreSQL: what the listening session LISTENs on
+            names = await b._listen_conn.fetch("SELECT pg_listening_channels() AS name")
+        return listen_name(b.channel, "conv:only") in {r["name"] for r in names}
 
-    assert await subscribers() == 0
+    assert not await listened()
     first = b.subscribe("conv:only", Heard())
     second = b.subscribe("conv:only", Heard())
     await b.settled()
-    assert await subscribers() == 1
+    assert await listened()
     first.cancel()
     await b.settled()
-    assert await subscribers() == 1
+    assert await listened()
     second.cancel()
     await b.settled()
-    assert await subscribers() == 0
+    assert not await listened()
 
 
 async def test_presence_expires(opened: Callable[[], Any]) -> None:

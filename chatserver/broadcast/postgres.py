@@ -1,6 +1,8 @@
 """Fan-out across processes through PostgreSQL LISTEN/NOTIFY (asyncpg), for teams without Redis.
 
-Every process LISTENs on one PostgreSQL channel; each notification carries `[origin, channel,
+Each process LISTENs on the PostgreSQL channels of the channels it has listeners for, and no
+others (`<channel>_<hash of the channel>`: PostgreSQL's names take 63 bytes), so a conversation's
+notifications reach only the processes with one of its sockets; each carries `[origin, channel,
 payload]` as JSON. What this process publishes reaches its own listeners at once; the copy that
 comes back with its own origin is skipped. NOTIFY takes payloads under 8000 bytes: `max_payload`
 tells the hub, which sends larger frames as references that receivers read from storage. One
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import re
@@ -72,6 +75,11 @@ def split_channel(url: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=rest)), channel
 
 
+def listen_name(base: str, channel: str) -> str:
+    """The PostgreSQL channel that carries `channel`: lower-case, at most 41 + 17 characters."""
+    return f"{base}_{hashlib.blake2b(channel.encode(), digest_size=8).hexdigest()}"
+
+
 def describe(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
@@ -84,15 +92,21 @@ def _unavailable(exc: BaseException) -> BroadcastUnavailable:
 class PostgresBroadcast:
     shared = True
     max_payload: int | None = MAX_PAYLOAD
-    per_channel = False
+    per_channel = True
 
     def __init__(self, url: str) -> None:
         self.url, self.channel = split_channel(url)
         self.where = describe(self.url)
-        self._listeners = Listeners()
+        self._listeners = Listeners(self._listeners_changed)
         self._origin = secrets.token_hex(8)
         self._pool: asyncpg.Pool | None = None
         self._listen_conn: asyncpg.Connection | None = None
+        # The listening connection runs one statement at a time: LISTEN, UNLISTEN and the
+        # health check take turns. `_listening`: the PostgreSQL channels it LISTENs on.
+        self._conn_lock = asyncio.Lock()
+        self._listening: set[str] = set()
+        self._relistening: asyncio.Task[None] | None = None
+        self._dirty = False
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -117,16 +131,57 @@ class PostgresBroadcast:
             except asyncpg.UniqueViolationError:  # another process created it at that moment
                 pass
 
+    def _wanted(self) -> set[str]:
+        return {listen_name(self.channel, channel) for channel in self._listeners.channels()
+                if not channel.startswith("@")}
+
     async def _listen(self) -> None:
         conn = await asyncpg.connect(self.url, timeout=TIMEOUT_SECONDS)
         try:
             self._lost.clear()
             conn.add_termination_listener(lambda _conn: self._lost.set())
-            await conn.add_listener(self.channel, self._on_notify)
+            async with self._conn_lock:
+                wanted = self._wanted()
+                for name in wanted:
+                    await conn.add_listener(name, self._on_notify)
+                self._listen_conn, self._listening = conn, wanted
         except BaseException:
             conn.terminate()
             raise
-        self._listen_conn = conn
+
+    def _listeners_changed(self) -> None:
+        """A channel gained its first listener or lost its last: LISTEN or UNLISTEN soon."""
+        self._dirty = True
+        if self._listen_conn is None or (self._relistening is not None
+                                         and not self._relistening.done()):
+            return  # the running batch looks again; a new connection listens to all wanted
+        with contextlib.suppress(RuntimeError):  # no loop: connect() listens to what is wanted
+            self._relistening = asyncio.get_running_loop().create_task(self._apply_all())
+
+    async def _apply_all(self) -> None:
+        while self._dirty:
+            self._dirty = False
+            await self._apply()
+
+    async def _apply(self) -> None:
+        """LISTEN on the wanted channels and no others."""
+        async with self._conn_lock:
+            conn = self._listen_conn
+            if conn is None or conn.is_closed():
+                return
+            wanted = self._wanted()
+            try:
+                for name in wanted - self._listening:
+                    await conn.add_listener(name, self._on_notify)
+                    self._listening.add(name)
+                for name in self._listening - wanted:
+                    await conn.remove_listener(name, self._on_notify)
+                    self._listening.discard(name)
+            except _ERRORS:
+                return  # the supervisor finds the connection broken and listens anew
+
+    async def settled(self) -> None:
+        await self._apply()  # a LISTEN is in force once it returns
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, data: str) -> None:
         try:
@@ -146,14 +201,15 @@ class PostgresBroadcast:
             try:
                 if conn is None or conn.is_closed() or self._lost.is_set():
                     raise ConnectionError("the listening connection closed")
-                await conn.fetchval("SELECT 1", timeout=TIMEOUT_SECONDS)
+                async with self._conn_lock:
+                    await conn.fetchval("SELECT 1", timeout=TIMEOUT_SECONDS)
                 continue
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure: listen anew
                 log.warning("broadcast: lost PostgreSQL at %s (%s); retrying", self.where,
                             type(exc).__name__)
-            self._listen_conn = None
+            self._listen_conn, self._listening = None, set()
             if conn is not None:
                 conn.terminate()
             self._listeners.deliver(CONNECTION_CHANNEL, DOWN)
@@ -217,13 +273,11 @@ class PostgresBroadcast:
                              "publish a reference instead")
         # Ours first, in publish order; PostgreSQL carries it to the others (and back, skipped).
         self._listeners.deliver(channel, payload)
-        await self._fetchval("SELECT pg_notify($1, $2)", self.channel, data)
+        await self._fetchval("SELECT pg_notify($1, $2)", listen_name(self.channel, channel),
+                             data)
 
     def subscribe(self, channel: str, listener: Listener) -> LocalSubscription:
         return self._listeners.add(channel, listener)
-
-    async def settled(self) -> None:
-        return None  # one LISTEN for every channel, in place since connect()
 
     async def heartbeat(self, process_id: str, agents: int, ttl: float) -> None:
         if agents > 0:

@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from .base import CONNECTION_CHANNEL, DOWN, UP, BroadcastUnavailable, Listener
+from .batch import Batches
 from .local import Listeners, LocalSubscription
 
 log = logging.getLogger("chatserver.broadcast")
@@ -140,6 +141,7 @@ class RedisBroadcast:
         self._dirty = False
         self._pongs: dict[str, asyncio.Future[None]] = {}
         self._pings = 0
+        self._batches = Batches(self._send)
 
     async def connect(self) -> None:
         try:
@@ -282,6 +284,7 @@ class RedisBroadcast:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        self._batches.cancel()
         self._listeners.clear()
         for client in (self._sub_client, self._client):
             with contextlib.suppress(Exception):
@@ -299,9 +302,18 @@ class RedisBroadcast:
         # Ours first, in publish order; Redis carries it to the others (and back, skipped).
         self._listeners.deliver(channel, payload)
         try:
-            await self._client.publish(self.prefix + channel, envelope(self._origin, payload))
+            await self._batches.publish(self.prefix + channel, envelope(self._origin, payload))
         except (RedisError, OSError) as exc:
             raise BroadcastUnavailable(f"Redis does not answer ({type(exc).__name__})") from None
+
+    async def _send(self, items: list[tuple[str, str]]) -> None:
+        if len(items) == 1:
+            await self._client.publish(*items[0])
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for channel, payload in items:
+            pipe.publish(channel, payload)
+        await pipe.execute()
 
     def subscribe(self, channel: str, listener: Listener) -> LocalSubscription:
         return self._listeners.add(channel, listener)
