@@ -52,8 +52,11 @@ async def phase(publisher: Any, payloads: list[str], heard: dict[str, Any]) -> f
         for i in range(k, len(payloads), CONVERSATIONS):
             await publisher.publish(f"conv:{i % CONVERSATIONS}", payloads[i])
 
-    await asyncio.gather(*(worker(k) for k in range(CONVERSATIONS)))
-    await asyncio.wait_for(heard["done"].wait(), 120)
+    await asyncio.wait_for(asyncio.gather(*(worker(k) for k in range(CONVERSATIONS))), 120)
+    try:
+        await asyncio.wait_for(heard["done"].wait(), 120)
+    except TimeoutError:
+        raise SystemExit(f"stalled: heard {heard['count']} of {heard['target']}") from None
     await asyncio.sleep(0.3)  # echoes still on their way are read (and skipped) too
     return (time.process_time() - started) / len(payloads) * 1e6
 
@@ -72,13 +75,13 @@ async def run(url: str, messages: int) -> dict[str, float]:
 
     for i in range(CONVERSATIONS):
         a.subscribe(f"conv:{i}", listen)
-    await settle(a)
+    await asyncio.wait_for(settle(a), 30)
     payloads = [json.dumps({**FRAME, "seq": i}) for i in range(messages)]
     try:
         return {"own": await phase(a, payloads, heard), "other": await phase(b, payloads, heard)}
     finally:
-        await a.disconnect()
-        await b.disconnect()
+        await asyncio.wait_for(a.disconnect(), 30)
+        await asyncio.wait_for(b.disconnect(), 30)
 
 
 def main() -> None:
