@@ -63,7 +63,7 @@ def session_channel(session_hash: str) -> str:
 
 def staff_channel(staff_id: int) -> str:
     """Tells all of one agent's sockets (tabs) which conversations they now follow (payload:
-    the conversation id), or that their profile changed (PROFILE_CHANGED)."""
+    `staff_notice`), or that their profile changed (PROFILE_CHANGED)."""
     return f"staff:{staff_id}"
 
 
