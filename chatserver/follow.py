@@ -6,14 +6,17 @@ NOTIFY sent as a reference); storage may not. Each socket remembers the highest 
 per conversation. A live message with the next seq goes out; one already sent is dropped; one
 past a gap, or a reference, makes the socket read the gap from storage and send it in order. When
 the broadcast comes back after an outage, every followed conversation is read the same way, so
-the tail published during the outage arrives too.
+the tail published during the outage arrives too. A shared broadcast subscribes a process to a
+conversation's channel only when a socket starts following it, which takes a round trip: once the
+subscription is in force (`settled`), the conversation is read from its starting point, so what
+other processes published meanwhile arrives too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from . import protocol
 from .errors import NotFound
@@ -34,19 +37,41 @@ class Follower:
     """Message frames for one socket, gap-free and without repeats, per conversation."""
 
     def __init__(self, store: Store, send: Callable[[str], None],
-                 shape: Callable[[str], str | None] = lambda text: text) -> None:
+                 shape: Callable[[str], str | None] = lambda text: text,
+                 settled: Callable[[], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.send = send
         self.shape = shape  # what this socket may see of a frame (visitors lose staff fields)
+        # The broadcast's `settled` when it subscribes per channel (None: subscriptions are in
+        # force at once, as with memory://).
+        self.settled = settled
         self.sent: dict[str, int] = {}  # conversation id -> highest seq sent
         self._reading: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
+        self._unsettled: set[str] = set()
+        self._settling: asyncio.Task[None] | None = None
 
     def follow(self, conversation_id: str, last_seq: int | None) -> None:
         """Start from `last_seq` (what the client was told exists); None: from the first live
-        message this socket hears."""
+        message this socket hears. Subscribe to the conversation's channel right after (before
+        the next await): the catch-up once subscriptions are settled counts on it."""
         if last_seq is not None and conversation_id not in self.sent:
             self.sent[conversation_id] = last_seq
+            if self.settled is not None:
+                self._unsettled.add(conversation_id)
+                if self._settling is None or self._settling.done():
+                    self._settling = asyncio.get_running_loop().create_task(self._settle())
+
+    async def _settle(self) -> None:
+        """Once this socket's new subscriptions are in force, read what was published before
+        they were (by another process, unheard here)."""
+        assert self.settled is not None
+        while self._unsettled:
+            batch, self._unsettled = self._unsettled, set()
+            await self.settled()
+            for conversation_id in batch:
+                if conversation_id in self.sent:
+                    self.catch_up(conversation_id)
 
     def unfollow(self, conversation_id: str) -> None:
         """The socket no longer hears this conversation: a catch-up after an outage skips it."""
@@ -116,3 +141,5 @@ class Follower:
     def stop(self) -> None:
         for task in self._reading.values():
             task.cancel()
+        if self._settling is not None:
+            self._settling.cancel()

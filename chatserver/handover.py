@@ -23,7 +23,7 @@ from typing import Literal
 
 from . import audit
 from .errors import AlreadyClaimed, Conflict, ConversationClosed, Forbidden, NotFound
-from .hub import Hub, staff_channel
+from .hub import Hub, staff_channel, staff_notice
 from .storage.base import Conversation, Staff
 
 Kind = Literal["transfer", "release", "takeover", "reassign", "requeue"]
@@ -124,7 +124,8 @@ async def transfer(hub: Hub, actor: Staff, conversation_id: str, to: str | None,
     )
     if p.target is not None:
         # First, so the receiving agent's tabs follow it before its news.
-        await hub.broadcast.publish(staff_channel(p.target.id), conversation_id)
+        await hub.broadcast.publish(staff_channel(p.target.id),
+                                    staff_notice(conversation_id, moved.last_seq))
     await hub.post(conversation_id, sender="system", sender_id="system", author="system",
                    body=notice(p, actor), client_msg_id=None)
     await hub.publish_status(moved, previous_agent_id=holder)

@@ -69,11 +69,23 @@ def session_channel(session_hash: str) -> str:
 
 def staff_channel(staff_id: int) -> str:
     """Tells all of one agent's sockets (tabs) which conversations they now follow (payload:
-    the conversation id), or that their profile changed (PROFILE_CHANGED)."""
+    `staff_notice`), or that their profile changed (PROFILE_CHANGED)."""
     return f"staff:{staff_id}"
 
 
 PROFILE_CHANGED = "profile"
+
+
+def staff_notice(conversation_id: str, last_seq: int) -> str:
+    """Tells an agent's sockets to follow a conversation from `last_seq` on (what was stored
+    before the notice): what follows it reaches every tab even when a tab's process subscribes to
+    the conversation only now (see follow.py)."""
+    return f"{conversation_id} {last_seq}"
+
+
+def read_staff_notice(payload: str) -> tuple[str, int | None]:
+    conversation_id, _, last_seq = payload.partition(" ")
+    return conversation_id, int(last_seq) if last_seq else None
 
 
 QUEUE_CHANNEL = "queue"
@@ -480,7 +492,8 @@ class Hub:
         claimed, now_claimed = await self.store.claim_conversation(conversation_id, staff.id)
         if now_claimed:
             # First, so every tab of this agent follows the conversation before its news.
-            await self._publish(staff_channel(staff.id), conversation_id)
+            await self._publish(staff_channel(staff.id), staff_notice(conversation_id,
+                                                                     claimed.last_seq))
             await self.post(
                 conversation_id, sender="system", sender_id="system", author="system",
                 body=f"{staff.display_name} joined the conversation.", client_msg_id=None,

@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -43,6 +43,7 @@ from .hub import (
     conversation_channel,
     erased_frame,
     for_visitor,
+    read_staff_notice,
     session_channel,
     staff_channel,
     status_frame,
@@ -80,6 +81,12 @@ def _conversation_listener(peer: Peer, follower: Follower, side: str) -> Callabl
             others(payload)
 
     return listen
+
+
+def _settled(state: Any) -> Callable[[], Awaitable[None]] | None:
+    """What a Follower waits on before it reads what its new subscriptions could not hear."""
+    broadcast = state.hub.broadcast
+    return broadcast.settled if broadcast.per_channel else None
 
 
 def _on_connection(peer: Peer, follower: Follower, recheck: Callable[[], Any]
@@ -190,7 +197,7 @@ async def _visitor_chat(ws: WebSocket, state: Any, session: Any, customer: Any,
     delivered = DeliveredReplies(state.store, conversation_id)
     peer.on_sent = delivered.on_sent
     consented = session.consent_version
-    follower = Follower(state.store, peer.send, for_visitor)
+    follower = Follower(state.store, peer.send, for_visitor, settled=_settled(state))
     follower.follow(conversation_id, conversation.last_seq)
 
     def on_policy(version: str) -> None:
@@ -399,7 +406,7 @@ async def _agent_chat(ws: WebSocket, staff: Staff, session_hash: str) -> None:
     state = app_state(ws)
     hub = state.hub
     peer = Peer(ws, state.settings.send_queue_size)
-    follower = Follower(state.store, peer.send)
+    follower = Follower(state.store, peer.send, settled=_settled(state))
     following = Following(hub, peer, staff, follower)
     watch = following.watch
     pipeline = Pipeline(peer, AGENT_IN_FLIGHT)
@@ -428,7 +435,7 @@ async def _agent_chat(ws: WebSocket, staff: Staff, session_hash: str) -> None:
         if payload == PROFILE_CHANGED:  # a new display name goes into the next notices
             refreshing.add(asyncio.get_running_loop().create_task(reread()))
         else:
-            watch(payload)
+            watch(*read_staff_notice(payload))
 
     refreshing: set[asyncio.Task[None]] = set()
     subs = [
@@ -439,6 +446,8 @@ async def _agent_chat(ws: WebSocket, staff: Staff, session_hash: str) -> None:
         hub.subscribe(CONNECTION_CHANNEL, _on_connection(peer, follower, recheck)),
     ]
     await hub.agent_connected(staff.id, away=staff.id in await state.store.away_staff())
+    # A claim or transfer (staff channel) is heard from here on, before the queue is read.
+    await hub.broadcast.settled()
     log.info("agent socket open staff=%s", staff.id)
     try:
         queue = await hub.queue_frame_for(staff)

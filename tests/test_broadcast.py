@@ -11,6 +11,7 @@ import pytest
 
 from chatserver import broadcast
 from chatserver.broadcast import CONNECTION_CHANNEL, DOWN, UP, BroadcastUnavailable
+from chatserver.broadcast.postgres import listen_name
 
 from . import databases
 from .redis_support import fresh_redis_url, kill_pubsub_clients, require_redis
@@ -74,7 +75,7 @@ async def test_publish_reaches_subscribers_in_order(opened: Callable[[], Any]) -
     b.subscribe("conv:a", first)
     b.subscribe("conv:a", second)
     b.subscribe("conv:b", other)
-    await asyncio.sleep(0.05 if b.shared else 0)
+    await b.settled()
     for i in range(20):
         await b.publish("conv:a", json.dumps({"n": i, "text": "é ✓"}))
     expected = [json.dumps({"n": i, "text": "é ✓"}) for i in range(20)]
@@ -103,6 +104,7 @@ async def test_shared_backends_reach_other_processes(opened: Callable[[], Any]) 
     a, b = await opened(), await opened()
     heard = Heard()
     b.subscribe("session:s1", heard)
+    await b.settled()
     await a.publish("session:s1", "4401")
     if not a.shared:
         await asyncio.sleep(0.05)
@@ -111,19 +113,102 @@ async def test_shared_backends_reach_other_processes(opened: Callable[[], Any]) 
     assert await heard.wait(1) == ["4401"]
 
 
+async def test_each_process_hears_every_publication_once_in_its_order(
+        opened: Callable[[], Any]) -> None:
+    """A process hears its own publications at once and not again when the backend echoes them
+    back; another process hears them once too, each publisher's in the order published."""
+    a, b = await opened(), await opened()
+    heard_a, heard_b = Heard(), Heard()
+    a.subscribe("conv:x", heard_a)
+    b.subscribe("conv:x", heard_b)
+    await a.settled()
+    await b.settled()
+    await a.publish("conv:x", "a0")
+    assert heard_a.items == ["a0"]  # before any round trip
+    for i in range(1, 10):
+        await a.publish("conv:x", f"a{i}")
+        await b.publish("conv:x", f"b{i}")
+    own_a = [f"a{i}" for i in range(10)]
+    own_b = [f"b{i}" for i in range(1, 10)]
+    if not a.shared:  # memory://: each process hears itself only
+        assert (heard_a.items, heard_b.items) == (own_a, own_b)
+        return
+    await heard_a.wait(19)
+    await heard_b.wait(19)
+    await asyncio.sleep(0.2)  # room for a doubled copy to arrive
+    for items in (heard_a.items, heard_b.items):
+        assert len(items) == 19
+        assert [x for x in items if x.startswith("a")] == own_a
+        assert [x for x in items if x.startswith("b")] == own_b
+
+
+async def test_concurrent_publishers_are_each_heard_once_in_order(
+        opened: Callable[[], Any]) -> None:
+    """Many coroutines publishing at once (sent in batches): another process hears every
+    publication once, each coroutine's in the order it published them."""
+    a, b = await opened(), await opened()
+    heard = Heard()
+    (b if b.shared else a).subscribe("conv:many", heard)
+    await b.settled()
+
+    async def publisher(k: int) -> None:
+        for i in range(10):
+            await a.publish("conv:many", f"{k}:{i}")
+
+    await asyncio.gather(*(publisher(k) for k in range(30)))
+    items = await heard.wait(300)
+    await asyncio.sleep(0.1)
+    assert len(heard.items) == 300
+    for k in range(30):
+        assert [x for x in items if x.startswith(f"{k}:")] == [f"{k}:{i}" for i in range(10)]
+
+
+async def test_each_process_listens_only_on_the_channels_it_has_listeners_for(
+        opened: Callable[[], Any]) -> None:
+    """Shared backends subscribe a process to a channel with its first listener and drop it
+    with its last, so others' frames of a conversation reach only the processes that have one
+    of its sockets."""
+    b = await opened()
+    if not b.shared:
+        pytest.skip("memory:// has one process")
+
+    async def listened() -> bool:
+        if b.max_payload is None:  # Redis: how many subscribers the channel has
+            channel = b.prefix + "conv:only"
+            return int(dict(await b._client.pubsub_numsub(channel))[channel]) == 1
+        async with b._conn_lock:  # PostgreSQL: what the listening session LISTENs on
+            names = await b._listen_conn.fetch("SELECT pg_listening_channels() AS name")
+        return listen_name(b.channel, "conv:only") in {r["name"] for r in names}
+
+    assert not await listened()
+    first = b.subscribe("conv:only", Heard())
+    second = b.subscribe("conv:only", Heard())
+    await b.settled()
+    assert await listened()
+    first.cancel()
+    await b.settled()
+    assert await listened()
+    second.cancel()
+    await b.settled()
+    assert not await listened()
+
+
 async def test_publications_of_an_older_version_still_arrive(opened: Callable[[], Any]
                                                             ) -> None:
-    """A publication without the sender's time stamp (a process not yet upgraded, mid rolling
-    deploy) reaches listeners as it was sent, and so does one with a stamp."""
+    """A publication without the sender's time stamp reaches listeners as it was sent, and so
+    does one with a stamp (the stamp only measures the lag)."""
     a, b = await opened(), await opened()
     if not a.shared:
         pytest.skip("memory:// has no other processes")
     heard = Heard()
     b.subscribe("queue", heard)
+    await b.settled()
+    foreign = "f" * 16  # another process's origin tag
     if hasattr(a, "prefix"):  # Redis: the bare payload on the channel
-        await a._client.publish(a.prefix + "queue", "changed")
-    else:  # PostgreSQL: [channel, payload] without the time
-        await a._fetchval("SELECT pg_notify($1, $2)", a.channel, json.dumps(["queue", "changed"]))
+        await a._client.publish(a.prefix + "queue", foreign + "changed")
+    else:  # PostgreSQL: [origin, channel, payload] without the time, on the channel's name
+        await a._fetchval("SELECT pg_notify($1, $2)", listen_name(a.channel, "queue"),
+                          json.dumps([foreign, "queue", "changed"]))
     await a.publish("queue", "4401 \x00 {}")
     assert await heard.wait(2) == ["changed", "4401 \x00 {}"]
 

@@ -119,6 +119,44 @@ async def test_messages_flow_both_ways_between_processes(
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
+async def test_a_claim_reaches_the_agents_tab_on_another_process_whole(
+    make_server: Callable[..., Server], database: str, kind: str,
+) -> None:
+    """An agent's second tab, on another process, follows a conversation claimed in the first
+    from the claim on: the claim's notice and every visitor message sent meanwhile reach it
+    once and in order, also those published while its process was still subscribing."""
+    a, b = _pair(make_server, _env(database, _broadcast_url(kind, database)))
+    visitor = await Visitor(b).start()
+    vs = await visitor.socket()
+    conversation = (await vs.wait_type("welcome"))["conversation_id"]
+    first, second = await Agent(a, "agent").login(), await Agent(b, "agent").login()
+    tab1, tab2 = await first.socket(), await second.socket()
+    await tab1.wait_type("queue")
+    await tab2.wait_type("queue")
+    for i in range(5):
+        await vs.send({"type": "message", "body": f"before {i}", "client_msg_id": f"b{i}"})
+    await tab1.send({"type": "claim", "conversation_id": conversation})
+    for i in range(20):
+        await vs.send({"type": "message", "body": f"during {i}", "client_msg_id": f"d{i}"})
+    joined = await tab1.wait_type("message", conversation_id=conversation, sender="system",
+                                  timeout=10)
+    await vs.wait_type("ack", client_msg_id="d19", timeout=10)
+    await vs.send({"type": "message", "body": "after", "client_msg_id": "after"})
+    last = (await vs.wait_type("ack", client_msg_id="after", timeout=10))["seq"]
+    await tab2.wait_type("message", conversation_id=conversation, seq=last, timeout=10)
+    await asyncio.sleep(0.5)  # any repeat would have come by now
+    seqs = [f["seq"] for f in tab2.frames
+            if f.get("type") == "message" and f.get("conversation_id") == conversation]
+    assert seqs[0] <= joined["seq"]
+    assert seqs == list(range(seqs[0], last + 1))
+    for s in (vs, tab1, tab2):
+        await s.close()
+    await visitor.aclose()
+    await first.aclose()
+    await second.aclose()
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
 async def test_cli_erase_closes_the_socket_on_another_process_at_once(
     make_server: Callable[..., Server], database: str, kind: str,
 ) -> None:

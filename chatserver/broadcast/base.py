@@ -38,6 +38,9 @@ class Broadcast(Protocol):
     # The largest payload `publish` carries, in bytes (None: no limit): larger frames are sent as
     # references that listeners resolve from storage (PostgreSQL's NOTIFY takes 8000 bytes).
     max_payload: int | None
+    # Whether a subscription takes a round trip to the backend before it hears other processes'
+    # publications (`settled()` waits for it): True where each process subscribes per channel.
+    per_channel: bool
 
     async def connect(self) -> None:
         """Raise BroadcastUnavailable with a reason a person can act on when unreachable."""
@@ -57,6 +60,12 @@ class Broadcast(Protocol):
 
         Listeners run on the event loop and must not block: they hand the payload to a queue.
         """
+
+    async def settled(self) -> None:
+        """Return once every subscription made before the call hears what other processes
+        publish (a shared backend subscribes per channel, and that takes a round trip); at
+        once when there is nothing to wait for. Gives up after a few seconds: a backend that
+        does not answer says "down" and then "up", and listeners catch up on "up"."""
 
     async def heartbeat(self, process_id: str, agents: Mapping[int, bool], ttl: float) -> None:
         """Say which agents have a dashboard open in this process (staff id -> away), for `ttl`

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 
 from .base import Listener
 
@@ -23,12 +24,18 @@ class LocalSubscription:
 
 
 class Listeners:
-    def __init__(self) -> None:
+    def __init__(self, changed: Callable[[], None] | None = None) -> None:
         self._channels: dict[str, set[LocalSubscription]] = defaultdict(set)
+        # Called when a channel gains its first listener or loses its last: a shared backend
+        # subscribes this process to the channels it has listeners for, and no others.
+        self._changed = changed
 
     def add(self, channel: str, listener: Listener) -> LocalSubscription:
         sub = LocalSubscription(self, channel, listener)
-        self._channels[channel].add(sub)
+        listeners = self._channels[channel]
+        listeners.add(sub)
+        if len(listeners) == 1 and self._changed is not None:
+            self._changed()
         return sub
 
     def remove(self, sub: LocalSubscription) -> None:
@@ -37,6 +44,12 @@ class Listeners:
             listeners.discard(sub)
             if not listeners:
                 del self._channels[sub.channel]
+                if self._changed is not None:
+                    self._changed()
+
+    def channels(self) -> set[str]:
+        """The channels with a listener."""
+        return set(self._channels)
 
     def deliver(self, channel: str, payload: str) -> None:
         # A copy: a listener may cancel its own subscription while we iterate.

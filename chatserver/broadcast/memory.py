@@ -12,6 +12,7 @@ from .local import Listeners, LocalSubscription
 class MemoryBroadcast:
     shared = False
     max_payload: int | None = None
+    per_channel = False
 
     def __init__(self) -> None:
         self._listeners = Listeners()
@@ -33,6 +34,9 @@ class MemoryBroadcast:
 
     def subscribe(self, channel: str, listener: Listener) -> LocalSubscription:
         return self._listeners.add(channel, listener)
+
+    async def settled(self) -> None:
+        return None
 
     async def heartbeat(self, process_id: str, agents: Mapping[int, bool], ttl: float) -> None:
         if agents:

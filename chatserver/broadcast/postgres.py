@@ -1,14 +1,17 @@
 """Fan-out across processes through PostgreSQL LISTEN/NOTIFY (asyncpg), for teams without Redis.
 
-Every process LISTENs on one PostgreSQL channel; each notification carries `[channel, payload,
-sent]` as JSON (`sent`: the publisher's wall time, from which receivers measure the lag). NOTIFY
-takes payloads under 8000 bytes: `max_payload` tells the hub, which sends larger frames as
-references that receivers read from storage. One dedicated connection listens; when it drops,
-listeners hear "down" on CONNECTION_CHANNEL, and "up" once it listens again, so every socket
-catches up from storage. Presence is a small UNLOGGED table with an expiry per process (the
-database's clock) and its roster (which agents, away or not), so a killed process's agents drop
-out by themselves; the per-IP limits' windowed counters are another (keys are keyed hashes,
-never an address).
+Each process LISTENs on the PostgreSQL channels of the channels it has listeners for, and no
+others (`<channel>_<hash of the channel>`: PostgreSQL's names take 63 bytes), so a conversation's
+notifications reach only the processes with one of its sockets; each carries `[origin, channel,
+payload, sent]` as JSON (`sent`: the publisher's wall time, from which receivers measure the
+lag). What this process publishes reaches its own listeners at once; the copy that comes back
+with its own origin is skipped. NOTIFY takes payloads under 8000 bytes: `max_payload` tells the
+hub, which sends larger frames as references that receivers read from storage. One dedicated
+connection listens; when it drops, listeners hear "down" on CONNECTION_CHANNEL, and "up" once it
+listens again, so every socket catches up from storage. Presence is a small UNLOGGED table with
+an expiry per process (the database's clock) and its roster (which agents, away or not), so a
+killed process's agents drop out by themselves; the per-IP limits' windowed counters are another
+(keys are keyed hashes, never an address).
 
 URL: postgresql://user[:password]@host:port/database[?channel=name] (channel default
 `chatserver`), usually the same database as CHATSERVER_DATABASE_URL.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import re
@@ -92,6 +96,11 @@ def split_channel(url: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=rest)), channel
 
 
+def listen_name(base: str, channel: str) -> str:
+    """The PostgreSQL channel that carries `channel`: lower-case, at most 41 + 17 characters."""
+    return f"{base}_{hashlib.blake2b(channel.encode(), digest_size=8).hexdigest()}"
+
+
 def describe(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
@@ -104,13 +113,21 @@ def _unavailable(exc: BaseException) -> BroadcastUnavailable:
 class PostgresBroadcast:
     shared = True
     max_payload: int | None = MAX_PAYLOAD
+    per_channel = True
 
     def __init__(self, url: str) -> None:
         self.url, self.channel = split_channel(url)
         self.where = describe(self.url)
-        self._listeners = Listeners()
+        self._listeners = Listeners(self._listeners_changed)
+        self._origin = secrets.token_hex(8)
         self._pool: asyncpg.Pool | None = None
         self._listen_conn: asyncpg.Connection | None = None
+        # The listening connection runs one statement at a time: LISTEN, UNLISTEN and the
+        # health check take turns. `_listening`: the PostgreSQL channels it LISTENs on.
+        self._conn_lock = asyncio.Lock()
+        self._listening: set[str] = set()
+        self._relistening: asyncio.Task[None] | None = None
+        self._dirty = False
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -138,24 +155,67 @@ class PostgresBroadcast:
             with contextlib.suppress(asyncpg.UniqueViolationError, asyncpg.DuplicateColumnError):
                 await self._pool.execute(_ADD_ROSTER)
 
+    def _wanted(self) -> set[str]:
+        return {listen_name(self.channel, channel) for channel in self._listeners.channels()
+                if not channel.startswith("@")}
+
     async def _listen(self) -> None:
         conn = await asyncpg.connect(self.url, timeout=TIMEOUT_SECONDS)
         try:
             self._lost.clear()
             conn.add_termination_listener(lambda _conn: self._lost.set())
-            await conn.add_listener(self.channel, self._on_notify)
+            async with self._conn_lock:
+                wanted = self._wanted()
+                for name in wanted:
+                    await conn.add_listener(name, self._on_notify)
+                self._listen_conn, self._listening = conn, wanted
         except BaseException:
             conn.terminate()
             raise
-        self._listen_conn = conn
+
+    def _listeners_changed(self) -> None:
+        """A channel gained its first listener or lost its last: LISTEN or UNLISTEN soon."""
+        self._dirty = True
+        if self._listen_conn is None or (self._relistening is not None
+                                         and not self._relistening.done()):
+            return  # the running batch looks again; a new connection listens to all wanted
+        with contextlib.suppress(RuntimeError):  # no loop: connect() listens to what is wanted
+            self._relistening = asyncio.get_running_loop().create_task(self._apply_all())
+
+    async def _apply_all(self) -> None:
+        while self._dirty:
+            self._dirty = False
+            await self._apply()
+
+    async def _apply(self) -> None:
+        """LISTEN on the wanted channels and no others."""
+        async with self._conn_lock:
+            conn = self._listen_conn
+            if conn is None or conn.is_closed():
+                return
+            wanted = self._wanted()
+            try:
+                for name in wanted - self._listening:
+                    await conn.add_listener(name, self._on_notify)
+                    self._listening.add(name)
+                for name in self._listening - wanted:
+                    await conn.remove_listener(name, self._on_notify)
+                    self._listening.discard(name)
+            except _ERRORS:
+                return  # the supervisor finds the connection broken and listens anew
+
+    async def settled(self) -> None:
+        await self._apply()  # a LISTEN is in force once it returns
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, data: str) -> None:
         try:
-            channel, payload, *sent = json.loads(data)
+            origin, channel, payload, *sent = json.loads(data)
         except (ValueError, TypeError):
             log.warning("broadcast: ignored a notification that is not ours")
             return
-        if sent and isinstance(sent[0], float):  # an older version's processes send none
+        if origin == self._origin:  # our own was heard when it was published
+            return
+        if sent and isinstance(sent[0], float):
             metrics.broadcast_lag(time.time() - sent[0])
         self._listeners.deliver(channel, payload)
 
@@ -168,14 +228,15 @@ class PostgresBroadcast:
             try:
                 if conn is None or conn.is_closed() or self._lost.is_set():
                     raise ConnectionError("the listening connection closed")
-                await conn.fetchval("SELECT 1", timeout=TIMEOUT_SECONDS)
+                async with self._conn_lock:
+                    await conn.fetchval("SELECT 1", timeout=TIMEOUT_SECONDS)
                 continue
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure: listen anew
                 log.warning("broadcast: lost PostgreSQL at %s (%s); retrying", self.where,
                             type(exc).__name__)
-            self._listen_conn = None
+            self._listen_conn, self._listening = None, set()
             if conn is not None:
                 conn.terminate()
             self._listeners.deliver(CONNECTION_CHANNEL, DOWN)
@@ -232,16 +293,16 @@ class PostgresBroadcast:
             raise _unavailable(exc) from None
 
     async def publish(self, channel: str, payload: str) -> None:
-        data = json.dumps([channel, payload, round(time.time(), 6)], ensure_ascii=False,
+        data = json.dumps([self._origin, channel, payload, round(time.time(), 6)],
+                          ensure_ascii=False,
                           separators=(",", ":"))
         if len(data.encode()) >= NOTIFY_LIMIT:
             raise ValueError(f"a payload of {len(data.encode())} bytes is over NOTIFY's limit; "
                              "publish a reference instead")
-        try:
-            await self._fetchval("SELECT pg_notify($1, $2)", self.channel, data)
-        except BroadcastUnavailable:
-            self._listeners.deliver(channel, payload)  # this process's sockets still hear it
-            raise
+        # Ours first, in publish order; PostgreSQL carries it to the others (and back, skipped).
+        self._listeners.deliver(channel, payload)
+        await self._fetchval("SELECT pg_notify($1, $2)", listen_name(self.channel, channel),
+                             data)
 
     def subscribe(self, channel: str, listener: Listener) -> LocalSubscription:
         return self._listeners.add(channel, listener)

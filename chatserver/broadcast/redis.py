@@ -1,7 +1,12 @@
 """Fan-out across processes and hosts through Redis pub/sub (redis.asyncio).
 
-One pattern subscription per process (`<prefix>*`) feeds the local listeners. The subscribing
-connection never reconnects behind our back: when it drops, listeners hear "down" on
+Each process subscribes to the channels it has listeners for and no others (SUBSCRIBE and
+UNSUBSCRIBE as sockets come and go), so a conversation's frames reach only the processes where
+one of its sockets is; `settled()` waits until the subscriptions made so far are in force. What
+this process publishes reaches its own listeners at once, without the round trip through Redis:
+every payload travels behind this process's origin tag (ORIGIN_LENGTH characters), and the copy
+that comes back with our own tag is skipped (see `envelope`). The subscribing connection never
+reconnects behind our back: when it drops, listeners hear "down" on
 CONNECTION_CHANNEL, and "up" once a new subscription stands, so every socket catches up from
 storage what was published meanwhile. Presence is a sorted set of process ids scored by their
 expiry (Redis's own clock), so a killed process's agents drop out by themselves, and a hash of
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -39,6 +45,7 @@ from .base import (
     load_roster,
     merge_rosters,
 )
+from .batch import Batches
 from .local import Listeners, LocalSubscription
 
 log = logging.getLogger("chatserver.broadcast")
@@ -104,6 +111,28 @@ return total
 """
 
 
+# Subscribed always: a subscribing connection must hold a subscription to read, and this process
+# may have no listeners yet. Nothing is published on it.
+KEEPALIVE_CHANNEL = "@keepalive"
+ORIGIN_LENGTH = 16  # hex characters of a process's origin tag, ahead of every payload
+
+
+def new_origin() -> str:
+    return secrets.token_hex(ORIGIN_LENGTH // 2)
+
+
+def envelope(origin: str, payload: str) -> str:
+    """A payload as published: behind the publishing process's origin tag, so that process can
+    skip its own copy (its listeners heard it when it was published)."""
+    return origin + payload
+
+
+def opened(origin: str, data: str) -> str | None:
+    """The payload of a published envelope; None for our own (heard already)."""
+    if data.startswith(origin):
+        return None
+    return data[ORIGIN_LENGTH:]
+
 # A publication is `STAMP <publisher's wall time> STAMP <payload>`: receivers observe the lag.
 STAMP = "\x00"
 
@@ -148,6 +177,7 @@ def describe(url: str) -> str:
 class RedisBroadcast:
     shared = True
     max_payload: int | None = None
+    per_channel = True
 
     def __init__(self, url: str) -> None:
         plain, self.prefix = split_prefix(url)
@@ -160,9 +190,21 @@ class RedisBroadcast:
         self._sub_client = Redis.from_url(plain, retry=Retry(NoBackoff(), 0),
                                           health_check_interval=HEALTH_CHECK_SECONDS,
                                           client_name=subscriber_name(self.prefix), **options)
-        self._listeners = Listeners()
+        self._listeners = Listeners(self._listeners_changed)
+        self._origin = new_origin()
         self._task: asyncio.Task[None] | None = None
         self._listening = False
+        # The subscribing connection in use, and the Redis channels it is subscribed to. Writes
+        # to it (SUBSCRIBE, UNSUBSCRIBE, PING) take the lock, so a PING answered means every
+        # SUBSCRIBE sent before it is in force.
+        self._pubsub: PubSub | None = None
+        self._subscribed: set[str] = set()
+        self._lock = asyncio.Lock()
+        self._resubscribing: asyncio.Task[None] | None = None
+        self._dirty = False
+        self._pongs: dict[str, asyncio.Future[None]] = {}
+        self._pings = 0
+        self._batches = Batches(self._send)
 
     async def connect(self) -> None:
         try:
@@ -173,16 +215,88 @@ class RedisBroadcast:
                 f"cannot reach Redis at {self.where} ({type(exc).__name__}: {exc})") from None
         self._task = asyncio.get_running_loop().create_task(self._listen(pubsub))
 
+    def _wanted(self) -> set[str]:
+        """The Redis channels this process has listeners for (local-only ones aside), and one
+        that keeps the connection subscribed when there are none."""
+        wanted = {self.prefix + channel for channel in self._listeners.channels()
+                  if not channel.startswith("@")}
+        wanted.add(self.prefix + KEEPALIVE_CHANNEL)
+        return wanted
+
     async def _subscribe(self) -> PubSub:
         pubsub = self._sub_client.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.psubscribe(self.prefix + "*")
+            async with self._lock:
+                wanted = self._wanted()
+                await pubsub.subscribe(*wanted)
+                self._pubsub, self._subscribed = pubsub, wanted
         except BaseException:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             raise
         self._listening = True
         return pubsub
+
+    def _listeners_changed(self) -> None:
+        """A channel gained its first listener or lost its last: (un)subscribe it soon, in one
+        batch with the others of this turn of the loop."""
+        self._dirty = True
+        if self._pubsub is None or (self._resubscribing is not None
+                                    and not self._resubscribing.done()):
+            return  # the running batch looks again; a new connection subscribes all wanted
+        with contextlib.suppress(RuntimeError):  # no loop: connect() subscribes what is wanted
+            self._resubscribing = asyncio.get_running_loop().create_task(self._resubscribe())
+
+    async def _resubscribe(self) -> None:
+        while self._dirty:
+            self._dirty = False
+            await self._apply()
+
+    async def _apply(self) -> None:
+        """Subscribe the subscribing connection to the wanted channels and no others."""
+        async with self._lock:
+            pubsub = self._pubsub
+            if pubsub is None:
+                return
+            wanted = self._wanted()
+            added, dropped = wanted - self._subscribed, self._subscribed - wanted
+            try:
+                if added:
+                    await pubsub.subscribe(*added)
+                if dropped:
+                    await pubsub.unsubscribe(*dropped)
+            except (RedisError, OSError):
+                return  # the listening loop finds the connection broken and subscribes anew
+            self._subscribed = wanted
+
+    async def settled(self) -> None:
+        await self._apply()
+        async with self._lock:
+            pubsub = self._pubsub
+            if pubsub is None:
+                return  # down: listeners catch up when it is back
+            self._pings += 1
+            token = f"settled-{self._pings}"
+            pong = self._pongs[token] = asyncio.get_running_loop().create_future()
+            try:
+                await pubsub.ping(token)
+            except (RedisError, OSError):
+                self._pongs.pop(token, None)
+                return
+        try:
+            await asyncio.wait_for(pong, TIMEOUT_SECONDS)
+        except TimeoutError:
+            pass
+        finally:
+            self._pongs.pop(token, None)
+
+    def _lost(self) -> None:
+        """The subscribing connection is gone: nobody waits for its answers any more."""
+        self._pubsub, self._subscribed = None, set()
+        pongs, self._pongs = self._pongs, {}
+        for pong in pongs.values():
+            if not pong.done():
+                pong.set_result(None)
 
     async def _listen(self, pubsub: PubSub | None) -> None:
         delay = 0.1
@@ -197,6 +311,7 @@ class RedisBroadcast:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure: start over with a new connection
+                self._lost()
                 if self._listening:
                     self._listening = False
                     log.warning("broadcast: lost Redis at %s (%s); retrying", self.where,
@@ -211,16 +326,28 @@ class RedisBroadcast:
 
     async def _pump(self, pubsub: PubSub) -> None:
         skip = len(self.prefix)
+        origin = self._origin
+        deliver = self._listeners.deliver
         while True:
             message = await pubsub.get_message(timeout=HEALTH_CHECK_SECONDS)
-            if message is not None and message.get("type") == "pmessage":
-                self._listeners.deliver(message["channel"][skip:], unstamp(message["data"]))
+            if message is None:
+                continue
+            kind = message.get("type")
+            if kind == "message":
+                payload = opened(origin, message["data"])
+                if payload is not None:
+                    deliver(message["channel"][skip:], unstamp(payload))
+            elif kind == "pong":
+                pong = self._pongs.pop(message.get("data") or "", None)
+                if pong is not None and not pong.done():
+                    pong.set_result(None)
 
     async def disconnect(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        self._batches.cancel()
         self._listeners.clear()
         for client in (self._sub_client, self._client):
             with contextlib.suppress(Exception):
@@ -235,11 +362,22 @@ class RedisBroadcast:
             raise BroadcastUnavailable(f"Redis does not answer ({type(exc).__name__})") from None
 
     async def publish(self, channel: str, payload: str) -> None:
+        # Ours first, in publish order; Redis carries it to the others (and back, skipped).
+        self._listeners.deliver(channel, payload)
         try:
-            await self._client.publish(self.prefix + channel, stamp(payload))
+            await self._batches.publish(self.prefix + channel,
+                                        envelope(self._origin, stamp(payload)))
         except (RedisError, OSError) as exc:
-            self._listeners.deliver(channel, payload)  # this process's sockets still hear it
             raise BroadcastUnavailable(f"Redis does not answer ({type(exc).__name__})") from None
+
+    async def _send(self, items: list[tuple[str, str]]) -> None:
+        if len(items) == 1:
+            await self._client.publish(*items[0])
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for channel, payload in items:
+            pipe.publish(channel, payload)
+        await pipe.execute()
 
     def subscribe(self, channel: str, listener: Listener) -> LocalSubscription:
         return self._listeners.add(channel, listener)
