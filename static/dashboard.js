@@ -1063,6 +1063,13 @@
     const shown = group === "queue" && queueCounts.omitted ? Math.max(ids.length, queuedCount()) : ids.length;
     ui.counts[group].textContent = String(shown);
     ui.empties[group].hidden = ids.length > 0;
+    if (group === "queue") {
+      // Past the page the server sends, say how many more wait, rather than list them silently short.
+      const more = $("more-queue");
+      const hidden = shown - ids.length;
+      more.hidden = hidden <= 0;
+      more.textContent = hidden > 0 ? `${hidden} more waiting; the ${ids.length} who have waited longest are listed.` : "";
+    }
   }
 
   function sortTime(value) {
