@@ -98,7 +98,8 @@ def mailbox() -> Iterator[Mailbox]:
 
 # Modules that run identically whatever database the servers use: they start no server (the
 # in-process defences always open SQLite), they run their store on both databases already in the
-# README's pass, or every server they start is on PostgreSQL already (several processes need it).
+# README's pass, every server they start is on PostgreSQL already (several processes need it), or
+# they test the edge before the store.
 # The PostgreSQL pass of .ci/run skips them, saying so, to stay within budget.
 SAME_ON_EVERY_DATABASE = frozenset({
     "test_defences_access", "test_defences_audit", "test_defences_auth", "test_defences_consent",
@@ -107,6 +108,9 @@ SAME_ON_EVERY_DATABASE = frozenset({
     "test_storage_postgres", "test_storage_postgres_compact", "test_storage_postgres_upgrade",
     "test_storage_privacy", "test_storage_search", "test_storage_shared", "test_storage_sqlite",
     "test_processes", "test_failover", "test_shared_presence", "test_failover_through_nginx",
+    # The HTTP and WebSocket edge, below anything that reads or writes the store: slow and
+    # malformed connections, WebSocket framing, origins, forwarded headers, hosts.
+    "test_wsprotocol", "test_connections", "test_defences_origins", "test_proxies", "test_edge",
 })
 
 # The browser tests drive the pages, which reach the database only through the routes and frames
