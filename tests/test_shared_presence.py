@@ -82,6 +82,20 @@ async def _take_over_within(ws: Socket, conversation: str, name: str, seconds: f
         await asyncio.sleep(0.2)
 
 
+async def _held_by_ann_on_a(a: Server, b: Server
+                            ) -> tuple[Agent, Socket, Visitor, Socket, str, Agent, Socket]:
+    """Ann's dashboard on process A claims a conversation; Bob's on process B sees her online
+    and is refused a takeover. Ann, her socket, the visitor, its socket, the conversation, Bob
+    and his socket."""
+    ann, ann_ws = await _dashboard(a, "ann")
+    visitor, vs, conversation = await _claimed(b, ann_ws)
+    bob, bob_ws = await _dashboard(b, "bob")
+    await _queue_says(bob_ws, conversation, True)
+    refused = await _transfer(bob_ws, conversation, "bob")
+    assert refused.get("code") == "agent_present", refused
+    return ann, ann_ws, visitor, vs, conversation, bob, bob_ws
+
+
 @pytest.mark.parametrize("kind", BACKENDS)
 async def test_takeover_is_refused_while_the_agent_is_on_another_process(
     make_server: Callable[..., Server], database: str, kind: str,
@@ -90,12 +104,7 @@ async def test_takeover_is_refused_while_the_agent_is_on_another_process(
     his queue and may not take it over; once her dashboard closes, his queue says so and his
     takeover is accepted."""
     a, b = _servers(make_server, _env(database, _broadcast_url(kind, database)))
-    ann, ann_ws = await _dashboard(a, "ann")
-    visitor, vs, conversation = await _claimed(b, ann_ws)
-    bob, bob_ws = await _dashboard(b, "bob")
-    await _queue_says(bob_ws, conversation, True)
-    refused = await _transfer(bob_ws, conversation, "bob")
-    assert refused.get("code") == "agent_present", refused
+    ann, ann_ws, visitor, vs, conversation, bob, bob_ws = await _held_by_ann_on_a(a, b)
     colleagues = (await bob.http.get("/api/staff/colleagues")).json()["staff"]
     assert {c["name"]: c["online"] for c in colleagues} == {"ann": True, "bob": True}
     await ann_ws.close()
@@ -114,12 +123,7 @@ async def test_takeover_is_accepted_once_the_agents_process_is_killed(
     """Process A, with Ann's dashboard, is killed with SIGKILL and says nothing on its way out:
     Bob's takeover on process B, refused before, is accepted once A's heartbeat expires."""
     a, b = _servers(make_server, _env(database, _broadcast_url("redis", database)))
-    ann, ann_ws = await _dashboard(a, "ann")
-    visitor, vs, conversation = await _claimed(b, ann_ws)
-    bob, bob_ws = await _dashboard(b, "bob")
-    await _queue_says(bob_ws, conversation, True)
-    refused = await _transfer(bob_ws, conversation, "bob")
-    assert refused.get("code") == "agent_present", refused
+    ann, ann_ws, visitor, vs, conversation, bob, bob_ws = await _held_by_ann_on_a(a, b)
     a.kill9()
     await _take_over_within(bob_ws, conversation, "bob", PRESENCE_TTL_SECONDS + 10)
     for s in (vs, bob_ws):
