@@ -75,11 +75,18 @@ class Peer:
 
     async def replay(self, frames: list[dict[str, Any]]) -> None:
         async with self.lock:
+            # What was queued before the replay was decided on goes out before it: a client
+            # must never see a live frame that the replay already passed (a repeat out of order).
+            queue = self.queue
+            while queue:
+                await self._write(queue.popleft())
             for frame in frames:
-                text = protocol.dump(frame)
-                await self.ws.send_text(text)
-                if self.on_sent is not None:
-                    self.on_sent(text)
+                await self._write(protocol.dump(frame))
+
+    async def _write(self, text: str) -> None:
+        await self.ws.send_text(text)
+        if self.on_sent is not None:
+            self.on_sent(text)
 
     def close(self, code: int, reason: str = "") -> None:
         if self.closing:
@@ -105,11 +112,10 @@ class Peer:
         assert queue is not None
         try:
             while queue:
-                text = queue.popleft()
                 async with self.lock:
-                    await self.ws.send_text(text)
-                if self.on_sent is not None:
-                    self.on_sent(text)
+                    if not queue:  # a replay took the lock and sent what was left
+                        break
+                    await self._write(queue.popleft())
         except asyncio.CancelledError:
             raise
         except Exception:  # the socket went away; the receive loop notices and cleans up

@@ -316,14 +316,18 @@ async def _visitor_frame(
 
 async def _replay(state: Any, peer: Peer, conversation_id: str, after_seq: int,
                   follower: Follower) -> None:
+    first = True
     while True:
         chunk = await state.store.messages_after(conversation_id, after_seq, REPLAY_CHUNK)
-        await peer.replay([m.frame() for m in chunk])
-        if chunk:
+        # The first chunk repeats, in its place, what came live before the replay; later ones
+        # leave out what came live after the chunk before (already sent, in order).
+        floor = after_seq if first else follower.sent.get(conversation_id, after_seq)
+        if chunk:  # before the write: a live frame or catch-up meanwhile must not repeat these
             follower.replayed(conversation_id, chunk[-1].seq)
+        await peer.replay([m.frame() for m in chunk if m.seq > floor])
         if len(chunk) < REPLAY_CHUNK:
             return
-        after_seq = chunk[-1].seq
+        after_seq, first = chunk[-1].seq, False
 
 
 async def _agent_socket(ws: WebSocket) -> None:

@@ -273,7 +273,9 @@ class SocketFuzz:
         await sock.send(payload)
         if outcome == "too_large":
             self.sock = None
-            assert await sock.closed_code() in {1009, 4429}, "a frame over 64 KiB closes 1009"
+            code = await sock.closed_code()
+            await sock.close()
+            assert code in {1009, 4429}, "a frame over 64 KiB closes 1009"
         else:
             frame = json.loads(payload) if outcome == "accepted" else {}
             try:
@@ -283,6 +285,7 @@ class SocketFuzz:
             except ConnectionClosed:
                 self.sock = None
                 code = sock.ws.close_code
+                await sock.close()
                 assert code == 4429, f"the socket closed {code} after {payload[:200]!r}"
                 return
             errors = [f for f in sock.frames[start:] if f.get("type") == "error"]
