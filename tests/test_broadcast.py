@@ -176,8 +176,8 @@ async def test_each_process_listens_only_on_the_channels_it_has_listeners_for(
         if b.max_payload is None:  # Redis: how many subscribers the channel has
             channel = b.prefix + "conv:only"
             return int(dict(await b._client.pubsub_numsub(channel))[channel]) == 1
-        async with b._conn_lock:  # PostgreSQL: what the listening session LISTENs on
-            names = await b._listen_conn.fetch("SELECT pg_listening_channels() AS name")
+        async with b._sync.lock:  # PostgreSQL: what the listening session LISTENs on
+            names = await b._sync.connection.fetch("SELECT pg_listening_channels() AS name")
         return listen_name(b.channel, "conv:only") in {r["name"] for r in names}
 
     assert not await listened()
@@ -323,7 +323,7 @@ async def _drop_connections(b: Any, url: str) -> None:
     if b.max_payload is None:
         assert kill_pubsub_clients(url) >= 1
         return
-    pid = b._listen_conn.get_server_pid()
+    pid = b._sync.connection.get_server_pid()
     await b._fetchval("SELECT pg_terminate_backend($1)", pid)
 
 

@@ -44,6 +44,7 @@ from .base import (
     load_roster,
     merge_rosters,
 )
+from .channels import ChannelSync
 from .local import Listeners, LocalSubscription
 
 log = logging.getLogger("chatserver.broadcast")
@@ -118,16 +119,12 @@ class PostgresBroadcast:
     def __init__(self, url: str) -> None:
         self.url, self.channel = split_channel(url)
         self.where = describe(self.url)
-        self._listeners = Listeners(self._listeners_changed)
+        # The listening connection in use: LISTEN, UNLISTEN and the health check take turns
+        # on it under the sync's lock.
+        self._sync = ChannelSync(self._wanted, self._add_channels, self._drop_channels, _ERRORS)
+        self._listeners = Listeners(self._sync.changed)
         self._origin = secrets.token_hex(8)
         self._pool: asyncpg.Pool | None = None
-        self._listen_conn: asyncpg.Connection | None = None
-        # The listening connection runs one statement at a time: LISTEN, UNLISTEN and the
-        # health check take turns. `_listening`: the PostgreSQL channels it LISTENs on.
-        self._conn_lock = asyncio.Lock()
-        self._listening: set[str] = set()
-        self._relistening: asyncio.Task[None] | None = None
-        self._dirty = False
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -164,48 +161,21 @@ class PostgresBroadcast:
         try:
             self._lost.clear()
             conn.add_termination_listener(lambda _conn: self._lost.set())
-            async with self._conn_lock:
-                wanted = self._wanted()
-                for name in wanted:
-                    await conn.add_listener(name, self._on_notify)
-                self._listen_conn, self._listening = conn, wanted
+            await self._sync.start(conn)
         except BaseException:
             conn.terminate()
             raise
 
-    def _listeners_changed(self) -> None:
-        """A channel gained its first listener or lost its last: LISTEN or UNLISTEN soon."""
-        self._dirty = True
-        if self._listen_conn is None or (self._relistening is not None
-                                         and not self._relistening.done()):
-            return  # the running batch looks again; a new connection listens to all wanted
-        with contextlib.suppress(RuntimeError):  # no loop: connect() listens to what is wanted
-            self._relistening = asyncio.get_running_loop().create_task(self._apply_all())
+    async def _add_channels(self, conn: asyncpg.Connection, names: set[str]) -> None:
+        for name in names:
+            await conn.add_listener(name, self._on_notify)
 
-    async def _apply_all(self) -> None:
-        while self._dirty:
-            self._dirty = False
-            await self._apply()
-
-    async def _apply(self) -> None:
-        """LISTEN on the wanted channels and no others."""
-        async with self._conn_lock:
-            conn = self._listen_conn
-            if conn is None or conn.is_closed():
-                return
-            wanted = self._wanted()
-            try:
-                for name in wanted - self._listening:
-                    await conn.add_listener(name, self._on_notify)
-                    self._listening.add(name)
-                for name in self._listening - wanted:
-                    await conn.remove_listener(name, self._on_notify)
-                    self._listening.discard(name)
-            except _ERRORS:
-                return  # the supervisor finds the connection broken and listens anew
+    async def _drop_channels(self, conn: asyncpg.Connection, names: set[str]) -> None:
+        for name in names:
+            await conn.remove_listener(name, self._on_notify)
 
     async def settled(self) -> None:
-        await self._apply()  # a LISTEN is in force once it returns
+        await self._sync.apply()  # a LISTEN is in force once it returns
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, data: str) -> None:
         try:
@@ -224,11 +194,11 @@ class PostgresBroadcast:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._lost.wait(), HEALTH_CHECK_SECONDS)
-            conn = self._listen_conn
+            conn = self._sync.connection
             try:
                 if conn is None or conn.is_closed() or self._lost.is_set():
                     raise ConnectionError("the listening connection closed")
-                async with self._conn_lock:
+                async with self._sync.lock:
                     await conn.fetchval("SELECT 1", timeout=TIMEOUT_SECONDS)
                 continue
             except asyncio.CancelledError:
@@ -236,7 +206,7 @@ class PostgresBroadcast:
             except Exception as exc:  # noqa: BLE001 - any failure: listen anew
                 log.warning("broadcast: lost PostgreSQL at %s (%s); retrying", self.where,
                             type(exc).__name__)
-            self._listen_conn, self._listening = None, set()
+            self._sync.lost()
             if conn is not None:
                 conn.terminate()
             self._listeners.deliver(CONNECTION_CHANNEL, DOWN)
@@ -256,9 +226,9 @@ class PostgresBroadcast:
             return
 
     async def _close_all(self) -> None:
-        if self._listen_conn is not None:
-            self._listen_conn.terminate()
-            self._listen_conn = None
+        if self._sync.connection is not None:
+            self._sync.connection.terminate()
+            self._sync.lost()
         if self._pool is not None:
             self._pool.terminate()
             self._pool = None
@@ -269,17 +239,17 @@ class PostgresBroadcast:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         self._listeners.clear()
-        if self._listen_conn is not None:
+        if self._sync.connection is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._listen_conn.close(), TIMEOUT_SECONDS)
-            self._listen_conn = None
+                await asyncio.wait_for(self._sync.connection.close(), TIMEOUT_SECONDS)
+            self._sync.lost()
         if self._pool is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._pool.close(), TIMEOUT_SECONDS)
             self._pool = None
 
     async def ping(self) -> None:
-        conn = self._listen_conn
+        conn = self._sync.connection
         if conn is None or conn.is_closed():
             raise BroadcastUnavailable("the PostgreSQL listening connection is down")
         await self._fetchval("SELECT 1")

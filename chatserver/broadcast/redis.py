@@ -46,6 +46,7 @@ from .base import (
     merge_rosters,
 )
 from .batch import Batches
+from .channels import ChannelSync
 from .local import Listeners, LocalSubscription
 
 log = logging.getLogger("chatserver.broadcast")
@@ -174,6 +175,14 @@ def describe(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path}"
 
 
+async def _add_channels(pubsub: PubSub, channels: set[str]) -> None:
+    await pubsub.subscribe(*channels)
+
+
+async def _drop_channels(pubsub: PubSub, channels: set[str]) -> None:
+    await pubsub.unsubscribe(*channels)
+
+
 class RedisBroadcast:
     shared = True
     max_payload: int | None = None
@@ -190,18 +199,14 @@ class RedisBroadcast:
         self._sub_client = Redis.from_url(plain, retry=Retry(NoBackoff(), 0),
                                           health_check_interval=HEALTH_CHECK_SECONDS,
                                           client_name=subscriber_name(self.prefix), **options)
-        self._listeners = Listeners(self._listeners_changed)
+        # The subscribing connection in use (a PubSub). Writes to it (SUBSCRIBE, UNSUBSCRIBE,
+        # PING) take the sync's lock, so a PING answered means every SUBSCRIBE before it is in
+        # force.
+        self._sync = ChannelSync(self._wanted, _add_channels, _drop_channels, (RedisError, OSError))
+        self._listeners = Listeners(self._sync.changed)
         self._origin = new_origin()
         self._task: asyncio.Task[None] | None = None
         self._listening = False
-        # The subscribing connection in use, and the Redis channels it is subscribed to. Writes
-        # to it (SUBSCRIBE, UNSUBSCRIBE, PING) take the lock, so a PING answered means every
-        # SUBSCRIBE sent before it is in force.
-        self._pubsub: PubSub | None = None
-        self._subscribed: set[str] = set()
-        self._lock = asyncio.Lock()
-        self._resubscribing: asyncio.Task[None] | None = None
-        self._dirty = False
         self._pongs: dict[str, asyncio.Future[None]] = {}
         self._pings = 0
         self._batches = Batches(self._send)
@@ -226,10 +231,7 @@ class RedisBroadcast:
     async def _subscribe(self) -> PubSub:
         pubsub = self._sub_client.pubsub(ignore_subscribe_messages=True)
         try:
-            async with self._lock:
-                wanted = self._wanted()
-                await pubsub.subscribe(*wanted)
-                self._pubsub, self._subscribed = pubsub, wanted
+            await self._sync.start(pubsub)
         except BaseException:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -237,42 +239,10 @@ class RedisBroadcast:
         self._listening = True
         return pubsub
 
-    def _listeners_changed(self) -> None:
-        """A channel gained its first listener or lost its last: (un)subscribe it soon, in one
-        batch with the others of this turn of the loop."""
-        self._dirty = True
-        if self._pubsub is None or (self._resubscribing is not None
-                                    and not self._resubscribing.done()):
-            return  # the running batch looks again; a new connection subscribes all wanted
-        with contextlib.suppress(RuntimeError):  # no loop: connect() subscribes what is wanted
-            self._resubscribing = asyncio.get_running_loop().create_task(self._resubscribe())
-
-    async def _resubscribe(self) -> None:
-        while self._dirty:
-            self._dirty = False
-            await self._apply()
-
-    async def _apply(self) -> None:
-        """Subscribe the subscribing connection to the wanted channels and no others."""
-        async with self._lock:
-            pubsub = self._pubsub
-            if pubsub is None:
-                return
-            wanted = self._wanted()
-            added, dropped = wanted - self._subscribed, self._subscribed - wanted
-            try:
-                if added:
-                    await pubsub.subscribe(*added)
-                if dropped:
-                    await pubsub.unsubscribe(*dropped)
-            except (RedisError, OSError):
-                return  # the listening loop finds the connection broken and subscribes anew
-            self._subscribed = wanted
-
     async def settled(self) -> None:
-        await self._apply()
-        async with self._lock:
-            pubsub = self._pubsub
+        await self._sync.apply()
+        async with self._sync.lock:
+            pubsub: PubSub | None = self._sync.connection
             if pubsub is None:
                 return  # down: listeners catch up when it is back
             self._pings += 1
@@ -292,7 +262,7 @@ class RedisBroadcast:
 
     def _lost(self) -> None:
         """The subscribing connection is gone: nobody waits for its answers any more."""
-        self._pubsub, self._subscribed = None, set()
+        self._sync.lost()
         pongs, self._pongs = self._pongs, {}
         for pong in pongs.values():
             if not pong.done():
