@@ -89,6 +89,21 @@ def _settled(state: Any) -> Callable[[], Awaitable[None]] | None:
     return broadcast.settled if broadcast.per_channel else None
 
 
+def _once_settled(state: Any, check: Callable[[], Awaitable[None]]
+                  ) -> asyncio.Task[None] | None:
+    """With a broadcast that subscribes per channel, a new socket hears its channels only once
+    the subscription is in force: run `check` then, for what was published before."""
+    settled = _settled(state)
+    if settled is None:
+        return None
+
+    async def run() -> None:
+        await settled()
+        await check()
+
+    return asyncio.get_running_loop().create_task(run())
+
+
 def _on_connection(peer: Peer, follower: Follower, recheck: Callable[[], Any]
                    ) -> Callable[[str], None]:
     """The broadcast went away: say so rather than fall silent. It is back: catch up every
@@ -205,14 +220,16 @@ async def _visitor_chat(ws: WebSocket, state: Any, session: Any, customer: Any,
             peer.send_frame(protocol.error("consent_required", _OUTDATED))
             peer.close(CLOSE_NO_CONSENT, "policy changed")
 
-    async def recheck() -> None:
-        """After a broadcast outage: an erasure or a new policy may have gone unheard."""
+    async def recheck(forget_policy: bool = True) -> None:
+        """After a broadcast outage, or before this socket's subscriptions were in force: an
+        erasure, a sign-out or a new policy published by another process may have gone unheard."""
         with contextlib.suppress(Exception):
             if await state.store.get_visitor_session(session.id) is None:
                 peer.send_frame(protocol.error("not_signed_in", "Your session has ended."))
                 peer.close(CLOSE_SESSION_ENDED, "session ended")
                 return
-            state.policies.forget()
+            if forget_policy:  # else the process's own policy listener kept the cache right
+                state.policies.forget()
             on_policy((await state.policies.current()).version)
 
     online = state.hub.agents_online()
@@ -233,6 +250,7 @@ async def _visitor_chat(ws: WebSocket, state: Any, session: Any, customer: Any,
         state.hub.subscribe(PRESENCE_CHANNEL, on_presence),
         state.hub.subscribe(CONNECTION_CHANNEL, _on_connection(peer, follower, recheck)),
     ]
+    settling = _once_settled(state, partial(recheck, forget_policy=False))
     log.info("visitor socket open conversation=%s", conversation_id)
     peer.send_frame({
         "type": "welcome",
@@ -280,6 +298,8 @@ async def _visitor_chat(ws: WebSocket, state: Any, session: Any, customer: Any,
     finally:
         for sub in subs:
             sub.cancel()
+        if settling is not None:
+            settling.cancel()
         follower.stop()
         await peer.finish()
         await delivered.close()
@@ -452,6 +472,8 @@ async def _agent_chat(ws: WebSocket, staff: Staff, session_hash: str) -> None:
     await hub.agent_connected(staff.id, away=staff.id in await state.store.away_staff())
     # A claim or transfer (staff channel) is heard from here on, before the queue is read.
     await hub.broadcast.settled()
+    if hub.broadcast.per_channel:  # a sign-out published before they were in force went unheard
+        await recheck()
     log.info("agent socket open staff=%s", staff.id)
     try:
         queue = await hub.queue_frame_for(staff)
