@@ -11,6 +11,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -20,6 +21,7 @@ from chatserver import audit
 from chatserver.consent import bundled_policy
 from chatserver.errors import (
     AlreadyClaimed,
+    ConversationClosed,
     DatabaseError,
     NotFound,
     Unavailable,
@@ -84,6 +86,57 @@ async def test_one_client_msg_id_sent_on_every_connection_is_stored_once(stores:
         assert {m.seq for m, _, _ in results} == {round_ + 1}
     stored = await stores[3].messages_after(conversation_id, 0)
     assert [m.client_msg_id for m in stored] == [f"same{n}" for n in range(5)]
+
+
+async def test_one_batch_of_appends_gives_each_what_it_would_get_alone(stores: list[Store]
+                                                                      ) -> None:
+    """Appends arriving together are stored as one batch (postgres/appends.py). Mixed into one:
+    fresh messages to two conversations, the same new client_msg_id twice, a closed
+    conversation, a missing one; then, in a batch the database refuses, a repeat of a stored
+    message and a body with NUL beside a fresh message. Each caller hears what it would alone,
+    and the stored seqs stay gapless."""
+    store = stores[0]
+    first, customer = await _conversation(store, "ada")
+    second, other = await _conversation(store, "bob")
+    closed, closed_customer = await _conversation(store, "cy")
+    await store.close_conversation(closed)
+    stored, _, _ = await store.append_message(first, sender="visitor", sender_id=customer,
+                                              author="ada", body="before", client_msg_id="old")
+
+    def visitor(conversation: str, who: str, body: str, msg_id: str) -> Any:
+        return store.append_message(conversation, sender="visitor", sender_id=who,
+                                    author="x", body=body, client_msg_id=msg_id)
+
+    outcomes = await asyncio.gather(
+        visitor(first, customer, "one", "a1"),
+        visitor(second, other, "two", "b1"),
+        visitor(first, customer, "three", "a2"),
+        visitor(first, customer, "three again", "a2"),  # the same new id twice in one batch
+        visitor(closed, closed_customer, "late", "c1"),
+        visitor("cv_missing", customer, "nowhere", "m1"),
+        visitor(second, other, "four", "b2"),
+        return_exceptions=True,
+    )
+    one, two, three, three_again, late, nowhere, four = outcomes
+    assert (one[0].seq, one[1]) == (2, True)
+    assert (two[0].seq, two[1]) == (1, True)
+    assert (three[0].seq, three[1]) == (3, True)
+    assert (three_again[0].seq, three_again[1], three_again[0].body) == (3, False, "three")
+    assert isinstance(late, ConversationClosed)
+    assert isinstance(nowhere, NotFound)
+    assert (four[0].seq, four[1]) == (2, True)
+    # A stored repeat, or a NUL, makes the database refuse the batch: each runs alone.
+    repeat, nul, fine = await asyncio.gather(
+        visitor(first, customer, "again", "old"),
+        visitor(first, customer, "bad\x00body", "n1"),
+        visitor(second, other, "fine", "b3"),
+        return_exceptions=True)
+    assert (repeat[0].seq, repeat[1], repeat[0].body) == (stored.seq, False, "before")
+    assert isinstance(nul, ValidationFailed)
+    assert fine[0].seq == 3
+    assert [m.body for m in await store.messages_after(first, 0)] == ["before", "one", "three"]
+    assert [m.body for m in await store.messages_after(second, 0)] == ["two", "four", "fine"]
+    assert (await store.get_conversation(second)).last_seq == 3  # type: ignore[union-attr]
 
 
 async def test_simultaneous_claims_have_exactly_one_winner(stores: list[Store]) -> None:

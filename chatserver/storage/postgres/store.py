@@ -53,6 +53,7 @@ from . import (
     visitors,
 )
 from . import search as full_text
+from .appends import Append, AppendQueue
 from .engine import Engine, open_error
 from .migrate import migrate
 
@@ -99,6 +100,7 @@ class PostgresStore:
         self.clock = clock
         self.pool_size = pool_size
         self._engine: Engine | None = None
+        self._appends: AppendQueue | None = None
         self._compaction: asyncio.Task[None] | None = None
         self._compact_again = False
 
@@ -116,9 +118,12 @@ class PostgresStore:
             await engine.close()
             raise open_error(self.url, exc) from exc
         self._engine = engine
+        self._appends = AppendQueue(engine)
         return self
 
     async def close(self) -> None:
+        if self._appends is not None:
+            await self._appends.drain()
         await self._stop_compaction()
         if self._engine is not None:
             await self._engine.close()
@@ -258,10 +263,9 @@ class PostgresStore:
         self, conversation_id: str, *, sender: str, sender_id: str, author: str, body: str,
         client_msg_id: str | None,
     ) -> tuple[Message, bool, str]:
-        now = self._now()
-        return await self.engine.write(lambda c: conversations.append(
-            c, conversation_id, sender=sender, sender_id=sender_id, author=author, body=body,
-            client_msg_id=client_msg_id, now=now))
+        assert self._appends is not None, "store is closed"
+        return await self._appends.add(Append(conversation_id, sender, sender_id, author, body,
+                                              client_msg_id, self._now()))
 
     @nothing_for_nul(_list)
     async def messages_after(
