@@ -38,7 +38,7 @@ from . import audit, metrics, protocol, queue_page
 from .broadcast import CONNECTION_CHANNEL as CONNECTION_CHANNEL
 from .broadcast import UP, Broadcast, BroadcastUnavailable, Subscription
 from .broadcast.local import Listeners
-from .errors import ConsentWithdrawn, Forbidden, NotFound, Unavailable
+from .errors import Forbidden, NotFound, Unavailable
 from .follow import reference
 from .storage.base import (
     Conversation,
@@ -205,11 +205,17 @@ def queue_item(summary: ConversationSummary, *, paused: bool = False,
     }
 
 
+MARK_DELAY_SECONDS = 0.5
+
+
 class DeliveredReplies:
     """Agent replies delivered to one visitor socket count as seen, so they are not emailed.
 
-    Marks are coalesced: one write at a time, carrying the highest seq so far. A client that
-    sends `read` frames says itself what was seen; from its first, deliveries stop counting.
+    Marks are coalesced: a write at most every MARK_DELAY_SECONDS, carrying the highest seq so
+    far (a mark only has to land before the reply email's delay, minutes, and one write per
+    delivered reply cost the writer as much as the replies). When the socket closes, what is
+    pending is written at once. A client that sends `read` frames says itself what was seen;
+    from its first, deliveries stop counting.
     """
 
     def __init__(self, store: Store, conversation_id: str) -> None:
@@ -219,6 +225,7 @@ class DeliveredReplies:
         self._pending = 0
         self._written = 0
         self._task: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
 
     def on_sent(self, text: str) -> None:
         if self.reads or not text.startswith('{"type":"message"'):
@@ -232,6 +239,8 @@ class DeliveredReplies:
 
     async def _flush(self) -> None:
         while self._written < self._pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), MARK_DELAY_SECONDS)
             target = self._pending
             try:
                 await self.store.mark_seen(self.conversation_id, target, read=False)
@@ -243,6 +252,7 @@ class DeliveredReplies:
             self._written = target
 
     async def close(self) -> None:
+        self._closing.set()
         if self._task is not None and not self._task.done():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._task), 5)
@@ -469,12 +479,14 @@ class Hub:
         author: str,
         body: str,
         client_msg_id: str | None,
+        unless_paused: bool = False,
     ) -> Message:
-        """Store a message, then publish it; a repeat of a client_msg_id is not published again."""
+        """Store a message, then publish it; a repeat of a client_msg_id is not published again.
+        `unless_paused`: an agent's, refused (ConsentWithdrawn) when the customer withdrew."""
         started = time.perf_counter()
         message, new, status = await self.store.append_message(
             conversation_id, sender=sender, sender_id=sender_id, author=author, body=body,
-            client_msg_id=client_msg_id,
+            client_msg_id=client_msg_id, unless_paused=unless_paused,
         )
         if new:
             metrics.message_stored(sender, time.perf_counter() - started)
@@ -534,11 +546,6 @@ class Hub:
         paused = await self.store.conversation_paused(conversation.id)
         await self.publish_status(conversation, paused=paused)
         self.queue_changed()
-
-    async def refuse_if_paused(self, conversation_id: str) -> None:
-        """Agents send nothing to a customer who withdrew consent."""
-        if await self.store.conversation_paused(conversation_id):
-            raise ConsentWithdrawn()
 
     async def erased(self, conversation_ids: list[str]) -> None:
         """Every dashboard drops these conversations at once."""

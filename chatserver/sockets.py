@@ -587,10 +587,9 @@ async def _agent_frame(
         following.own.add(conversation_id)
     if isinstance(frame, protocol.Message):
         started = time.perf_counter()
-        await hub.refuse_if_paused(conversation_id)
-        message = await hub.post(
+        message = await hub.post(  # agents send nothing to a customer who withdrew consent
             conversation_id, sender="agent", sender_id=str(staff.id), author=staff.display_name,
-            body=frame.body, client_msg_id=frame.client_msg_id,
+            body=frame.body, client_msg_id=frame.client_msg_id, unless_paused=True,
         )
         peer.send_frame({"type": "ack", "conversation_id": conversation_id,
                          "client_msg_id": frame.client_msg_id, "seq": message.seq})

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from chatserver.consent import bundled_policy
-from chatserver.errors import NotFound
+from chatserver.errors import ConsentWithdrawn, NotFound
 from chatserver.storage import open_store
 from chatserver.storage.base import Store
 
@@ -106,3 +107,30 @@ async def test_withdrawn_consent_pauses_the_open_conversation(store: Store) -> N
     await store.withdraw_consents(session)
     await store.close_conversation(cid)
     assert await store.paused_conversations() == set()
+
+
+async def test_an_agents_message_to_a_paused_conversation_is_refused_in_its_batch(store: Store
+                                                                               ) -> None:
+    """An agent's message (`unless_paused`) to a customer who withdrew consent is refused with
+    ConsentWithdrawn, before its repeat check, while appends beside it in the same batch (one
+    to another conversation, a visitor's and a system message to the paused one) are stored."""
+    session, paused = await _conversation(store, "gone")
+    _, other = await _conversation(store, "here")
+    first, _, _ = await store.append_message(paused, sender="agent", sender_id="7", author="Ann",
+                                             body="before", client_msg_id="a1",
+                                             unless_paused=True)
+    await store.withdraw_consents(session)
+
+    def agent(conversation: str, msg_id: str) -> Any:
+        return store.append_message(conversation, sender="agent", sender_id="7", author="Ann",
+                                    body="hello", client_msg_id=msg_id, unless_paused=True)
+
+    refused, repeat, fine, system = await asyncio.gather(
+        agent(paused, "a2"), agent(paused, "a1"), agent(other, "b1"),
+        store.append_message(paused, sender="system", sender_id="system", author="system",
+                             body="note", client_msg_id=None),
+        return_exceptions=True)
+    assert isinstance(refused, ConsentWithdrawn) and isinstance(repeat, ConsentWithdrawn)
+    assert fine[0].seq == 1 and fine[1]
+    assert system[0].seq == first.seq + 1
+    assert [m.body for m in await store.messages_after(paused, 0)] == ["before", "note"]

@@ -492,10 +492,14 @@ class ConversationStore(Protocol):
         author: str,
         body: str,
         client_msg_id: str | None,
+        unless_paused: bool = False,
     ) -> tuple[Message, bool, str]:
         """Store with the next seq; returns the message, whether it is new, and the
         conversation's status. A repeated client_msg_id returns the first copy and False.
-        Raises ConversationClosed for a closed conversation (system messages excepted)."""
+        Raises ConversationClosed for a closed conversation (system messages excepted), and
+        with `unless_paused` ConsentWithdrawn, before all else, when the customer withdrew
+        consent (checked in the same transaction as the write: an agent's message never
+        reaches a customer who withdrew a moment before)."""
 
     async def messages_after(
         self, conversation_id: str, after_seq: int, limit: int = 1000

@@ -49,13 +49,15 @@ class Append:
     body: str
     client_msg_id: str | None
     now: str
+    unless_paused: bool = False  # an agent's: refused when the customer withdrew consent
     done: asyncio.Future[Result] = field(default_factory=lambda: asyncio.get_running_loop()
                                          .create_future())
 
     async def alone(self, c: Connection) -> Result:
         return await conversations.append(
             c, self.conversation_id, sender=self.sender, sender_id=self.sender_id,
-            author=self.author, body=self.body, client_msg_id=self.client_msg_id, now=self.now)
+            author=self.author, body=self.body, client_msg_id=self.client_msg_id, now=self.now,
+            unless_paused=self.unless_paused)
 
     def key(self) -> tuple[str, str, str, str] | None:
         if self.client_msg_id is None:
@@ -93,6 +95,8 @@ async def append_many(c: Connection, group: list[Append]) -> list[Result | ChatE
     ids = sorted({a.conversation_id for a in group})
     state: dict[str, list[Any]] = {
         row[0]: [row[1], row[2], row[3]] for row in await c.fetch(_LOCK, ids)}
+    paused = await conversations.paused_among(
+        c, {a.conversation_id for a in group if a.unless_paused})
     results: list[Result | None] = []
     columns: list[list[Any]] = [[] for _ in range(8)]
     touched: dict[str, tuple[int, str]] = {}
@@ -101,7 +105,8 @@ async def append_many(c: Connection, group: list[Append]) -> list[Result | ChatE
     for a in group:
         found = state.get(a.conversation_id)
         key = a.key()
-        if found is None or (found[2] == "closed" and a.sender != "system") or key in keys:
+        if found is None or (found[2] == "closed" and a.sender != "system") or key in keys or (
+                a.unless_paused and a.conversation_id in paused):
             results.append(None)  # run alone, below: its error, or the first copy's seq
             continue
         if key is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from ...errors import AlreadyClaimed, ConversationClosed, NotFound
+from ...errors import AlreadyClaimed, ConsentWithdrawn, ConversationClosed, NotFound
 from ..base import Conversation, ConversationSummary, Message
 from ..rows import COLUMNS, FROM, MESSAGES, SUMMARY, to_conversation, to_message, to_summary
 from .engine import Connection
@@ -146,8 +146,10 @@ _APPEND = """
 
 async def append(
     c: Connection, conversation_id: str, *, sender: str, sender_id: str, author: str, body: str,
-    client_msg_id: str | None, now: str,
+    client_msg_id: str | None, now: str, unless_paused: bool = False,
 ) -> tuple[Message, bool, str]:
+    if unless_paused and await is_paused(c, conversation_id):
+        raise ConsentWithdrawn()
     if client_msg_id is not None:
         repeat = await _repeat(c, conversation_id, sender, sender_id, client_msg_id)
         if repeat is not None:
@@ -242,3 +244,10 @@ async def paused(c: Connection) -> set[str]:
 
 async def is_paused(c: Connection, conversation_id: str) -> bool:
     return await c.fetchval(PAUSED + " AND c.id = $1", conversation_id) is not None
+
+
+async def paused_among(c: Connection, conversation_ids: set[str]) -> set[str]:
+    if not conversation_ids:
+        return set()
+    return {r[0] for r in await c.fetch(PAUSED + " AND c.id = ANY($1::text[])",
+                                        list(conversation_ids))}

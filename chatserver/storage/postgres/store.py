@@ -261,11 +261,11 @@ class PostgresStore:
 
     async def append_message(
         self, conversation_id: str, *, sender: str, sender_id: str, author: str, body: str,
-        client_msg_id: str | None,
+        client_msg_id: str | None, unless_paused: bool = False,
     ) -> tuple[Message, bool, str]:
         assert self._appends is not None, "store is closed"
         return await self._appends.add(Append(conversation_id, sender, sender_id, author, body,
-                                              client_msg_id, self._now()))
+                                              client_msg_id, self._now(), unless_paused))
 
     @nothing_for_nul(_list)
     async def messages_after(

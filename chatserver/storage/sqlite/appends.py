@@ -49,12 +49,14 @@ class Append:
     body: str
     client_msg_id: str | None
     now: str
+    unless_paused: bool = False  # an agent's: refused when the customer withdrew consent
 
     def alone(self) -> Callable[[sqlite3.Connection], tuple[Message, bool, str]]:
         """The same append through the one-at-a-time path."""
         return lambda c: conversations.append(
             c, self.conversation_id, sender=self.sender, sender_id=self.sender_id,
-            author=self.author, body=self.body, client_msg_id=self.client_msg_id, now=self.now)
+            author=self.author, body=self.body, client_msg_id=self.client_msg_id, now=self.now,
+            unless_paused=self.unless_paused)
 
 
 def append_many(c: sqlite3.Connection, group: list[Append]) -> list[Any]:
@@ -70,6 +72,8 @@ def append_many(c: sqlite3.Connection, group: list[Append]) -> list[Any]:
             f"SELECT id, last_seq, customer_id, status FROM conversations WHERE id IN ({marks})",
             ids)
     }
+    paused = conversations.paused_among(c, {a.conversation_id for a in group
+                                            if a.unless_paused})
     results: list[Any] = []
     rows: list[Any] = []
     touched: dict[str, tuple[int, str]] = {}
@@ -77,7 +81,8 @@ def append_many(c: sqlite3.Connection, group: list[Append]) -> list[Any]:
     message_id = next_message_id(c)
     for a in group:
         found = state.get(a.conversation_id)
-        if found is None or (found[2] == "closed" and a.sender != "system"):
+        if found is None or (found[2] == "closed" and a.sender != "system") or (
+                a.unless_paused and a.conversation_id in paused):
             results.append(None)
             continue
         found[0] += 1

@@ -12,7 +12,7 @@ import secrets
 import sqlite3
 from typing import Any
 
-from ...errors import AlreadyClaimed, ConversationClosed, NotFound
+from ...errors import AlreadyClaimed, ConsentWithdrawn, ConversationClosed, NotFound
 from ..base import Conversation, ConversationSummary, Message
 from ..rows import COLUMNS, FROM, MESSAGES, SUMMARY, to_conversation, to_message, to_summary
 from .search_index import next_message_id
@@ -89,8 +89,10 @@ def close(c: sqlite3.Connection, conversation_id: str, now: str) -> Conversation
 
 def append(
     c: sqlite3.Connection, conversation_id: str, *, sender: str, sender_id: str, author: str,
-    body: str, client_msg_id: str | None, now: str,
+    body: str, client_msg_id: str | None, now: str, unless_paused: bool = False,
 ) -> tuple[Message, bool, str]:
+    if unless_paused and is_paused(c, conversation_id):
+        raise ConsentWithdrawn()
     if client_msg_id is not None:
         row = c.execute(
             MESSAGE_SELECT + " WHERE m.conversation_id = ? AND m.sender = ? "
@@ -203,3 +205,11 @@ def paused(c: sqlite3.Connection) -> set[str]:
 
 def is_paused(c: sqlite3.Connection, conversation_id: str) -> bool:
     return c.execute(PAUSED + " AND c.id = ?", (conversation_id,)).fetchone() is not None
+
+
+def paused_among(c: sqlite3.Connection, conversation_ids: set[str]) -> set[str]:
+    if not conversation_ids:
+        return set()
+    ids = list(conversation_ids)
+    marks = ",".join("?" * len(ids))
+    return {r[0] for r in c.execute(PAUSED + f" AND c.id IN ({marks})", ids)}

@@ -190,10 +190,11 @@ class SQLiteStore:
 
     async def append_message(
         self, conversation_id: str, *, sender: str, sender_id: str, author: str, body: str,
-        client_msg_id: str | None,
+        client_msg_id: str | None, unless_paused: bool = False,
     ) -> tuple[Message, bool, str]:
         result: tuple[Message, bool, str] = await self.engine.append(Append(
-            conversation_id, sender, sender_id, author, body, client_msg_id, self._now()))
+            conversation_id, sender, sender_id, author, body, client_msg_id, self._now(),
+            unless_paused))
         self.indexer.appended()
         return result
 
