@@ -1,11 +1,12 @@
-"""Message appends stored a batch at a time: one transaction and four statements per batch.
+"""Message appends stored a batch at a time: four round trips per batch, not per message.
 
 One at a time, an append costs a transaction of its own: BEGIN, a look-up of a repeated
 client_msg_id, the append statement and COMMIT, four round trips and a WAL flush per message,
-which capped a process at about 900 acks a second. Here the appends that arrive while a batch is
-being stored wait for the next one (`AppendQueue`), and a batch is stored set-based, as on SQLite
-(../sqlite/appends.py): lock the conversations it touches, in id order; insert every row; move
-each conversation's last_seq; mark its visiting customers active.
+which capped a process at about 900 acks a second. Here the appends of one turn of the event loop
+go together (`AppendQueue`; two batches at most are being stored at once, the rest wait), and a
+batch is stored set-based, as on SQLite (../sqlite/appends.py): BEGIN; lock the conversations it
+touches, in id order, reading which are paused; one statement that inserts every row, moves each
+conversation's last_seq and marks its visiting customers active; COMMIT.
 
 Correctness rests on the database, not on this module's arithmetic:
 - the conversations are locked (FOR UPDATE) before anything is read from them, and READ
@@ -36,6 +37,7 @@ from .engine import Connection, Engine
 from .folding import fold
 
 MAX_BATCH = 500  # appends per transaction: the rest wait for the next one
+IN_FLIGHT = 2  # batches being stored at once, per process
 
 Result = tuple[Message, bool, str]
 
@@ -65,26 +67,34 @@ class Append:
         return (self.conversation_id, self.sender, self.sender_id, self.client_msg_id)
 
 
+# Locks the conversations in id order (as every batch does, so two cannot deadlock on them) and
+# says which are paused: open, with no consent of their customer in force.
 _LOCK = """
-    SELECT id, last_seq, customer_id, status FROM conversations
-    WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
+    SELECT c.id, c.last_seq, c.customer_id, c.status,
+           c.status <> 'closed' AND NOT EXISTS (
+               SELECT 1 FROM consents WHERE customer_id = c.customer_id AND withdrawn_at IS NULL)
+    FROM conversations c
+    WHERE c.id = ANY($1::text[]) ORDER BY c.id FOR UPDATE
 """
-_INSERT = """
-    INSERT INTO messages (conversation_id, seq, sender, sender_id, body, client_msg_id, sent_at,
-                          search)
-    SELECT c, s, se, si, b, m, t, to_tsvector('simple', f)
-    FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
-                $7::text[], $8::text[]) AS u(c, s, se, si, b, m, t, f)
-"""
-_MOVE = """
-    UPDATE conversations SET last_seq = u.s, last_message_at = u.t
-    FROM unnest($1::text[], $2::bigint[], $3::text[]) AS u(c, s, t)
-    WHERE conversations.id = u.c
-"""
-_ACTIVE = """
-    UPDATE customers SET last_active_at = u.t
-    FROM unnest($1::text[], $2::text[]) AS u(c, t)
-    WHERE customers.id = u.c
+# The rows, each conversation's new last_seq and its visiting customer's activity, in one
+# statement (one round trip).
+_WRITE = """
+    WITH ins AS (
+        INSERT INTO messages (conversation_id, seq, sender, sender_id, body, client_msg_id,
+                              sent_at, search)
+        SELECT c, s, se, si, b, m, t, to_tsvector('simple', f)
+        FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+                    $7::text[], $8::text[]) AS u(c, s, se, si, b, m, t, f)
+    ), moved AS (
+        UPDATE conversations SET last_seq = u.s, last_message_at = u.t
+        FROM unnest($9::text[], $10::bigint[], $11::text[]) AS u(c, s, t)
+        WHERE conversations.id = u.c
+    ), active AS (
+        UPDATE customers SET last_active_at = u.t
+        FROM unnest($12::text[], $13::text[]) AS u(c, t)
+        WHERE customers.id = u.c
+    )
+    SELECT 1
 """
 
 
@@ -93,10 +103,9 @@ async def append_many(c: Connection, group: list[Append]) -> list[Result | ChatE
     conversation, say), in order. Raises what the database raised when it refused a row (the
     caller runs each append alone instead)."""
     ids = sorted({a.conversation_id for a in group})
-    state: dict[str, list[Any]] = {
-        row[0]: [row[1], row[2], row[3]] for row in await c.fetch(_LOCK, ids)}
-    paused = await conversations.paused_among(
-        c, {a.conversation_id for a in group if a.unless_paused})
+    rows = await c.fetch(_LOCK, ids)
+    state: dict[str, list[Any]] = {row[0]: [row[1], row[2], row[3]] for row in rows}
+    paused = {row[0] for row in rows if row[4]}
     results: list[Result | None] = []
     columns: list[list[Any]] = [[] for _ in range(8)]
     touched: dict[str, tuple[int, str]] = {}
@@ -123,11 +132,9 @@ async def append_many(c: Connection, group: list[Append]) -> list[Result | ChatE
         results.append((Message(a.conversation_id, seq, a.sender, a.sender_id, a.author, a.body,
                                 a.client_msg_id, a.now), True, status))
     if columns[0]:
-        await c.execute(_INSERT, *columns)
-        await c.execute(_MOVE, list(touched), [s for s, _ in touched.values()],
-                        [t for _, t in touched.values()])
-    if customers:
-        await c.execute(_ACTIVE, list(customers), list(customers.values()))
+        await c.execute(_WRITE, *columns, list(touched), [s for s, _ in touched.values()],
+                        [t for _, t in touched.values()], list(customers),
+                        list(customers.values()))
     done: list[Result | ChatError] = []
     for a, result in zip(group, results, strict=True):
         if result is None:
@@ -141,38 +148,47 @@ async def append_many(c: Connection, group: list[Append]) -> list[Result | ChatE
 
 
 class AppendQueue:
-    """Appends waiting for the next batch; one batch is stored at a time per process."""
+    """Appends waiting for a batch. The appends of one turn of the event loop go together; up to
+    IN_FLIGHT batches are stored at once (one commits while the next is written), the rest wait."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._waiting: list[Append] = []
-        self._runner: asyncio.Task[None] | None = None
+        self._storing: set[asyncio.Task[None]] = set()
+        self._kick_due = False
 
     async def add(self, append: Append) -> Result:
         self._waiting.append(append)
-        if self._runner is None:
-            self._runner = asyncio.get_running_loop().create_task(self._run())
+        if not self._kick_due:
+            self._kick_due = True
+            asyncio.get_running_loop().call_soon(self._kick)
         return await append.done
 
-    async def drain(self) -> None:
-        """Before the pool closes: let the batch being stored finish, briefly."""
-        runner = self._runner
-        if runner is not None:
-            await asyncio.wait({runner}, timeout=5)
+    def _kick(self) -> None:
+        self._kick_due = False
+        while self._waiting and len(self._storing) < IN_FLIGHT:
+            batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            task = asyncio.get_running_loop().create_task(self._store_or_fail(batch))
+            self._storing.add(task)
+            task.add_done_callback(self._stored)
 
-    async def _run(self) -> None:
-        batch: list[Append] = []
+    def _stored(self, task: asyncio.Task[None]) -> None:
+        self._storing.discard(task)
+        if self._waiting:
+            self._kick()
+
+    async def drain(self) -> None:
+        """Before the pool closes: let the batches being stored finish, briefly."""
+        if self._storing:
+            await asyncio.wait(set(self._storing), timeout=5)
+
+    async def _store_or_fail(self, batch: list[Append]) -> None:
         try:
-            while self._waiting:
-                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
-                await self._store(batch)
+            await self._store(batch)
         except BaseException as exc:  # a bug, or shutdown: nobody may wait for ever
-            for a in batch + self._waiting:
+            for a in batch:
                 _fail(a, exc if isinstance(exc, Exception) else Unavailable())
-            self._waiting = []
             raise
-        finally:
-            self._runner = None
 
     async def _store(self, batch: list[Append]) -> None:
         if len(batch) == 1:

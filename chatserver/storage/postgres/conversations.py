@@ -245,9 +245,3 @@ async def paused(c: Connection) -> set[str]:
 async def is_paused(c: Connection, conversation_id: str) -> bool:
     return await c.fetchval(PAUSED + " AND c.id = $1", conversation_id) is not None
 
-
-async def paused_among(c: Connection, conversation_ids: set[str]) -> set[str]:
-    if not conversation_ids:
-        return set()
-    return {r[0] for r in await c.fetch(PAUSED + " AND c.id = ANY($1::text[])",
-                                        list(conversation_ids))}
