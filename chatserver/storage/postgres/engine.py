@@ -46,6 +46,15 @@ RETRIABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.Serial
 RETRIES_AFTER_DEADLOCK = 3
 
 
+async def _reset(conn: Connection) -> None:
+    """Before a connection goes back to the pool. The store leaves no session state behind (no
+    SET, LISTEN, cursor or session advisory lock outlives its call: the migration lock is
+    released where it is taken), so the driver's default reset, a round trip after every call,
+    buys nothing; a transaction left open by a failure is still rolled back."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 def _unstorable(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.exceptions.CharacterNotInRepertoireError):
         return True  # a NUL
@@ -95,7 +104,7 @@ class Engine:
             # and close after five idle minutes.
             pool = await asyncpg.create_pool(
                 url, min_size=0, max_size=size, timeout=CONNECT_TIMEOUT_SECONDS,
-                max_inactive_connection_lifetime=300.0,
+                max_inactive_connection_lifetime=300.0, reset=_reset,
             )
         except Exception as exc:
             raise open_error(url, exc) from exc
