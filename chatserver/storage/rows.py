@@ -7,6 +7,7 @@ A row is a sqlite3 tuple or an asyncpg Record; both index and slice alike.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -177,3 +178,23 @@ def read_migrations(package: str) -> list[tuple[int, str]]:
         if entry.name.endswith(".sql"):
             found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
     return sorted(found)
+
+
+@dataclass(slots=True)
+class AppendRequest:
+    """One message to store, as both stores' batch writers take it (sqlite/appends.py,
+    postgres/appends.py)."""
+    conversation_id: str
+    sender: str
+    sender_id: str
+    author: str
+    body: str
+    client_msg_id: str | None
+    now: str
+    unless_paused: bool = False  # an agent's: refused when the customer withdrew consent
+
+    def key(self) -> tuple[str, str, str, str] | None:
+        """What makes a repeat: the unique index on messages."""
+        if self.client_msg_id is None:
+            return None
+        return (self.conversation_id, self.sender, self.sender_id, self.client_msg_id)

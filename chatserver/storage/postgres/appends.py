@@ -32,6 +32,7 @@ from typing import Any
 
 from ...errors import ChatError, Unavailable
 from ..base import Message
+from ..rows import AppendRequest
 from . import conversations
 from .engine import Connection, Engine
 from .folding import fold
@@ -43,15 +44,7 @@ Result = tuple[Message, bool, str]
 
 
 @dataclass(slots=True)
-class Append:
-    conversation_id: str
-    sender: str
-    sender_id: str
-    author: str
-    body: str
-    client_msg_id: str | None
-    now: str
-    unless_paused: bool = False  # an agent's: refused when the customer withdrew consent
+class Append(AppendRequest):
     done: asyncio.Future[Result] = field(default_factory=lambda: asyncio.get_running_loop()
                                          .create_future())
 
@@ -60,11 +53,6 @@ class Append:
             c, self.conversation_id, sender=self.sender, sender_id=self.sender_id,
             author=self.author, body=self.body, client_msg_id=self.client_msg_id, now=self.now,
             unless_paused=self.unless_paused)
-
-    def key(self) -> tuple[str, str, str, str] | None:
-        if self.client_msg_id is None:
-            return None
-        return (self.conversation_id, self.sender, self.sender_id, self.client_msg_id)
 
 
 # Locks the conversations in id order (as every batch does, so two cannot deadlock on them) and

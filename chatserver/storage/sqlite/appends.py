@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..base import Message
+from ..rows import AppendRequest
 from . import conversations
 from .search_index import next_message_id
 
@@ -40,16 +41,8 @@ INSERT_ROWS = 400  # rows per INSERT: 8 values each, under SQLite's 32,766 bound
 
 
 @dataclass(slots=True)
-class Append:
+class Append(AppendRequest):
     """One message to store; the engine groups consecutive ones (engine.py)."""
-    conversation_id: str
-    sender: str
-    sender_id: str
-    author: str
-    body: str
-    client_msg_id: str | None
-    now: str
-    unless_paused: bool = False  # an agent's: refused when the customer withdrew consent
 
     def alone(self) -> Callable[[sqlite3.Connection], tuple[Message, bool, str]]:
         """The same append through the one-at-a-time path."""
