@@ -225,7 +225,10 @@ class DeliveredReplies:
         self._pending = 0
         self._written = 0
         self._task: asyncio.Task[None] | None = None
-        self._closing = asyncio.Event()
+        # Made by the first flush, set on close: most visitor sockets never need one (bench/
+        # sockets.py counts every object an open socket holds).
+        self._closing: asyncio.Event | None = None
+        self._closed = False
 
     def on_sent(self, text: str) -> None:
         if self.reads or not text.startswith('{"type":"message"'):
@@ -239,8 +242,11 @@ class DeliveredReplies:
 
     async def _flush(self) -> None:
         while self._written < self._pending:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), MARK_DELAY_SECONDS)
+            if not self._closed:
+                if self._closing is None:
+                    self._closing = asyncio.Event()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), MARK_DELAY_SECONDS)
             target = self._pending
             try:
                 await self.store.mark_seen(self.conversation_id, target, read=False)
@@ -252,7 +258,9 @@ class DeliveredReplies:
             self._written = target
 
     async def close(self) -> None:
-        self._closing.set()
+        self._closed = True
+        if self._closing is not None:
+            self._closing.set()
         if self._task is not None and not self._task.done():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._task), 5)

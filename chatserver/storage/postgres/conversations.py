@@ -244,4 +244,3 @@ async def paused(c: Connection) -> set[str]:
 
 async def is_paused(c: Connection, conversation_id: str) -> bool:
     return await c.fetchval(PAUSED + " AND c.id = $1", conversation_id) is not None
-
