@@ -23,7 +23,7 @@ from .errors import ChatError
 from .hub import for_visitor
 from .limits import Limits
 from .web.common import client_ip
-from .wsprotocol import PING_GATE
+from .wsprotocol import LINK, PING_GATE, GuardedWebSocketProtocol
 
 log = logging.getLogger("chatserver.sockets")
 CLOSE_TOO_SLOW = 1013
@@ -40,11 +40,14 @@ class Peer:
     frame queued and ends when the queue is empty (with 10,000 open sockets, a parked task, an
     asyncio.Queue and their futures each cost a few KiB per socket; bench/sockets.py)."""
 
-    __slots__ = ("ws", "queue_size", "queue", "lock", "closing", "close_code", "_sender",
-                 "_closer", "on_sent")
+    __slots__ = ("ws", "link", "queue_size", "queue", "lock", "closing", "close_code",
+                 "_sender", "_closer", "on_sent")
 
     def __init__(self, ws: WebSocket, queue_size: int) -> None:
         self.ws = ws
+        # The protocol's direct text path, when served by ours (serving.py): a frame with
+        # nothing queued before it is written at once, without a task, a lock or an await.
+        self.link: GuardedWebSocketProtocol | None = ws.scope.get("extensions", {}).get(LINK)
         self.queue_size = queue_size
         self.queue: deque[str] | None = None  # made by the first frame queued
         self.lock = asyncio.Lock()
@@ -61,6 +64,11 @@ class Peer:
         if self.closing:
             return
         if self.queue is None:
+            link = self.link
+            if link is not None and not self.lock.locked() and link.send_text_now(text):
+                if self.on_sent is not None:
+                    self.on_sent(text)
+                return
             self.queue = deque()
         elif len(self.queue) >= self.queue_size:
             log.info("dropping a socket whose send queue is full")
@@ -84,7 +92,9 @@ class Peer:
                 await self._write(protocol.dump(frame))
 
     async def _write(self, text: str) -> None:
-        await self.ws.send_text(text)
+        link = self.link
+        if link is None or not link.send_text_now(text):
+            await self.ws.send_text(text)
         if self.on_sent is not None:
             self.on_sent(text)
 
@@ -207,7 +217,76 @@ async def refuse(ws: WebSocket, exc: ChatError) -> None:
 
 async def frames(ws: WebSocket, peer: Peer, idle_seconds: float) -> AsyncIterator[str | bytes]:
     """Yield each text frame; binary frames come as bytes. Ends on disconnect; a socket silent
-    for `idle_seconds` (clients ping every 25) is closed with 1001 and ends too."""
+    for `idle_seconds` (clients ping every 25) is closed with 1001, and one whose close goes
+    unanswered for as long again ends too."""
+    link: GuardedWebSocketProtocol | None = ws.scope.get("extensions", {}).get(LINK)
+    if link is None:  # another server than ours: through ASGI, a timeout per frame
+        async for frame in _frames_via_asgi(ws, peer, idle_seconds):
+            yield frame
+        return
+    idle = IdleTimer(idle_seconds, lambda: _on_idle(peer, link))
+    try:
+        while True:
+            message = await link.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text: str | None = message.get("text")  # type: ignore[assignment]
+            # Silence is counted only while waiting for the client, as around each receive
+            # before: not while a frame is handled (backpressure from a slow store, say).
+            idle.busy = True
+            data: bytes = message.get("bytes") or b""  # type: ignore[assignment]
+            yield text if text is not None else data
+            idle.busy = False
+            idle.touch()
+    finally:
+        idle.cancel()
+
+
+def _on_idle(peer: Peer, link: GuardedWebSocketProtocol) -> None:
+    if peer.closing:  # our close went unanswered for a whole idle period
+        link.hang_up()
+    else:
+        peer.close(CLOSE_IDLE, "idle")
+
+
+class IdleTimer:
+    """Calls `on_idle` once `seconds` pass without a `touch`, and again after each further such
+    period. One timer per socket, re-armed only when it fires: touching it costs a clock read,
+    where a timeout around each receive cost a timer and three loop look-ups per frame."""
+
+    __slots__ = ("seconds", "on_idle", "last", "busy", "_loop", "_handle")
+
+    def __init__(self, seconds: float, on_idle: Callable[[], None]) -> None:
+        self.seconds = seconds
+        self.on_idle = on_idle
+        self.busy = False  # while set, the clock does not run out
+        self._loop = asyncio.get_running_loop()
+        self.last = self._loop.time()
+        self._handle: asyncio.TimerHandle | None = self._loop.call_at(self.last + seconds,
+                                                                      self._check)
+
+    def touch(self) -> None:
+        self.last = self._loop.time()
+
+    def _check(self) -> None:
+        if self.busy:
+            self.last = self._loop.time()
+        due = self.last + self.seconds
+        if due <= self._loop.time():
+            self.last = self._loop.time()
+            due = self.last + self.seconds
+            self.on_idle()
+        if self._handle is not None:  # on_idle may have cancelled it
+            self._handle = self._loop.call_at(due, self._check)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+async def _frames_via_asgi(ws: WebSocket, peer: Peer, idle_seconds: float
+                           ) -> AsyncIterator[str | bytes]:
     while True:
         try:
             # asyncio.timeout, not wait_for: wait_for wraps each wait in a task of its own, a

@@ -14,6 +14,11 @@ at the one depth where they can be enforced:
 - A text frame that is not UTF-8 closes the socket with 1007 and one log line, not a traceback.
 
 And once the handshake is answered, the opening request and its answer are let go (memory).
+
+The protocol also hangs itself in the scope (`LINK`) so the socket handlers can write a frame and
+read the next one directly: the ASGI path goes through Starlette's state checks, its exception
+wrapper and an await per frame, about a third of a relayed message's cost in the event loop
+(bench/RESULTS.md section 13). The ASGI path stays for everything but text frames.
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ from typing import Any
 
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 log = logging.getLogger("chatserver.sockets")
 
 PING_GATE = "chatserver.ping_gate"  # the key of the gate in scope["extensions"]
+LINK = "chatserver.link"  # the key of the protocol itself, for its direct text path
 CLOSE_INVALID_DATA = 1007
 
 
@@ -152,6 +159,7 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if scope is not None:  # the app task is created but has not run yet
             scope["extensions"][PING_GATE] = self.ping_gate
+            scope["extensions"][LINK] = self
 
     async def send(self, message: ASGISendEvent) -> None:
         await super().send(message)
@@ -162,6 +170,27 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
             self.request.headers.clear()
             self.request = None  # type: ignore[assignment]
             self.response = None  # type: ignore[assignment]
+
+    # -- the direct text path (LINK) ---------------------------------------------------------
+
+    def send_text_now(self, text: str) -> bool:
+        """Write a text frame now, without awaiting; False when it cannot go out this way (not
+        accepted yet, closing or closed, or the transport's buffer over its high-water mark):
+        then the caller takes the ASGI path, which waits or raises as it should."""
+        if (self.close_sent or self.disconnected or not self.handshake_complete
+                or self.response is not None or not self.writable.is_set()):
+            return False
+        try:
+            self.conn.send_text(text.encode())
+        except InvalidState:  # the client's close came first
+            return False
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        return True
+
+    def hang_up(self) -> None:
+        """End the application's receive loop as a lost connection would (a close the client
+        never answered); uvicorn closes the transport once the application returns."""
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": 1006})
 
     def handle_ping(self) -> None:
         charge = self.ping_gate.charge
