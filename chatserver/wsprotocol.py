@@ -57,9 +57,10 @@ class Inbox:
     an idle socket holds no deque, only the one future its reader waits on. One reader: the
     socket's receive loop."""
 
-    __slots__ = ("_items", "_waiter")
+    __slots__ = ("_items", "_waiter", "_loop")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop  # asked for once: get_running_loop() costs a getpid call on 3.11
         self._items: deque[Any] | None = None
         self._waiter: asyncio.Future[None] | None = None
 
@@ -72,7 +73,7 @@ class Inbox:
 
     async def get(self) -> Any:
         while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self._loop.create_future()
             try:
                 await self._waiter
             finally:
@@ -134,7 +135,7 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         self.ping_gate = PingGate()
         # Lighter stand-ins for uvicorn's asyncio.Queue and asyncio.Event: about 3 KiB less
         # per open socket (bench/sockets.py).
-        self.queue = Inbox()  # type: ignore[assignment]
+        self.queue = Inbox(self.loop)  # type: ignore[assignment]
         self.writable = Writable()  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
