@@ -137,6 +137,7 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         # per open socket (bench/sockets.py).
         self.queue = Inbox(self.loop)  # type: ignore[assignment]
         self.writable = Writable()  # type: ignore[assignment]
+        self.flush_due = False  # a drain of the direct text path's frames is scheduled
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -185,8 +186,19 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
             self.conn.send_text(text.encode())
         except InvalidState:  # the client's close came first
             return False
-        self.transport.write(b"".join(self.conn.data_to_send()))
+        # The frame waits in the connection's output until the end of this turn of the loop, so
+        # that the frames one socket gets in a turn (acks and messages of a committed batch) go
+        # out in one write system call. Every other send drains that same output first, in order.
+        if not self.flush_due:
+            self.flush_due = True
+            self.loop.call_soon(self._flush_output)
         return True
+
+    def _flush_output(self) -> None:
+        self.flush_due = False
+        output = self.conn.data_to_send()
+        if output and not self.transport.is_closing():
+            self.transport.write(b"".join(output))
 
     def hang_up(self) -> None:
         """End the application's receive loop as a lost connection would (a close the client
