@@ -208,6 +208,11 @@ def queue_item(summary: ConversationSummary, *, paused: bool = False,
 MARK_DELAY_SECONDS = 0.5
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class DeliveredReplies:
     """Agent replies delivered to one visitor socket count as seen, so they are not emailed.
 
@@ -225,9 +230,10 @@ class DeliveredReplies:
         self._pending = 0
         self._written = 0
         self._task: asyncio.Task[None] | None = None
-        # Made by the first flush, set on close: most visitor sockets never need one (bench/
-        # sockets.py counts every object an open socket holds).
-        self._closing: asyncio.Event | None = None
+        # The wait before a write, cut short by close; a future and a timer rather than
+        # wait_for on an Event, which makes a task per wait (3% of the event loop's time with
+        # 100 visitors at 2,000 msgs/s).
+        self._delay: asyncio.Future[None] | None = None
         self._closed = False
 
     def on_sent(self, text: str) -> None:
@@ -243,10 +249,14 @@ class DeliveredReplies:
     async def _flush(self) -> None:
         while self._written < self._pending:
             if not self._closed:
-                if self._closing is None:
-                    self._closing = asyncio.Event()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), MARK_DELAY_SECONDS)
+                loop = asyncio.get_running_loop()
+                delay = self._delay = loop.create_future()
+                timer = loop.call_later(MARK_DELAY_SECONDS, _resolve, delay)
+                try:
+                    await delay
+                finally:
+                    timer.cancel()
+                    self._delay = None
             target = self._pending
             try:
                 await self.store.mark_seen(self.conversation_id, target, read=False)
@@ -259,8 +269,8 @@ class DeliveredReplies:
 
     async def close(self) -> None:
         self._closed = True
-        if self._closing is not None:
-            self._closing.set()
+        if self._delay is not None:
+            _resolve(self._delay)
         if self._task is not None and not self._task.done():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._task), 5)
