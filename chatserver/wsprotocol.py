@@ -16,9 +16,10 @@ at the one depth where they can be enforced:
 And once the handshake is answered, the opening request and its answer are let go (memory).
 
 The protocol also hangs itself in the scope (`LINK`) so the socket handlers can write a frame and
-read the next one directly: the ASGI path goes through Starlette's state checks, its exception
-wrapper and an await per frame, about a third of a relayed message's cost in the event loop
-(bench/RESULTS.md section 13). The ASGI path stays for everything but text frames.
+read the next one directly, where the ASGI path goes through Starlette's state checks, its
+exception wrapper and an await per frame; frames written that way in one turn of the event loop
+leave in one write (bench/RESULTS.md section 13 has what each bought). The ASGI path stays for
+everything but text frames.
 """
 
 from __future__ import annotations
