@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -89,12 +89,18 @@ class Outage:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.server = self.loop.run_until_complete(
-            asyncio.start_server(self._relay, "127.0.0.1", self.port))
+            asyncio.start_server(self._accepted, "127.0.0.1", self.port))
         self.ready.set()
         self.loop.run_forever()
 
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _accepted(self, reader: asyncio.StreamReader,
+                  writer: asyncio.StreamWriter) -> Awaitable[None]:
+        # Called as the connection is made, not as a task: close() may cancel a relay task
+        # before its first step, and its socket must be known to be aborted all the same.
         self.writers.add(writer)
+        return self._relay(reader, writer)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self.up:
             writer.transport.abort()
             return
