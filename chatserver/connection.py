@@ -219,7 +219,7 @@ async def frames(ws: WebSocket, peer: Peer, idle_seconds: float) -> AsyncIterato
     """Yield each text frame; binary frames come as bytes. Ends on disconnect; a socket silent
     for `idle_seconds` (clients ping every 25) is closed with 1001, and one whose close goes
     unanswered for as long again ends too."""
-    link: GuardedWebSocketProtocol | None = ws.scope.get("extensions", {}).get(LINK)
+    link = peer.link
     if link is None:  # another server than ours: through ASGI, a timeout per frame
         async for frame in _frames_via_asgi(ws, peer, idle_seconds):
             yield frame
@@ -230,12 +230,12 @@ async def frames(ws: WebSocket, peer: Peer, idle_seconds: float) -> AsyncIterato
             message = await link.receive()
             if message["type"] == "websocket.disconnect":
                 return
-            text: str | None = message.get("text")  # type: ignore[assignment]
+            text = message.get("text")
+            received = text if isinstance(text, str) else message.get("bytes") or b""
             # Silence is counted only while waiting for the client, as around each receive
             # before: not while a frame is handled (backpressure from a slow store, say).
             idle.busy = True
-            data: bytes = message.get("bytes") or b""  # type: ignore[assignment]
-            yield text if text is not None else data
+            yield received  # type: ignore[misc]
             idle.busy = False
             idle.touch()
     finally:
@@ -269,15 +269,14 @@ class IdleTimer:
         self.last = self._loop.time()
 
     def _check(self) -> None:
+        now = self._loop.time()
         if self.busy:
-            self.last = self._loop.time()
-        due = self.last + self.seconds
-        if due <= self._loop.time():
-            self.last = self._loop.time()
-            due = self.last + self.seconds
+            self.last = now
+        if self.last + self.seconds <= now:
+            self.last = now
             self.on_idle()
         if self._handle is not None:  # on_idle may have cancelled it
-            self._handle = self._loop.call_at(due, self._check)
+            self._handle = self._loop.call_at(self.last + self.seconds, self._check)
 
     def cancel(self) -> None:
         if self._handle is not None:
