@@ -174,6 +174,33 @@ class Engine:
                 return result
         raise Unavailable(UNAVAILABLE)  # pragma: no cover - the loop returns or raises
 
+    async def statement(self, job: Job[T], *, idempotent: bool = False) -> T:
+        """Run `job`, a single statement, outside an explicit transaction: it commits on its own,
+        one round trip where `write` takes three more (BEGIN, COMMIT and the wait for each).
+        There is no BEGIN to find a dead pooled connection before anything is sent, so a lost
+        connection leaves unknown whether the statement committed: it runs again on another
+        connection only when `idempotent` (running it twice changes nothing more), and is
+        otherwise reported as `Unavailable`. A deadlock aborted it whole: it runs again."""
+        losses = self.size + 1 if idempotent else 1  # every pooled connection may have died
+        deadlocks = RETRIES_AFTER_DEADLOCK
+        while True:
+            async with self._connection() as conn:
+                try:
+                    return await job(conn)
+                except RETRIABLE:
+                    deadlocks -= 1
+                    if not deadlocks:
+                        raise
+                except Exception as exc:
+                    if not _lost(conn, exc):
+                        if _unstorable(exc):
+                            raise ValidationFailed("A value holds a NUL character or a number "
+                                                   "too large to store.") from exc
+                        raise
+                    losses -= 1
+                    if not losses:
+                        raise Unavailable(UNAVAILABLE) from exc
+
     async def read(self, job: Job[T], *, snapshot: bool = False) -> T:
         """Run a read; with `snapshot`, its statements see one consistent state."""
         attempts = self.size + 1  # a read changes nothing: safe to run again elsewhere
