@@ -135,6 +135,47 @@ async def test_database_file_settings(tmp_path: Path) -> None:
     await store.close()
 
 
+async def test_writers_of_several_processes_take_turns_through_the_lock_file(tmp_path: Path
+                                                                             ) -> None:
+    """Another process holding the writers' lock file (`chat.db-writer`, flock) makes a write
+    wait for its turn, without error, and it is stored as soon as the lock is let go; two stores
+    on one file (as two workers) then write 200 messages at once with gapless seqs."""
+    import fcntl
+    import os
+
+    path = tmp_path / "chat.db"
+    first = await open_store(f"sqlite://{path}")
+    second = await open_store(f"sqlite://{path}")
+    try:
+        await first.publish_policy(bundled_policy())
+        conversation, _ = await first.open_conversation(await _customer(first))
+        holder = os.open(f"{path}-writer", os.O_RDWR)
+        fcntl.flock(holder, fcntl.LOCK_EX)  # as another process's writer in its transaction
+        try:
+            write = asyncio.create_task(first.append_message(
+                conversation.id, sender="visitor", sender_id="c", author="Ada", body="waits",
+                client_msg_id="w"))
+            await asyncio.sleep(0.3)
+            assert not write.done()
+        finally:
+            fcntl.flock(holder, fcntl.LOCK_UN)
+            os.close(holder)
+        message, new, _ = await write
+        assert new and message.seq == 1
+        results = await asyncio.gather(*[
+            (first, second)[n % 2].append_message(
+                conversation.id, sender="visitor", sender_id="c", author="Ada", body=f"m{n}",
+                client_msg_id=f"id{n}")
+            for n in range(200)
+        ])
+        assert sorted(m.seq for m, _, _ in results) == list(range(2, 202))
+        stored = await second.messages_after(conversation.id, 0, 1000)
+        assert [m.seq for m in stored] == list(range(1, 202))
+    finally:
+        await second.close()
+        await first.close()
+
+
 async def test_policy_versions_are_immutable(store: Store) -> None:
     """Publishing an existing version again is refused."""
     with pytest.raises(Conflict):

@@ -7,6 +7,13 @@ appends as one set-based group, appends.py), then one commit with
 caller hears "stored" before the commit returns). Reads run on a small pool of reader connections,
 which WAL lets proceed beside the writer. `secure_delete` overwrites deleted content.
 
+Several processes on one file (`serve --workers N`, a CLI command beside a server) take turns
+through a lock file beside the database (`<name>-writer`), locked with `flock` around each
+transaction: a writer that finds another one writing sleeps in the kernel and wakes the moment
+the other commits. SQLite's own busy handler, left to itself, polls with sleeps of 1 to 100 ms,
+and under two busy workers that starved one of them for seconds (bench/RESULTS.md, section 14).
+SQLite's locking still guards the file; the lock file only decides who tries next.
+
 We call the stdlib sqlite3 module from our own threads rather than through aiosqlite: a batch is
 one thread hop for the whole transaction, where aiosqlite makes one hop per statement.
 """
@@ -14,6 +21,8 @@ one thread hop for the whole transaction, where aiosqlite makes one hop per stat
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 import threading
 from collections import deque
@@ -60,6 +69,7 @@ class Engine:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
+        self._turns: int | None = None  # the lock file's descriptor, while open
         # Jobs go from the event loop to the writer thread through a deque (append and popleft
         # are atomic) and a wake-up event; results come back one call_soon_threadsafe per batch.
         self._pending: deque[tuple[Job, asyncio.Future[Any]]] = deque()
@@ -79,7 +89,13 @@ class Engine:
     async def open(self, now: Callable[[], str]) -> None:
         """Open the writer (migrating the database), then finish a scrub a crash interrupted."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await self.on_writer(lambda: self._open_writer(now))
+        self._turns = os.open(f"{self.path}-writer", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self._writer = await self.on_writer(lambda: self._open_writer(now))
+        except BaseException:
+            os.close(self._turns)
+            self._turns = None
+            raise
         await self.upkeep.scrub_if_needed()
 
     def _open_writer(self, now: Callable[[], str]) -> sqlite3.Connection:
@@ -101,6 +117,9 @@ class Engine:
             self._wake.set()
             thread.join()
             self._stopping = False
+        if self._turns is not None:
+            os.close(self._turns)
+            self._turns = None
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
@@ -190,28 +209,14 @@ class Engine:
     def _run_batch(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> list[Any]:
         conn = self._writer
         assert conn is not None, "store is closed"
-        results: list[Any] = []
-        conn.execute("BEGIN IMMEDIATE")
+        turns = self._turns
+        if turns is not None:
+            fcntl.flock(turns, fcntl.LOCK_EX)  # blocks only while another process writes
         try:
-            start = 0
-            while start < len(batch):
-                job = batch[start][0]
-                if not isinstance(job, Append):
-                    results.append(_run_alone(conn, job))  # type: ignore[arg-type]
-                    start += 1
-                    continue
-                end = start + 1
-                while end < len(batch) and isinstance(batch[end][0], Append):
-                    end += 1
-                group = [a for a, _ in batch[start:end] if isinstance(a, Append)]
-                results += _run_appends(conn, group)
-                start = end
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return results
+            return _transaction(conn, batch)
+        finally:
+            if turns is not None:
+                fcntl.flock(turns, fcntl.LOCK_UN)
 
     # -- reads: one connection per reader thread --------------------------------------------
 
@@ -228,6 +233,33 @@ class Engine:
     async def read(self, job: Callable[[sqlite3.Connection], T]) -> T:
         loop = self._loop or asyncio.get_running_loop()
         return await loop.run_in_executor(self._reader_pool, lambda: job(self._reader()))
+
+
+def _transaction(conn: sqlite3.Connection, batch: list[tuple[Job, asyncio.Future[Any]]]
+                 ) -> list[Any]:
+    """The batch in one transaction: each job's result (or its own error), once committed."""
+    results: list[Any] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        start = 0
+        while start < len(batch):
+            job = batch[start][0]
+            if not isinstance(job, Append):
+                results.append(_run_alone(conn, job))  # type: ignore[arg-type]
+                start += 1
+                continue
+            end = start + 1
+            while end < len(batch) and isinstance(batch[end][0], Append):
+                end += 1
+            group = [a for a, _ in batch[start:end] if isinstance(a, Append)]
+            results += _run_appends(conn, group)
+            start = end
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return results
 
 
 def _run_alone(conn: sqlite3.Connection, job: Callable[[sqlite3.Connection], Any]) -> Any:
