@@ -643,9 +643,13 @@
   window.addEventListener('message', (ev) => {
     // The embed tells us whether its panel is open; only a boolean, only from our parent.
     if (ev.source !== window.parent || !ev.data || ev.data.type !== 'chat:visible') return;
+    const opened = !!ev.data.open && !parentOpen;
     parentOpen = !!ev.data.open;
     modal = !!ev.data.modal;
     if (!parentOpen) return;
+    // What arrived while the panel was closed was laid out with no height, so the list stayed
+    // at its top: opening shows the newest, as it would have followed them while open.
+    if (opened && root.dataset.screen === 'chat') toBottom();
     if (connectWhenShown) { connectWhenShown = false; if (!ws) connect(); }
     if (root.dataset.screen === 'chat') ta.focus();
     markRead();

@@ -70,7 +70,8 @@ async def test_next_page_reconnects_counts_unread_and_marks_read_when_opened(
     """Customer writes, closes the panel and goes to a page without the widget; the agent
     replies. Back on a page with the widget the chat reconnects without opening: the launcher
     shows one unread message and a status region says so, and no read mark goes out. Opening the
-    panel shows the reply and the agent gets a read frame for it."""
+    panel shows the reply, scrolled into view below a conversation longer than the panel, and the
+    agent gets a read frame for it."""
     srv = make_server(CHATSERVER_LIMITS_EXEMPT="127.0.0.1")
     srv.add_staff("bo", "agent")
     agent = await Agent(srv, "bo").login()
@@ -79,7 +80,8 @@ async def test_next_page_reconnects_counts_unread_and_marks_read_when_opened(
         page = await context.new_page()
         email = _email()
         widget = await _start_chat(page, srv, "Ada Pages", email)
-        await _say(widget, "Where is my parcel?")
+        for n in range(12):  # more than the panel shows at once
+            await _say(widget, f"Where is my parcel? ({n + 1})")
         ags = await agent.socket()
         conversation_id = await _conversation_of(ags, email)
         assert await page.evaluate("localStorage.getItem('chat-widget')") == "open"
@@ -99,6 +101,7 @@ async def test_next_page_reconnects_counts_unread_and_marks_read_when_opened(
         await launcher.click()
         widget = page.frame_locator("iframe")
         await expect(widget.locator(".msg-agent")).to_contain_text("It left our warehouse today.")
+        await expect(widget.locator(".msg-agent").last).to_be_in_viewport()
         read = await ags.wait_for(lambda f: f["type"] == "read" and f["seq"] >= reply_seq)
         assert read == {"type": "read", "conversation_id": conversation_id, "seq": read["seq"],
                         "sender": "visitor"}
