@@ -8,8 +8,10 @@ batch is stored set-based, as on SQLite (../sqlite/appends.py), by one statement
 explicit transaction (its own, committed when it returns), a call of append_batch
 (migrations/008_append_batch.sql): lock the conversations it touches, in id order, reading which
 are paused; insert every row, move each conversation's last_seq and mark its visiting customers
-active. One round trip, where BEGIN, the lock, the write and COMMIT were
-four: the ack p99 on PostgreSQL at 2,000 msgs/s hung on them (bench/RESULTS.md).
+active. One round trip, where BEGIN, the lock, the write and COMMIT were four: flat out, that
+took one process from about 6,200 to about 10,000 msgs/s (bench/RESULTS.md, section 14).
+A batch with a system message, which has no client_msg_id to make a second run harmless, still
+goes in a transaction: its BEGIN finds a dead pooled connection before anything is sent.
 
 Correctness rests on the database, not on this module's arithmetic:
 - the conversations are locked (FOR UPDATE) before their last_seq is used, and READ COMMITTED
@@ -133,13 +135,19 @@ class AppendQueue:
             raise
 
     async def _store(self, batch: list[Append]) -> None:
-        # Run again after a lost connection only when every row has a client_msg_id: had the
-        # first run committed, the second meets the unique index and each append, alone, finds
-        # its stored copy; a row without one could be stored twice.
-        idempotent = all(a.client_msg_id is not None for a in batch)
+        async def job(c: Connection) -> list[Result | None]:
+            return await append_many(c, batch)
+
+        if all(a.client_msg_id is not None for a in batch):
+            # Safe to run again after a lost connection: had the first run committed, the second
+            # meets the unique index and each append, alone, finds its stored copy.
+            outcome = self.engine.statement(job)
+        else:
+            # A row without one (a system message) could be stored twice: in a transaction,
+            # whose BEGIN finds a dead pooled connection before anything is sent.
+            outcome = self.engine.write(job)
         try:
-            results = await self.engine.statement(lambda c: append_many(c, batch),
-                                                  idempotent=idempotent)
+            results = await outcome
         except Unavailable as exc:  # not known to be committed: none of them is acked
             for a in batch:
                 _fail(a, exc)

@@ -174,14 +174,14 @@ class Engine:
                 return result
         raise Unavailable(UNAVAILABLE)  # pragma: no cover - the loop returns or raises
 
-    async def statement(self, job: Job[T], *, idempotent: bool = False) -> T:
-        """Run `job`, a single statement, outside an explicit transaction: it commits on its own,
-        one round trip where `write` takes three more (BEGIN, COMMIT and the wait for each).
-        There is no BEGIN to find a dead pooled connection before anything is sent, so a lost
-        connection leaves unknown whether the statement committed: it runs again on another
-        connection only when `idempotent` (running it twice changes nothing more), and is
-        otherwise reported as `Unavailable`. A deadlock aborted it whole: it runs again."""
-        losses = self.size + 1 if idempotent else 1  # every pooled connection may have died
+    async def statement(self, job: Job[T]) -> T:
+        """Run `job`, a single statement that changes nothing more when run twice, outside an
+        explicit transaction: it commits on its own, one round trip where `write` takes three
+        more (BEGIN, COMMIT and the wait for each). There is no BEGIN to find a dead pooled
+        connection before anything is sent, so after a lost connection it is not known whether
+        the statement committed: it runs again on another connection. A deadlock aborted it
+        whole: it runs again too."""
+        losses = self.size + 1  # every pooled connection may have died at once
         deadlocks = RETRIES_AFTER_DEADLOCK
         while True:
             async with self._connection() as conn:
