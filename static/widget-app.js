@@ -647,8 +647,7 @@
     parentOpen = !!ev.data.open;
     modal = !!ev.data.modal;
     if (!parentOpen) return;
-    // What arrived while the panel was closed was laid out with no height, so the list stayed
-    // at its top: opening shows the newest, as it would have followed them while open.
+    // Laid out while hidden, the list stayed at its top: show the newest.
     if (opened && root.dataset.screen === 'chat') toBottom();
     if (connectWhenShown) { connectWhenShown = false; if (!ws) connect(); }
     if (root.dataset.screen === 'chat') ta.focus();
