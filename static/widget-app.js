@@ -643,14 +643,13 @@
   window.addEventListener('message', (ev) => {
     // The embed tells us whether its panel is open; only a boolean, only from our parent.
     if (ev.source !== window.parent || !ev.data || ev.data.type !== 'chat:visible') return;
-    const opened = !!ev.data.open && !parentOpen;
+    const was = parentOpen;
     parentOpen = !!ev.data.open;
     modal = !!ev.data.modal;
     if (!parentOpen) return;
-    // Laid out while hidden, the list stayed at its top: show the newest.
-    if (opened && root.dataset.screen === 'chat') toBottom();
     if (connectWhenShown) { connectWhenShown = false; if (!ws) connect(); }
-    if (root.dataset.screen === 'chat') ta.focus();
+    // Laid out while hidden, the list stayed at its top: show the newest.
+    if (root.dataset.screen === 'chat') { ta.focus(); if (!was) toBottom(); }
     markRead();
   });
   // Full screen over the page (a phone, a zoomed window) the chat is modal: Tab cycles inside.
