@@ -206,12 +206,18 @@ async def open_socket(server: Server, path: str, cookies: str = "", origin: str 
     return Socket(ws)
 
 
+# The test clients give up an idle pooled connection well before the server closes it
+# (CHATSERVER_KEEPALIVE_SECONDS, 5 s): with both at 5 s, a request sent as the server closed
+# the connection failed with "Server disconnected without sending a response".
+CLIENT_LIMITS = httpx.Limits(keepalive_expiry=2.0)
+
+
 class Visitor:
     """A customer: consents, fills the pre-chat form, chats."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.http = httpx.AsyncClient(base_url=server.url, timeout=10)
+        self.http = httpx.AsyncClient(base_url=server.url, timeout=10, limits=CLIENT_LIMITS)
 
     async def consent(self, version: str = "1.01", **extra: Any) -> httpx.Response:
         return await self.http.post("/api/consent", json={"policy_version": version, **extra})
@@ -238,7 +244,7 @@ class Agent:
     def __init__(self, server: Server, name: str) -> None:
         self.server = server
         self.name = name
-        self.http = httpx.AsyncClient(base_url=server.url, timeout=10)
+        self.http = httpx.AsyncClient(base_url=server.url, timeout=10, limits=CLIENT_LIMITS)
 
     async def login(self) -> Agent:
         response = await self.http.post(
