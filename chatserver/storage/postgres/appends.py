@@ -85,9 +85,10 @@ async def append_many(c: Connection, group: list[Append]) -> list[Result | None]
             column.append(value)
     results: list[Result | None] = [None] * len(group)
     for n, seq, status in await c.fetch(_BATCH, *columns):
-        a = group[sent[n - 1]]
-        results[sent[n - 1]] = (Message(a.conversation_id, seq, a.sender, a.sender_id, a.author,
-                                        a.body, a.client_msg_id, a.now), True, status)
+        index = sent[n - 1]
+        a = group[index]
+        results[index] = (Message(a.conversation_id, seq, a.sender, a.sender_id, a.author,
+                                  a.body, a.client_msg_id, a.now), True, status)
     return results
 
 

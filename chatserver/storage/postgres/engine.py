@@ -44,6 +44,7 @@ UNAVAILABLE = "The database is not answering; this was not done. Please try agai
 # Aborted by the database to break a deadlock or a serialization conflict: nothing was done.
 RETRIABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 RETRIES_AFTER_DEADLOCK = 3
+UNSTORABLE = "A value holds a NUL character or a number too large to store."
 
 
 async def _reset(conn: Connection) -> None:
@@ -82,6 +83,18 @@ def open_error(url: str, exc: BaseException) -> DatabaseError:
     if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
         return DatabaseError(f"{where}: {exc}")
     return DatabaseError(f"{where}: {type(exc).__name__}")
+
+
+async def _past_deadlocks(once: Callable[[], Awaitable[T]]) -> T:
+    """A transaction the database chose to abort to break a deadlock changed nothing: it runs
+    again, up to RETRIES_AFTER_DEADLOCK times in all."""
+    for attempt in range(RETRIES_AFTER_DEADLOCK):
+        try:
+            return await once()
+        except RETRIABLE:
+            if attempt + 1 == RETRIES_AFTER_DEADLOCK:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _lost(conn: Connection | None, exc: BaseException) -> bool:
@@ -133,15 +146,8 @@ class Engine:
                 await self.pool.release(conn)
 
     async def write(self, job: Job[T], *, isolation: str = "read_committed") -> T:
-        """Run `job` in one transaction; its result once the commit has returned. A transaction
-        the database chose to abort to break a deadlock changed nothing, and runs again."""
-        for attempt in range(RETRIES_AFTER_DEADLOCK):
-            try:
-                return await self._write_once(job, isolation)
-            except RETRIABLE:
-                if attempt + 1 == RETRIES_AFTER_DEADLOCK:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        """Run `job` in one transaction; its result once the commit has returned."""
+        return await _past_deadlocks(lambda: self._write_once(job, isolation))
 
     async def _write_once(self, job: Job[T], isolation: str) -> T:
         attempts = self.size + 1  # every pooled connection may have died at once
@@ -162,8 +168,7 @@ class Engine:
                     if isinstance(exc, Exception) and _lost(conn, exc):
                         raise Unavailable(UNAVAILABLE) from exc
                     if _unstorable(exc):
-                        raise ValidationFailed("A value holds a NUL character or a number "
-                                               "too large to store.") from exc
+                        raise ValidationFailed(UNSTORABLE) from exc
                     raise
                 try:
                     await tx.commit()
@@ -179,27 +184,23 @@ class Engine:
         explicit transaction: it commits on its own, one round trip where `write` takes three
         more (BEGIN, COMMIT and the wait for each). There is no BEGIN to find a dead pooled
         connection before anything is sent, so after a lost connection it is not known whether
-        the statement committed: it runs again on another connection. A deadlock aborted it
-        whole: it runs again too."""
-        losses = self.size + 1  # every pooled connection may have died at once
-        deadlocks = RETRIES_AFTER_DEADLOCK
-        while True:
+        the statement committed: it runs again on another connection."""
+        return await _past_deadlocks(lambda: self._statement_once(job))
+
+    async def _statement_once(self, job: Job[T]) -> T:
+        attempts = self.size + 1  # every pooled connection may have died at once
+        for attempt in range(attempts):
             async with self._connection() as conn:
                 try:
                     return await job(conn)
-                except RETRIABLE:
-                    deadlocks -= 1
-                    if not deadlocks:
-                        raise
                 except Exception as exc:
                     if not _lost(conn, exc):
                         if _unstorable(exc):
-                            raise ValidationFailed("A value holds a NUL character or a number "
-                                                   "too large to store.") from exc
+                            raise ValidationFailed(UNSTORABLE) from exc
                         raise
-                    losses -= 1
-                    if not losses:
+                    if attempt + 1 == attempts:
                         raise Unavailable(UNAVAILABLE) from exc
+        raise Unavailable(UNAVAILABLE)  # pragma: no cover - the loop returns or raises
 
     async def read(self, job: Job[T], *, snapshot: bool = False) -> T:
         """Run a read; with `snapshot`, its statements see one consistent state."""

@@ -210,13 +210,12 @@ class Engine:
         conn = self._writer
         assert conn is not None, "store is closed"
         turns = self._turns
-        if turns is not None:
-            fcntl.flock(turns, fcntl.LOCK_EX)  # blocks only while another process writes
+        assert turns is not None  # opened before the writer, closed after it
+        fcntl.flock(turns, fcntl.LOCK_EX)  # blocks only while another process writes
         try:
             return _transaction(conn, batch)
         finally:
-            if turns is not None:
-                fcntl.flock(turns, fcntl.LOCK_UN)
+            fcntl.flock(turns, fcntl.LOCK_UN)
 
     # -- reads: one connection per reader thread --------------------------------------------
 
