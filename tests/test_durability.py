@@ -25,6 +25,7 @@ async def test_acked_messages_survive_kill_9_and_replay_once_in_order(
     server.kill9()  # no shutdown hook runs: only what was committed survives
 
     server.start()  # same port, same data folder
+    await vs.close()  # died with the server; closed here, not by the garbage collector later
     back = await visitor.socket()
     again = await back.wait_type("welcome")
     assert again["conversation_id"] == welcome["conversation_id"]
@@ -109,6 +110,8 @@ async def test_no_ack_precedes_its_commit_under_pipelining(
                 bodies = [body for _, who, body, _ in stored if who == sender]
                 assert bodies == [f"{mark}:{i}" for i in range(len(bodies))]  # in order sent
     finally:
+        for socket in everyone:  # died with the server; closed here, not by the collector later
+            await socket.close()
         await agent.aclose()
         for v in visitors:
             await v.aclose()

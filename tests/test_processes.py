@@ -236,8 +236,8 @@ async def test_presence_goes_false_soon_after_the_agents_process_is_killed(
     assert time.monotonic() - killed < PRESENCE_TTL_SECONDS + 3
     late = await visitor.socket()  # a new socket is welcomed with the shared answer too
     assert (await late.wait_type("welcome"))["agents_online"] is False
-    await vs.close()
-    await late.close()
+    for s in (vs, late, ags):
+        await s.close()
     await visitor.aclose()
     await agent.aclose()
 

@@ -126,7 +126,7 @@ async def test_takeover_is_accepted_once_the_agents_process_is_killed(
     ann, ann_ws, visitor, vs, conversation, bob, bob_ws = await _held_by_ann_on_a(a, b)
     a.kill9()
     await _take_over_within(bob_ws, conversation, "bob", PRESENCE_TTL_SECONDS + 10)
-    for s in (vs, bob_ws):
+    for s in (vs, bob_ws, ann_ws):
         await s.close()
     for c in (visitor, ann, bob):
         await c.aclose()
