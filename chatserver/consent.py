@@ -8,6 +8,7 @@ announced on the broadcast (another server, `chatserver policy publish`) empties
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import time
@@ -64,6 +65,12 @@ class Policies:
     store: Store
     _current: PolicyVersion | None = None
     _loaded_at: float = 0.0
+    # One read of the current version at a time: when the cache runs out, every socket's next
+    # message asks at once (a hundred reads where one answers them all).
+    _loading: asyncio.Task[PolicyVersion] | None = None
+    # Bumped by every change of what is known (forget, a publish): a read begun before it may
+    # answer its own waiters but must not overwrite the newer state.
+    _generation: int = 0
 
     async def ensure_default(self) -> PolicyVersion:
         """Publish the bundled policy as 1.01 when none is published yet."""
@@ -78,21 +85,32 @@ class Policies:
         return current
 
     def _set(self, policy: PolicyVersion) -> None:
+        self._generation += 1
+        self._loading = None
         self._current = policy
         self._loaded_at = time.monotonic()
 
     def forget(self) -> None:
         """Read the current version afresh next time (another process published one)."""
+        self._generation += 1
+        self._loading = None  # a read already under way may have been answered before it
         self._loaded_at = 0.0
 
     async def current(self) -> PolicyVersion:
-        if self._current is None or time.monotonic() - self._loaded_at > CACHE_SECONDS:
-            found = await self.store.current_policy()
-            if found is None:
-                found = await self.ensure_default()
+        if self._current is not None and time.monotonic() - self._loaded_at <= CACHE_SECONDS:
+            return self._current
+        if self._loading is None or self._loading.done():
+            self._loading = asyncio.ensure_future(self._load(self._generation))
+        # Shielded: one waiter cancelled (its socket closed) does not cancel the others' read.
+        return await asyncio.shield(self._loading)
+
+    async def _load(self, generation: int) -> PolicyVersion:
+        found = await self.store.current_policy()
+        if found is None:
+            return await self.ensure_default()
+        if generation == self._generation:
             self._set(found)
-        assert self._current is not None
-        return self._current
+        return found
 
     async def publish(
         self, text: str, *, version: str, summary: str, effective_date: str
