@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from chatserver.consent import bundled_policy
+from chatserver.storage import open_store
+from chatserver.storage.base import Store
+
 from . import databases
 from .mailbox import Mailbox
 from .support import Agent, Server, Visitor
@@ -35,6 +39,16 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url: str = request.getfixturevalue("postgres_url")
     databases.empty_database(url)
     return url
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    """An empty store with the bundled policy published, on each database in turn; a module
+    that needs another kind (a clock of its own, say) defines its own `store`."""
+    opened = await open_store(store_url)
+    await opened.publish_policy(bundled_policy())
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture(scope="session")

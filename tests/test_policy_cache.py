@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
 
 import pytest
 
 from chatserver.consent import Policies, bundled_policy, sha256_text
-from chatserver.storage import open_store
 from chatserver.storage.base import PolicyVersion, Store
 
 
@@ -28,14 +26,6 @@ class CountedReads:
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.store, name)
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    opened = await open_store(store_url)
-    await opened.publish_policy(bundled_policy())
-    yield opened
-    await opened.close()
 
 
 def _next_version(text: str) -> PolicyVersion:

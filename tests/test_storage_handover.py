@@ -4,23 +4,12 @@ marks, and which open conversations are paused by a withdrawn consent."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from chatserver.consent import bundled_policy
 from chatserver.errors import ConsentWithdrawn, NotFound
-from chatserver.storage import open_store
 from chatserver.storage.base import Store
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    s = await open_store(store_url)
-    await s.publish_policy(bundled_policy())
-    yield s
-    await s.close()
 
 
 async def _conversation(store: Store, tag: str) -> tuple[str, str]:

@@ -3,27 +3,15 @@ purge of their conversation (no table holds their words after)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
-from chatserver.consent import bundled_policy
 from chatserver.errors import Conflict
-from chatserver.storage import open_store
 from chatserver.storage.base import Store, iso, utc_now
 
 from . import databases
 
 NOTE = "quarrelsome-zebra-note"
 COMMENT = "marmalade-comment-words"
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    s = await open_store(store_url)
-    await s.publish_policy(bundled_policy())
-    yield s
-    await s.close()
 
 
 async def _closed(store: Store, tag: str) -> tuple[str, str, int]:

@@ -3,8 +3,6 @@ table can find. On PostgreSQL also: no dead row version and no search-index key 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from chatserver.consent import bundled_policy
@@ -16,14 +14,6 @@ from . import databases
 
 MARKERS = ["Zelda Quixotic", "zelda.q@example.org", "Quixotic Widgets", "xylophonist",
            "198.51.100.77", "MarkerBrowser/9.9"]
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    s = await open_store(store_url)
-    await s.publish_policy(bundled_policy())
-    yield s
-    await s.close()
 
 
 async def _customer(store: Store, tag: str, name: str, email: str, company: str, body: str,
