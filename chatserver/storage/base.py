@@ -7,6 +7,7 @@ Times are ISO 8601 UTC strings produced by the store's injected clock.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -21,6 +22,24 @@ def utc_now() -> datetime:
 
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
+
+
+def iso_now() -> str:
+    """iso(utc_now()), formatting the date and time of day once a second: every message is
+    stamped, and datetime's way cost 5% of the event loop's time flat out."""
+    global _second
+    second, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    if _second[0] != second:
+        _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_second[1]}.{micros:06d}Z"
+
+
+def stamp(clock: Clock) -> str:
+    """Now by `clock`, as stored; the real clock's by the cheap way."""
+    return iso_now() if clock is utc_now else iso(clock())
 
 
 @dataclass(frozen=True, slots=True)

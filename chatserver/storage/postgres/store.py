@@ -35,6 +35,7 @@ from ..base import (
     Staff,
     VisitorSession,
     iso,
+    stamp,
     utc_now,
 )
 from . import (
@@ -135,7 +136,7 @@ class PostgresStore:
         return self._engine
 
     def _now(self) -> str:
-        return iso(self.clock())
+        return stamp(self.clock)
 
     async def ping(self) -> None:
         await self.engine.read(lambda c: c.fetchval("SELECT 1"))

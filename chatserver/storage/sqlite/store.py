@@ -35,6 +35,7 @@ from ..base import (
     Staff,
     VisitorSession,
     iso,
+    stamp,
     utc_now,
 )
 from . import (
@@ -77,7 +78,7 @@ class SQLiteStore:
         await self.engine.close()
 
     def _now(self) -> str:
-        return iso(self.clock())
+        return stamp(self.clock)
 
     async def ping(self) -> None:
         await self.engine.read(lambda c: c.execute("SELECT 1").fetchone())
