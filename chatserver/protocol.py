@@ -296,13 +296,25 @@ _MESSAGE_HEAD = re.compile(
     r'(?:,"sender":"([a-z]+)")?[,}]')
 
 
-def message_head(text: str) -> tuple[str, int, str | None]:
+Head = tuple[str, int, str | None]
+# The last frame read and its head. One published text reaches every socket that follows the
+# conversation, and each asks again when it is sent: the same object, read once.
+_last: tuple[str, Head] = ("", ("", 0, None))
+
+
+def message_head(text: str) -> Head:
     """Conversation id, seq and sender (None for a message_ref) of a published message frame."""
+    global _last
+    if _last[0] is text:
+        return _last[1]
     found = _MESSAGE_HEAD.match(text)
     if found is not None:
-        return found.group(1), int(found.group(2)), found.group(3)
-    frame = json.loads(text)  # written some other way: read it whole
-    return frame["conversation_id"], frame["seq"], frame.get("sender")
+        head: Head = (found.group(1), int(found.group(2)), found.group(3))
+    else:
+        frame = json.loads(text)  # written some other way: read it whole
+        head = (frame["conversation_id"], frame["seq"], frame.get("sender"))
+    _last = (text, head)
+    return head
 
 
 NOTE_PREFIX = '{"type":"message","sender":"note"'
