@@ -115,3 +115,30 @@ async def test_invalid_utf8_closes_1007_with_one_log_line(make_server: Callable[
 
 def _cookies(v: Visitor) -> str:
     return "; ".join(f"{c.name}={c.value}" for c in v.http.cookies.jar)
+
+
+def test_text_headers_are_the_ones_websockets_writes() -> None:
+    """The direct text path writes frame headers itself: each length form (7-bit, 16-bit,
+    64-bit) as websockets' own serializer writes it for a server."""
+    from websockets.frames import Frame, Opcode
+
+    from chatserver.wsprotocol import text_header
+
+    for length in (0, 1, 125, 126, 127, 4000, 65535, 65536, 200_000):
+        data = b"x" * length
+        assert text_header(length) + data == Frame(Opcode.TEXT, data).serialize(mask=False)
+
+
+async def test_the_longest_message_arrives_whole_on_both_sides(server: Server) -> None:
+    """A body of the most characters allowed, four bytes each in UTF-8 (a frame of 16 KB, the
+    16-bit length form), is acked and reaches the visitor's own socket intact."""
+    v = await Visitor(server).start()
+    s = await v.socket()
+    await s.wait_type("welcome")
+    body = "\U0001F600" * 4000
+    await s.send({"type": "message", "body": body, "client_msg_id": "long"})
+    await s.wait_type("ack", client_msg_id="long")
+    echoed = await s.wait_type("message", client_msg_id="long")
+    await s.close()
+    await v.aclose()
+    assert echoed["body"] == body
