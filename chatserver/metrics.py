@@ -8,10 +8,18 @@ PROMETHEUS_MULTIPROC_DIR (the serving parent makes a fresh temporary one before 
 starts), and whichever process answers `/metrics` adds up all of them. prometheus_client decides
 between one-process and several-process values when it is first imported, so it is imported here
 lazily, on the first metric: by then `serve` has set the folder.
+
+The per-message numbers (messages stored, commit and ack latency) are counted in plain Python
+numbers and handed to prometheus_client in bulk: when `/metrics` is read, and a second after the
+first one counted since the last hand-over (so other workers' files are at most a second behind).
+Through prometheus_client each message cost a lock, a bucket search and three value updates,
+with several workers each a write to a memory-mapped file: about 6% of the event loop's time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import functools
 import os
 from typing import Any
@@ -58,6 +66,61 @@ def _m() -> _Metrics:
     return _Metrics()
 
 
+class Tally:
+    """A histogram's observations since the last hand-over: a count per bucket and the sum."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last: above every bound (+Inf)
+        self.total = 0.0
+
+    def add(self, seconds: float) -> None:
+        # The first bucket whose bound is at least `seconds`, as Histogram.observe picks it.
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def hand_over(self, histogram: Any) -> None:
+        """Add what was counted to `histogram` (prometheus_client has no bulk observe: its
+        bucket and sum values are added to directly) and start again from nothing."""
+        for bucket, count in zip(histogram._buckets, self.counts, strict=True):
+            if count:
+                bucket.inc(count)
+        histogram._sum.inc(self.total)
+        self.counts = [0] * len(self.counts)
+        self.total = 0.0
+
+
+_stored = dict.fromkeys(SENDERS, 0)  # messages stored by sender kind, not yet handed over
+_commit = Tally()
+_ack = Tally()
+_due: asyncio.TimerHandle | None = None  # the hand-over a second after the first count
+
+
+def _counted() -> None:
+    global _due
+    if _due is None:
+        try:
+            _due = asyncio.get_running_loop().call_later(1.0, hand_over)
+        except RuntimeError:  # no event loop (a command): hand over at once
+            hand_over()
+
+
+def hand_over() -> None:
+    """Give prometheus_client what was counted since the last time."""
+    global _due
+    if _due is not None:
+        _due.cancel()
+        _due = None
+    metrics = _m()
+    for sender, count in _stored.items():
+        if count:
+            metrics.stored[sender].inc(count)
+            _stored[sender] = 0
+    _commit.hand_over(metrics.commit)
+    _ack.hand_over(metrics.ack)
+
+
 def socket_opened(kind: str) -> None:
     _m().sockets.labels(kind).inc()
 
@@ -67,14 +130,17 @@ def socket_closed(kind: str) -> None:
 
 
 def message_stored(sender: str, commit_seconds: float) -> None:
-    metrics = _m()
-    child = metrics.stored.get(sender)
-    (child if child is not None else metrics.messages.labels(sender)).inc()
-    metrics.commit.observe(commit_seconds)
+    if sender in _stored:
+        _stored[sender] += 1
+    else:
+        _m().messages.labels(sender).inc()
+    _commit.add(commit_seconds)
+    _counted()
 
 
 def ack_sent(seconds: float) -> None:
-    _m().ack.observe(seconds)
+    _ack.add(seconds)
+    _counted()
 
 
 def broadcast_lag(seconds: float) -> None:
@@ -113,7 +179,7 @@ def exposition() -> tuple[bytes, str]:
     """The text to serve and its content type: every process's numbers when there are several."""
     from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
-    _m()
+    hand_over()
     registry: Any = REGISTRY
     if os.environ.get(MULTIPROC_ENV):
         from prometheus_client import multiprocess

@@ -111,3 +111,30 @@ async def test_metrics_are_a_404_for_anyone_not_allowed(
         outsider = await http.get("/metrics", headers={"X-Forwarded-For": "203.0.113.8"})
         assert outsider.status_code == 404
         assert (await http.get("/metrics")).status_code == 200
+
+
+def test_a_tally_handed_over_reads_as_the_same_observations_would() -> None:
+    """Latencies are counted in plain numbers and added to the histogram in bulk: what
+    /metrics then shows is what observing each one would have shown, bucket for bucket."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from chatserver.metrics import LATENCY_BUCKETS, Tally
+
+    seconds = [0.0, 0.0004, 0.001, 0.0010001, 0.003, 0.05, 0.7, 2.5, 9.9, 10.0, 31.0, 0.001]
+    texts = []
+    for bulk in (False, True):
+        registry = CollectorRegistry()
+        histogram = Histogram("h_seconds", "h", buckets=LATENCY_BUCKETS, registry=registry)
+        tally = Tally()
+        for value in seconds:
+            if bulk:
+                tally.add(value)
+            else:
+                histogram.observe(value)
+        tally.hand_over(histogram)
+        tally.hand_over(histogram)  # a second hand-over adds nothing
+        texts.append("\n".join(line for line in generate_latest(registry).decode().splitlines()
+                               if "_created" not in line))  # when each was made
+    assert texts[0] == texts[1]
+    assert 'h_seconds_bucket{le="0.001"} 4.0' in texts[1]
+    assert "h_seconds_count 12.0" in texts[1]
