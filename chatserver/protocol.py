@@ -131,6 +131,9 @@ _FIELDS: dict[Audience, dict[str, set[str]]] = {
         "note": {"conversation_id", "body", "client_msg_id"},
     },
 }
+# The same with "type": the keys a frame may have, checked with one set difference.
+_KEYS = {audience: {kind: frozenset(fields | {"type"}) for kind, fields in kinds.items()}
+         for audience, kinds in _FIELDS.items()}
 
 
 def _load(text: str | bytes) -> dict[str, Any]:
@@ -149,6 +152,8 @@ def _load(text: str | bytes) -> dict[str, Any]:
 
 def _text(value: str, key: str) -> str:
     """JSON may escape a lone surrogate, which no UTF-8 text can hold."""
+    if value.isascii():  # most text, and no surrogate: no need to encode it to know
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -209,7 +214,7 @@ def parse(text: str | bytes, audience: Audience) -> Frame:
     allowed = _FIELDS[audience]
     if not isinstance(kind, str) or kind not in allowed:
         raise ProtocolError("unknown_type", f"Unknown frame type {str(kind)[:40]!r}.")
-    extra = set(data) - allowed[kind] - {"type"}
+    extra = data.keys() - _KEYS[audience][kind]
     if extra:
         names = ", ".join(sorted(str(k)[:40] for k in extra)[:5])
         raise ProtocolError("unknown_field", f"Unexpected field(s) for '{kind}': {names}.")
