@@ -4,7 +4,11 @@ opening requests refused at once, invalid UTF-8 closed without a traceback."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import random
 import socket
+import struct
 import time
 from collections.abc import Callable
 
@@ -129,7 +133,7 @@ def test_text_headers_are_the_ones_websockets_writes() -> None:
         assert text_header(length) + data == Frame(Opcode.TEXT, data).serialize(mask=False)
 
 
-async def test_the_longest_message_arrives_whole_on_both_sides(server: Server) -> None:
+async def test_the_longest_message_comes_back_whole(server: Server) -> None:
     """A body of the most characters allowed, four bytes each in UTF-8 (a frame of 16 KB, the
     16-bit length form), is acked and reaches the visitor's own socket intact."""
     v = await Visitor(server).start()
@@ -142,3 +146,149 @@ async def test_the_longest_message_arrives_whole_on_both_sides(server: Server) -
     await s.close()
     await v.aclose()
     assert echoed["body"] == body
+
+
+# -- frames as a client may cut them: read by the server's own read path or by websockets' ----
+
+
+def _client_frame(opcode: int, payload: bytes, fin: bool = True, masked: bool = True) -> bytes:
+    """A client frame as RFC 6455 (5.2) lays it out, with a random mask."""
+    length = len(payload)
+    head = bytes(((0x80 if fin else 0) | opcode,))
+    bit = 0x80 if masked else 0
+    if length < 126:
+        head += bytes((bit | length,))
+    elif length < 65536:
+        head += bytes((bit | 126,)) + struct.pack("!H", length)
+    else:
+        head += bytes((bit | 127,)) + struct.pack("!Q", length)
+    if not masked:
+        return head + payload
+    mask = os.urandom(4)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def _message(tag: str, body: str | None = None) -> bytes:
+    return json.dumps({"type": "message", "body": body or f"said {tag}",
+                       "client_msg_id": tag}).encode()
+
+
+class RawSocket:
+    """A visitor's socket spoken byte by byte: the server's frames read as they come."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, server: Server, v: Visitor) -> RawSocket:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write((f"GET /ws/visitor HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      f"Sec-WebSocket-Version: 13\r\nCookie: {_cookies(v)}\r\n\r\n").encode())
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert answer.startswith(b"HTTP/1.1 101"), answer
+        raw = cls(reader, writer)
+        assert (await raw.frame())[1]["type"] == "welcome"
+        return raw
+
+    async def frame(self) -> tuple[int, dict[str, object]]:
+        """The server's next frame: its opcode and, for text, the JSON in it ({} otherwise)."""
+        head = await asyncio.wait_for(self.reader.readexactly(2), 5)
+        length = head[1] & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", await self.reader.readexactly(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
+        payload = await self.reader.readexactly(length)
+        opcode = head[0] & 0x0F
+        return opcode, json.loads(payload) if opcode == 1 else {"data": payload}
+
+    async def until(self, opcode: int, **fields: object) -> dict[str, object]:
+        while True:
+            got, frame = await self.frame()
+            if got == opcode and all(frame.get(k) == v for k, v in fields.items()):
+                return frame
+
+    async def close_code(self) -> int:
+        """Read to the server's close frame; the code in it."""
+        frame = await self.until(8)
+        data = frame["data"]
+        assert isinstance(data, bytes)
+        return int(struct.unpack("!H", data[:2])[0])
+
+    async def send(self, data: bytes, *, pieces: list[int] | None = None) -> None:
+        """Write `data` whole, or cut at `pieces` (offsets), each piece its own write."""
+        cuts = [0, *(pieces or []), len(data)]
+        for start, stop in zip(cuts, cuts[1:], strict=False):
+            self.writer.write(data[start:stop])
+            await self.writer.drain()
+            if pieces:
+                await asyncio.sleep(0.002)  # so that each piece arrives on its own
+
+    async def aclose(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+async def test_frames_cut_and_joined_anywhere_read_the_same(server: Server) -> None:
+    """Three messages and a ping between them, written in one piece, a byte at a time, and cut
+    at random places: each time every message is acked in order and the ping answered, the
+    16-bit length form included."""
+    v = await Visitor(server).start()
+    cutter = random.Random(13)
+    for way in ("whole", "bytes", "random"):
+        raw = await RawSocket.open(server, v)
+        tags = [f"{way}-{i}" for i in range(3)]
+        data = (_client_frame(1, _message(tags[0])) + _client_frame(9, b"are you there")
+                + _client_frame(1, _message(tags[1], "x" * 300))
+                + _client_frame(1, _message(tags[2])))
+        pieces = {"whole": None, "bytes": list(range(1, len(data))),
+                  "random": sorted(cutter.sample(range(1, len(data)), 12))}[way]
+        await raw.send(data, pieces=pieces)
+        acks = []
+        pong = None
+        while len(acks) < 3 or pong is None:
+            opcode, frame = await raw.frame()
+            if opcode == 10:
+                pong = frame["data"]
+            elif frame.get("type") == "ack":
+                acks.append(frame["client_msg_id"])
+        assert acks == tags and pong == b"are you there"
+        await raw.aclose()
+    await v.aclose()
+
+
+async def test_a_message_in_fragments_is_read_whole_and_later_ones_too(server: Server) -> None:
+    """A message sent as a text frame and a continuation is acked as one; so is the next,
+    after websockets' parser has taken over reading the socket."""
+    v = await Visitor(server).start()
+    raw = await RawSocket.open(server, v)
+    await raw.send(_client_frame(1, _message("before")))
+    await raw.until(1, type="ack", client_msg_id="before")
+    whole = _message("parts", "in two parts")
+    await raw.send(_client_frame(1, whole[:20], fin=False) + _client_frame(0, whole[20:]))
+    echoed = await raw.until(1, type="message", client_msg_id="parts")
+    assert echoed["body"] == "in two parts"
+    await raw.send(_client_frame(1, _message("after")))
+    await raw.until(1, type="ack", client_msg_id="after")
+    await raw.aclose()
+    await v.aclose()
+
+
+async def test_an_unmasked_client_frame_closes_1002(server: Server) -> None:
+    """Clients must mask their frames (RFC 6455 5.1): an unmasked one ends the socket with a
+    protocol error, whether it comes on its own or in one write after a good one."""
+    v = await Visitor(server).start()
+    raw = await RawSocket.open(server, v)
+    await raw.send(_client_frame(1, _message("good")))
+    await raw.until(1, type="ack", client_msg_id="good")
+    await raw.send(_client_frame(1, _message("bad"), masked=False))
+    assert await raw.close_code() == 1002
+    await raw.aclose()
+    raw = await RawSocket.open(server, v)
+    await raw.send(_client_frame(1, _message("fine")) + _client_frame(1, _message("bad"),
+                                                                       masked=False))
+    assert await raw.close_code() == 1002
+    await raw.aclose()
+    await v.aclose()
