@@ -310,8 +310,9 @@ _last: tuple[str, Head] = ("", ("", 0, None))
 def message_head(text: str) -> Head:
     """Conversation id, seq and sender (None for a message_ref) of a published message frame."""
     global _last
-    if _last[0] is text:
-        return _last[1]
+    last = _last  # read once: another thread may replace it meanwhile
+    if last[0] is text:
+        return last[1]
     found = _MESSAGE_HEAD.match(text)
     if found is not None:
         head: Head = (found.group(1), int(found.group(2)), found.group(3))
