@@ -158,11 +158,12 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         self.queue = Inbox(self.loop)  # type: ignore[assignment]
         self.writable = Writable()  # type: ignore[assignment]
         self.flush_due = False  # a drain of the direct text path's frames is scheduled
-        # Reading frames here: None while not (yet), else the start of a frame that has not
-        # fully arrived (b"" for none). `slow`: frames go to websockets for good.
+        # Reading frames here: None while not, else the start of a frame that has not fully
+        # arrived (b"" for none).
         self.fast: bytes | None = None
-        self.slow = False
-        self.clean_end = False  # the last bytes websockets was given ended an HTTP request
+        # Until the handshake completes: the last bytes received ended an HTTP request. Cleared
+        # for good when frames are left to websockets.
+        self.clean_end = False
 
     def data_received(self, data: bytes) -> None:
         if self.fast is None and self._may_read_fast():
@@ -171,7 +172,8 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
             self._receive_fast(data)
             return
         super().data_received(data)
-        self.clean_end = data.endswith(b"\r\n\r\n")
+        if not self.handshake_complete:
+            self.clean_end = data.endswith(b"\r\n\r\n")
         if not self.handshake_initiated and self.conn.handshake_exc is not None:
             self._refuse_handshake()
 
@@ -179,7 +181,7 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         """Whether websockets' parser is known to wait at the start of a frame: the opening
         request, answered, took every byte received (clients send nothing more before the
         answer, RFC 6455 4.1), and frames have not been left to websockets for good."""
-        return (FAST_READS and self.handshake_complete and self.clean_end and not self.slow
+        return (FAST_READS and self.handshake_complete and self.clean_end
                 and not self.conn.reader.buffer and self.conn.state is State.OPEN)
 
     # -- the fast read path --------------------------------------------------------------
@@ -216,7 +218,7 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
                 return
             first = data[pos]
             if first != 0x81 or not second & 0x80:  # not a final masked text frame
-                self._to_websockets(data[pos:stop])
+                super().data_received(data[pos:stop])
                 pos = stop
                 continue
             payload = apply_mask(data[pos + head:stop], data[pos + head - 4:pos + head])
@@ -230,11 +232,8 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.read_paused = True
                 self.transport.pause_reading()
         if pos < end:  # anything unusual: websockets from here on, for good
-            self.fast, self.slow = None, True
-            self._to_websockets(data[pos:])
-
-    def _to_websockets(self, data: bytes) -> None:
-        super().data_received(data)
+            self.fast, self.clean_end = None, False
+            super().data_received(data[pos:])
 
     def _refuse_handshake(self) -> None:
         # websockets has prepared the answer (431, 414, or an end of stream for garbage).

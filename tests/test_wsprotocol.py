@@ -66,16 +66,20 @@ async def test_ordinary_pings_are_answered(make_server: Callable[..., Server]) -
     await v.aclose()
 
 
-def _raw_handshake(server: Server, extra_header: str) -> tuple[bytes, float]:
-    request = (
+def _opening_request(server: Server, extra_headers: str) -> bytes:
+    """A visitor socket's opening request, with `extra_headers` (each ending in CRLF)."""
+    return (
         f"GET /ws/visitor HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-        f"{extra_header}\r\n"
-    )
+        f"{extra_headers}\r\n"
+    ).encode()
+
+
+def _raw_handshake(server: Server, extra_header: str) -> tuple[bytes, float]:
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
-        conn.sendall(request.encode())
+        conn.sendall(_opening_request(server, extra_header))
         answer = b""
         try:
             while chunk := conn.recv(4096):
@@ -182,10 +186,7 @@ class RawSocket:
     @classmethod
     async def open(cls, server: Server, v: Visitor) -> RawSocket:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write((f"GET /ws/visitor HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-                      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                      f"Sec-WebSocket-Version: 13\r\nCookie: {_cookies(v)}\r\n\r\n").encode())
+        writer.write(_opening_request(server, f"Cookie: {_cookies(v)}\r\n"))
         answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert answer.startswith(b"HTTP/1.1 101"), answer
         raw = cls(reader, writer)
