@@ -135,6 +135,44 @@ async def test_database_file_settings(tmp_path: Path) -> None:
     await store.close()
 
 
+async def test_message_batches_make_no_temporary_files(tmp_path: Path) -> None:
+    """A group of appends runs in a savepoint, whose undo pages SQLite keeps in memory only up to
+    64 KiB and otherwise in a file it creates and unlinks in the temporary folder, once a commit
+    (a batch across many conversations touches that many index pages). The writer keeps them in
+    memory. SQLite's temp folder is pointed at the test's own: a file created and unlinked there
+    would move the folder's modification time."""
+    scratch = tmp_path / "sqlite-temp"
+    scratch.mkdir()
+    probe = sqlite3.connect(":memory:")
+    probe.execute(f"PRAGMA temp_store_directory = '{scratch}'")  # process-wide, undone below
+    try:
+        store = await open_store(f"sqlite://{tmp_path / 'chat.db'}")
+        try:
+            await store.publish_policy(bundled_policy())
+            conversations = [(await store.open_conversation(await _customer(store, f"c{n}")))[0]
+                             for n in range(40)]
+
+            async def one_each(round_: int) -> None:
+                await asyncio.gather(*[
+                    store.append_message(c.id, sender="visitor", sender_id="c", author="Ada",
+                                         body="hello", client_msg_id=f"{c.id}-{round_:04}")
+                    for c in conversations])
+
+            for round_ in range(20):  # indexes over many pages, as on a server that has chatted
+                await one_each(round_)
+            before = scratch.stat().st_mtime_ns
+            for round_ in range(20, 40):  # one commit each, over several ticks of the file clock
+                await one_each(round_)
+            assert scratch.stat().st_mtime_ns == before
+            stored = await store.messages_after(conversations[0].id, 0, 1000)
+            assert [m.seq for m in stored] == list(range(1, 41))
+        finally:
+            await store.close()
+    finally:
+        probe.execute("PRAGMA temp_store_directory = ''")
+        probe.close()
+
+
 async def test_writers_of_several_processes_take_turns_through_the_lock_file(tmp_path: Path
                                                                              ) -> None:
     """Another process holding the writers' lock file (`chat.db-writer`, flock) makes a write
