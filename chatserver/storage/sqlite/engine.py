@@ -102,13 +102,14 @@ class Engine:
         conn = connect(str(self.path))
         # Checkpoints run on a thread of their own (upkeep.py), never inside a commit here.
         conn.execute("PRAGMA wal_autocheckpoint=0")
+        migrate(conn, now)
         # A savepoint's undo pages (its statement journal) stay in memory. Otherwise past 64 KiB
         # (16 pages: a batch across a dozen conversations) SQLite creates, unlinks and closes a
         # file in the temp folder in every commit, ~4% of the server's CPU at 2,000 msgs/s. The
-        # writer's savepoints are bounded (batches of appends, purges a batch of rows at a time);
-        # readers keep the default, so their large sorts still spill to disk.
+        # writer's savepoints are bounded (batches of appends, purges a batch of rows at a time).
+        # Set after the migrations: with temp_store=MEMORY a sort never spills to disk, and an
+        # index built over a large table would be sorted in memory. Readers keep the default.
         conn.execute("PRAGMA temp_store=MEMORY")
-        migrate(conn, now)
         return conn
 
     async def close(self) -> None:
