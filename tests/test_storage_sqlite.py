@@ -173,6 +173,43 @@ async def test_message_batches_make_no_temporary_files(tmp_path: Path) -> None:
         probe.close()
 
 
+async def test_appends_wait_behind_a_long_write_job_without_holding_up_the_event_loop(
+        tmp_path: Path) -> None:
+    """Appends are committed on the event loop only while the writer thread is idle: queued
+    behind a job that runs on the writer thread, they wait for it and are stored after it, in
+    the order they were queued, and the event loop runs on meanwhile (the job is let go from
+    it; had the job run on the loop, it would wait for itself and fail)."""
+    import threading
+
+    from chatserver.storage.sqlite.store import SQLiteStore
+
+    store = await open_store(f"sqlite://{tmp_path / 'chat.db'}")
+    assert isinstance(store, SQLiteStore)
+    try:
+        await store.publish_policy(bundled_policy())
+        conversation, _ = await store.open_conversation(await _customer(store))
+        running, release = threading.Event(), threading.Event()
+
+        def long_job(c: sqlite3.Connection) -> bool:
+            running.set()
+            return release.wait(10)
+
+        job = asyncio.create_task(store.engine.write(long_job))
+        assert await asyncio.get_running_loop().run_in_executor(None, running.wait, 10)
+        appends = [asyncio.create_task(store.append_message(
+            conversation.id, sender="visitor", sender_id="c", author="Ada", body=f"m{n}",
+            client_msg_id=f"id{n}")) for n in range(5)]
+        for _ in range(20):  # turns of the event loop, each a chance to commit them here
+            await asyncio.sleep(0.005)
+        assert not any(a.done() for a in appends)
+        release.set()
+        assert await job is True
+        stored = [m for m, _, _ in await asyncio.gather(*appends)]
+        assert [(m.seq, m.body) for m in stored] == [(n + 1, f"m{n}") for n in range(5)]
+    finally:
+        await store.close()
+
+
 async def test_writers_of_several_processes_take_turns_through_the_lock_file(tmp_path: Path
                                                                              ) -> None:
     """Another process holding the writers' lock file (`chat.db-writer`, flock) makes a write
