@@ -210,6 +210,48 @@ async def test_appends_wait_behind_a_long_write_job_without_holding_up_the_event
         await store.close()
 
 
+async def test_the_wal_starts_over_while_writes_never_pause(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite starts the WAL over only when a write begins with every frame copied back into
+    the database, and the checkpointer, copying while commits go on, never gets there by
+    itself: the WAL grew by every commit for as long as writes kept coming. The writer copies
+    what was committed during each checkpoint before its next batch, so under appends that
+    never pause the WAL starts over again and again (the checkpoint counter in its header,
+    bytes 12-15, moves on at each start) and stays small."""
+    from chatserver.storage.sqlite import upkeep
+
+    monkeypatch.setattr(upkeep, "CHECKPOINT_SECONDS", 0.05)
+    store = await open_store(f"sqlite://{tmp_path / 'chat.db'}")
+    wal = tmp_path / "chat.db-wal"
+
+    def starts() -> int:
+        with wal.open("rb") as f:
+            return int.from_bytes(f.read(16)[12:], "big")
+
+    try:
+        await store.publish_policy(bundled_policy())
+        conversations = [(await store.open_conversation(await _customer(store, f"c{n}")))[0]
+                         for n in range(20)]
+        loop = asyncio.get_running_loop()
+        before, stop = starts(), loop.time() + 1.0
+        sent = [0] * len(conversations)
+
+        async def talk(k: int) -> None:  # back to back: a commit in every turn of the loop
+            while loop.time() < stop:
+                await store.append_message(
+                    conversations[k].id, sender="visitor", sender_id="c", author="Ada",
+                    body=f"message {sent[k]}", client_msg_id=f"{k}-{sent[k]}")
+                sent[k] += 1
+
+        await asyncio.gather(*[talk(k) for k in range(len(conversations))])
+        assert starts() - before >= 3
+        assert wal.stat().st_size < sum(sent) * 4096  # not a page for every message
+        stored = await store.messages_after(conversations[0].id, 0, 100_000)
+        assert [m.seq for m in stored] == list(range(1, sent[0] + 1))
+    finally:
+        await store.close()
+
+
 async def test_writers_of_several_processes_take_turns_through_the_lock_file(tmp_path: Path
                                                                              ) -> None:
     """Another process holding the writers' lock file (`chat.db-writer`, flock) makes a write

@@ -114,7 +114,8 @@ class Engine:
 
     def _open_writer(self, now: Callable[[], str]) -> sqlite3.Connection:
         conn = connect(str(self.path))
-        # Checkpoints run on a thread of their own (upkeep.py), never inside a commit here.
+        # Checkpoints run on a thread of their own (upkeep.py), never inside a commit here; the
+        # writer only copies the frames committed during the last one, between two batches.
         conn.execute("PRAGMA wal_autocheckpoint=0")
         migrate(conn, now)
         # A savepoint's undo pages (its statement journal) stay in memory. Otherwise past 64 KiB
@@ -287,6 +288,8 @@ class Engine:
         try:
             conn = self._writer
             assert conn is not None, "store is closed"
+            if self.upkeep.caught_up:
+                self.upkeep.finish_checkpoint(conn)
             return _transaction(conn, batch)
         except BaseException as exc:  # the commit itself failed: nobody's write stuck
             return [exc] * len(batch)
