@@ -4,6 +4,7 @@ and the settings of the SQLite file."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -248,6 +249,45 @@ async def test_the_wal_starts_over_while_writes_never_pause(
         assert wal.stat().st_size < sum(sent) * 4096  # not a page for every message
         stored = await store.messages_after(conversations[0].id, 0, 100_000)
         assert [m.seq for m in stored] == list(range(1, sent[0] + 1))
+    finally:
+        await store.close()
+
+
+async def test_closing_leaves_a_long_index_backlog_to_the_next_open(tmp_path: Path) -> None:
+    """Closing the store indexes at most CLOSE_JOBS write jobs of messages (`serve` opens and
+    closes the store once before it starts, so a start must not wait for a whole index to be
+    built); the rest is indexed by the next open, in the background, and a search flushes
+    first, so it finds even the last message of the backlog."""
+    from chatserver.storage.base import ConversationSearch
+    from chatserver.storage.sqlite import search_index
+
+    path = tmp_path / "chat.db"
+    store = await open_store(f"sqlite://{path}")
+    await store.publish_policy(bundled_policy())
+    conversation, _ = await store.open_conversation(await _customer(store))
+    await store.close()
+    rows = search_index.INDEX_ROWS * (search_index.CLOSE_JOBS + 2)
+    db = sqlite3.connect(path)  # stored by other means: nothing of it is in the index yet
+    with db:
+        db.executemany(
+            "INSERT INTO messages (conversation_id, seq, sender, sender_id, body, sent_at) "
+            "VALUES (?, ?, 'visitor', 'c', ?, '2026-12-01T00:00:00.000000+00:00')",
+            ((conversation.id, n, "zebra" if n == rows else f"message {n}")
+             for n in range(1, rows + 1)))
+        db.execute("UPDATE conversations SET last_seq = ? WHERE id = ?", (rows, conversation.id))
+    db.close()
+
+    def mark() -> int:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            return int(db.execute("SELECT indexed_up_to FROM search_index_state").fetchone()[0])
+
+    await (await open_store(f"sqlite://{path}")).close()  # as serve's check before it starts
+    assert mark() == search_index.CLOSE_JOBS * search_index.INDEX_ROWS
+    store = await open_store(f"sqlite://{path}")
+    try:
+        found, total = await store.search_conversations(ConversationSearch(query="zebra"))
+        assert total == 1 and found[0].conversation.id == conversation.id
+        assert mark() == rows
     finally:
         await store.close()
 
