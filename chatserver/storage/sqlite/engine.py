@@ -288,8 +288,7 @@ class Engine:
         try:
             conn = self._writer
             assert conn is not None, "store is closed"
-            if self.upkeep.caught_up:
-                self.upkeep.finish_checkpoint(conn)
+            self.upkeep.before_batch(conn)
             return _transaction(conn, batch)
         except BaseException as exc:  # the commit itself failed: nobody's write stuck
             return [exc] * len(batch)

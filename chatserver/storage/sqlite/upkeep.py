@@ -13,7 +13,7 @@ as long as it copies, so every chat write waited that long. Now:
   with a connection of its own copies the WAL back into the database (`PASSIVE`: it takes no lock
   a writer needs) at most once every CHECKPOINT_SECONDS while there are writes, and the writer
   copies only what was committed while it ran, between two batches, so that the WAL starts over
-  (finish_checkpoint); a reader holding an old snapshot only makes the WAL grow for a while;
+  (before_batch); a reader holding an old snapshot only makes the WAL grow for a while;
 - the index is merged in small steps (`merge`, a few hundred pages each), each a write job of its
   own, so chat writes slip in between;
 - truncating the WAL first lets the checkpointer catch up, then tries a `TRUNCATE` on the
@@ -101,7 +101,7 @@ class Upkeep:
         self._writer = writer
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-checkpoint")
         self._conn: sqlite3.Connection | None = None
-        self.caught_up = False  # the last passive checkpoint copied every frame it saw
+        self._caught_up = False  # the last passive checkpoint copied every frame it saw
         self._checkpointing: asyncio.Future[None] | None = None
         self._scrub_lock = asyncio.Lock()
         self._scrub_wanted = 0
@@ -119,11 +119,12 @@ class Upkeep:
         with contextlib.suppress(sqlite3.OperationalError):  # busy: the next round copies it
             busy, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             # Copied all it saw: the writer copies what was committed meanwhile before its next
-            # batch, so that batch starts the WAL over (finish_checkpoint).
-            self.caught_up = not busy and 0 < frames == copied
+            # batch, so that batch starts the WAL over (before_batch).
+            self._caught_up = not busy and 0 < frames == copied
 
-    def finish_checkpoint(self, conn: sqlite3.Connection) -> None:
-        """On the writer, between batches: copy what the last passive checkpoint left behind.
+    def before_batch(self, conn: sqlite3.Connection) -> None:
+        """On the writer, before each batch: after a passive checkpoint that copied all it saw,
+        copy what was committed while it ran.
 
         SQLite starts the WAL over only when a write begins with every frame copied back, and
         under steady writes the checkpointer never gets there: frames are committed while it
@@ -132,7 +133,9 @@ class Upkeep:
         frames committed during the last checkpoint (a few milliseconds' worth) here, where no
         commit can add more, lets the next batch start over.
         """
-        self.caught_up = False
+        if not self._caught_up:
+            return
+        self._caught_up = False
         with contextlib.suppress(sqlite3.OperationalError):  # busy: the next round
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
