@@ -108,6 +108,9 @@ async def test_staff_lifecycle(make_server: Callable[..., Server]) -> None:
     short = await chief.http.post("/api/admin/staff", json={"name": "sam", "role": "agent",
                                                              "password": "short"})
     assert short.status_code == 422
+    unnamed = await chief.http.post("/api/admin/staff", json={
+        "name": "sam", "role": "agent", "password": STAFF_PASSWORD, "display_name": None})
+    assert unnamed.status_code == 422 and unnamed.json()["error"] == "invalid_display_name"
     added = await chief.http.post("/api/admin/staff", json={"name": "sam", "role": "agent",
                                                              "password": STAFF_PASSWORD})
     assert added.status_code == 200

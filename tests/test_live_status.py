@@ -124,7 +124,10 @@ async def test_an_agent_sets_the_display_name_customers_see(
     cid = await claimed(vs, ws)
     for bad, code in (({"display_name": "max"}, "display_name_is_sign_in_name"),
                       ({"display_name": ""}, "invalid_display_name"),
-                      ({"away": "yes"}, "invalid_away"), ({"role": "admin"}, "invalid")):
+                      ({"away": "yes"}, "invalid_away"), ({"role": "admin"}, "invalid"),
+                      # null is no value: refused, not taken as "leave it as it is"
+                      ({"away": None}, "invalid_away"),
+                      ({"display_name": None}, "invalid_display_name")):
         refused = await liv.http.patch("/api/staff/me", json=bad)
         assert refused.status_code == 422 and refused.json()["error"] == code, refused.text
     changed = await liv.http.patch("/api/staff/me", json={"display_name": "Olivia"})

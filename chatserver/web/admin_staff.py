@@ -82,7 +82,7 @@ async def add_staff(request: Request) -> Response:
     everyone = await state.store.list_staff()
     check_sign_in_name(name.strip(), everyone)
     display_name = check_display_name(
-        DEFAULT_DISPLAY_NAME if body.get("display_name") is None else body["display_name"],
+        body.get("display_name", DEFAULT_DISPLAY_NAME),  # absent: the default; null: refused
         name.strip(), everyone)
     password = await _password(body, name.strip())
     staff = await state.store.add_staff(name.strip(), body["role"],

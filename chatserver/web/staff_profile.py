@@ -33,11 +33,13 @@ async def change_me(request: Request) -> Response:
     body = await read_json(request)
     if not isinstance(body, dict) or not body or set(body) - {"display_name", "away"}:
         raise ValidationFailed("Send display_name and/or away.")
+    # A null is refused like any other wrong type (the API says string and boolean), so a
+    # client that meant to send a value never gets a 200 for a change it did not make.
     away = body.get("away")
-    if away is not None and not isinstance(away, bool):
+    if "away" in body and not isinstance(away, bool):
         raise ValidationFailed("away is true or false.", field="away")
     display_name = None
-    if body.get("display_name") is not None:
+    if "display_name" in body:
         display_name = check_display_name(body["display_name"], staff.name,
                                           await state.store.list_staff())
     detail: dict[str, Any] = {}
