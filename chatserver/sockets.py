@@ -63,8 +63,13 @@ from .web.common import (
 log = logging.getLogger("chatserver.sockets")
 REPLAY_CHUNK = 200
 # An agent socket's messages in flight at once (connection.Pipeline): one agent answering many
-# conversations fills a group commit instead of waiting out one commit per message.
-AGENT_IN_FLIGHT = 64
+# conversations fills a group commit instead of waiting out one commit per message. Each
+# conversation's messages are stored one after another, so a bound below what the agent keeps
+# outstanding fills with a few conversations' queues and each commit carries one message of each:
+# at 64, one socket carrying 50 conversations (8 outstanding in each) sent 0.6x what its visitors
+# did (bench/RESULTS.md, section 20). It still bounds what one socket holds in memory (512 frames
+# of at most 64 KiB), and the default staff rate limit refuses a burst that large anyway.
+AGENT_IN_FLIGHT = 512
 SESSION_RECHECK_SECONDS = 60.0
 _OUTDATED = "The privacy policy changed; please read and accept it to go on chatting."
 _BROADCAST_DOWN = ("Live updates are interrupted; what you send is still stored. Reconnecting "
