@@ -30,8 +30,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+# bench/load.py, beside this file: percentiles as target 2 counts them
+from load import percentile  # noqa: E402
+
 from chatserver.consent import bundled_policy  # noqa: E402
-from chatserver.storage import open_store  # noqa: E402
+from chatserver.storage import open_store, sqlite_path  # noqa: E402
 
 
 def cpu() -> float:
@@ -59,8 +62,11 @@ def body(i: int, k: int) -> str:
 
 def wal_size_mb(url: str) -> float | None:
     """The SQLite store's WAL file size now (None on PostgreSQL or without a WAL)."""
-    wal = Path(url.removeprefix("sqlite://") + "-wal")
-    return wal.stat().st_size / 1e6 if url.startswith("sqlite:") and wal.exists() else None
+    if not url.startswith("sqlite:"):
+        return None
+    database = sqlite_path(url)
+    wal = database.with_name(database.name + "-wal")
+    return wal.stat().st_size / 1e6 if wal.exists() else None
 
 
 async def paced(url: str, conversations: int, rate: float, seconds: float) -> None:
@@ -90,14 +96,11 @@ async def paced(url: str, conversations: int, rate: float, seconds: float) -> No
     wal_mb = wal_size_mb(url)
     await store.close()
     latencies.sort()
-
-    def pct(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
-
+    p50, p90, p99, top = (percentile(latencies, q) for q in (50, 90, 99, 100))
     print(f"{len(latencies)} appends paced at {rate:g}/s over {conversations} conversations, "
           f"{seconds:g} s")
-    print(f"  latency from the scheduled time: p50 {pct(0.5):.2f} ms, p90 {pct(0.9):.2f} ms, "
-          f"p99 {pct(0.99):.2f} ms, max {latencies[-1] * 1000:.1f} ms")
+    print(f"  latency from the scheduled time: p50 {p50} ms, p90 {p90} ms, p99 {p99} ms, "
+          f"max {top} ms")
     print(f"  cpu  {used * 1e6 / len(latencies):.1f} us/message (this process, all threads)")
     if wal_mb is not None:
         print(f"  WAL at the end: {wal_mb:.1f} MB")
