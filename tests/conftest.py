@@ -120,7 +120,8 @@ SAME_ON_EVERY_DATABASE = frozenset({
     "test_defences_edge", "test_defences_limits", "test_defences_sessions", "test_docs",
     "test_protocol", "test_quality", "test_settings", "test_mail_store", "test_retention",
     "test_storage_postgres", "test_storage_postgres_compact", "test_storage_postgres_upgrade",
-    "test_storage_privacy", "test_storage_search", "test_storage_shared", "test_storage_sqlite",
+    "test_storage_privacy", "test_storage_search", "test_storage_staff", "test_storage_shared",
+    "test_storage_sqlite",
     "test_processes", "test_failover", "test_shared_presence", "test_failover_through_nginx",
     # The HTTP and WebSocket edge, below anything that reads or writes the store: slow and
     # malformed connections, WebSocket framing, origins, forwarded headers, hosts.

@@ -608,8 +608,9 @@ class StaffStore(Protocol):
         self, staff_id: int, *, role: str | None = None, state: str | None = None,
         display_name: str | None = None,
     ) -> Staff:
-        """Change role, state or display name; Conflict `last_admin` when no active admin would
-        remain."""
+        """Change role, state or display name; Conflict `last_admin` when the change would take
+        away the last active admin. Where there is none already (agents added before any admin),
+        the change is not refused: an agent must still be able to set their own name."""
 
     async def revoke_staff_sessions(self, staff_id: int) -> list[str]:
         """End every session of this staff member; the ids of those that were open."""

@@ -61,6 +61,7 @@ async def update(c: Connection, staff_id: int, *, role: str | None, state: str |
     await c.execute("LOCK TABLE staff IN SHARE ROW EXCLUSIVE MODE")
     if await get(c, staff_id) is None:
         raise NotFound("No such staff member.")
+    before = await c.fetchval(ADMINS)
     if role is not None:
         await c.execute("UPDATE staff SET role = $1 WHERE id = $2", role, staff_id)
     if state is not None:
@@ -68,7 +69,7 @@ async def update(c: Connection, staff_id: int, *, role: str | None, state: str |
     if display_name is not None:
         await c.execute("UPDATE staff SET display_name = $1 WHERE id = $2", display_name,
                         staff_id)
-    if await c.fetchval(ADMINS) == 0:  # the transaction is rolled back with this error
+    if await c.fetchval(ADMINS) == 0 < before:  # the transaction is rolled back with this error
         raise Conflict("That would leave no active admin.", code="last_admin")
     found = await get(c, staff_id)
     assert found is not None

@@ -50,6 +50,7 @@ def update(c: sqlite3.Connection, staff_id: int, *, role: str | None, state: str
     found = c.execute(STAFF + " WHERE id = ?", (staff_id,)).fetchone()
     if found is None:
         raise NotFound("No such staff member.")
+    (before,) = c.execute(ADMINS).fetchone()
     if role is not None:
         c.execute("UPDATE staff SET role = ? WHERE id = ?", (role, staff_id))
     if state is not None:
@@ -57,7 +58,7 @@ def update(c: sqlite3.Connection, staff_id: int, *, role: str | None, state: str
     if display_name is not None:
         c.execute("UPDATE staff SET display_name = ? WHERE id = ?", (display_name, staff_id))
     (admins,) = c.execute(ADMINS).fetchone()
-    if admins == 0:  # rolled back: the job's savepoint undoes the update
+    if admins == 0 < before:  # rolled back: the job's savepoint undoes the update
         raise Conflict("That would leave no active admin.", code="last_admin")
     return to_staff(c.execute(STAFF + " WHERE id = ?", (staff_id,)).fetchone())
 
