@@ -15,42 +15,49 @@ from collections.abc import Callable
 from .support import Server, Socket, Visitor, open_socket
 
 
-async def _round_trip(s: Socket, tag: str) -> float:
-    started = time.perf_counter()
+async def _round_trip(s: Socket, tag: str) -> None:
     await s.send({"type": "message", "body": tag, "client_msg_id": tag})
     await s.wait_type("ack", client_msg_id=tag, timeout=10)
-    return time.perf_counter() - started
 
 
-async def test_ping_flood_is_closed_4429_and_a_neighbour_keeps_its_pace(
+async def test_ping_flood_is_closed_4429_and_a_neighbour_loses_nothing(
     make_server: Callable[..., Server],
 ) -> None:
-    """Protocol-level pings draw on the socket's frame budget: a flood of them ends in 4429
-    within moments, and another conversation's round trip stays quick meanwhile."""
+    """Protocol-level pings draw on the socket's frame budget: a flood of them ends in 4429,
+    and another conversation's messages are all acknowledged and stored, in order, meanwhile.
+
+    How quickly the neighbour's messages go through during such a flood is measured by
+    `bench/flood.py --pings`, not here (a wall-clock bound failed on a busy CI machine)."""
     server = make_server()
     flooder_v, calm_v = await Visitor(server).start(), await Visitor(server).start(
         name="Calm", email="calm@example.com")
     flooder, calm = await flooder_v.socket(), await calm_v.socket()
-    await flooder.wait_type("welcome")
-    await calm.wait_type("welcome")
-    baseline = await _round_trip(calm, "before")
+    try:
+        await flooder.wait_type("welcome")
+        welcome = await calm.wait_type("welcome")
+        await _round_trip(calm, "before")
 
-    async def flood() -> None:
-        try:
-            for _ in range(20_000):
-                await flooder.ws.ping()  # not awaiting the pong: a flood
-        except Exception:  # noqa: BLE001 - the server closed us, as it should
-            return
+        async def flood() -> None:
+            try:
+                for _ in range(20_000):
+                    await flooder.ws.ping()  # not awaiting the pong: a flood
+            except Exception:  # noqa: BLE001 - the server closed us, as it should
+                return
 
-    flooding = asyncio.get_running_loop().create_task(flood())
-    during = [await _round_trip(calm, f"during{n}") for n in range(3)]
-    code = await flooder.closed_code(timeout=10)
-    await flooding
-    assert code == 4429
-    assert max(during) < max(2.0, baseline * 20), (baseline, during)
-    await calm.close()
-    for v in (flooder_v, calm_v):
-        await v.aclose()
+        flooding = asyncio.get_running_loop().create_task(flood())
+        for n in range(3):
+            await _round_trip(calm, f"during{n}")
+        assert await flooder.closed_code(timeout=10) == 4429
+        await flooding
+        await _round_trip(calm, "after")
+        stored = server.query("SELECT body FROM messages WHERE conversation_id = ? AND "
+                              "sender = 'visitor' ORDER BY seq", welcome["conversation_id"])
+        assert [body for (body,) in stored] == ["before", "during0", "during1", "during2", "after"]
+    finally:
+        await calm.close()
+        await flooder.close()
+        for v in (flooder_v, calm_v):
+            await v.aclose()
 
 
 async def test_ordinary_pings_are_answered(make_server: Callable[..., Server]) -> None:
