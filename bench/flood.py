@@ -1,13 +1,16 @@
 """Ordinary conversations' delivery latency while one address floods the server.
 
     python bench/flood.py --flooders 200 --conversations 20 --duration 15
+    python bench/flood.py --pings --flooders 1 --conversations 20 --duration 15
 
 Starts `chatserver serve` on a fresh data folder. 200 sockets from one address (198.51.100.66,
 given through X-Forwarded-For, which the server trusts from 127.0.0.1) send messages and garbage
 as fast as they can; meanwhile 20 ordinary conversations (each its own address, one agent
 answering all of them) exchange a message per second per side. Reports, for the ordinary
 conversations, the delivery latency (sent by one side -> received by the other) p50/p99/max and
-any message lost, and what became of the flood. Talks to 127.0.0.1 only; bounded in time.
+any message lost, and what became of the flood. With --pings the flooding sockets send WebSocket
+pings (never waiting for the pong) instead of messages and garbage. Talks to 127.0.0.1 only;
+bounded in time.
 """
 
 from __future__ import annotations
@@ -51,19 +54,26 @@ async def visitor(url: str, ws_url: str, ip: str, n: int,
         return None
 
 
-async def flood(ws: ClientConnection, stop: asyncio.Event, stats: dict[str, int]) -> None:
-    n = 0
+async def flood(ws: ClientConnection, stop: asyncio.Event, stats: dict[str, Any],
+                pings: bool) -> None:
+    started = time.perf_counter()
+    frames = 0
     with contextlib.suppress(Exception):
         while not stop.is_set():
-            await ws.send(json.dumps({"type": "message", "body": "flood " * 50,
-                                      "client_msg_id": f"f{n}"}))
-            await ws.send("{garbage")
-            n += 1
-            if n % 20 == 0:
+            if pings:
+                await ws.ping()  # the pong is never awaited: a flood
+                frames += 1
+            else:
+                await ws.send(json.dumps({"type": "message", "body": "flood " * 50,
+                                          "client_msg_id": f"f{frames}"}))
+                await ws.send("{garbage")
+                frames += 2
+            if frames % 40 == 0:
                 await asyncio.sleep(0)
-    stats["flood_frames"] += 2 * n
-    if ws.close_code == 4429:
-        stats["flood_sockets_closed_4429"] += 1
+    stats["flood_frames"] += frames
+    stats["flood_seconds"] = max(stats["flood_seconds"], round(time.perf_counter() - started, 2))
+    code = f"flood_sockets_closed_{ws.close_code}"  # 4429 rate limited, 1008 refused, ...
+    stats[code] = stats.get(code, 0) + 1
     with contextlib.suppress(Exception):
         await ws.close()
 
@@ -106,12 +116,12 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
                 arrived(json.loads(raw))
 
     readers = [asyncio.create_task(read(ws)) for ws in [agent, *conversations.values()]]
-    stats = {"flood_frames": 0, "flood_sockets_closed_4429": 0}
+    stats: dict[str, Any] = {"flood_frames": 0, "flood_seconds": 0.0}
     opened = [await visitor(url, ws_url, FLOOD_IP, 10_000 + i, transport)
               for i in range(args.flooders)]
     flooders = [ws for ws in opened if ws is not None]
     stop = asyncio.Event()
-    flood_tasks = [asyncio.create_task(flood(ws, stop, stats)) for ws in flooders]
+    flood_tasks = [asyncio.create_task(flood(ws, stop, stats, args.pings)) for ws in flooders]
 
     async def talk(conversation_id: str, ws: ClientConnection) -> None:
         n = 0
@@ -163,10 +173,13 @@ def main() -> None:
     parser.add_argument("--flooders", type=int, default=200)
     parser.add_argument("--conversations", type=int, default=20)
     parser.add_argument("--duration", type=float, default=15)
+    parser.add_argument("--pings", action="store_true",
+                        help="flood with WebSocket pings instead of messages and garbage")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, chatserver(
         Path(tmp) / "data", staff="benchagent", role="agent",
         CHATSERVER_STAFF_RATE_MESSAGES="100000",
+        CHATSERVER_TRUSTED_PROXIES="127.0.0.1",  # so that X-Forwarded-For gives each its address
     ) as server:
         result = asyncio.run(run(args, server.url))
     for key, value in result.items():

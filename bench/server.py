@@ -34,9 +34,6 @@ def chatserver(data: Path, *, staff: str, role: str, **settings: str) -> Iterato
     """Serve from `data` (quiet logs, no periodic purge) with `staff` able to sign in."""
     env = {**os.environ, "CHATSERVER_DATA_DIR": str(data), "CHATSERVER_LOG_LEVEL": "warning",
            "CHATSERVER_PURGE_INTERVAL_SECONDS": "0", **settings}
-    subprocess.run([sys.executable, "-m", "chatserver", "user", "add", staff, "--role", role,
-                    "--password-stdin"], input=PASSWORD + "\n", text=True, env=env, check=True,
-                   capture_output=True)
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "chatserver", "serve", "--port", str(port)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -48,6 +45,10 @@ def chatserver(data: Path, *, staff: str, role: str, **settings: str) -> Iterato
                     break
             except httpx.HTTPError:
                 time.sleep(0.05)
+        # Only `serve` creates the data folder's database; the account goes in after.
+        subprocess.run([sys.executable, "-m", "chatserver", "user", "add", staff, "--role", role,
+                        "--password-stdin"], input=PASSWORD + "\n", text=True, env=env,
+                       check=True, capture_output=True)
         yield Running(url, server.pid)
     finally:
         server.terminate()
