@@ -1716,7 +1716,9 @@
         ME.displayName = me.display_name;
         ui.profileName.textContent = me.display_name;
         ui.profileDialog.close();
-        toast(`Customers now see you as ${me.display_name}.`, "info");
+        // "Sam S." must not end in two full stops.
+        const stop = /[.!?]$/.test(me.display_name) ? "" : ".";
+        toast(`Customers now see you as ${me.display_name}${stop}`, "info");
         ui.profileOpen.focus();
       })
       .catch((e) => {

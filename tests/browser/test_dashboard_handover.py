@@ -31,6 +31,8 @@ async def _set_display_name(page: Page, name: str, shot: Path | None = None) -> 
     await page.locator("#profile-save").click()
     await expect(page.locator("#profile-dialog")).to_be_hidden()
     await expect(page.locator("#profile-name")).to_have_text(name)
+    said = f"Customers now see you as {name}" + ("" if name.endswith(".") else ".")
+    await expect(page.locator("#toasts .toast").last).to_have_text(said)
 
 
 async def test_transfer_take_over_and_the_title_count(
@@ -58,10 +60,10 @@ async def test_transfer_take_over_and_the_title_count(
     assert (await vs.wait_type("status", status="active"))["agent"] == "Ann Archer"
 
     bob_ctx, bob = await _dashboard(browser, server, "bob")
-    await _set_display_name(bob, "Bob Baker")
+    await _set_display_name(bob, "Bob B.")
     await ann.locator("#conv-transfer").click()
     await expect(ann.locator("#transfer-form")).to_be_visible()
-    await expect(ann.locator("#transfer-to option", has_text="Bob Baker")).to_have_count(1)
+    await expect(ann.locator("#transfer-to option", has_text="Bob B.")).to_have_count(1)
     await ann.locator("#transfer-to").select_option("bob")
     await ann.screenshot(path=str(tmp_path / "transfer-form.png"))
     await ann.locator("#transfer-send").click()
@@ -70,7 +72,7 @@ async def test_transfer_take_over_and_the_title_count(
     await expect(ann.locator("#composer")).to_be_hidden()
     await expect(bob.locator("#list-mine")).to_contain_text("Quinn Customer")
     assert (await vs.wait_for(lambda f: f["type"] == "status"
-                              and f["agent"] == "Bob Baker"))["status"] == "active"
+                              and f["agent"] == "Bob B."))["status"] == "active"
 
     await bob_ctx.close()  # Bob goes home without handing it on
     cat_ctx, cat = await _dashboard(browser, server, "cat")
