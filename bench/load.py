@@ -181,11 +181,24 @@ def cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _cpu_fields() -> list[int]:
+    """The machine's CPU time since boot by kind, in ticks: user, nice, system, idle, iowait,
+    irq, softirq, steal (/proc/stat's first line)."""
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds spent busy by all cores together since boot, from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    fields = _cpu_fields()[:7]
     idle = fields[3] + fields[4]  # idle + iowait
     return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def steal_seconds() -> float:
+    """CPU seconds the hypervisor gave this virtual machine's cores to others since boot: on a
+    shared host it moves a run's latency far more than any change to the server does."""
+    fields = _cpu_fields()
+    return (fields[7] if len(fields) > 7 else 0) / os.sysconf("SC_CLK_TCK")
 
 
 class ServerProcess:
@@ -823,11 +836,12 @@ async def _run_once(args: argparse.Namespace, target: Target, database_url: str 
                 result["loadavg_1min_before"] = round(os.getloadavg()[0], 2)
                 cpu_redis_0 = sum(cpu_seconds(p) or 0 for p in redis_pids)
                 cpu_server_0, cpu_parent_0 = tree_total(pid, cpu_seconds), time.process_time()
-                cpu_machine_0 = machine_busy_seconds()
+                cpu_machine_0, steal_0 = machine_busy_seconds(), steal_seconds()
                 await asyncio.sleep(max(0.0, start + args.duration - CLOCK()))
                 window["elapsed"] = CLOCK() - start
                 cpu_server_1, cpu_parent_1 = tree_total(pid, cpu_seconds), time.process_time()
                 window["machine"] = machine_busy_seconds() - cpu_machine_0
+                window["steal"] = steal_seconds() - steal_0
                 window["redis"] = sum(cpu_seconds(p) or 0 for p in redis_pids) - cpu_redis_0
                 window["parent"] = cpu_parent_1 - cpu_parent_0
                 window["server"] = (cpu_server_1 - cpu_server_0 if cpu_server_0 is not None
@@ -902,6 +916,8 @@ async def _run_once(args: argparse.Namespace, target: Target, database_url: str 
             "other_cpu_pct": round(100 * (machine_cpu - client_cpu - (server_cpu or 0)) / elapsed),
             # the shared redis-server (other sessions' tests use it too); part of "other"
             "redis_cpu_pct": round(100 * window["redis"] / elapsed) if redis_pids else None,
+            # the cores' time taken by the hypervisor for other machines (100 = a whole core)
+            "steal_pct": round(100 * window["steal"] / elapsed),
             # CPU per message relayed in the window: what the client costs against the server
             "server_cpu_us_per_msg": round(1e6 * server_cpu / relayed_in_window, 1)
             if server_cpu is not None and relayed_in_window else None,
@@ -1146,8 +1162,8 @@ def report(r: dict[str, Any]) -> str:
         f"({r.get('server_processes')} processes), client ({r.get('clients', 1)} "
         f"process{'es' if r.get('clients', 1) > 1 else ''}, "
         f"{'raw framing' if r.get('raw') else 'websockets'}) "
-        f"{r['client_cpu_pct']}%, other processes {r['other_cpu_pct']}% "
-        f"({r['cores']} cores; load {r['loadavg_1min_before']} before, "
+        f"{r['client_cpu_pct']}%, other processes {r['other_cpu_pct']}%, hypervisor steal "
+        f"{fmt(r.get('steal_pct'))}% ({r['cores']} cores; load {r['loadavg_1min_before']} before, "
         f"{r.get('loadavg_1min_after')} at the end)",
         f"  per message server {fmt(r.get('server_cpu_us_per_msg'))} us CPU, client "
         f"{fmt(r.get('client_cpu_us_per_msg'))} us CPU (per message relayed in the window)"
@@ -1186,6 +1202,7 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("client us/msg", lambda r: r.get("client_cpu_us_per_msg")),
     ("other CPU %", lambda r: r["other_cpu_pct"]),
     ("redis CPU %", lambda r: r.get("redis_cpu_pct")),
+    ("steal %", lambda r: r.get("steal_pct")),
     ("load before", lambda r: r["loadavg_1min_before"]),
     ("load at end", lambda r: r.get("loadavg_1min_after")),
 ]

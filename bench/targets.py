@@ -130,6 +130,11 @@ def fmt_runs(values: list[float], digits: int = 0) -> str:
     return ", ".join(f"{v:.{digits}f}" for v in values)
 
 
+def stolen(server: list[float], relay: list[float]) -> str:
+    """The hypervisor's steal in each run (% of a core), which moves latency by itself."""
+    return f"; steal {fmt_runs(server)}%, relay runs {fmt_runs(relay)}%"
+
+
 def guard(results: list[dict[str, Any]]) -> str:
     bad = [r["bench"] for r in results if broken(r)]
     return f" **guarantees broken in: {', '.join(bad)}**" if bad else ""
@@ -149,6 +154,7 @@ def target_1(args: argparse.Namespace, runner: Runner) -> list[Row]:
     runs: list[dict[str, Any]] = []
     rates: dict[str, list[float]] = {"chatserver": [], "chatserver-pg": [], "baseline": []}
     ratios: dict[str, list[float]] = {"chatserver": [], "chatserver-pg": []}
+    steal: dict[str, list[float]] = {"chatserver": [], "chatserver-pg": [], "baseline": []}
     for _ in range(args.repeats):
         extra = ["--postgres", args.postgres] if args.postgres else []
         code, found = runner.run("load.py", load_args(
@@ -160,6 +166,7 @@ def target_1(args: argparse.Namespace, runner: Runner) -> list[Row]:
             r = by_name(found, name)
             if r:
                 rates[name].append(r["relayed_per_s"])
+                steal[name].append(r.get("steal_pct") or 0)
                 if base and name != "baseline" and base["relayed_per_s"]:
                     ratios[name].append(r["relayed_per_s"] / base["relayed_per_s"])
     rows: list[Row] = []
@@ -168,7 +175,8 @@ def target_1(args: argparse.Namespace, runner: Runner) -> list[Row]:
             continue
         ratio = median(ratios[name])
         measured = (f"{ratio:.2f}x (runs {fmt_runs(ratios[name], 2)}; chat server "
-                    f"{fmt_runs(rates[name])} msgs/s, relay {fmt_runs(rates['baseline'])})"
+                    f"{fmt_runs(rates[name])} msgs/s, relay {fmt_runs(rates['baseline'])}"
+                    f"{stolen(steal[name], steal['baseline'])})"
                     if ratio is not None else "no figure (see the log)")
         rows.append((f"1. flat-out msgs/s against the bare relay, {label}",
                      ">= 0.6x the relay" if name == "chatserver" else "stated beside SQLite",
@@ -195,6 +203,7 @@ def target_1(args: argparse.Namespace, runner: Runner) -> list[Row]:
 def target_2(args: argparse.Namespace, runner: Runner) -> list[Row]:
     p99: dict[str, list[float]] = {"chatserver": [], "chatserver-pg": [], "baseline": []}
     kept: dict[str, list[float]] = {"chatserver": [], "chatserver-pg": [], "baseline": []}
+    steal: dict[str, list[float]] = {"chatserver": [], "chatserver-pg": [], "baseline": []}
     runs: list[dict[str, Any]] = []
     for _ in range(args.repeats):
         extra = ["--postgres", args.postgres] if args.postgres else []
@@ -207,6 +216,7 @@ def target_2(args: argparse.Namespace, runner: Runner) -> list[Row]:
             if r and r["ack_ms"]["p99"] is not None:
                 p99[name].append(r["ack_ms"]["p99"])
                 kept[name].append(r["acked_per_s"])
+                steal[name].append(r.get("steal_pct") or 0)
     rows: list[Row] = []
     relay = median(p99["baseline"])
     for name, label, goal in (("chatserver", "SQLite", 3.0), ("chatserver-pg", "PostgreSQL", 10.0)):
@@ -215,7 +225,8 @@ def target_2(args: argparse.Namespace, runner: Runner) -> list[Row]:
         value = median(p99[name])
         measured = (f"{value:.1f} ms (runs {fmt_runs(p99[name], 1)}; acked "
                     f"{fmt_runs(kept[name])} msgs/s; relay p99 "
-                    f"{relay if relay is None else round(relay, 1)} ms)"
+                    f"{relay if relay is None else round(relay, 1)} ms"
+                    f"{stolen(steal[name], steal['baseline'])})"
                     if value is not None else "no figure (see the log)")
         rows.append((f"2. ack p99 at 2,000 msgs/s, 100 conversations, {label}",
                      f"<= {goal:g} ms", measured + guard([r for r in runs if r["bench"] == name]),
