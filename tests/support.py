@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import signal
@@ -25,10 +26,39 @@ STAFF_PASSWORD = "correct horse battery staple"
 PYCACHE = Path(tempfile.gettempdir()) / f"chatserver-tests-pycache-{os.getuid()}"
 
 
+# Ports handed out by free_port, claimed with a lock file each so that no other test process
+# (the other pytest-xdist worker, the other pass of .ci/run) is handed the same one while its
+# server starts: the kernel may give one just-released port to two processes in turn, and a test
+# whose own server then failed to bind talked to the other process's server, which had answered
+# its /healthz (seen in CI: a widget on a server with no agent said one was online). A claim needs
+# to outlast only the server's start, so the oldest are let go.
+PORT_CLAIMS = Path(tempfile.gettempdir()) / f"chatserver-tests-ports-{os.getuid()}"
+_claimed: list[int] = []  # lock files' descriptors, oldest first
+CLAIMS_KEPT = 100
+
+
+def claim_port(port: int) -> bool:
+    """Claim `port` for this process's next server; False if another test process holds it."""
+    PORT_CLAIMS.mkdir(exist_ok=True)
+    claim = os.open(PORT_CLAIMS / str(port), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(claim)
+        return False
+    _claimed.append(claim)
+    if len(_claimed) > CLAIMS_KEPT:
+        os.close(_claimed.pop(0))
+    return True
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if claim_port(port):  # else another test process was handed it and starts a server on it
+            return port
 
 
 @dataclass
