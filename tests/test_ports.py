@@ -7,21 +7,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .support import claim_port, free_port
+from .support import claim_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_a_port_another_test_process_claimed_is_not_handed_out_again() -> None:
-    port = free_port()  # the next port up is as good a stranger as any
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys; from tests.support import claim_port; "
-         f"print(claim_port({port + 1}), flush=True); sys.stdin.read()"],
+         "import sys; from tests.support import free_port; "
+         "print(free_port(), flush=True); sys.stdin.read()"],
         cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "True"
-        assert claim_port(port + 1) is False  # held by the other process
+        assert holder.stdout is not None
+        port = int(holder.stdout.readline())
+        assert claim_port(port) is False  # the other process holds it
     finally:
         holder.communicate("", timeout=10)
-    assert claim_port(port + 1) is True  # its process ended: the claim went with it
+    assert claim_port(port) is True  # its process ended: the claim went with it
