@@ -3,8 +3,9 @@
 Each publish used to take a connection from the pool, write one command and wait for its reply:
 per message that is a system call each way and a dozen awaits. Flat out, many sockets publish at
 once; here every publish made while a batch is on its way joins the next batch, which goes out
-as one pipeline (one write, one read) once the batch before it is answered. One batch is in
-flight at a time, so the backend receives publications in the order they were made.
+as one command (one write, one read: redis.py sends it as one script call) once the batch
+before it is answered. One batch is in flight at a time, so the backend receives publications in
+the order they were made.
 """
 
 from __future__ import annotations
