@@ -121,8 +121,8 @@ SAME_ON_EVERY_DATABASE = frozenset({
     "test_protocol", "test_quality", "test_settings", "test_mail_store", "test_retention",
     "test_storage_postgres", "test_storage_postgres_compact", "test_storage_postgres_upgrade",
     "test_storage_privacy", "test_storage_search", "test_storage_staff", "test_storage_shared",
-    "test_storage_sqlite",
-    "test_ports", "test_processes", "test_failover", "test_shared_presence", "test_failover_through_nginx",
+    "test_storage_sqlite", "test_ports", "test_processes", "test_failover", "test_shared_presence",
+    "test_failover_through_nginx",
     # The HTTP and WebSocket edge, below anything that reads or writes the store: slow and
     # malformed connections, WebSocket framing, origins, forwarded headers, hosts.
     "test_wsprotocol", "test_connections", "test_defences_origins", "test_proxies", "test_edge",
