@@ -1383,6 +1383,10 @@
       if (f.agent_name !== undefined) item.agent = f.agent_name;
       if (f.agent_id !== undefined) item.agent_id = f.agent_id;
     }
+    if (f.renamed === true && conv) {
+      // A new display name goes on the agent's earlier messages too: a replay relabels them.
+      send({ type: "resume", conversation_id: id, after_seq: 0 });
+    }
     if (f.status === "active" && !mine && conv && conv.status !== "closed") {
       conv.status = "moved";
       conv.movedTo = f.agent_name || f.agent || "";

@@ -26,8 +26,8 @@
     : '10000000-1000-4000-8000-100000000000'.replace(/[018]/g, (c) =>
       (c ^ (crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16)));
 
-  // Accent colour from the embed, its text colour and the link colour, chosen by the server for
-  // WCAG contrast (web/widget.py); set through CSSOM, which the CSP allows.
+  // The embed's accent, text and link colours, chosen by the server for WCAG contrast
+  // (web/widget.py); set through CSSOM, which the CSP allows.
   const st = document.documentElement.style;
   const d = root.dataset;
   if ([d.color, d.ink, d.link].every((c) => /^#[0-9a-f]{6}$/i.test(c || ''))) {
@@ -72,8 +72,8 @@
     show('loading', $('retry'));
   }
 
-  // /api/session answers 200 with or without a session: asking it before consent leaves no
-  // failed request in the console of the site that embeds us.
+  // /api/session answers 200 with or without a session: no failed request in the console
+  // of the site that embeds us before consent.
   let me = null;
   async function route() {
     let r;
@@ -263,8 +263,7 @@
   let convId = null, contig = 0, ended = false, agentsOnline = true, agent = null, status = null;
   let readSeq = 0; // the highest seq reported read: agent replies after it are unread
 
-  // The same format as the agent dashboard's: the time of day in the reader's locale, with the
-  // date in front when it is not today.
+  // As on the dashboard: the time in the reader's locale, with the date when not today.
   const hhmm = (t) => {
     const d = t ? new Date(t) : new Date();
     if (isNaN(d)) return '';
@@ -303,7 +302,11 @@
     if (!Number.isInteger(f.seq) || (f.conversation_id && f.conversation_id !== convId)) return;
     const p = f.sender === 'visitor' && f.client_msg_id ? outbox.get(f.client_msg_id) : null;
     if (p) outbox.delete(f.client_msg_id);
-    if (msgs.has(f.seq)) { if (p && p.el !== msgs.get(f.seq)) p.el.remove(); return; }
+    if (msgs.has(f.seq)) {
+      if (p && p.el !== msgs.get(f.seq)) p.el.remove();
+      else if (f.sender === 'agent') stamp(msgs.get(f.seq), f);
+      return;
+    }
     const stick = nearBottom() || !!p;
     let el;
     if (p) { el = p.el; stamp(el, f); } else el = render(f);
@@ -437,8 +440,8 @@
           agentsOnline = f.agents_online !== false;
           setStatus(f.status, f.agent);
           ready = true;
-          // The stored read mark first: this client reports reads itself, so replies delivered
-          // to a closed panel are still emailed (docs/protocol.md#read).
+          // The stored read mark first: replies delivered to a closed panel are still emailed
+          // (docs/protocol.md#read).
           sock.send(JSON.stringify({ type: 'read', seq: readSeq }));
           sock.send(JSON.stringify({ type: 'resume', after_seq: contig }));
           flush();
@@ -446,8 +449,10 @@
           break;
         case 'message': onMessage(f); break;
         case 'ack': onAck(f); break;
-        case 'status':
-          if (!f.conversation_id || f.conversation_id === convId) setStatus(f.status, f.agent);
+        case 'status': // renamed: a replay relabels the agent's earlier replies
+          if (f.conversation_id && f.conversation_id !== convId) break;
+          setStatus(f.status, f.agent);
+          if (f.renamed) transmit({ type: 'resume', after_seq: 0 });
           break;
         case 'typing': onTyping(f); break;
         case 'rating': onRated(f); break;
@@ -471,7 +476,7 @@
       if (ev.code === 1008) return toast('This website may not use our chat.');
       if (ended) return; // reconnecting now would open a new conversation; wait for the button
       if (!welcomed) {
-        // A refused handshake looks like 1006: check whether consent or the cookie is gone.
+        // A refused handshake looks like 1006: is consent or the cookie gone?
         try {
           const r = await api('GET', '/api/session');
           if (r.ok && (!r.data.session || !r.data.consent || !r.data.consent.current || !r.data.customer)) {
@@ -616,8 +621,8 @@
   window.addEventListener('online', () => { if (!ws && convId && !ended) { backoff = 500; connect(); } });
 
   // ---- unread count, read marks and the embedding page
-  // Agent replies after the read mark are unread (badge, title). Marks go out only for what is
-  // on screen: chat showing, panel open, tab visible.
+  // Replies after the read mark are unread (badge, title); marks go out only for what is on
+  // screen: chat showing, panel open, tab visible.
   let unread = 0, parentOpen = !startHidden, modal = false;
   const baseTitle = document.title;
   const seen = () => !document.hidden && parentOpen && root.dataset.screen === 'chat';
@@ -641,7 +646,7 @@
   window.addEventListener('focus', markRead);
   document.addEventListener('visibilitychange', markRead);
   window.addEventListener('message', (ev) => {
-    // The embed tells us whether its panel is open; only a boolean, only from our parent.
+    // Whether the embed's panel is open: a boolean, from our parent only.
     if (ev.source !== window.parent || !ev.data || ev.data.type !== 'chat:visible') return;
     const was = parentOpen;
     parentOpen = !!ev.data.open;
@@ -652,7 +657,7 @@
     if (root.dataset.screen === 'chat') { ta.focus(); if (!was) toBottom(); }
     markRead();
   });
-  // Full screen over the page (a phone, a zoomed window) the chat is modal: Tab cycles inside.
+  // Full screen (a phone, a zoomed window), the chat is modal: Tab cycles inside.
   document.addEventListener('keydown', (ev) => {
     if (ev.key !== 'Tab' || !modal) return;
     const all = [...root.querySelectorAll('a[href],button,input,textarea,[tabindex="0"]')]

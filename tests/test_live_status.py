@@ -133,7 +133,8 @@ async def test_an_agent_sets_the_display_name_customers_see(
     changed = await liv.http.patch("/api/staff/me", json={"display_name": "Olivia"})
     assert changed.status_code == 200 and changed.json()["staff"]["display_name"] == "Olivia"
     assert await vs.wait_type("status", agent="Olivia") == {
-        "type": "status", "conversation_id": cid, "status": "active", "agent": "Olivia"}
+        "type": "status", "conversation_id": cid, "status": "active", "agent": "Olivia",
+        "renamed": True}
     await asyncio.sleep(0.2)
     msg_id = uuid.uuid4().hex
     await ws.send({"type": "message", "conversation_id": cid, "body": "hi",

@@ -49,9 +49,11 @@ async def change_me(request: Request) -> Response:
         await state.hub.broadcast.publish(staff_channel(staff.id), PROFILE_CHANGED)
         for summary in await state.store.open_conversations():
             if summary.conversation.agent_id == staff.id:
+                # `renamed`: earlier replies carry the new name too (authors are read from the
+                # staff row), so open pages ask for them again to relabel them.
                 await state.hub.publish_status(
                     await state.store.get_conversation(summary.conversation.id)
-                    or summary.conversation)
+                    or summary.conversation, renamed=True)
     if away is not None:
         await state.store.set_staff_away(staff.id, away)
         await state.hub.set_away(staff.id, away)

@@ -1,0 +1,60 @@
+"""An agent's new display name goes on their earlier replies at once, in the customer's widget and
+on the agent's own dashboard, without a reload (as a reload would show it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from playwright.async_api import Browser, expect
+
+from ..support import Server
+from .pages import sign_in, start_widget_chat
+
+
+async def test_a_new_display_name_relabels_earlier_replies_on_both_sides(
+        make_server: Callable[..., Server], browser: Browser, tmp_path: Path) -> None:
+    """Sam replies as "Sam from Support", then renames to "Sam S.": the customer's earlier reply
+    and the dashboard's show the new name, each message still shown once; the next reply carries
+    it too."""
+    server = make_server(CHATSERVER_LIMITS_EXEMPT="127.0.0.1")
+    server.add_staff("sam", "agent")
+    customer_ctx = await browser.new_context()
+    agent_ctx = await browser.new_context()
+    try:
+        customer = await customer_ctx.new_page()
+        widget = await start_widget_chat(customer, server, "Robin Reader", "robin@example.com",
+                                         "Where is my parcel?")
+        agent = await agent_ctx.new_page()
+        await sign_in(agent, server, "sam", "/agent")
+        await agent.locator("#profile-open").click()
+        await agent.locator("#profile-input").fill("Sam from Support")
+        await agent.locator("#profile-save").click()
+        await expect(agent.locator("#profile-name")).to_have_text("Sam from Support")
+        await agent.locator("#list-queue").get_by_text("Robin Reader").click()
+        await agent.get_by_role("button", name="Claim").click()
+        await agent.locator("#composer-input").fill("Let me look.")
+        await agent.locator("#composer-input").press("Enter")
+        replies = widget.locator("#messages .msg-agent")
+        await expect(replies).to_have_count(1)
+        await expect(replies.first.locator(".meta")).to_contain_text("Sam from Support")
+
+        await agent.locator("#profile-open").click()
+        await agent.locator("#profile-input").fill("Sam S.")
+        await agent.locator("#profile-save").click()
+        await expect(agent.locator("#profile-name")).to_have_text("Sam S.")
+
+        await expect(replies.first.locator(".meta")).to_contain_text("Sam S.")
+        mine = agent.locator("#conv-scroller .msg-agent")
+        await expect(mine.first.locator(".msg-meta")).to_contain_text("Sam S.")
+        await agent.locator("#composer-input").fill("Found it.")
+        await agent.locator("#composer-input").press("Enter")
+        await expect(replies).to_have_count(2)
+        await expect(replies.nth(1).locator(".meta")).to_contain_text("Sam S.")
+        await expect(widget.locator("#messages .msg-visitor")).to_have_count(1)
+        await expect(mine).to_have_count(2)
+        await expect(agent.locator("#conv-scroller .msg-visitor")).to_have_count(1)
+        await customer.screenshot(path=str(tmp_path / "customer-after-rename.png"))
+    finally:
+        await customer_ctx.close()
+        await agent_ctx.close()
