@@ -69,11 +69,23 @@ def session_channel(session_hash: str) -> str:
 
 def staff_channel(staff_id: int) -> str:
     """Tells all of one agent's sockets (tabs) which conversations they now follow (payload:
-    `staff_notice`), or that their profile changed (PROFILE_CHANGED)."""
+    `staff_notice`), or their new display name (`profile_notice`)."""
     return f"staff:{staff_id}"
 
 
-PROFILE_CHANGED = "profile"
+PROFILE_PREFIX = "profile:"  # no conversation id starts so
+
+
+def profile_notice(display_name: str) -> str:
+    """Tells an agent's sockets their new display name. It travels in the notice, not read back
+    from storage, so that it is in place before the status frames published after it come back
+    to the same sockets, and the agent's next message carries it."""
+    return PROFILE_PREFIX + display_name
+
+
+def read_profile_notice(payload: str) -> str | None:
+    """The display name of a `profile_notice`; None for a `staff_notice`."""
+    return payload[len(PROFILE_PREFIX):] if payload.startswith(PROFILE_PREFIX) else None
 
 
 def staff_notice(conversation_id: str, last_seq: int) -> str:
@@ -545,6 +557,18 @@ class Hub:
         await self.publish_status(closed, closed_by=by_kind)
         self.queue_changed()
         return closed
+
+    async def renamed(self, staff: Staff) -> None:
+        """A staff member's display name changed (their own choice or an admin's): their sockets
+        put it on the next messages, and customers in their open conversations see it at once,
+        on earlier replies too (`renamed`: authors are read from the staff row, so a replay
+        relabels them)."""
+        staff_id = staff.id
+        await self._publish(staff_channel(staff_id), profile_notice(staff.display_name))
+        for summary in await self.store.open_conversations():
+            if summary.conversation.agent_id == staff_id:
+                conversation = await self.store.get_conversation(summary.conversation.id)
+                await self.publish_status(conversation or summary.conversation, renamed=True)
 
     async def publish_status(self, conversation: Conversation, closed_by: str | None = None,
                       **extra: Any) -> None:

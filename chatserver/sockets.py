@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -37,12 +38,12 @@ from .hub import (
     ERASED_CHANNEL,
     POLICY_CHANNEL,
     PRESENCE_CHANNEL,
-    PROFILE_CHANGED,
     QUEUE_CHANNEL,
     DeliveredReplies,
     conversation_channel,
     erased_frame,
     for_visitor,
+    read_profile_notice,
     read_staff_notice,
     session_channel,
     staff_channel,
@@ -456,18 +457,13 @@ async def _agent_chat(ws: WebSocket, staff: Staff, session_hash: str) -> None:
             following.unwatch(conversation_id)
         peer.send_frame(erased_frame(ids))
 
-    async def reread() -> None:
-        fresh = await state.store.get_staff(staff.id)
-        if fresh is not None:
-            following.staff = fresh
-
     def on_staff(payload: str) -> None:
-        if payload == PROFILE_CHANGED:  # a new display name goes into the next notices
-            refreshing.add(asyncio.get_running_loop().create_task(reread()))
+        display_name = read_profile_notice(payload)
+        if display_name is not None:  # on the next messages and notices
+            following.staff = dataclasses.replace(following.staff, display_name=display_name)
         else:
             watch(*read_staff_notice(payload))
 
-    refreshing: set[asyncio.Task[None]] = set()
     subs = [
         hub.subscribe(QUEUE_CHANNEL, on_queue),
         hub.subscribe(session_channel(session_hash), ender(peer)),
@@ -519,8 +515,6 @@ async def _agent_chat(ws: WebSocket, staff: Staff, session_hash: str) -> None:
             sub.cancel()
         following.cancel()
         follower.stop()
-        for task in refreshing:
-            task.cancel()
         await peer.finish()
         log.info("agent socket closed staff=%s", staff.id)
 

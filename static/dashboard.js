@@ -1384,7 +1384,12 @@
       if (f.agent_id !== undefined) item.agent_id = f.agent_id;
     }
     if (f.renamed === true && conv) {
-      // A new display name goes on the agent's earlier messages too: a replay relabels them.
+      // A new display name (mine, perhaps set by an admin) goes on earlier messages too: a
+      // replay relabels them.
+      if (mine && f.agent) {
+        ME.displayName = f.agent;
+        ui.profileName.textContent = f.agent;
+      }
       send({ type: "resume", conversation_id: id, after_seq: 0 });
     }
     if (f.status === "active" && !mine && conv && conv.status !== "closed") {

@@ -135,7 +135,6 @@ async def test_an_agent_sets_the_display_name_customers_see(
     assert await vs.wait_type("status", agent="Olivia") == {
         "type": "status", "conversation_id": cid, "status": "active", "agent": "Olivia",
         "renamed": True}
-    await asyncio.sleep(0.2)
     msg_id = uuid.uuid4().hex
     await ws.send({"type": "message", "conversation_id": cid, "body": "hi",
                    "client_msg_id": msg_id})
@@ -145,5 +144,41 @@ async def test_an_agent_sets_the_display_name_customers_see(
     me = next(c for c in colleagues if c["name"] == "liv")
     assert me == {"name": "liv", "display_name": "Olivia", "role": "agent", "away": False,
                   "online": True}
+    for s in (vs, ws):
+        await s.close()
+
+
+async def test_a_display_name_an_admin_sets_reaches_customers_and_the_next_message(
+        lserver: Server, liv: Agent, customer: Visitor) -> None:
+    """An admin renames the agent in the console: the customer's open conversation hears it at
+    once (with `renamed`, so earlier replies are relabelled), and the agent's next message, from
+    the socket that was already open, carries the new name."""
+    vs = await customer.socket()
+    ws = await dashboard(liv)
+    cid = await claimed(vs, ws)
+    chief = await Agent(lserver, "chief").login()
+    try:
+        staff = (await chief.http.get("/api/admin/staff")).json()["staff"]
+        liv_id = next(s["id"] for s in staff if s["name"] == "liv")
+        changed = await chief.http.patch(f"/api/admin/staff/{liv_id}",
+                                         json={"display_name": "Liv from Sales"})
+        assert changed.status_code == 200, changed.text
+        status = await vs.wait_type("status", agent="Liv from Sales")
+        assert status["renamed"] is True and status["conversation_id"] == cid
+        await ws.wait_type("status", conversation_id=cid, agent="Liv from Sales")
+        acked = await reply(ws, cid, "still here")
+        assert acked["type"] == "ack"
+        got = await vs.wait_for(lambda f: f["type"] == "message" and f["body"] == "still here")
+        assert got["author"] == "Liv from Sales"
+        # The same name again tells nobody: the next message is the next thing the customer
+        # hears, and no second status frame came before it.
+        again = await chief.http.patch(f"/api/admin/staff/{liv_id}",
+                                       json={"display_name": "Liv from Sales"})
+        assert again.status_code == 200
+        assert (await reply(ws, cid, "and again"))["type"] == "ack"
+        await vs.wait_for(lambda f: f["type"] == "message" and f["body"] == "and again")
+        assert [f for f in vs.frames if f.get("renamed")] == [status]
+    finally:
+        await chief.aclose()
     for s in (vs, ws):
         await s.close()

@@ -123,6 +123,8 @@ async def change_staff(request: Request) -> Response:
     detail: dict[str, Any] = {k: body[k] for k in ("role", "state") if body.get(k) is not None}
     if display_name is not None:
         detail["display_name"] = "changed"  # names stay out of the log
+        if display_name != before.display_name:
+            await state.hub.renamed(staff)
     await audit.record(state.store, actor=f"staff:{actor.id}", action="staff.update",
                        ip=client_ip(request), target=f"staff:{staff_id}", detail=detail)
     last = await state.store.last_logins()

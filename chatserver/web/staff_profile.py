@@ -11,7 +11,6 @@ from starlette.routing import Route
 
 from .. import audit
 from ..errors import ValidationFailed
-from ..hub import PROFILE_CHANGED, staff_channel
 from ..staff_names import check_display_name
 from ..storage.base import Staff
 from .common import app_state, client_ip, read_json, require_staff
@@ -46,14 +45,7 @@ async def change_me(request: Request) -> Response:
     if display_name is not None and display_name != staff.display_name:
         staff = await state.store.update_staff(staff.id, display_name=display_name)
         detail["display_name"] = "changed"  # names stay out of the log
-        await state.hub.broadcast.publish(staff_channel(staff.id), PROFILE_CHANGED)
-        for summary in await state.store.open_conversations():
-            if summary.conversation.agent_id == staff.id:
-                # `renamed`: earlier replies carry the new name too (authors are read from the
-                # staff row), so open pages ask for them again to relabel them.
-                await state.hub.publish_status(
-                    await state.store.get_conversation(summary.conversation.id)
-                    or summary.conversation, renamed=True)
+        await state.hub.renamed(staff)
     if away is not None:
         await state.store.set_staff_away(staff.id, away)
         await state.hub.set_away(staff.id, away)

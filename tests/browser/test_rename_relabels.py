@@ -1,5 +1,6 @@
 """An agent's new display name goes on their earlier replies at once, in the customer's widget and
-on the agent's own dashboard, without a reload (as a reload would show it)."""
+on the agent's own dashboard, without a reload (as a reload would show it), whether the agent or
+an admin changed it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from playwright.async_api import Browser, expect
 
-from ..support import Server
+from ..support import Agent, Server
 from .pages import sign_in, start_widget_chat
 
 
@@ -16,9 +17,11 @@ async def test_a_new_display_name_relabels_earlier_replies_on_both_sides(
         make_server: Callable[..., Server], browser: Browser, tmp_path: Path) -> None:
     """Sam replies as "Sam from Support", then renames to "Sam S.": the customer's earlier reply
     and the dashboard's show the new name, each message still shown once; the next reply carries
-    it too."""
+    it too. Then an admin names Sam "Samuel" in the console: the same, and Sam's dashboard says
+    whom customers now see."""
     server = make_server(CHATSERVER_LIMITS_EXEMPT="127.0.0.1")
     server.add_staff("sam", "agent")
+    server.add_staff("boss", "admin")
     customer_ctx = await browser.new_context()
     agent_ctx = await browser.new_context()
     try:
@@ -55,6 +58,21 @@ async def test_a_new_display_name_relabels_earlier_replies_on_both_sides(
         await expect(mine).to_have_count(2)
         await expect(agent.locator("#conv-scroller .msg-visitor")).to_have_count(1)
         await customer.screenshot(path=str(tmp_path / "customer-after-rename.png"))
+
+        boss = await Agent(server, "boss").login()
+        try:
+            staff = (await boss.http.get("/api/admin/staff")).json()["staff"]
+            sam_id = next(s["id"] for s in staff if s["name"] == "sam")
+            renamed = await boss.http.patch(f"/api/admin/staff/{sam_id}",
+                                            json={"display_name": "Samuel"})
+            assert renamed.status_code == 200, renamed.text
+        finally:
+            await boss.aclose()
+        await expect(agent.locator("#profile-name")).to_have_text("Samuel")
+        for n in range(2):
+            await expect(replies.nth(n).locator(".meta")).to_contain_text("Samuel")
+            await expect(mine.nth(n).locator(".msg-meta")).to_contain_text("Samuel")
+        await expect(replies).to_have_count(2)
     finally:
         await customer_ctx.close()
         await agent_ctx.close()
