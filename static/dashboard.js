@@ -1383,10 +1383,11 @@
       if (f.agent_name !== undefined) item.agent = f.agent_name;
       if (f.agent_id !== undefined) item.agent_id = f.agent_id;
     }
-    if (f.renamed === true && conv) {
-      // A new display name (mine, perhaps set by an admin) goes on earlier messages too: a
-      // replay relabels them.
-      if (mine && f.agent) {
+    if (f.renamed === true && mine && conv) {
+      // My new display name (perhaps set by an admin) goes on my earlier messages too: a
+      // replay relabels them. Only in my own conversations: an admin's replay of someone
+      // else's is a read the audit log records, and a rename is not the admin reading.
+      if (f.agent) {
         ME.displayName = f.agent;
         ui.profileName.textContent = f.agent;
       }
