@@ -509,10 +509,10 @@ def _customer_paths() -> dict[str, dict[str, Operation]]:
 def _mail_paths() -> dict[str, dict[str, Operation]]:
     accepted = _ok(_ref("Accepted"), "accepted; any mail goes out later from the outbox")
     link_errors = _errors(*_JSON_ERRORS, 404, 422, 429)
-    same = ("Always the same 202 body, after the same work, whether or not the address is "
-            "known; only a known address gets a mail. 404 mail_disabled when the server sends "
-            "no mail; 429 after 3 links to one address in 15 minutes or 10 requests from one "
-            "IP in an hour.")
+    same = ("Always the same 202 body, after the same work and no sooner than 0.25 s after "
+            "the request, whether or not the address is known; only a known address gets a "
+            "mail. 404 mail_disabled when the server sends no mail; 429 after 3 links to one "
+            "address in 15 minutes or 10 requests from one IP in an hour.")
     return {
         "/api/account/link": {"post": _op(
             "Mail a one-time sign-in link (15 minutes) to a known address", "customer", PUBLIC,

@@ -179,8 +179,12 @@ async def test_unknown_address_gets_the_same_answer_and_nothing_is_stored(
 
 async def test_known_and_unknown_addresses_take_about_the_same_time(
         srv: Server, fresh: httpx.AsyncClient) -> None:
-    """The answer's timing does not tell whether an address is known: the medians of known and
-    unknown addresses, asked in turn, are within a few milliseconds of each other."""
+    """The answer's timing does not tell whether an address is known: every answer waits for the
+    same floor (a known address's stored mail is a flushed write, which an unknown one does not
+    cost: 16 ms apart under CI's load without it), and the medians of known and unknown
+    addresses, asked in turn, are within a few milliseconds of each other."""
+    from chatserver.web.mail import LINK_ANSWER_SECONDS
+
     known = []
     for n in range(12):
         await _customer(srv, f"timing{n}@example.com")
@@ -192,6 +196,7 @@ async def test_known_and_unknown_addresses_take_about_the_same_time(
             response = await _ask(fresh, "/api/account/link", email)
             timings[kind].append(time.perf_counter() - started)
             assert response.status_code == 202
+    assert min(timings["known"] + timings["unknown"]) >= LINK_ANSWER_SECONDS, timings
     gap = abs(statistics.median(timings["known"]) - statistics.median(timings["unknown"]))
     assert gap < 0.015, timings
 
