@@ -157,6 +157,36 @@ async def test_a_claim_reaches_the_agents_tab_on_another_process_whole(
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
+async def test_a_rename_on_one_process_reaches_the_agents_socket_on_another(
+    make_server: Callable[..., Server], database: str, kind: str,
+) -> None:
+    """An admin on one process renames the agent whose socket is on the other: the customer
+    hears it (with `renamed`), and the agent's next message, sent through the other process,
+    carries the new name."""
+    a, b = _pair(make_server, _env(database, _broadcast_url(kind, database)))
+    a.add_staff("chief", "admin")
+    visitor, vs, agent, ags, conversation = await _chat(a, b)
+    chief = await Agent(a, "chief").login()
+    staff = (await chief.http.get("/api/admin/staff")).json()["staff"]
+    agent_id = next(s["id"] for s in staff if s["name"] == "agent")
+    changed = await chief.http.patch(f"/api/admin/staff/{agent_id}",
+                                     json={"display_name": "Ana from Support"})
+    assert changed.status_code == 200, changed.text
+    status = await vs.wait_type("status", agent="Ana from Support", timeout=10)
+    assert status["renamed"] is True
+    await ags.wait_type("status", conversation_id=conversation, agent="Ana from Support",
+                        timeout=10)
+    await ags.send({"type": "message", "conversation_id": conversation, "body": "renamed",
+                    "client_msg_id": "r1"})
+    got = await vs.wait_type("message", sender="agent", timeout=10)
+    assert got["author"] == "Ana from Support"
+    for s in (vs, ags):
+        await s.close()
+    for client in (visitor, agent, chief):
+        await client.aclose()
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
 async def test_cli_erase_closes_the_socket_on_another_process_at_once(
     make_server: Callable[..., Server], database: str, kind: str,
 ) -> None:
