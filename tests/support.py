@@ -286,5 +286,13 @@ class Agent:
     async def socket(self, origin: str | None = None) -> Socket:
         return await open_socket(self.server, "/ws/agent", cookie_header(self.http), origin)
 
+    async def rename(self, name: str, display_name: str) -> None:
+        """As an admin in the console's Staff tab: give the account `name` a display name."""
+        staff = (await self.http.get("/api/admin/staff")).json()["staff"]
+        staff_id = next(s["id"] for s in staff if s["name"] == name)
+        changed = await self.http.patch(f"/api/admin/staff/{staff_id}",
+                                        json={"display_name": display_name})
+        assert changed.status_code == 200, changed.text
+
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -158,11 +158,7 @@ async def test_a_display_name_an_admin_sets_reaches_customers_and_the_next_messa
     cid = await claimed(vs, ws)
     chief = await Agent(lserver, "chief").login()
     try:
-        staff = (await chief.http.get("/api/admin/staff")).json()["staff"]
-        liv_id = next(s["id"] for s in staff if s["name"] == "liv")
-        changed = await chief.http.patch(f"/api/admin/staff/{liv_id}",
-                                         json={"display_name": "Liv from Sales"})
-        assert changed.status_code == 200, changed.text
+        await chief.rename("liv", "Liv from Sales")
         status = await vs.wait_type("status", agent="Liv from Sales")
         assert status["renamed"] is True and status["conversation_id"] == cid
         await ws.wait_type("status", conversation_id=cid, agent="Liv from Sales")
@@ -172,9 +168,7 @@ async def test_a_display_name_an_admin_sets_reaches_customers_and_the_next_messa
         assert got["author"] == "Liv from Sales"
         # The same name again tells nobody: the next message is the next thing the customer
         # hears, and no second status frame came before it.
-        again = await chief.http.patch(f"/api/admin/staff/{liv_id}",
-                                       json={"display_name": "Liv from Sales"})
-        assert again.status_code == 200
+        await chief.rename("liv", "Liv from Sales")
         assert (await reply(ws, cid, "and again"))["type"] == "ack"
         await vs.wait_for(lambda f: f["type"] == "message" and f["body"] == "and again")
         assert [f for f in vs.frames if f.get("renamed")] == [status]

@@ -167,11 +167,7 @@ async def test_a_rename_on_one_process_reaches_the_agents_socket_on_another(
     a.add_staff("chief", "admin")
     visitor, vs, agent, ags, conversation = await _chat(a, b)
     chief = await Agent(a, "chief").login()
-    staff = (await chief.http.get("/api/admin/staff")).json()["staff"]
-    agent_id = next(s["id"] for s in staff if s["name"] == "agent")
-    changed = await chief.http.patch(f"/api/admin/staff/{agent_id}",
-                                     json={"display_name": "Ana from Support"})
-    assert changed.status_code == 200, changed.text
+    await chief.rename("agent", "Ana from Support")
     status = await vs.wait_type("status", agent="Ana from Support", timeout=10)
     assert status["renamed"] is True
     await ags.wait_type("status", conversation_id=conversation, agent="Ana from Support",

@@ -61,11 +61,7 @@ async def test_a_new_display_name_relabels_earlier_replies_on_both_sides(
 
         boss = await Agent(server, "boss").login()
         try:
-            staff = (await boss.http.get("/api/admin/staff")).json()["staff"]
-            sam_id = next(s["id"] for s in staff if s["name"] == "sam")
-            renamed = await boss.http.patch(f"/api/admin/staff/{sam_id}",
-                                            json={"display_name": "Samuel"})
-            assert renamed.status_code == 200, renamed.text
+            await boss.rename("sam", "Samuel")
         finally:
             await boss.aclose()
         await expect(agent.locator("#profile-name")).to_have_text("Samuel")
