@@ -562,13 +562,11 @@ class Hub:
         """A staff member's display name changed (their own choice or an admin's): their sockets
         put it on the next messages, and customers in their open conversations see it at once,
         on earlier replies too (`renamed`: authors are read from the staff row, so a replay
-        relabels them)."""
-        staff_id = staff.id
-        await self._publish(staff_channel(staff_id), profile_notice(staff.display_name))
+        relabels them). Called after the new name is stored, so the summaries carry it."""
+        await self._publish(staff_channel(staff.id), profile_notice(staff.display_name))
         for summary in await self.store.open_conversations():
-            if summary.conversation.agent_id == staff_id:
-                conversation = await self.store.get_conversation(summary.conversation.id)
-                await self.publish_status(conversation or summary.conversation, renamed=True)
+            if summary.conversation.agent_id == staff.id:
+                await self.publish_status(summary.conversation, renamed=True)
 
     async def publish_status(self, conversation: Conversation, closed_by: str | None = None,
                       **extra: Any) -> None:

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_a_port_another_test_process_claimed_is_not_handed_out_again() -> None:
+    """A port free_port handed to another process is refused here until that process ends."""
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import sys; from tests.support import free_port; "
