@@ -1,7 +1,7 @@
 /* The chat in the /widget iframe and at /chat: policy -> pre-chat form -> chat. Writes no
    cookie or storage; the server sets the session cookie only after consent. Tells the embed
    whether a conversation is open (chat:active) and how many replies are unread (chat:unread).
-   Un-acked messages live in memory. User text goes in via textContent. */
+   User text goes in via textContent. */
 (() => {
   'use strict';
   const $ = (id) => document.getElementById(id);
@@ -174,12 +174,12 @@
     $('dont').setAttribute('aria-expanded', String(open));
     if (open) $('decline-opts').scrollIntoView({ block: 'nearest' });
   });
-  function done(deleted) {
-    say('done-title', deleted ? 'Your account and data were deleted.' : 'This chat has ended');
-    $('done-text').hidden = $('done-back').hidden = deleted;
+  function done(title, final) {
+    say('done-title', title);
+    $('done-text').hidden = $('done-back').hidden = final;
     show('done', $('done-title'));
   }
-  on('stop', 'click', () => done(false));
+  on('stop', 'click', () => done('This chat has ended', false));
   on('done-back', 'click', route);
   on('erase-no', 'click', () => { eraseAsk(false); $('erase').focus(); });
   on('erase', 'click', async () => {
@@ -193,7 +193,7 @@
       if (r.status === 401) return route();
       if (!r.ok) return say('erase-error', r.data.message || 'Something went wrong. Nothing was deleted.');
       outbox.clear(); clearList(); convId = null; me = null;
-      done(true);
+      done('Your account and data were deleted.', true);
     } catch (e) {
       say('erase-error', AWAY);
     } finally { btn.disabled = false; }
@@ -257,7 +257,7 @@
   const list = $('messages');
   const scroller = $('scroller');
   const ta = $('text');
-  const msgs = new Map();   // seq -> element; a seq is never shown twice
+  const msgs = new Map(); // seq -> element; a seq is never shown twice
   const outbox = new Map(); // client_msg_id -> {body, el}; in memory until acked
   let ws = null, ready = false, retryTimer = 0, pingTimer = 0, backoff = 500;
   let convId = null, contig = 0, ended = false, agentsOnline = true, agent = null, status = null;
@@ -425,7 +425,7 @@
       try { f = JSON.parse(ev.data); } catch (e) { return; }
       if (!f || typeof f !== 'object') return;
       switch (f.type) {
-        case 'welcome':
+        case 'welcome': {
           welcomed = true;
           backoff = 500;
           if ($('toast').textContent === RECONNECTING) toast('');
@@ -438,15 +438,17 @@
           }
           readSeq = Math.max(readSeq, Number.isInteger(f.read_seq) ? f.read_seq : 0);
           agentsOnline = f.agents_online !== false;
+          const away = agent && f.agent && f.agent !== agent; // renamed meanwhile: relabel all
           setStatus(f.status, f.agent);
           ready = true;
           // The stored read mark first: replies delivered to a closed panel are still emailed
           // (docs/protocol.md#read).
           sock.send(JSON.stringify({ type: 'read', seq: readSeq }));
-          sock.send(JSON.stringify({ type: 'resume', after_seq: contig }));
+          sock.send(JSON.stringify({ type: 'resume', after_seq: away ? 0 : contig }));
           flush();
           if (root.dataset.screen === 'chat' && !ended) toBottom();
           break;
+        }
         case 'message': onMessage(f); break;
         case 'ack': onAck(f); break;
         case 'status': // renamed: a replay relabels the agent's earlier replies
@@ -561,15 +563,13 @@
     b.textContent = 'End chat';
     if (!transmit({ type: 'close' })) toast(OFFLINE, 4000);
   });
-  // Blocked by an agent (issue 12): a plain notice, no reason, no retry.
+  // Blocked by an agent: a plain notice, no reason, no retry.
   function blockedNotice() {
     outbox.clear();
-    say('done-title', 'Chat is not available');
-    $('done-text').hidden = $('done-back').hidden = true;
-    show('done', $('done-title'));
+    done('Chat is not available', true);
   }
 
-  // ---- satisfaction rating (issue 12): asked once a conversation has ended
+  // ---- satisfaction rating: asked once a conversation has ended
   let rated = null;  // the conversation this page rated
   const RATE_ERR = { invalid_score: 'Please choose from 1 to 5 stars.',
     already_rated: 'This conversation has already been rated.', not_closed: 'You can rate it once it has ended.' };

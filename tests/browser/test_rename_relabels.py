@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from playwright.async_api import Browser, expect
+from playwright.async_api import Browser, WebSocketRoute, expect
 
 from ..support import Agent, Server
 from .pages import sign_in, start_widget_chat
@@ -72,3 +72,58 @@ async def test_a_new_display_name_relabels_earlier_replies_on_both_sides(
     finally:
         await customer_ctx.close()
         await agent_ctx.close()
+
+
+async def test_a_widget_away_during_a_rename_relabels_when_it_is_back(
+        make_server: Callable[..., Server], browser: Browser, tmp_path: Path) -> None:
+    """The customer's widget hears nothing while Sam is renamed (its connection lost, as on a
+    train): once it reconnects, Sam's earlier reply carries the new name, still shown once."""
+    server = make_server(CHATSERVER_LIMITS_EXEMPT="127.0.0.1")
+    server.add_staff("sam", "agent")
+    server.add_staff("boss", "admin")
+    customer_ctx = await browser.new_context()
+    away = False
+    sockets: list[WebSocketRoute] = []
+
+    def route(ws: WebSocketRoute) -> None:
+        # Between the widget and the server; while away, the server's frames are lost.
+        upstream = ws.connect_to_server()
+        sockets.append(ws)
+        ws.on_message(upstream.send)
+        upstream.on_message(lambda frame: None if away else ws.send(frame))
+
+    await customer_ctx.route_web_socket("**/ws/visitor", route)
+    sam = await Agent(server, "sam").login()
+    boss = await Agent(server, "boss").login()
+    try:
+        customer = await customer_ctx.new_page()
+        widget = await start_widget_chat(customer, server, "Robin Reader", "robin@example.com",
+                                         "Where is my parcel?")
+        await expect(widget.locator("#messages .msg-visitor .meta")).to_contain_text("You")
+        await boss.rename("sam", "Sam from Support")
+        desk = await sam.socket()
+        queued = await desk.wait_for(lambda f: f["type"] == "queue" and bool(f["conversations"]))
+        conversation_id = queued["conversations"][0]["conversation_id"]
+        await desk.send({"type": "claim", "conversation_id": conversation_id})
+        await desk.send({"type": "message", "conversation_id": conversation_id,
+                         "body": "Let me look.", "client_msg_id": "r1"})
+        await desk.wait_type("ack", client_msg_id="r1")
+        replies = widget.locator("#messages .msg-agent")
+        await expect(replies.first.locator(".meta")).to_contain_text("Sam from Support")
+
+        away = True
+        await boss.rename("sam", "Samuel")
+        await expect(widget.locator("#subtitle")).to_contain_text("Sam from Support")
+        away = False
+        await sockets[-1].close(code=1006)  # the connection drops; the widget reconnects
+        await expect(widget.locator("#subtitle")).to_contain_text("Samuel")
+        await expect(replies.first.locator(".meta")).to_contain_text("Samuel")
+        await expect(replies).to_have_count(1)
+        await expect(widget.locator("#messages .msg-visitor")).to_have_count(1)
+        assert len(sockets) == 2
+        await customer.screenshot(path=str(tmp_path / "customer-back-after-rename.png"))
+        await desk.close()
+    finally:
+        await sam.aclose()
+        await boss.aclose()
+        await customer_ctx.close()
