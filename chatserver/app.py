@@ -321,6 +321,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         mail_config = mail.from_settings(settings)
         mailer = mail.Mailer(mail_config, store, signer,
                              mail_environment(str(asset_dir("templates"))))
+        mailer.on_replies_sent = hub.emailed
         app.state.chat = AppState(
             settings=settings, store=store, broadcast=fanout, limits=limits, hub=hub,
             policies=policies,

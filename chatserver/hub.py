@@ -179,10 +179,10 @@ STAFF_ONLY_FIELDS = ("agent_id", "agent_name", "paused", "previous_agent_id")
 
 
 def for_visitor(payload: str) -> str | None:
-    """A conversation-channel frame as the visitor may see it: staff notes not at all (None);
-    status frames lose the staff-only fields (the agent's id and sign-in name); every other
-    frame passes as it is."""
-    if payload.startswith(protocol.NOTE_PREFIX):
+    """A conversation-channel frame as the visitor may see it: staff notes and mail marks not at
+    all (None); status frames lose the staff-only fields (the agent's id and sign-in name);
+    every other frame passes as it is."""
+    if payload.startswith((protocol.NOTE_PREFIX, protocol.MAILED_PREFIX)):
         return None
     if not payload.startswith('{"type":"status"'):
         return payload
@@ -641,11 +641,24 @@ class Hub:
                             protocol.dump(protocol.rating_frame(rating)))
         return rating
 
-    async def visitor_read_frame(self, conversation_id: str) -> dict[str, Any] | None:
-        """The customer's stored read mark as a `read` frame, for an agent that (re)loads the
-        conversation and so missed the live ones; None before the customer read anything."""
-        read_seq = (await self.store.read_state(conversation_id))["read_seq"]
-        return protocol.read_frame(conversation_id, read_seq, "visitor") if read_seq else None
+    async def emailed(self, conversation_id: str, seq: int) -> None:
+        """Agent replies up to `seq` went to the customer by email: stored, and the staff on the
+        conversation see "Emailed" under that reply."""
+        await self.store.mark_emailed(conversation_id, seq)
+        await self._publish(conversation_channel(conversation_id),
+                            protocol.dump(protocol.mailed_frame(conversation_id, seq)))
+
+    async def stored_marks(self, conversation_id: str) -> list[dict[str, Any]]:
+        """The customer's stored read mark (`read`) and how far replies were emailed (`mailed`),
+        for an agent that (re)loads the conversation and so missed the live ones; each only
+        once set."""
+        marks = await self.store.read_state(conversation_id)
+        frames = []
+        if marks["read_seq"]:
+            frames.append(protocol.read_frame(conversation_id, marks["read_seq"], "visitor"))
+        if marks["emailed_seq"]:
+            frames.append(protocol.mailed_frame(conversation_id, marks["emailed_seq"]))
+        return frames
 
     async def policy_published(self, version: str) -> None:
         """Visitors whose consent is to an older version stop chatting until they accept."""

@@ -353,6 +353,15 @@ def read_frame(conversation_id: str, seq: int, sender: str) -> dict[str, Any]:
     return {"type": "read", "conversation_id": conversation_id, "seq": seq, "sender": sender}
 
 
+MAILED_PREFIX = '{"type":"mailed"'
+
+
+def mailed_frame(conversation_id: str, seq: int) -> dict[str, Any]:
+    """To staff: the agent replies up to `seq` went to the customer by email (they were not
+    seen in time, and the mail server took the mail). Never sent to a visitor."""
+    return {"type": "mailed", "conversation_id": conversation_id, "seq": seq}
+
+
 def presence_frame(agents_online: bool) -> dict[str, Any]:
     """Whether an agent is online, sent to visitors whenever that changes."""
     return {"type": "presence", "agents_online": agents_online}

@@ -567,8 +567,7 @@ async def _agent_frame(
             watch(conversation_id, conversation.last_seq)
         await _replay(state, peer, conversation_id, frame.after_seq, following.follower)
         await _replay_notes(state, peer, conversation_id, frame.after_seq)
-        mark = await hub.visitor_read_frame(conversation_id)
-        if mark is not None:  # "seen" survives a reload of the dashboard
+        for mark in await hub.stored_marks(conversation_id):  # "Seen" survives a reload
             peer.send_frame(mark)
         return
     if isinstance(frame, protocol.Note):

@@ -309,6 +309,7 @@
       pend,
       unread: 0,
       seenSeq: 0, // the visitor's read mark: "Seen" goes under my last message up to it
+      emailedSeq: 0, // replies up to it went by email: "Emailed" under the last one not seen
       readSent: 0, // the last visitor message I told the server I saw
       lastVisitorSeq: 0,
       visitorTyping: false,
@@ -503,6 +504,9 @@
       case "read":
         onRead(f);
         break;
+      case "mailed":
+        onMailed(f);
+        break;
       case "error":
         onError(f);
         break;
@@ -670,13 +674,32 @@
     renderSeen(conv);
   }
 
+  // Replies the customer did not see in time are emailed to them (the server's mail job):
+  // "Emailed" goes under the last of them, until the customer sees it here.
+  function onMailed(f) {
+    const conv = convs.get(String(f.conversation_id || ""));
+    if (!conv || !Number.isFinite(Number(f.seq))) return;
+    conv.emailedSeq = Math.max(conv.emailedSeq, Number(f.seq));
+    renderSeen(conv);
+  }
+
   function renderSeen(conv) {
-    let upto = 0;
-    for (const [seq, m] of conv.messages) if (m.sender === "agent" && seq <= conv.seenSeq && seq > upto) upto = seq;
-    const shown = conv.list.querySelector(".msg-seen");
-    if (shown && shown.parentNode === conv.nodes.get(upto)) return;
+    const lastReply = (upTo) => {
+      let found = 0;
+      for (const [seq, m] of conv.messages) if (m.sender === "agent" && seq <= upTo && seq > found) found = seq;
+      return found;
+    };
+    const seen = lastReply(conv.seenSeq);
+    const emailed = lastReply(conv.emailedSeq);
+    placeMark(conv, "msg-seen", "Seen", seen);
+    placeMark(conv, "msg-emailed", "Emailed to the customer", emailed > seen ? emailed : 0);
+  }
+
+  function placeMark(conv, cls, text, seq) {
+    const shown = conv.list.querySelector("." + cls);
+    if (shown && shown.parentNode === conv.nodes.get(seq)) return;
     if (shown) shown.remove();
-    if (upto) conv.nodes.get(upto).appendChild(el("div", "msg-seen", "Seen"));
+    if (seq) conv.nodes.get(seq).appendChild(el("div", cls, text));
   }
 
   function markRead(conv) {

@@ -193,6 +193,42 @@ async def test_read_frames_are_stored_relayed_and_decide_what_is_mailed(
     await ags.close()
 
 
+async def test_staff_see_how_far_replies_went_by_email(
+        srv: Server, box: Mailbox, agent: Agent, people: list[Visitor]) -> None:
+    """Once the mail of unseen replies goes, the agent's socket hears `mailed` with the last
+    reply it held, and a dashboard that loads the conversation afresh gets it after the replay;
+    the customer's own socket, open all along, never does."""
+    dee = await _visitor(srv, people, "dee.emailed@example.com")
+    vs = await dee.socket()
+    conversation_id = (await vs.wait_type("welcome"))["conversation_id"]
+    await vs.send({"type": "read", "seq": 0})  # as the widget does: it says what was read
+    await _say(vs, "Hello?")
+    ags = await agent.socket()
+    await ags.wait_type("queue")
+    await ags.send({"type": "claim", "conversation_id": conversation_id})
+    await ags.wait_type("status", conversation_id=conversation_id)
+    await _agent_says(ags, conversation_id, "Looking into it.")
+    last = await _agent_says(ags, conversation_id, "Found it: it ships today.")
+    await vs.wait_type("message", seq=last)  # delivered to a tab nobody looks at
+    [mail] = await box.wait_to("dee.emailed@example.com", REPLY)
+    assert "Found it" in mail.text
+    mailed = await ags.wait_type("mailed", conversation_id=conversation_id)
+    assert mailed == {"type": "mailed", "conversation_id": conversation_id, "seq": last}
+    await vs.send({"type": "ping"})
+    await vs.wait_type("pong")  # anything published for it before is in by now
+    assert [f for f in vs.frames if f["type"] == "mailed"] == []
+
+    again = await agent.socket()
+    await again.wait_type("queue")
+    await again.send({"type": "resume", "conversation_id": conversation_id, "after_seq": 0})
+    assert (await again.wait_type("mailed", conversation_id=conversation_id))["seq"] == last
+    replayed = [f["seq"] for f in again.frames if f["type"] == "message"]
+    assert replayed[-1] == last and again.frames[-2]["type"] == "message"
+    await again.close()
+    await vs.close()
+    await ags.close()
+
+
 async def test_transcript_goes_to_the_customers_own_address_only(
         srv: Server, box: Mailbox, agent: Agent, people: list[Visitor]) -> None:
     """A customer's transcript goes to their address on file, audited by conversation and

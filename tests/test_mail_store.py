@@ -183,9 +183,28 @@ async def test_read_state_is_clamped_and_only_rises(store: Store) -> None:
     assert await store.mark_seen(conversation.id, 99, read=False) == 3
     assert await store.mark_seen(conversation.id, 1, read=True) == 1
     assert await store.read_state(conversation.id) == {"read_seq": 1, "seen_seq": 3,
-                                                       "mailed_seq": 0}
+                                                       "mailed_seq": 0, "emailed_seq": 0}
     with pytest.raises(NotFound):
         await store.mark_seen("cv_missing", 1, read=True)
+
+
+async def test_emailed_mark_only_rises_and_keeps_the_others(store: Store) -> None:
+    """mark_emailed records how far emailed replies go, never lowers it, leaves the read marks
+    as they were, and does nothing for a conversation that is gone."""
+    customer = await _customer(store, "ada")
+    conversation, _ = await store.open_conversation(customer)
+    for n in range(3):
+        await store.append_message(conversation.id, sender="agent", sender_id="1",
+                                   author="Bo", body=f"r{n}", client_msg_id=f"r{n}")
+    await store.mark_emailed(conversation.id, 2)  # before any read mark: the row is made
+    await store.mark_seen(conversation.id, 1, read=True)
+    await store.mark_emailed(conversation.id, 1)
+    assert await store.read_state(conversation.id) == {"read_seq": 1, "seen_seq": 1,
+                                                       "mailed_seq": 0, "emailed_seq": 2}
+    await store.mark_emailed(conversation.id, 3)
+    assert (await store.read_state(conversation.id))["emailed_seq"] == 3
+    await store.mark_emailed("cv_missing", 1)
+    assert (await store.read_state("cv_missing"))["emailed_seq"] == 0
 
 
 async def test_unseen_replies_are_batched_per_conversation(store: Store, store_url: str,
@@ -267,7 +286,7 @@ async def test_export_holds_read_marks_outbox_rows_and_links(store: Store, clock
     await store.create_mail_token("h" * 64, ada, "signin", clock.iso(minutes=15))
     document = await store.export_customer(ada)
     [exported] = document["conversations"]
-    assert exported["read"] == {"read_seq": 1, "seen_seq": 1, "mailed_seq": 0}
+    assert exported["read"] == {"read_seq": 1, "seen_seq": 1, "mailed_seq": 0, "emailed_seq": 0}
     assert [(m["kind"], m["status"], m["conversation_id"]) for m in document["mail"]] == [
         ("signin", "pending", None), ("transcript", "pending", conversation.id)]
     assert set(document["mail"][0]) == {"kind", "status", "conversation_id", "attempts",

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import traceback
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,9 @@ class Mailer:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._retry_at: float | None = None  # loop time of the soonest retry this process set
+        # Told (conversation id, last seq) once a mail of replies is sent: the hub marks them
+        # emailed for the staff (set by the app; the mailer knows nothing of sockets).
+        self.on_replies_sent: Callable[[str, int], Awaitable[None]] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -169,7 +173,14 @@ class Mailer:
             log.warning("mail %s (%s) attempt %s failed (%s); retrying in %ss", mail.id,
                         mail.kind, mail.attempts, code, int(wait.total_seconds()))
             return "pending"
-        return await self._finish(mail, "sent", None)
+        status = await self._finish(mail, "sent", None)
+        if mail.kind == "reply" and mail.conversation_id and self.on_replies_sent is not None:
+            try:
+                await self.on_replies_sent(mail.conversation_id, int(mail.params["to_seq"]))
+            except Exception as exc:  # the mail went; only the staff's "Emailed" mark is missing
+                log.warning("mail %s (%s) sent, but not marked emailed: %s at %s", mail.id,
+                            mail.kind, type(exc).__name__, _where(exc))
+        return status
 
     async def _finish(self, mail: OutboxMail, status: str, error: str | None) -> str:
         await self.store.finish_mail(mail.id, status=status, error=error)

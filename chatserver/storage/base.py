@@ -203,7 +203,7 @@ class ConversationSearch:
 
 
 # What a customer's export shows of the mail part (never an address or a word of a mail).
-READ_MARKS = ("read_seq", "seen_seq", "mailed_seq")
+READ_MARKS = ("read_seq", "seen_seq", "mailed_seq", "emailed_seq")
 EXPORTED_MAIL = ("kind", "status", "conversation_id", "attempts", "created_at",
                  "next_attempt_at", "sent_at")
 EXPORTED_LINKS = ("purpose", "created_at", "expires_at", "used_at")
@@ -293,7 +293,11 @@ class MailStore(Protocol):
         conversation's last seq, which is returned. NotFound for an unknown conversation."""
 
     async def read_state(self, conversation_id: str) -> dict[str, int]:
-        """read_seq, seen_seq and mailed_seq of the conversation (0 when never set)."""
+        """READ_MARKS of the conversation (0 when never set)."""
+
+    async def mark_emailed(self, conversation_id: str, seq: int) -> None:
+        """Agent replies up to `seq` went to the customer by email (the mail server took the
+        mail); nothing when the conversation is gone."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from ...errors import NotFound
-from ..base import MailToken, OutboxMail, VisitorSession
+from ..base import READ_MARKS, MailToken, OutboxMail, VisitorSession
 from .engine import Connection
 from .visitors import rowcount
 
@@ -203,7 +203,15 @@ async def mark_seen(c: Connection, conversation_id: str, seq: int, read: bool) -
 
 
 async def read_state(c: Connection, conversation_id: str) -> dict[str, int]:
-    row = await c.fetchrow("SELECT read_seq, seen_seq, mailed_seq FROM conversation_reads "
+    row = await c.fetchrow(f"SELECT {', '.join(READ_MARKS)} FROM conversation_reads "
                            "WHERE conversation_id = $1", conversation_id)
-    read, seen, mailed = (row[0], row[1], row[2]) if row else (0, 0, 0)
-    return {"read_seq": read, "seen_seq": seen, "mailed_seq": mailed}
+    return dict(zip(READ_MARKS, tuple(row) if row else (0,) * len(READ_MARKS), strict=True))
+
+
+async def mark_emailed(c: Connection, conversation_id: str, seq: int) -> None:
+    await c.execute(
+        "INSERT INTO conversation_reads (conversation_id, emailed_seq) "
+        "SELECT id, $2 FROM conversations WHERE id = $1 "
+        "ON CONFLICT (conversation_id) DO UPDATE SET "
+        "emailed_seq = GREATEST(conversation_reads.emailed_seq, excluded.emailed_seq)",
+        conversation_id, seq)

@@ -15,10 +15,11 @@ import secrets
 from typing import Any
 
 from ...errors import LegalHold, NotFound
-from ..base import EXPORTED_LINKS, EXPORTED_MAIL, READ_MARKS
+from ..base import EXPORTED_LINKS, EXPORTED_MAIL
 from ..rows import COLUMNS, CONSENT, FROM, to_consent, to_conversation, to_message
 from .conversations import MESSAGE_SELECT
 from .engine import Connection
+from .mail import read_state
 from .notes import export_extras
 from .visitors import customer, rowcount
 
@@ -40,13 +41,11 @@ async def export_customer(c: Connection, customer_id: str) -> dict[str, Any]:
             to_message(m).frame() for m in await c.fetch(
                 MESSAGE_SELECT + " WHERE m.conversation_id = $1 ORDER BY m.seq", conv.id)
         ]
-        marks = await c.fetchrow("SELECT read_seq, seen_seq, mailed_seq FROM conversation_reads "
-                                 "WHERE conversation_id = $1", conv.id)
         conversations.append({
             "id": conv.id, "status": conv.status, "created_at": conv.created_at,
             "claimed_at": conv.claimed_at, "closed_at": conv.closed_at,
             "agent": conv.agent_display_name, "messages": messages,
-            "read": dict(zip(READ_MARKS, marks or (0, 0, 0), strict=True)),
+            "read": await read_state(c, conv.id),
             **await export_extras(c, conv.id),
         })
     mail = [dict(zip(EXPORTED_MAIL, r, strict=True)) for r in await c.fetch(

@@ -19,6 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 from ...errors import ChatError, NotFound
 from ..base import (
     DEFAULT_DISPLAY_NAME,
+    READ_MARKS,
     AuditHasher,
     CannedResponse,
     Clock,
@@ -739,8 +740,11 @@ class PostgresStore:
 
     async def read_state(self, conversation_id: str) -> dict[str, int]:
         if "\x00" in conversation_id:
-            return {"read_seq": 0, "seen_seq": 0, "mailed_seq": 0}
+            return dict.fromkeys(READ_MARKS, 0)
         return await self.engine.read(lambda c: mail.read_state(c, conversation_id))
+
+    async def mark_emailed(self, conversation_id: str, seq: int) -> None:
+        await self.engine.write(lambda c: mail.mark_emailed(c, conversation_id, seq))
 
 
 def _log_late_failure(task: asyncio.Task[None]) -> None:

@@ -7,7 +7,7 @@ import sqlite3
 from typing import Any
 
 from ...errors import NotFound
-from ..base import MailToken, OutboxMail, VisitorSession
+from ..base import READ_MARKS, MailToken, OutboxMail, VisitorSession
 
 FINISHED = ("sent", "failed", "dropped")
 _OUTBOX_LIST = ("id", "kind", "status", "attempts", "last_error", "conversation_id",
@@ -184,7 +184,14 @@ def mark_seen(c: sqlite3.Connection, conversation_id: str, seq: int, read: bool)
 
 def read_state(c: sqlite3.Connection, conversation_id: str) -> dict[str, int]:
     row = c.execute(
-        "SELECT read_seq, seen_seq, mailed_seq FROM conversation_reads "
-        "WHERE conversation_id = ?", (conversation_id,)).fetchone()
-    read, seen, mailed = row or (0, 0, 0)
-    return {"read_seq": read, "seen_seq": seen, "mailed_seq": mailed}
+        f"SELECT {', '.join(READ_MARKS)} FROM conversation_reads WHERE conversation_id = ?",
+        (conversation_id,)).fetchone()
+    return dict(zip(READ_MARKS, row or (0,) * len(READ_MARKS), strict=True))
+
+
+def mark_emailed(c: sqlite3.Connection, conversation_id: str, seq: int) -> None:
+    c.execute(
+        "INSERT INTO conversation_reads (conversation_id, emailed_seq) "
+        "SELECT id, ? FROM conversations WHERE id = ? "
+        "ON CONFLICT (conversation_id) DO UPDATE SET "
+        "emailed_seq = MAX(emailed_seq, excluded.emailed_seq)", (seq, conversation_id))

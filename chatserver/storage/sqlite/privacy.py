@@ -13,7 +13,7 @@ import sqlite3
 from typing import Any
 
 from ...errors import LegalHold, NotFound
-from ..base import EXPORTED_LINKS, EXPORTED_MAIL, READ_MARKS
+from ..base import EXPORTED_LINKS, EXPORTED_MAIL
 from ..rows import (
     BLOCK,
     BLOCK_KEYS,
@@ -26,6 +26,7 @@ from ..rows import (
 )
 from . import notes
 from .conversations import MESSAGE_SELECT
+from .mail import read_state
 from .upkeep import note_scrub_needed
 from .visitors import customer
 
@@ -43,13 +44,11 @@ def export_customer(c: sqlite3.Connection, customer_id: str) -> dict[str, Any]:
                 MESSAGE_SELECT + " WHERE m.conversation_id = ? ORDER BY m.seq",
                 (conv.id,)).fetchall()
         ]
-        marks = c.execute("SELECT read_seq, seen_seq, mailed_seq FROM conversation_reads "
-                          "WHERE conversation_id = ?", (conv.id,)).fetchone()
         conversations.append({
             "id": conv.id, "status": conv.status, "created_at": conv.created_at,
             "claimed_at": conv.claimed_at, "closed_at": conv.closed_at,
             "agent": conv.agent_display_name, "messages": messages,
-            "read": dict(zip(READ_MARKS, marks or (0, 0, 0), strict=True)),
+            "read": read_state(c, conv.id),
             **conversation_extras(c, conv.id),
         })
     mail = [dict(zip(EXPORTED_MAIL, r, strict=True)) for r in c.execute(

@@ -521,6 +521,9 @@ class SQLiteStore:
     async def read_state(self, conversation_id: str) -> dict[str, int]:
         return await self.engine.read(lambda c: mail.read_state(c, conversation_id))
 
+    async def mark_emailed(self, conversation_id: str, seq: int) -> None:
+        await self.engine.write(lambda c: mail.mark_emailed(c, conversation_id, seq))
+
     # -- notes and ratings ------------------------------------------------------------------
 
     async def add_note(self, conversation_id: str, *, staff_id: int, body: str,
