@@ -49,6 +49,7 @@ from .storage.base import (
     Staff,
     Store,
 )
+from .visitor_presence import VisitorPresence
 
 log = logging.getLogger("chatserver.hub")
 QUEUE_DEBOUNCE_SECONDS = 0.05
@@ -176,13 +177,15 @@ def status_frame(conversation: Conversation) -> dict[str, Any]:
 
 
 STAFF_ONLY_FIELDS = ("agent_id", "agent_name", "paused", "previous_agent_id")
+_STAFF_ONLY_PREFIXES = (protocol.NOTE_PREFIX, protocol.MAILED_PREFIX,
+                        protocol.VISITOR_PRESENCE_PREFIX)
 
 
 def for_visitor(payload: str) -> str | None:
-    """A conversation-channel frame as the visitor may see it: staff notes and mail marks not at
-    all (None); status frames lose the staff-only fields (the agent's id and sign-in name);
-    every other frame passes as it is."""
-    if payload.startswith((protocol.NOTE_PREFIX, protocol.MAILED_PREFIX)):
+    """A conversation-channel frame as the visitor may see it: staff notes, mail marks and the
+    customer's own presence not at all (None); status frames lose the staff-only fields (the
+    agent's id and sign-in name); every other frame passes as it is."""
+    if payload.startswith(_STAFF_ONLY_PREFIXES):
         return None
     if not payload.startswith('{"type":"status"'):
         return payload
@@ -311,6 +314,10 @@ class Hub:
         # once it is back (a message as a reference to its seq), so other processes catch up.
         self._unsent: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # held, or the loop may drop them midway
+        self.visitors = VisitorPresence(
+            broadcast, self.process_id,
+            lambda conversation_id, payload: self._publish(conversation_channel(conversation_id),
+                                                           payload))
         self._own = [
             broadcast.subscribe(QUEUE_CHANNEL, lambda _payload: self._queue.trigger()),
             broadcast.subscribe(PRESENCE_CHANNEL, self._on_presence),
@@ -758,6 +765,7 @@ class Hub:
             log.exception("queue refresh failed")
 
     async def shutdown(self) -> None:
+        await self.visitors.stop()
         if self._queue_task is not None:
             self._queue_task.cancel()
         self._queue.cancel()

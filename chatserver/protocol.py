@@ -362,6 +362,15 @@ def mailed_frame(conversation_id: str, seq: int) -> dict[str, Any]:
     return {"type": "mailed", "conversation_id": conversation_id, "seq": seq}
 
 
+VISITOR_PRESENCE_PREFIX = '{"type":"presence","conversation_id"'
+
+
+def visitor_presence_frame(conversation_id: str, online: bool) -> dict[str, Any]:
+    """To staff: whether the customer has the conversation open (a socket) in any process.
+    Never sent to a visitor (theirs is presence_frame, about agents)."""
+    return {"type": "presence", "conversation_id": conversation_id, "visitor_online": online}
+
+
 def presence_frame(agents_online: bool) -> dict[str, Any]:
     """Whether an agent is online, sent to visitors whenever that changes."""
     return {"type": "presence", "agents_online": agents_online}

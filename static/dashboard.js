@@ -44,6 +44,7 @@
     convCompany: $("conv-company"),
     convConsent: $("conv-consent"),
     convStatus: $("conv-status"),
+    convPresence: $("conv-presence"),
     convClose: $("conv-close"),
     convDismiss: $("conv-dismiss"),
     scroller: $("conv-scroller"),
@@ -310,6 +311,7 @@
       unread: 0,
       seenSeq: 0, // the visitor's read mark: "Seen" goes under my last message up to it
       emailedSeq: 0, // replies up to it went by email: "Emailed" under the last one not seen
+      visitorOnline: null, // whether the customer has the chat open (null: not heard yet)
       readSent: 0, // the last visitor message I told the server I saw
       lastVisitorSeq: 0,
       visitorTyping: false,
@@ -507,6 +509,9 @@
       case "mailed":
         onMailed(f);
         break;
+      case "presence":
+        onVisitorPresence(f);
+        break;
       case "error":
         onError(f);
         break;
@@ -672,6 +677,25 @@
     if (!conv || f.sender !== "visitor" || !Number.isFinite(Number(f.seq))) return;
     conv.seenSeq = Math.max(conv.seenSeq, Number(f.seq));
     renderSeen(conv);
+  }
+
+  // Whether the customer has the chat open: someone who left gets the answer by email (when
+  // the server sends mail), so it is worth writing it whole.
+  function onVisitorPresence(f) {
+    const conv = convs.get(String(f.conversation_id || ""));
+    if (!conv || typeof f.visitor_online !== "boolean") return;
+    conv.visitorOnline = f.visitor_online;
+    if (isViewing(conv)) renderPresence(conv);
+  }
+
+  function renderPresence(conv) {
+    const node = ui.convPresence;
+    node.hidden = conv.visitorOnline === null || conv.status === "closed";
+    if (node.hidden) return;
+    const mail = document.getElementById("app").dataset.mail === "on";
+    node.classList.toggle("is-here", conv.visitorOnline);
+    node.textContent = conv.visitorOnline ? "On the chat now"
+      : mail ? "Left the chat: replies they do not see are emailed to them" : "Left the chat";
   }
 
   // Replies the customer did not see in time are emailed to them (the server's mail job):
@@ -1268,6 +1292,7 @@
     ui.convCompany.textContent = who.company;
     ui.convCompany.hidden = !who.company;
     ui.convConsent.textContent = consentText(item);
+    renderPresence(conv);
 
     const closed = conv.status === "closed";
     const active = conv.status === "active";

@@ -21,7 +21,7 @@ from chatserver.hub import PRESENCE_TTL_SECONDS
 
 from . import databases
 from .redis_support import REDIS_URL, fresh_redis_url, kill_pubsub_clients, require_redis
-from .support import Agent, Server, Socket, Visitor, free_port
+from .support import Agent, Server, Socket, Visitor, cookie_header, free_port, open_socket
 from .test_database_faults import Outage
 
 BACKENDS = ["redis", "postgresql"]
@@ -179,6 +179,48 @@ async def test_a_rename_on_one_process_reaches_the_agents_socket_on_another(
     for s in (vs, ags):
         await s.close()
     for client in (visitor, agent, chief):
+        await client.aclose()
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+async def test_the_customer_leaving_is_seen_across_processes(
+    make_server: Callable[..., Server], database: str, kind: str,
+) -> None:
+    """The customer has tabs on both processes, the agent is on the second: with the tab on the
+    first closed, the customer still counts as on the chat; with the last closed too, the agent
+    hears they left; a tab on the first again, that they are back. (Two processes that see the
+    last tab go at the same moment may both say so: the frame is a state, said twice.)"""
+    a, b = _pair(make_server, _env(database, _broadcast_url(kind, database)))
+    visitor, vs, agent, ags, conversation = await _chat(a, b)
+    other = await open_socket(b, "/ws/visitor", cookie_header(visitor.http))
+    await other.wait_type("welcome")
+    await ags.send({"type": "resume", "conversation_id": conversation, "after_seq": 0})
+    assert (await ags.wait_type("presence", conversation_id=conversation)
+            )["visitor_online"] is True
+    await vs.close()  # the tab on the first process
+    await vs.ws.wait_closed()
+    fresh = await agent.socket()  # a dashboard loaded now, on the second process
+    await fresh.wait_type("queue")
+    await fresh.send({"type": "resume", "conversation_id": conversation, "after_seq": 0})
+    assert (await fresh.wait_type("presence", conversation_id=conversation)
+            )["visitor_online"] is True
+    await asyncio.sleep(0.5)  # time for a wrong "left" from the first process to arrive
+    await ags.send({"type": "ping"})
+    await ags.wait_type("pong")
+    assert [f["visitor_online"] for f in ags.frames if f.get("type") == "presence"] == [True]
+    await other.close()  # the last one, on the second
+    await ags.wait_type("presence", conversation_id=conversation, visitor_online=False,
+                        timeout=10)
+    back = await visitor.socket()  # on the first process again
+    await back.wait_type("welcome")
+    await ags.wait_type("presence", conversation_id=conversation, visitor_online=True,
+                        timeout=10)
+    states = [f["visitor_online"] for f in ags.frames if f.get("type") == "presence"]
+    assert [s for n, s in enumerate(states) if n == 0 or states[n - 1] != s] == [True, False,
+                                                                                   True]
+    for sock in (back, ags, fresh):
+        await sock.close()
+    for client in (visitor, agent):
         await client.aclose()
 
 

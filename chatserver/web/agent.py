@@ -217,7 +217,8 @@ def staff_page(request: Request, template: str, staff: Staff, title: str) -> Res
     if state.signer.unsign("csrf", token, CSRF_MAX_AGE) is None:
         token = state.signer.new_csrf()
     response = page(request, template, {"title": title, "staff": staff.public(),
-                                        "csrf_token": token})
+                                        "csrf_token": token,
+                                        "mail_enabled": state.mailer.enabled})
     set_cookie(response, request, CSRF_COOKIE, token or "", max_age=CSRF_MAX_AGE,
                samesite="strict")
     response.headers["Cache-Control"] = "no-store"
