@@ -69,6 +69,15 @@ async def _agent_says(ags: Socket, conversation_id: str, body: str) -> int:
     return int((await ags.wait_type("ack", client_msg_id=msg_id))["seq"])
 
 
+async def _claimed(agent: Agent, conversation_id: str) -> Socket:
+    """The agent's socket, once the agent claimed the conversation on it."""
+    ags = await agent.socket()
+    await ags.wait_type("queue")
+    await ags.send({"type": "claim", "conversation_id": conversation_id})
+    await ags.wait_type("status", conversation_id=conversation_id)
+    return ags
+
+
 async def _left_a_message(srv: Server, visitor: Visitor, agent: Agent
                           ) -> tuple[str, Socket]:
     """The visitor writes, closes the tab; an agent claims the conversation."""
@@ -76,10 +85,7 @@ async def _left_a_message(srv: Server, visitor: Visitor, agent: Agent
     conversation_id = (await vs.wait_type("welcome"))["conversation_id"]
     await _say(vs, "Is anyone there? My order is late.")
     await vs.close()
-    ags = await agent.socket()
-    await ags.wait_type("queue")
-    await ags.send({"type": "claim", "conversation_id": conversation_id})
-    await ags.wait_type("status", conversation_id=conversation_id)
+    ags = await _claimed(agent, conversation_id)
     return conversation_id, ags
 
 
@@ -131,10 +137,7 @@ async def test_replies_seen_in_an_open_chat_are_not_mailed(srv: Server, box: Mai
     vs = await bea.socket()
     conversation_id = (await vs.wait_type("welcome"))["conversation_id"]
     await _say(vs, "Hello")
-    ags = await agent.socket()
-    await ags.wait_type("queue")
-    await ags.send({"type": "claim", "conversation_id": conversation_id})
-    await ags.wait_type("status", conversation_id=conversation_id)
+    ags = await _claimed(agent, conversation_id)
     await _agent_says(ags, conversation_id, "Seen while chatting")
     await vs.wait_type("message", sender="agent")
     await vs.close()
@@ -153,10 +156,7 @@ async def test_read_frames_are_stored_relayed_and_decide_what_is_mailed(
     vs = await cy.socket()
     conversation_id = (await vs.wait_type("welcome"))["conversation_id"]
     own = await _say(vs, "Hello")
-    ags = await agent.socket()
-    await ags.wait_type("queue")
-    await ags.send({"type": "claim", "conversation_id": conversation_id})
-    await ags.wait_type("status", conversation_id=conversation_id)
+    ags = await _claimed(agent, conversation_id)
 
     await vs.send({"type": "read", "seq": own})
     relayed = await ags.wait_type("read", conversation_id=conversation_id)
@@ -203,10 +203,7 @@ async def test_staff_see_how_far_replies_went_by_email(
     conversation_id = (await vs.wait_type("welcome"))["conversation_id"]
     await vs.send({"type": "read", "seq": 0})  # as the widget does: it says what was read
     await _say(vs, "Hello?")
-    ags = await agent.socket()
-    await ags.wait_type("queue")
-    await ags.send({"type": "claim", "conversation_id": conversation_id})
-    await ags.wait_type("status", conversation_id=conversation_id)
+    ags = await _claimed(agent, conversation_id)
     await _agent_says(ags, conversation_id, "Looking into it.")
     last = await _agent_says(ags, conversation_id, "Found it: it ships today.")
     await vs.wait_type("message", seq=last)  # delivered to a tab nobody looks at

@@ -4,21 +4,7 @@ sockets."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from .support import Agent, Server, Visitor
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("visitor-presence") / "data",
-                    env={"CHATSERVER_LIMITS_EXEMPT": "127.0.0.1"})
-    server.start()
-    server.add_staff("bo", "agent")
-    yield server
-    server.stop()
 
 
 def _presence(frames: list[dict[str, object]]) -> list[bool]:
@@ -26,12 +12,12 @@ def _presence(frames: list[dict[str, object]]) -> list[bool]:
             if f.get("type") == "presence" and "conversation_id" in f]
 
 
-async def test_the_agent_sees_the_customer_come_and_go(srv: Server) -> None:
+async def test_the_agent_sees_the_customer_come_and_go(server: Server) -> None:
     """Claimed and resumed: the customer is on the chat. A second tab says nothing; closing one
     of two says nothing; closing the last says they left; coming back says so again. The
     customer's sockets never get these frames (theirs are about agents)."""
-    visitor = await Visitor(srv).start(email="dee.here@example.com")
-    agent = await Agent(srv, "bo").login()
+    visitor = await Visitor(server).start(email="dee.here@example.com")
+    agent = await Agent(server, "agent").login()
     first = await visitor.socket()
     conversation_id = (await first.wait_type("welcome"))["conversation_id"]
     ags = await agent.socket()
