@@ -270,8 +270,8 @@ async def _visitor_chat(ws: WebSocket, state: Any, session: Any, customer: Any,
         "read_seq": (await state.store.read_state(conversation_id))["read_seq"],
     })
     limiter = Limiter(ws, peer, state.limits)
-    await state.hub.visitors.arrived(conversation_id)  # the agent sees the customer is here
     try:
+        await state.hub.visitors.arrived(conversation_id)  # the agent sees the customer is here
         async for text in frames(ws, peer, state.settings.socket_idle_seconds):
             if peer.closing:
                 continue  # we are closing: read on until the close handshake completes
@@ -571,8 +571,9 @@ async def _agent_frame(
         await _replay_notes(state, peer, conversation_id, frame.after_seq)
         for mark in await hub.stored_marks(conversation_id):  # "Seen" survives a reload
             peer.send_frame(mark)
-        peer.send_frame(protocol.visitor_presence_frame(
-            conversation_id, await hub.visitors.online(conversation_id)))
+        here = await hub.visitors.online(conversation_id)
+        if here is not None:
+            peer.send_frame(protocol.visitor_presence_frame(conversation_id, here))
         return
     if isinstance(frame, protocol.Note):
         await _agent_note(peer, hub, frame, staff)

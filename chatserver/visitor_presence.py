@@ -58,15 +58,16 @@ class VisitorPresence:
         self._sockets.pop(conversation_id, None)
         await self._changed(conversation_id, hold=False)
 
-    async def online(self, conversation_id: str) -> bool:
-        """Whether a visitor socket of the conversation is open in any process."""
+    async def online(self, conversation_id: str) -> bool | None:
+        """Whether a visitor socket of the conversation is open in any process; None when the
+        broadcast is away and this process has none (unknown, rather than a wrong "left")."""
         if conversation_id in self._sockets:
             return True
         try:
             return await self._broadcast.lease(_key(conversation_id), PEEK, LEASE_SECONDS,
                                                False) > 0
         except BroadcastUnavailable:
-            return False
+            return None
 
     async def _changed(self, conversation_id: str, *, hold: bool) -> None:
         try:
