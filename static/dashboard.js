@@ -686,6 +686,7 @@
     if (!conv || typeof f.visitor_online !== "boolean") return;
     conv.visitorOnline = f.visitor_online;
     if (isViewing(conv)) renderPresence(conv);
+    renderSidebar();
   }
 
   function renderPresence(conv) {
@@ -1074,10 +1075,13 @@
     }
     button.classList.toggle("is-unread", Boolean(fresh || (conv && conv.unread)));
     if (conv && conv.status === "closed") tags.appendChild(el("span", "mini-tag", "Closed"));
+    const left = group === "mine" && conv && conv.status === "active" && conv.visitorOnline === false;
+    if (left) tags.appendChild(el("span", "mini-tag left-tag", "Left"));
     handoverTags(item, conv, group, tags);
     if (pendingClaims.has(id)) tags.appendChild(el("span", "mini-tag", "Claiming…"));
     if (tags.childNodes.length) button.appendChild(tags);
-    const label = [who.name, who.company, group === "queue" ? waitingText(item.waiting_since) : ""]
+    const label = [who.name, who.company, group === "queue" ? waitingText(item.waiting_since) : "",
+      left ? "left the chat" : ""]
       .filter(Boolean)
       .join(", ");
     button.setAttribute("aria-label", conv && conv.unread ? `${label}, ${conv.unread} unread`

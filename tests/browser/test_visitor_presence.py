@@ -14,8 +14,8 @@ from .pages import sign_in, start_widget_chat
 async def test_the_dashboard_shows_the_customer_leave_and_come_back(
         make_server: Callable[..., Server], browser: Browser, tmp_path: Path) -> None:
     """Claimed: "On the chat now". The customer closes the tab: "Left the chat" (this server
-    sends no mail, so nothing is promised about email). The customer opens the site again and
-    the chat with it: on the chat again."""
+    sends no mail, so nothing is promised about email), and "Left" beside them in the list.
+    The customer opens the site again and the chat with it: on the chat again."""
     server = make_server(CHATSERVER_LIMITS_EXEMPT="127.0.0.1")
     server.add_staff("sam", "agent")
     customer_ctx = await browser.new_context()
@@ -33,6 +33,8 @@ async def test_the_dashboard_shows_the_customer_leave_and_come_back(
 
         await customer.close()
         await expect(presence).to_have_text("Left the chat")
+        left_tag = agent.locator("#list-mine .left-tag")
+        await expect(left_tag).to_have_text("Left")  # beside the name in "My conversations"
         await agent.screenshot(path=str(tmp_path / "dashboard-left.png"))
 
         again = await customer_ctx.new_page()
@@ -41,6 +43,7 @@ async def test_the_dashboard_shows_the_customer_leave_and_come_back(
         await expect(again.frame_locator("iframe").locator("#messages")).to_contain_text(
             "Is my parcel lost?")
         await expect(presence).to_have_text("On the chat now")
+        await expect(left_tag).to_have_count(0)
     finally:
         await customer_ctx.close()
         await agent_ctx.close()
