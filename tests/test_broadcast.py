@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from chatserver import broadcast
+from chatserver import broadcast, visitor_presence
 from chatserver.broadcast import CONNECTION_CHANNEL, DOWN, UP, BroadcastUnavailable
 from chatserver.broadcast.postgres import listen_name
+from chatserver.visitor_presence import VisitorPresence
 
 from . import databases
 from .redis_support import fresh_redis_url, kill_pubsub_clients, require_redis
@@ -111,6 +112,32 @@ async def test_shared_backends_reach_other_processes(opened: Callable[[], Any]) 
         assert heard.items == []
         return
     assert await heard.wait(1) == ["4401"]
+
+
+async def test_a_customers_presence_is_renewed_while_held_and_runs_out_after(
+        opened: Callable[[], Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """One process holds a customer's presence (chatserver/visitor_presence.py): another keeps
+    seeing them there past the lease's life, as it is renewed; once the first stops renewing
+    without letting go (killed), the presence runs out. Only the first process in speaks."""
+    monkeypatch.setattr(visitor_presence, "LEASE_SECONDS", 1.0)
+    first = await opened()
+    second = await opened() if first.shared else first  # memory: one process's two views
+    said: list[str] = []
+
+    async def publish(conversation_id: str, payload: str) -> None:
+        said.append(payload)
+
+    here = VisitorPresence(first, "process-a", publish)
+    there = VisitorPresence(second, "process-b", publish)
+    await here.arrived("cv_presence")
+    await there.arrived("cv_presence")  # a second tab, on the other process: nothing said
+    await there.left("cv_presence")
+    await asyncio.sleep(2.2)  # over two lives of a lease: renewed meanwhile
+    assert await there.online("cv_presence") is True
+    await here.stop()  # no more renewals, and no release: as if killed
+    await asyncio.sleep(1.3)
+    assert await there.online("cv_presence") is False
+    assert said == ['{"type":"presence","conversation_id":"cv_presence","visitor_online":true}']
 
 
 async def test_each_process_hears_every_publication_once_in_its_order(
