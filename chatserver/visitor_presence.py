@@ -1,4 +1,4 @@
-"""Whether the customer has their conversation open: the agent sees "On the chat" or "Left".
+"""Whether the customer has their conversation open: the agent sees "Online now" or "Offline".
 
 An agent answering someone who closed the tab should know that the answer goes by email (after
 CHATSERVER_REPLY_EMAIL_DELAY_SECONDS), and write it so. A process counts its own visitor sockets

@@ -695,8 +695,8 @@
     if (node.hidden) return;
     const mail = document.getElementById("app").dataset.mail === "on";
     node.classList.toggle("is-here", conv.visitorOnline);
-    node.textContent = conv.visitorOnline ? "On the chat now"
-      : mail ? "Left the chat: replies they do not see are emailed to them" : "Left the chat";
+    node.textContent = conv.visitorOnline ? "Online now"
+      : mail ? "Offline: replies they do not see are emailed to them" : "Offline";
   }
 
   // Replies the customer did not see in time are emailed to them (the server's mail job):
@@ -1076,12 +1076,12 @@
     button.classList.toggle("is-unread", Boolean(fresh || (conv && conv.unread)));
     if (conv && conv.status === "closed") tags.appendChild(el("span", "mini-tag", "Closed"));
     const left = group === "mine" && conv && conv.status === "active" && conv.visitorOnline === false;
-    if (left) tags.appendChild(el("span", "mini-tag left-tag", "Left"));
+    if (left) tags.appendChild(el("span", "mini-tag left-tag", "Offline"));
     handoverTags(item, conv, group, tags);
     if (pendingClaims.has(id)) tags.appendChild(el("span", "mini-tag", "Claiming…"));
     if (tags.childNodes.length) button.appendChild(tags);
     const label = [who.name, who.company, group === "queue" ? waitingText(item.waiting_since) : "",
-      left ? "left the chat" : ""]
+      left ? "offline" : ""]
       .filter(Boolean)
       .join(", ");
     button.setAttribute("aria-label", conv && conv.unread ? `${label}, ${conv.unread} unread`

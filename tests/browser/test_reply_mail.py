@@ -32,7 +32,7 @@ async def test_reply_link_opens_the_chat_in_another_browser(browser: Browser, tm
         await desk.locator("#list-queue").get_by_text("Ada Lovelace").click()
         await desk.get_by_role("button", name="Claim").click()
         await expect(desk.locator("#conv-presence")).to_have_text(
-            "Left the chat: replies they do not see are emailed to them")
+            "Offline: replies they do not see are emailed to them")
         await desk.locator("#composer-input").fill("Yes! Your parcel left today.")
         await desk.locator("#composer-input").press("Enter")
         [mail] = await mailbox.wait_to("ada.browser@example.com",

@@ -13,8 +13,8 @@ from .pages import sign_in, start_widget_chat
 
 async def test_the_dashboard_shows_the_customer_leave_and_come_back(
         make_server: Callable[..., Server], browser: Browser, tmp_path: Path) -> None:
-    """Claimed: "On the chat now". The customer closes the tab: "Left the chat" (this server
-    sends no mail, so nothing is promised about email), and "Left" beside them in the list.
+    """Claimed: "Online now". The customer closes the tab: "Offline" (this server
+    sends no mail, so nothing is promised about email), and "Offline" beside them in the list.
     The customer opens the site again and the chat with it: on the chat again."""
     server = make_server(CHATSERVER_LIMITS_EXEMPT="127.0.0.1")
     server.add_staff("sam", "agent")
@@ -29,12 +29,12 @@ async def test_the_dashboard_shows_the_customer_leave_and_come_back(
         await agent.locator("#list-queue").get_by_text("Robin Reader").click()
         await agent.get_by_role("button", name="Claim").click()
         presence = agent.locator("#conv-presence")
-        await expect(presence).to_have_text("On the chat now")
+        await expect(presence).to_have_text("Online now")
 
         await customer.close()
-        await expect(presence).to_have_text("Left the chat")
+        await expect(presence).to_have_text("Offline")
         left_tag = agent.locator("#list-mine .left-tag")
-        await expect(left_tag).to_have_text("Left")  # beside the name in "My conversations"
+        await expect(left_tag).to_have_text("Offline")  # beside the name in "My conversations"
         await agent.screenshot(path=str(tmp_path / "dashboard-left.png"))
 
         again = await customer_ctx.new_page()
@@ -42,7 +42,7 @@ async def test_the_dashboard_shows_the_customer_leave_and_come_back(
         await again.get_by_role("button", name="Open chat").click()
         await expect(again.frame_locator("iframe").locator("#messages")).to_contain_text(
             "Is my parcel lost?")
-        await expect(presence).to_have_text("On the chat now")
+        await expect(presence).to_have_text("Online now")
         await expect(left_tag).to_have_count(0)
     finally:
         await customer_ctx.close()
