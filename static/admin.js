@@ -78,6 +78,21 @@
       : "—";
   }
 
+  /** A table cell with the date and the time of day, each kept on one line: a narrow table
+   * breaks between them, not inside either. */
+  function whenCell(value) {
+    const td = el("td", "when");
+    const d = toDate(value);
+    if (!d) {
+      td.textContent = "—";
+      return td;
+    }
+    td.title = whenFull(value);
+    td.append(el("span", "", d.toLocaleDateString([], { year: "numeric", month: "short", day: "numeric" })), " ",
+      el("span", "", d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })));
+    return td;
+  }
+
   function whenFull(value) {
     const d = toDate(value);
     return d ? d.toLocaleString() : "";
@@ -1398,11 +1413,8 @@
     state.appendChild(el("span", `state-tag state-${s.state === "disabled" ? "disabled" : "active"}`,
       s.state === "disabled" ? "Disabled" : "Active"));
 
-    const created = el("td", "nowrap", when(s.created_at));
-    created.title = whenFull(s.created_at);
-    const last = el("td", "nowrap", s.last_login ? when(s.last_login) : "Never");
-    if (s.last_login) last.title = whenFull(s.last_login);
-    else last.classList.add("muted");
+    const created = whenCell(s.created_at);
+    const last = s.last_login ? whenCell(s.last_login) : el("td", "muted", "Never");
 
     const actions = el("td", "row-actions staff-actions");
     actions.append(
