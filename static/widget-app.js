@@ -330,8 +330,8 @@
     markRead();
   }
 
-  // Status: the banner says what is happening while queued; the subtitle names the agent.
-  // Offline: email is promised only where this server sends mail.
+  // The banner: while queued, or with no agent online (one may leave mid-chat). Offline:
+  // email is promised only where this server sends mail.
   function waitingText() {
     if (agentsOnline) return 'Waiting for an agent…';
     const email = me && me.customer && me.customer.email;
@@ -347,7 +347,7 @@
     ended = status === 'closed';
     active(!ended);
     const b = $('banner');
-    b.hidden = status !== 'queued';
+    b.hidden = ended || (status !== 'queued' && agentsOnline);
     const text = waitingText();
     if (b.textContent !== text) b.textContent = text;
     say('subtitle', status === 'active' ? (agent ? 'You are chatting with ' + agent : 'An agent has joined')
