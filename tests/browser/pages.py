@@ -16,6 +16,12 @@ async def sign_in(page: Page, server: Server, name: str, path: str) -> None:
     await page.wait_for_url(server.url + path)
 
 
+async def claim_waiting(page: Page, customer: str) -> None:
+    """On the dashboard: open the waiting conversation of `customer` from the queue and claim it."""
+    await page.locator("#list-queue").get_by_text(customer).click()
+    await page.get_by_role("button", name="Claim").click()
+
+
 async def start_widget_chat(page: Page, server: Server, name: str, email: str,
                             first_message: str) -> FrameLocator:
     """A customer on the site's home page: opens the widget, consents, fills the pre-chat form

@@ -9,7 +9,7 @@ from pathlib import Path
 from playwright.async_api import Browser, expect
 
 from ..support import Server
-from .pages import sign_in, start_widget_chat
+from .pages import claim_waiting, sign_in, start_widget_chat
 
 NOBODY = "No agent is online. Leave a message; we'll answer here when one is back."
 
@@ -29,8 +29,7 @@ async def test_the_customer_hears_when_the_only_agent_signs_out_mid_chat(
                                          "Where is my parcel?")
         agent = await agent_ctx.new_page()
         await sign_in(agent, server, "sam", "/agent")
-        await agent.locator("#list-queue").get_by_text("Robin Reader").click()
-        await agent.get_by_role("button", name="Claim").click()
+        await claim_waiting(agent, "Robin Reader")
         await agent.locator("#composer-input").fill("Looking into it.")
         await agent.locator("#composer-input").press("Enter")
         await expect(widget.locator("#messages .msg-agent")).to_have_count(1)

@@ -11,7 +11,7 @@ from pathlib import Path
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from ..support import Server, Visitor
-from .pages import sign_in
+from .pages import claim_waiting, sign_in
 
 
 async def _dashboard(browser: Browser, server: Server, name: str) -> tuple[BrowserContext, Page]:
@@ -53,8 +53,7 @@ async def test_transfer_take_over_and_the_title_count(
     ann_ctx, ann = await _dashboard(browser, server, "ann")
     await expect(ann).to_have_title("1 waiting · Agent dashboard")
     await _set_display_name(ann, "Ann Archer")
-    await ann.locator("#list-queue").get_by_text("Quinn Customer").click()
-    await ann.get_by_role("button", name="Claim").click()
+    await claim_waiting(ann, "Quinn Customer")
     await expect(ann.locator("#conv-name")).to_have_text("Quinn Customer")
     await expect(ann).to_have_title("Agent dashboard")
     assert (await vs.wait_type("status", status="active"))["agent"] == "Ann Archer"

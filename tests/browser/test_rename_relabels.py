@@ -10,7 +10,7 @@ from pathlib import Path
 from playwright.async_api import Browser, WebSocketRoute, expect
 
 from ..support import Agent, Server
-from .pages import sign_in, start_widget_chat
+from .pages import claim_waiting, sign_in, start_widget_chat
 
 
 async def test_a_new_display_name_relabels_earlier_replies_on_both_sides(
@@ -34,8 +34,7 @@ async def test_a_new_display_name_relabels_earlier_replies_on_both_sides(
         await agent.locator("#profile-input").fill("Sam from Support")
         await agent.locator("#profile-save").click()
         await expect(agent.locator("#profile-name")).to_have_text("Sam from Support")
-        await agent.locator("#list-queue").get_by_text("Robin Reader").click()
-        await agent.get_by_role("button", name="Claim").click()
+        await claim_waiting(agent, "Robin Reader")
         await agent.locator("#composer-input").fill("Let me look.")
         await agent.locator("#composer-input").press("Enter")
         replies = widget.locator("#messages .msg-agent")

@@ -9,7 +9,7 @@ from playwright.async_api import Browser, expect
 
 from ..mailbox import Mailbox, mail_server
 from ..support import Visitor
-from .pages import sign_in
+from .pages import claim_waiting, sign_in
 
 
 async def test_reply_link_opens_the_chat_in_another_browser(browser: Browser, tmp_path: Path,
@@ -29,8 +29,7 @@ async def test_reply_link_opens_the_chat_in_another_browser(browser: Browser, tm
         desk_context = await browser.new_context()
         desk = await desk_context.new_page()
         await sign_in(desk, srv, "bo", "/agent")
-        await desk.locator("#list-queue").get_by_text("Ada Lovelace").click()
-        await desk.get_by_role("button", name="Claim").click()
+        await claim_waiting(desk, "Ada Lovelace")
         await expect(desk.locator("#conv-presence")).to_have_text(
             "Offline: replies they do not see are emailed to them")
         await desk.locator("#composer-input").fill("Yes! Your parcel left today.")

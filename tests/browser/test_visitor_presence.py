@@ -8,7 +8,7 @@ from pathlib import Path
 from playwright.async_api import Browser, expect
 
 from ..support import Server
-from .pages import sign_in, start_widget_chat
+from .pages import claim_waiting, sign_in, start_widget_chat
 
 
 async def test_the_dashboard_shows_the_customer_leave_and_come_back(
@@ -26,8 +26,7 @@ async def test_the_dashboard_shows_the_customer_leave_and_come_back(
                                 "Is my parcel lost?")
         agent = await agent_ctx.new_page()
         await sign_in(agent, server, "sam", "/agent")
-        await agent.locator("#list-queue").get_by_text("Robin Reader").click()
-        await agent.get_by_role("button", name="Claim").click()
+        await claim_waiting(agent, "Robin Reader")
         presence = agent.locator("#conv-presence")
         await expect(presence).to_have_text("Online now")
 
